@@ -1,0 +1,29 @@
+# Two commands on a fresh clone with a bare Python 3.11+ and pip:
+#   make demo   - the offline demo: sandbox Langfuse + TLM, real SDKs, real Prefect, the flow twice
+#   make test   - the test suite
+# uv is installed with pip when missing (python3 -m uv), then `uv sync` builds .venv from uv.lock.
+
+PYTHON ?= python3
+UV := $(PYTHON) -m uv
+
+.PHONY: setup demo test lint check sandbox
+
+setup:
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv>=0.5"
+	@$(UV) sync --locked --quiet
+
+demo: setup
+	$(UV) run --locked python -m flows.demo
+
+test: setup
+	$(UV) run --locked pytest -q
+
+lint: setup
+	$(UV) run --locked ruff check .
+	$(UV) run --locked ruff format --check .
+	$(UV) run --locked mypy .
+
+check: lint test
+
+sandbox: setup
+	$(UV) run --locked python -m sandbox

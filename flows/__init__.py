@@ -1,0 +1,1 @@
+"""Prefect flows: the window flow, the backfill flow and the offline demo."""

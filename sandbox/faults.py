@@ -1,0 +1,215 @@
+"""Fault injection and request logging shared by the sandbox servers.
+
+Every route of a sandbox app has an endpoint name (e.g. ``"observations"``, ``"scores.create"``,
+``"tlm.score"``). A test sets ``faults[endpoint] = Fault(...)`` on the app's state; the
+middleware applies it before the handler runs, and records every request in ``requests``.
+
+Endpoint-specific knobs (207 rejections, repeated rows, per-item TLM failures, a missing
+``log``) are fields of :class:`Fault` too, read by the handlers themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+
+@dataclass
+class Fault:
+    """What to do to calls of one endpoint.
+
+    status faults: the call is answered with ``status`` (and ``Retry-After`` when set) instead of
+    being handled. ``every=N`` hits every Nth call (1 = all); ``first=N`` hits only the first N
+    calls (a transient fault); both may combine.
+    """
+
+    latency: float = 0.0  # seconds added before handling
+    status: int | None = None  # e.g. 429, 500, 503
+    retry_after: float | None = None  # seconds, sent as Retry-After with ``status``
+    every: int = 1
+    first: int | None = None
+    hang: bool = False  # hold the request until the server stops (or ``hang_seconds``)
+    hang_seconds: float = 3600.0
+    lose_response: int = 0  # handle the next N calls fully, then answer 502 (answer lost)
+    # Langfuse specific
+    reject_trace_ids: set[str] = field(default_factory=set)  # scores.create answers 207
+    repeat_rows: int = 0  # observations: repeat the last N rows of a page on the next page
+    # TLM specific
+    fail_items: set[str] = field(default_factory=set)  # prompts containing one of these -> 500
+    missing_log: bool = False  # answer without ``log`` even when explanation was asked
+    calls: int = 0  # calls seen so far (maintained by the middleware)
+
+    def status_hit(self) -> bool:
+        if self.status is None:
+            return False
+        if self.first is not None and self.calls > self.first:
+            return False
+        return self.calls % max(self.every, 1) == 0
+
+
+@dataclass
+class RateLimit:
+    """A sliding-window request limit shared by a group of endpoints (Langfuse Cloud style)."""
+
+    limit: int  # requests per window
+    window_s: float = 60.0
+    endpoints: frozenset[str] | None = None  # None: every endpoint of the app
+    _hits: deque[float] = field(default_factory=deque)
+
+    def check(self, now: float) -> float | None:
+        """Record a hit; return seconds to wait when over the limit, else None."""
+        while self._hits and now - self._hits[0] >= self.window_s:
+            self._hits.popleft()
+        if len(self._hits) >= self.limit:
+            return max(self.window_s - (now - self._hits[0]), 0.001)
+        self._hits.append(now)
+        return None
+
+
+@dataclass
+class RequestRecord:
+    endpoint: str
+    method: str
+    path: str
+    query: str
+    status: int
+    started: float
+    duration: float
+    body_bytes: int
+
+
+class FaultState:
+    """Faults, rate limit and the request log of one sandbox app (``app.state.faults``)."""
+
+    def __init__(self) -> None:
+        self.faults: dict[str, Fault] = {}
+        self.rate_limit: RateLimit | None = None
+        self.requests: list[RequestRecord] = []
+        self._lock = threading.Lock()
+        self._hang_events: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+
+    def set(self, endpoint: str, fault: Fault | None) -> None:
+        if fault is None:
+            self.faults.pop(endpoint, None)
+        else:
+            self.faults[endpoint] = fault
+
+    def clear(self) -> None:
+        self.faults.clear()
+        self.rate_limit = None
+        self.release_hangs()
+
+    def count(self, endpoint: str | None = None, *, status: int | None = None) -> int:
+        with self._lock:
+            return sum(
+                1
+                for r in self.requests
+                if (endpoint is None or r.endpoint == endpoint)
+                and (status is None or r.status == status)
+            )
+
+    def reset_log(self) -> None:
+        with self._lock:
+            self.requests.clear()
+
+    def release_hangs(self) -> None:
+        for loop, ev in list(self._hang_events):
+            loop.call_soon_threadsafe(ev.set)
+        self._hang_events.clear()
+
+    async def hang(self, seconds: float) -> None:
+        ev = asyncio.Event()
+        self._hang_events.append((asyncio.get_running_loop(), ev))
+        try:
+            await asyncio.wait_for(ev.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+    def record(self, rec: RequestRecord) -> None:
+        with self._lock:
+            self.requests.append(rec)
+
+
+def install(app: Any, endpoint_of: Any, error_body: Any) -> FaultState:
+    """Attach a FaultState and its middleware to a Starlette/FastAPI ``app``.
+
+    ``endpoint_of(request) -> str | None`` names the endpoint of a request (None: not faulted,
+    not logged). ``error_body(status) -> dict`` is the JSON body of an injected error, in the
+    shape the emulated service uses.
+    """
+    state = FaultState()
+    app.state.faults = state
+    app.state.release_hangs = state.release_hangs
+
+    @app.middleware("http")
+    async def _faults(request: Request, call_next: Any) -> Response:
+        endpoint = endpoint_of(request)
+        if endpoint is None:
+            response: Response = await call_next(request)
+            return response
+        started = time.time()
+        body = await request.body()
+        fault = state.faults.get(endpoint)
+        response = await _apply(state, endpoint, fault, request, call_next)
+        state.record(
+            RequestRecord(
+                endpoint=endpoint,
+                method=request.method,
+                path=request.url.path,
+                query=request.url.query,
+                status=response.status_code,
+                started=started,
+                duration=time.time() - started,
+                body_bytes=len(body),
+            )
+        )
+        return response
+
+    async def _apply(
+        state: FaultState, endpoint: str, fault: Fault | None, request: Request, call_next: Any
+    ) -> Response:
+        rl = state.rate_limit
+        if rl is not None and (rl.endpoints is None or endpoint in rl.endpoints):
+            wait = rl.check(time.monotonic())
+            if wait is not None:
+                return JSONResponse(
+                    error_body(429),
+                    status_code=429,
+                    headers={
+                        "Retry-After": str(max(1, math.ceil(wait))),  # whole seconds, as Langfuse
+                        "X-RateLimit-Limit": str(rl.limit),
+                        "X-RateLimit-Remaining": "0",
+                        "X-RateLimit-Reset": str(int(time.time() + wait)),
+                    },
+                )
+        if fault is None:
+            response: Response = await call_next(request)
+            return response
+        fault.calls += 1
+        if fault.latency:
+            await asyncio.sleep(fault.latency)
+        if fault.hang:
+            await state.hang(fault.hang_seconds)
+        if fault.status_hit():
+            assert fault.status is not None
+            headers = {}
+            if fault.retry_after is not None:
+                ra = fault.retry_after
+                headers["Retry-After"] = str(int(ra)) if float(ra).is_integer() else str(ra)
+            return JSONResponse(error_body(fault.status), status_code=fault.status, headers=headers)
+        response = await call_next(request)
+        if fault.lose_response > 0:
+            fault.lose_response -= 1
+            # the work is done; the caller only sees a gateway error
+            return JSONResponse(error_body(502), status_code=502)
+        return response
+
+    return state

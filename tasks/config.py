@@ -1,0 +1,131 @@
+"""Configuration: service credentials from the environment, run tuning with sane bounds.
+
+Credentials use the SDKs' own variable names. Anything missing or invalid is refused before any
+network call, with a message that names the variable to set.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+QualityPreset = Literal["best", "high", "medium", "low", "base"]
+EXPLAINING_PRESETS = ("best", "high", "medium")
+
+
+class ConfigError(ValueError):
+    """Bad or missing configuration; the message says what to set."""
+
+
+class LangfuseSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    public_key: str = Field(validation_alias="LANGFUSE_PUBLIC_KEY", min_length=1)
+    secret_key: SecretStr = Field(validation_alias="LANGFUSE_SECRET_KEY")
+    base_url: str = Field(
+        default="https://cloud.langfuse.com",
+        validation_alias=AliasChoices("LANGFUSE_BASE_URL", "LANGFUSE_HOST"),
+    )
+    timeout_s: float = Field(default=30.0, gt=0, validation_alias="LANGFUSE_TIMEOUT")
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/")
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret(cls, v: SecretStr) -> SecretStr:
+        if not v.get_secret_value():
+            raise ValueError("must not be empty")
+        return v
+
+
+class TLMSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    api_key: SecretStr = Field(validation_alias="CLEANLAB_TLM_API_KEY")
+    # read by cleanlab_tlm itself when it is first imported; kept here to report and validate it
+    base_url: str = Field(
+        default="https://api.cleanlab.ai/api", validation_alias="CLEANLAB_API_BASE_URL"
+    )
+
+    @field_validator("api_key")
+    @classmethod
+    def _secret(cls, v: SecretStr) -> SecretStr:
+        if not v.get_secret_value():
+            raise ValueError("must not be empty")
+        return v
+
+
+class Tuning(BaseSettings):
+    """Knobs with defaults for production; tests shrink the delays. Env prefix TRUST_EVAL_."""
+
+    model_config = SettingsConfigDict(env_prefix="TRUST_EVAL_", extra="ignore")
+
+    page_size: Annotated[int, Field(ge=1, le=1000)] = 1000  # traces per chunk (one page)
+    retries: Annotated[int, Field(ge=0, le=20)] = 5  # Langfuse calls: attempts after the first
+    retry_base_delay_s: Annotated[float, Field(ge=0)] = 1.0  # exponential backoff base
+    retry_max_delay_s: Annotated[float, Field(ge=0)] = 60.0  # cap, Retry-After included
+    tlm_timeout_s: Annotated[float, Field(gt=0)] = 120.0  # per TLM item
+    max_prompt_chars: Annotated[int, Field(ge=100)] = 250_000  # ~70k tokens: skip too_large
+    upload_batch_bytes: Annotated[int, Field(ge=10_000, le=1_000_000)] = 900_000
+    settle_lag_s: Annotated[float, Field(ge=0)] = 600.0  # traces younger than this may run on
+    system_prompt_keys: tuple[str, ...] = ("system_prompt", "system")
+    lowest_n: Annotated[int, Field(ge=1, le=1000)] = 20  # rows in the lowest-trust table
+    langfuse_ui_url: str | None = None  # base for trace links; default the API base URL
+
+
+def _explain(err: ValidationError, names: dict[str, str]) -> str:
+    parts = []
+    for e in err.errors():
+        loc = str(e["loc"][0]) if e["loc"] else ""
+        var = names.get(loc, loc)
+        if e["type"] == "missing":
+            parts.append(f"{var} is not set")
+        else:
+            parts.append(f"{var}: {e['msg']}")
+    return "; ".join(parts)
+
+
+def load_langfuse() -> LangfuseSettings:
+    try:
+        return LangfuseSettings()  # type: ignore[call-arg]
+    except ValidationError as err:
+        raise ConfigError(
+            "Langfuse configuration: "
+            + _explain(err, {})
+            + ". Set LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY and LANGFUSE_BASE_URL "
+            "(project settings -> API keys in Langfuse)."
+        ) from None
+
+
+def load_tlm() -> TLMSettings:
+    try:
+        return TLMSettings()  # type: ignore[call-arg]
+    except ValidationError as err:
+        raise ConfigError(
+            "Cleanlab TLM configuration: "
+            + _explain(err, {})
+            + ". Set CLEANLAB_TLM_API_KEY (https://tlm.cleanlab.ai)."
+        ) from None
+
+
+def load_tuning() -> Tuning:
+    try:
+        return Tuning()
+    except ValidationError as err:
+        names = {f: f"TRUST_EVAL_{f.upper()}" for f in Tuning.model_fields}
+        raise ConfigError("Tuning: " + _explain(err, names) + ".") from None
+
+
+def check_preset(preset: str) -> None:
+    if preset not in EXPLAINING_PRESETS:
+        raise ConfigError(
+            f"quality_preset={preset!r} cannot explain its scores; "
+            f"use one of {', '.join(EXPLAINING_PRESETS)}."
+        )

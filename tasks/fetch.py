@@ -1,0 +1,186 @@
+"""Fetch stage: the root observations (= traces) of a window, page by page, and what is scored.
+
+One ``GET /api/public/v2/observations`` per page of up to 1000 traces, cursor paging, newest
+first; one ``GET /api/public/v3/scores`` per 100 scores the window already carries.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from langfuse.api import LangfuseAPI
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+
+from tasks.config import LangfuseSettings, Tuning
+from tasks.models import TraceRecord, Window
+from tasks.retry import call_with_retries
+
+ROOT_FIELDS = "core,basic,io,metadata"
+NO_RETRY: Any = {"max_retries": 0}
+
+
+def make_api(cfg: LangfuseSettings) -> LangfuseAPI:
+    """The SDK's generated REST client. Retries are ours (tasks.retry), not the client's."""
+    return LangfuseAPI(
+        base_url=cfg.base_url,
+        username=cfg.public_key,
+        password=cfg.secret_key.get_secret_value(),
+        x_langfuse_public_key=cfg.public_key,
+        x_langfuse_sdk_name="langfuse-tlm-evals",
+        timeout=cfg.timeout_s,
+    )
+
+
+def tag_filter(tags: Sequence[str]) -> str | None:
+    if not tags:
+        return None
+    return json.dumps(
+        [{"type": "arrayOptions", "column": "tags", "operator": "any of", "value": list(tags)}]
+    )
+
+
+@dataclass(slots=True)
+class Page:
+    records: list[TraceRecord]
+    cursor: str | None
+    project_id: str | None
+    rows: int  # rows the page held, repeats included
+
+
+def _to_record(obs: Any) -> TraceRecord:
+    return TraceRecord(
+        trace_id=obs.trace_id or obs.id,
+        observation_id=obs.id,
+        start_time=obs.start_time,
+        name=obs.name,
+        input=obs.input,
+        output=obs.output,
+        metadata=obs.metadata,
+        environment=obs.environment,
+    )
+
+
+def fetch_page(
+    api: LangfuseAPI,
+    window: Window,
+    cursor: str | None,
+    *,
+    tuning: Tuning,
+    environment: Sequence[str] | None = None,
+    logger: Any,
+) -> Page:
+    def call() -> Any:
+        return api.observations.get_many(
+            fields=ROOT_FIELDS,
+            expand_metadata=",".join(tuning.system_prompt_keys) or None,
+            limit=tuning.page_size,
+            cursor=cursor,
+            is_root_observation=True,
+            from_start_time=window.start,
+            to_start_time=window.end,
+            environment=list(environment) if environment else None,
+            filter=tag_filter(window.tags),
+            request_options=NO_RETRY,
+        )
+
+    resp = call_with_retries(
+        call,
+        what="reading traces (GET v2/observations)",
+        retries=tuning.retries,
+        base_delay_s=tuning.retry_base_delay_s,
+        max_delay_s=tuning.retry_max_delay_s,
+        logger=logger,
+    )
+    next_cursor = getattr(resp.meta, "cursor", None) or None
+    project_id = resp.data[0].project_id if resp.data else None
+    return Page(
+        records=[_to_record(o) for o in resp.data],
+        cursor=next_cursor,
+        project_id=project_id,
+        rows=len(resp.data),
+    )
+
+
+def scored_trace_ids(
+    api: LangfuseAPI,
+    *,
+    score_name: str,
+    start: datetime,
+    end: datetime,
+    tuning: Tuning,
+    logger: Any,
+) -> tuple[set[str], int]:
+    """Trace ids that already carry ``score_name`` with a timestamp in [start, end).
+
+    Our scores carry their trace's start time as timestamp, so the window's range finds them.
+    """
+    found: set[str] = set()
+    cursor: str | None = None
+    requests = 0
+    while True:
+        requests += 1
+
+        def call(page_cursor: str | None = cursor) -> Any:
+            return api.scores.get_many(
+                name=score_name,
+                from_timestamp=start,
+                to_timestamp=end,
+                fields="subject",
+                limit=100,
+                cursor=page_cursor,
+                request_options=NO_RETRY,
+            )
+
+        resp = call_with_retries(
+            call,
+            what="reading existing scores (GET v3/scores)",
+            retries=tuning.retries,
+            base_delay_s=tuning.retry_base_delay_s,
+            max_delay_s=tuning.retry_max_delay_s,
+            logger=logger,
+        )
+        for score in resp.data:
+            subject = getattr(score, "subject", None)
+            trace_id = getattr(subject, "trace_id", None) or (
+                getattr(subject, "id", None) if getattr(subject, "kind", None) == "trace" else None
+            )
+            if trace_id:
+                found.add(trace_id)
+        cursor = getattr(resp.meta, "cursor", None)
+        if not cursor or not resp.data:
+            return found, requests
+
+
+@task(name="find-scored-traces", task_run_name="find traces already scored", cache_policy=NO_CACHE)
+def find_scored_task(
+    cfg: LangfuseSettings, score_name: str, start: datetime, end: datetime, tuning: Tuning
+) -> tuple[set[str], int]:
+    logger = get_run_logger()
+    found, requests = scored_trace_ids(
+        make_api(cfg), score_name=score_name, start=start, end=end, tuning=tuning, logger=logger
+    )
+    logger.info("%d traces of the window already carry %r", len(found), score_name)
+    return found, requests
+
+
+@task(name="fetch-traces", task_run_name="fetch page {page_no}", cache_policy=NO_CACHE)
+def fetch_page_task(
+    cfg: LangfuseSettings,
+    window: Window,
+    cursor: str | None,
+    page_no: int,
+    tuning: Tuning,
+    environment: list[str] | None = None,
+) -> Page:
+    logger = get_run_logger()
+    page = fetch_page(
+        make_api(cfg), window, cursor, tuning=tuning, environment=environment, logger=logger
+    )
+    logger.info("page %d: %d traces%s", page_no, page.rows, "" if page.cursor else " (last page)")
+    return page

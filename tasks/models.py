@@ -1,0 +1,80 @@
+"""The rows that flow between stages. Light dataclasses: a 100k-trace window streams through."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+@dataclass(slots=True, frozen=True)
+class Window:
+    start: datetime  # inclusive, timezone-aware
+    end: datetime  # exclusive
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class GenerationRecord:
+    """A GENERATION observation of a trace: the model call itself, full messages included."""
+
+    observation_id: str
+    start_time: datetime
+    input: Any  # raw string (usually JSON text) as Langfuse returns it
+    output: Any
+    model: str | None = None
+
+
+@dataclass(slots=True)
+class TraceRecord:
+    """One trace, read through its root observation (io as the raw strings Langfuse returns)."""
+
+    trace_id: str
+    observation_id: str
+    start_time: datetime
+    name: str | None
+    input: Any  # raw string (usually JSON text) as Langfuse returns it
+    output: Any
+    metadata: dict[str, Any] | None
+    environment: str | None
+    generations: list[GenerationRecord] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Pair:
+    trace_id: str
+    start_time: datetime
+    name: str | None
+    environment: str | None
+    prompt: str
+    response: str
+    source: str  # which shape the prompt came from, e.g. "chat", "observe_args", "generation"
+
+
+@dataclass(slots=True)
+class Scored:
+    pair: Pair
+    score: float
+    explanation: str | None
+
+
+class Bucket(StrEnum):
+    ALREADY_SCORED = "already_scored"
+    SKIPPED = "skipped"
+    FAILED_TO_SCORE = "failed_to_score"
+    UPLOADED = "uploaded"
+    FAILED_TO_UPLOAD = "failed_to_upload"
+
+
+@dataclass(slots=True)
+class Outcome:
+    """Where one fetched trace ended up. Every fetched trace gets exactly one."""
+
+    trace_id: str
+    bucket: Bucket
+    reason: str | None = None  # skip or failure reason
+    score: float | None = None  # only for uploaded
+    explanation: str | None = None
+    name: str | None = None
+    start_time: datetime | None = None

@@ -1,0 +1,216 @@
+"""The report: every fetched trace in exactly one bucket, and the Prefect artifacts of a run."""
+
+from __future__ import annotations
+
+import heapq
+import re
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from tasks.models import Bucket, Outcome
+
+HIST_BINS = 10
+
+
+class LowTrustRow(BaseModel):
+    trace_id: str
+    name: str | None
+    score: float
+    explanation: str | None
+    start_time: datetime | None
+    url: str | None
+
+
+class EvalReport(BaseModel):
+    """What a window run did. ``fetched`` always equals the sum of the buckets."""
+
+    window_start: datetime
+    window_end: datetime
+    tags: list[str]
+    score_name: str
+    dry_run: bool = False
+    fetched: int = 0
+    already_scored: int = 0
+    skipped: dict[str, list[str]] = Field(default_factory=dict)  # reason -> trace ids
+    failed_to_score: dict[str, list[str]] = Field(default_factory=dict)
+    uploaded: int = 0
+    failed_to_upload: dict[str, list[str]] = Field(default_factory=dict)
+    would_score: int = 0  # dry run only: paired, not sent to TLM
+    tlm_requests: int = 0
+    langfuse_requests: int = 0
+    histogram: list[int] = Field(default_factory=lambda: [0] * HIST_BINS)
+    score_sum: float = 0.0
+    low_trust_threshold: float = 0.5
+    low_trust_count: int = 0
+    lowest: list[LowTrustRow] = Field(default_factory=list)
+    capped: bool = False  # max_traces stopped the run before the window's end
+    errors: list[str] = Field(default_factory=list)
+
+    # --- accounting -------------------------------------------------------------------------
+
+    @staticmethod
+    def _n(groups: dict[str, list[str]]) -> int:
+        return sum(len(v) for v in groups.values())
+
+    def counts(self) -> dict[str, int]:
+        return {
+            Bucket.ALREADY_SCORED.value: self.already_scored,
+            Bucket.SKIPPED.value: self._n(self.skipped),
+            Bucket.FAILED_TO_SCORE.value: self._n(self.failed_to_score),
+            Bucket.UPLOADED.value: self.uploaded,
+            Bucket.FAILED_TO_UPLOAD.value: self._n(self.failed_to_upload),
+            "would_score": self.would_score,
+        }
+
+    def accounted(self) -> int:
+        return sum(self.counts().values())
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and not self.failed_to_score and not self.failed_to_upload
+
+    @property
+    def mean_score(self) -> float | None:
+        return self.score_sum / self.uploaded if self.uploaded else None
+
+    def add(self, outcome: Outcome) -> None:
+        b = outcome.bucket
+        reason = outcome.reason or "unknown"
+        if b is Bucket.ALREADY_SCORED:
+            self.already_scored += 1
+        elif b is Bucket.SKIPPED:
+            self.skipped.setdefault(reason, []).append(outcome.trace_id)
+        elif b is Bucket.FAILED_TO_SCORE:
+            self.failed_to_score.setdefault(reason, []).append(outcome.trace_id)
+        elif b is Bucket.FAILED_TO_UPLOAD:
+            self.failed_to_upload.setdefault(reason, []).append(outcome.trace_id)
+        elif b is Bucket.UPLOADED:
+            assert outcome.score is not None
+            self.uploaded += 1
+            self.score_sum += outcome.score
+            self.histogram[min(int(outcome.score * HIST_BINS), HIST_BINS - 1)] += 1
+            if outcome.score < self.low_trust_threshold:
+                self.low_trust_count += 1
+
+
+class Lowest:
+    """The N lowest-scored uploads, kept in a bounded heap (a window may hold 100k traces)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self._heap: list[tuple[float, str, Outcome]] = []
+
+    def offer(self, outcome: Outcome) -> None:
+        assert outcome.score is not None
+        item = (-outcome.score, outcome.trace_id, outcome)
+        if len(self._heap) < self.n:
+            heapq.heappush(self._heap, item)
+        elif item > self._heap[0]:
+            heapq.heapreplace(self._heap, item)
+
+    def rows(self, link: Any) -> list[LowTrustRow]:
+        ordered = sorted(self._heap, key=lambda t: (-t[0], t[1]))
+        return [
+            LowTrustRow(
+                trace_id=o.trace_id,
+                name=o.name,
+                score=o.score or 0.0,
+                explanation=o.explanation,
+                start_time=o.start_time,
+                url=link(o.trace_id),
+            )
+            for _, _, o in ordered
+        ]
+
+
+# --- rendering ----------------------------------------------------------------------------
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+!|~])")
+
+
+def md_escape(text: str | None, limit: int = 400) -> str:
+    """Text safe inside a markdown table cell: no markup, no HTML, one line."""
+    if not text:
+        return ""
+    one_line = " ".join(text.split())
+    if len(one_line) > limit:
+        one_line = one_line[: limit - 1] + "…"
+    return _MD_SPECIAL.sub(r"\\\1", one_line)
+
+
+def histogram_lines(hist: list[int], width: int = 30) -> list[str]:
+    top = max(hist) if any(hist) else 1
+    lines = []
+    for i, n in enumerate(hist):
+        lo, hi = i / HIST_BINS, (i + 1) / HIST_BINS
+        bar = "█" * round(width * n / top)
+        lines.append(f"{lo:.1f}–{hi:.1f} | {bar} {n}")
+    return lines
+
+
+def summary_markdown(report: EvalReport) -> str:
+    c = report.counts()
+    mean = f"{report.mean_score:.3f}" if report.mean_score is not None else "–"
+    status = "OK" if report.ok else "FAILED" if report.errors else "completed with failures"
+    lines = [
+        f"# Trust scores: {report.window_start:%Y-%m-%d %H:%M} → "
+        f"{report.window_end:%Y-%m-%d %H:%M} UTC",
+        "",
+        f"**Status:** {status}{' (dry run: nothing scored)' if report.dry_run else ''}  ",
+        f"**Tags:** {md_escape(', '.join(report.tags)) or '(any)'} · "
+        f"**Score:** `{report.score_name}`"
+        f" · **Mean trust:** {mean} · **Below {report.low_trust_threshold}:** "
+        f"{report.low_trust_count}",
+        "",
+        "| fetched | already scored | skipped | failed to score | uploaded | failed to upload |"
+        + (" would score |" if report.dry_run else ""),
+        "|---:|---:|---:|---:|---:|---:|" + ("---:|" if report.dry_run else ""),
+        f"| {report.fetched} | {c['already_scored']} | {c['skipped']} | {c['failed_to_score']} "
+        f"| {c['uploaded']} | {c['failed_to_upload']} |"
+        + (f" {c['would_score']} |" if report.dry_run else ""),
+        "",
+        f"TLM items sent: {report.tlm_requests} · Langfuse requests: {report.langfuse_requests}",
+    ]
+    if report.capped:
+        lines += ["", "_max_traces reached: later traces of the window were not fetched._"]
+    if report.uploaded:
+        lines += ["", "## Score histogram", "", "```", *histogram_lines(report.histogram), "```"]
+    for title, groups in (
+        ("Skipped", report.skipped),
+        ("Failed to score", report.failed_to_score),
+        ("Failed to upload", report.failed_to_upload),
+    ):
+        if groups:
+            lines += ["", f"## {title}", "", "| reason | traces | e.g. |", "|---|---:|---|"]
+            for reason, ids in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+                lines.append(f"| {md_escape(reason, 200)} | {len(ids)} | `{ids[0]}` |")
+    if report.errors:
+        lines += ["", "## Errors", ""] + [f"- {md_escape(e, 1000)}" for e in report.errors]
+    return "\n".join(lines)
+
+
+def lowest_table(report: EvalReport) -> list[dict[str, Any]]:
+    return [
+        {
+            "rank": i + 1,
+            "score": round(r.score, 4),
+            "trace": md_escape(r.name or r.trace_id, 80),
+            "link": f"[{r.trace_id}]({r.url})" if r.url else r.trace_id,
+            "explanation": md_escape(r.explanation, 300),
+        }
+        for i, r in enumerate(report.lowest)
+    ]
+
+
+def text_table(report: EvalReport, limit: int = 20) -> str:
+    """The ranked table for a terminal."""
+    rows = report.lowest[:limit]
+    if not rows:
+        return "(no scores uploaded)"
+    out = [f"{'#':>3}  {'score':>6}  {'trace':<36}  explanation"]
+    for i, r in enumerate(rows, 1):
+        expl = " ".join((r.explanation or "").split())
+        out.append(f"{i:>3}  {r.score:>6.3f}  {(r.name or r.trace_id)[:36]:<36}  {expl[:90]}")
+    return "\n".join(out)

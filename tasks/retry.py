@@ -1,0 +1,92 @@
+"""One retry policy for every Langfuse call: transient errors only, backoff, Retry-After honoured.
+
+The SDK's generated client is called with ``max_retries=0`` so that this is the only layer that
+retries, and every wait is visible in the Prefect task log.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import httpx
+from langfuse.api.core.api_error import ApiError
+
+T = TypeVar("T")
+
+TRANSIENT_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+
+
+class StageError(RuntimeError):
+    """A stage failed as a whole (after its retries): the run reports, then fails."""
+
+
+def retry_after_s(headers: dict[str, str] | None) -> float | None:
+    if not headers:
+        return None
+    lowered = {k.lower(): v for k, v in headers.items()}
+    raw = lowered.get("retry-after-ms")
+    if raw is not None:
+        try:
+            return max(float(raw) / 1000, 0.0)
+        except ValueError:
+            pass
+    raw = lowered.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        return max(float(raw), 0.0)
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(raw) if raw else None
+        return max(parsed.timestamp() - time.time(), 0.0) if parsed else None
+
+
+def is_transient(err: BaseException) -> bool:
+    if isinstance(err, ApiError):
+        return err.status_code in TRANSIENT_STATUS
+    return isinstance(err, httpx.TransportError)  # timeouts, refused and reset connections
+
+
+def describe(err: BaseException) -> str:
+    """A short, secret-free description of a failed call."""
+    if isinstance(err, ApiError):
+        body = err.body if isinstance(err.body, str | dict) else type(err.body).__name__
+        text = str(body)
+        return f"HTTP {err.status_code}: {text[:300]}"
+    return f"{type(err).__name__}: {str(err)[:300]}"
+
+
+def call_with_retries(
+    fn: Callable[[], T],
+    *,
+    what: str,
+    retries: int,
+    base_delay_s: float,
+    max_delay_s: float,
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Call ``fn``; on a transient error wait (Retry-After, else exponential) and try again."""
+    attempt = 0
+    while True:
+        try:
+            return fn()
+        except Exception as err:
+            if not is_transient(err) or attempt >= retries:
+                raise
+            hinted = retry_after_s(err.headers) if isinstance(err, ApiError) else None
+            delay = hinted if hinted is not None else base_delay_s * (2**attempt)
+            delay = min(delay, max_delay_s)
+            attempt += 1
+            logger.warning(
+                "%s failed (%s); retry %d of %d in %.1f s",
+                what,
+                describe(err),
+                attempt,
+                retries,
+                delay,
+            )
+            sleep(delay)

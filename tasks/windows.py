@@ -1,0 +1,50 @@
+"""Evaluation windows: the daily window of a scheduled time, explicit windows, backfill days."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from tasks.config import ConfigError
+
+
+def aware(value: datetime, name: str) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ConfigError(f"{name}={value.isoformat()} has no timezone; give one, e.g. +00:00")
+    return value.astimezone(UTC)
+
+
+def previous_day(reference: datetime) -> tuple[datetime, datetime]:
+    """The whole UTC day before ``reference``'s day: [yesterday 00:00, today 00:00)."""
+    ref = aware(reference, "reference")
+    end = ref.replace(hour=0, minute=0, second=0, microsecond=0)
+    return end - timedelta(days=1), end
+
+
+def resolve_window(
+    start: datetime | None, end: datetime | None, *, scheduled: datetime
+) -> tuple[datetime, datetime]:
+    """An explicit window, or by default the previous whole UTC day of the scheduled time."""
+    if start is None and end is None:
+        return previous_day(scheduled)
+    if start is None or end is None:
+        raise ConfigError("give both window_start and window_end, or neither (previous day)")
+    s, e = aware(start, "window_start"), aware(end, "window_end")
+    if e <= s:
+        raise ConfigError(
+            f"window_end ({e.isoformat()}) must be after window_start ({s.isoformat()})"
+        )
+    return s, e
+
+
+def split_days(start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
+    """[start, end) cut at UTC midnights into day windows."""
+    s, e = aware(start, "start"), aware(end, "end")
+    if e <= s:
+        raise ConfigError(f"end ({e.isoformat()}) must be after start ({s.isoformat()})")
+    out: list[tuple[datetime, datetime]] = []
+    cur = s
+    while cur < e:
+        nxt = min(cur.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1), e)
+        out.append((cur, nxt))
+        cur = nxt
+    return out
