@@ -22,33 +22,35 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sandbox.openai_app import TRIVIA
+
 TAG = "TLM_eval_pipeline"
 SYSTEM_PROMPT = "You are a trivia master."
 
-# the seed notebook's questions and the answers its model gave
-SEED_TRIVIA: dict[str, str] = {
-    "What is the 3rd month of the year in alphabetical order?": "March",
-    "What is the capital of France?": "The capital of France is Paris.",
-    "How many seconds are in 100 years?": (
-        "There are 31,536,000 seconds in a year (60 seconds x 60 minutes x 24 hours x 365 days). "
-        "Therefore, in 100 years, there would be 3,153,600,000 seconds."
-    ),
-    "Alice, Bob, and Charlie went to a cafe and spent $72 in total. Alice paid twice what Bob "
-    "paid, and Bob paid three times what Charlie paid. How much did each of them pay?": (
-        "Charlie paid $7.20, Bob paid $21.60, and Alice paid $43.20."
-    ),
-    "When was the Declaration of Independence signed?": (
-        "The Declaration of Independence was signed on July 4, 1776."
-    ),
-}
+# the seed notebook's five questions and the answers its model gave (shared with the sandbox)
+SEED_TRIVIA: dict[str, str] = TRIVIA
 
 _CAPITALS = {
-    "Japan": "Tokyo", "Canada": "Ottawa", "Australia": "Canberra", "Brazil": "Brasília",
-    "Kenya": "Nairobi", "Norway": "Oslo", "Egypt": "Cairo", "Peru": "Lima",
-    "Vietnam": "Hanoi", "Morocco": "Rabat", "Chile": "Santiago", "Turkey": "Ankara",
+    "Japan": "Tokyo",
+    "Canada": "Ottawa",
+    "Australia": "Canberra",
+    "Brazil": "Brasília",
+    "Kenya": "Nairobi",
+    "Norway": "Oslo",
+    "Egypt": "Cairo",
+    "Peru": "Lima",
+    "Vietnam": "Hanoi",
+    "Morocco": "Rabat",
+    "Chile": "Santiago",
+    "Turkey": "Ankara",
 }
-_WRONG_CAPITALS = {"Australia": "Sydney", "Canada": "Toronto", "Turkey": "Istanbul",
-                   "Brazil": "Rio de Janeiro", "Morocco": "Casablanca"}
+_WRONG_CAPITALS = {
+    "Australia": "Sydney",
+    "Canada": "Toronto",
+    "Turkey": "Istanbul",
+    "Brazil": "Rio de Janeiro",
+    "Morocco": "Casablanca",
+}
 _FACTS = [
     ("Who wrote 'Pride and Prejudice'?", "Jane Austen wrote 'Pride and Prejudice' (1813)."),
     ("What is the boiling point of water at sea level in Celsius?", "100 °C."),
@@ -74,11 +76,11 @@ def synthetic_questions(n: int, seed: int = 7) -> list[tuple[str, str]]:
             out.append((f"What is the capital of {country}? (#{i})", f"The capital is {city}."))
         elif kind == 1:
             a, b = rng.randint(12, 999), rng.randint(12, 999)
-            answer = a * b if rng.random() < 0.8 else a * b + rng.randint(1, 99)
-            out.append((f"What is {a} times {b}?", f"{a} times {b} is {answer:,}."))
+            product = a * b if rng.random() < 0.8 else a * b + rng.randint(1, 99)
+            out.append((f"What is {a} times {b}?", f"{a} times {b} is {product:,}."))
         else:
-            q, a = rng.choice(_FACTS)
-            out.append((f"{q} (#{i})", a))
+            question, fact = rng.choice(_FACTS)
+            out.append((f"{question} (#{i})", fact))
     return out
 
 
@@ -128,15 +130,19 @@ def main(argv: list[str] | None = None) -> int:
         print("\nRun 1:", _counts(first))
         print("\nLeast trustworthy answers, lowest first:\n" + text_table(first, limit=10))
         landed = len(lf.store.all_scores())
-        print(f"\nScores in the sandbox Langfuse: {landed} (one per trace: "
-              f"{landed == first.uploaded})")
+        print(
+            f"\nScores in the sandbox Langfuse: {landed} (one per trace: "
+            f"{landed == first.uploaded})"
+        )
 
         second = evaluate_traces(**params)
         again = len(lf.store.all_scores())
         print("\nRun 2 (same window):", _counts(second))
-        print(f"Scores in the sandbox Langfuse after run 2: {again} "
-              f"({'nothing duplicated' if again == landed else 'DUPLICATES!'}), "
-              f"TLM items sent in run 2: {second.tlm_requests}")
+        print(
+            f"Scores in the sandbox Langfuse after run 2: {again} "
+            f"({'nothing duplicated' if again == landed else 'DUPLICATES!'}), "
+            f"TLM items sent in run 2: {second.tlm_requests}"
+        )
         print(
             "\nTo run against real services: export LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY, "
             "LANGFUSE_BASE_URL and CLEANLAB_TLM_API_KEY (see README)."

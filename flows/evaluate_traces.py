@@ -161,6 +161,7 @@ def evaluate_traces(
         score_name=score_name,
         dry_run=dry_run,
         low_trust_threshold=low_trust_threshold,
+        flow_run_id=str(flow_run.id) if flow_run.id else None,
     )
     run = Run(
         report,

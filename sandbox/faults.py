@@ -11,6 +11,7 @@ Endpoint-specific knobs (207 rejections, repeated rows, per-item TLM failures, a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import threading
 import time
@@ -128,10 +129,8 @@ class FaultState:
     async def hang(self, seconds: float) -> None:
         ev = asyncio.Event()
         self._hang_events.append((asyncio.get_running_loop(), ev))
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ev.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
 
     def record(self, rec: RequestRecord) -> None:
         with self._lock:
@@ -149,7 +148,6 @@ def install(app: Any, endpoint_of: Any, error_body: Any) -> FaultState:
     app.state.faults = state
     app.state.release_hangs = state.release_hangs
 
-    @app.middleware("http")
     async def _faults(request: Request, call_next: Any) -> Response:
         endpoint = endpoint_of(request)
         if endpoint is None:
@@ -212,4 +210,5 @@ def install(app: Any, endpoint_of: Any, error_body: Any) -> FaultState:
             return JSONResponse(error_body(502), status_code=502)
         return response
 
+    app.middleware("http")(_faults)  # (not a decorator: ``app`` is untyped here)
     return state

@@ -78,3 +78,14 @@ class Outcome:
     explanation: str | None = None
     name: str | None = None
     start_time: datetime | None = None
+    question: str | None = None  # previews for the lowest-trust table
+    answer: str | None = None
+
+
+def preview(text: str, limit: int = 160, *, tail: bool = False) -> str:
+    """One line of ``text``: its start, or for a prompt its end (the last turn)."""
+    flat = " ".join(text.split())
+    if tail:
+        flat = flat.removesuffix("Assistant:").rstrip()
+        return flat if len(flat) <= limit else "…" + flat[-(limit - 1) :]
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from tasks.models import Bucket, Outcome
+from tasks.models import Bucket, Outcome, preview
 
 HIST_BINS = 10
 
@@ -21,6 +21,8 @@ class LowTrustRow(BaseModel):
     explanation: str | None
     start_time: datetime | None
     url: str | None
+    question: str | None = None
+    answer: str | None = None
 
 
 class EvalReport(BaseModel):
@@ -46,6 +48,7 @@ class EvalReport(BaseModel):
     low_trust_count: int = 0
     lowest: list[LowTrustRow] = Field(default_factory=list)
     capped: bool = False  # max_traces stopped the run before the window's end
+    flow_run_id: str | None = None
     errors: list[str] = Field(default_factory=list)
 
     # --- accounting -------------------------------------------------------------------------
@@ -120,6 +123,8 @@ class Lowest:
                 explanation=o.explanation,
                 start_time=o.start_time,
                 url=link(o.trace_id),
+                question=o.question,
+                answer=o.answer,
             )
             for _, _, o in ordered
         ]
@@ -196,8 +201,9 @@ def lowest_table(report: EvalReport) -> list[dict[str, Any]]:
         {
             "rank": i + 1,
             "score": round(r.score, 4),
-            "trace": md_escape(r.name or r.trace_id, 80),
-            "link": f"[{r.trace_id}]({r.url})" if r.url else r.trace_id,
+            "question": md_escape(r.question, 160),
+            "answer": md_escape(r.answer, 160),
+            "trace": f"[{md_escape(r.name or r.trace_id, 60)}]({r.url})" if r.url else r.trace_id,
             "explanation": md_escape(r.explanation, 300),
         }
         for i, r in enumerate(report.lowest)
@@ -209,8 +215,8 @@ def text_table(report: EvalReport, limit: int = 20) -> str:
     rows = report.lowest[:limit]
     if not rows:
         return "(no scores uploaded)"
-    out = [f"{'#':>3}  {'score':>6}  {'trace':<36}  explanation"]
+    out = [f"{'#':>3}  {'score':>5}  {'question':<44}  answer"]
     for i, r in enumerate(rows, 1):
-        expl = " ".join((r.explanation or "").split())
-        out.append(f"{i:>3}  {r.score:>6.3f}  {(r.name or r.trace_id)[:36]:<36}  {expl[:90]}")
+        q = preview(r.question or r.name or r.trace_id, 44, tail=True)
+        out.append(f"{i:>3}  {r.score:>5.3f}  {q:<44}  {preview(r.answer or '', 60)}")
     return "\n".join(out)

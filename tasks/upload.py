@@ -23,7 +23,7 @@ from prefect.logging import get_run_logger
 
 from tasks.config import LangfuseSettings, Tuning
 from tasks.fetch import NO_RETRY, make_api
-from tasks.models import Bucket, Outcome, Scored
+from tasks.models import Bucket, Outcome, Scored, preview
 from tasks.retry import call_with_retries, describe
 
 SCORE_NAMESPACE = uuid.UUID("6f1c3a52-8a47-4d0e-9a8e-3d1f0b6c2e11")
@@ -150,6 +150,8 @@ def upload_scores(
             explanation=s.explanation,
             name=s.pair.name,
             start_time=s.pair.start_time,
+            question=preview(s.pair.prompt, tail=True),
+            answer=preview(s.pair.response),
         )
         (uploaded if reason is None else failed).append(outcome)
     return UploadResult(uploaded, failed, uploader.requests)

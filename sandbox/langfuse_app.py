@@ -1,0 +1,1636 @@
+"""A local, Langfuse-compatible HTTP server for the offline demo, the tests and the benchmarks.
+
+It speaks the parts of the Langfuse public API the project uses (wire facts in
+``../shared/docs/PROTOCOLS.md``, shapes from Langfuse's OpenAPI spec v4.16.0):
+
+- ``GET  /api/public/health``            no auth, ``{"status":"OK","version":...}``
+- ``GET  /api/public/projects``          the project of the key pair (``auth_check()``)
+- ``POST /api/public/otel/v1/traces``    OTLP protobuf (gzip or not) or OTLP JSON, from the SDK
+- ``GET  /api/public/v2/observations``   field groups, filters, keyset cursor, newest first
+- ``POST /api/public/scores``            a JSON list of scores -> 202 / 207, upsert by id+timestamp
+- ``GET  /api/public/v3/scores``         filters, field groups, base64url cursor
+
+Every call but health needs HTTP Basic auth with the store's key pair. Data lives in a
+:class:`LangfuseStore` (thread-safe, in memory), which tests and benchmarks can also seed directly
+(``add_trace`` / ``add_observation`` / ``add_score``) without going through HTTP.
+
+Faults (:mod:`sandbox.faults`) apply per endpoint name: ``health``, ``projects``, ``otel``,
+``observations``, ``scores.create``, ``scores.list``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import bisect
+import gzip
+import json
+import math
+import re
+import secrets
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, Self
+
+from fastapi import FastAPI
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from sandbox.faults import FaultState, RateLimit, install
+from sandbox.runner import ServerThread
+
+SERVER_VERSION = "4.16.0"
+MAX_BODY_BYTES = 1024 * 1024  # Next.js "1mb" body limit of POST /api/public/scores
+OBSERVATIONS_DEFAULT_LIMIT = 50
+OBSERVATIONS_MAX_LIMIT = 1000
+SCORES_DEFAULT_LIMIT = 50
+SCORES_MAX_LIMIT = 100
+METADATA_TRUNCATE_AT = 200
+# How a metadata value over 200 characters comes back without ``expandMetadata``: its first
+# 200 characters plus this marker. (The spec only says "truncated to 200 chars".)
+METADATA_TRUNCATION_SUFFIX = "..."
+TEXT_SCORE_MAX = 500
+
+# Langfuse Cloud's "general API" rate-limit group (PROTOCOLS.md): what set_rate_limit() covers.
+GENERAL_API_ENDPOINTS = frozenset({"observations", "scores.create", "scores.list", "projects"})
+
+OBSERVATION_TYPES = frozenset(
+    {
+        "SPAN",
+        "GENERATION",
+        "EVENT",
+        "AGENT",
+        "TOOL",
+        "CHAIN",
+        "RETRIEVER",
+        "EVALUATOR",
+        "EMBEDDING",
+        "GUARDRAIL",
+    }
+)
+LEVELS = frozenset({"DEBUG", "DEFAULT", "WARNING", "ERROR"})
+FIELD_GROUPS = frozenset(
+    {"core", "basic", "time", "io", "metadata", "model", "usage", "prompt", "metrics"}
+    | {"trace_context"}
+)
+SCORE_DATA_TYPES = frozenset({"NUMERIC", "BOOLEAN", "CATEGORICAL", "TEXT", "CORRECTION"})
+SCORE_FIELD_GROUPS = frozenset({"details", "subject", "annotation"})
+ENVIRONMENT_RE = re.compile(r"^(?!langfuse)[a-z0-9_-]{1,40}$")
+
+# OTel span attributes written by the Langfuse SDK (langfuse/_client/attributes.py)
+A_TRACE_NAME = "langfuse.trace.name"
+A_TRACE_TAGS = "langfuse.trace.tags"
+A_TRACE_PUBLIC = "langfuse.trace.public"
+A_TRACE_METADATA = "langfuse.trace.metadata"
+A_USER_ID = "user.id"
+A_SESSION_ID = "session.id"
+A_TYPE = "langfuse.observation.type"
+A_OBS_METADATA = "langfuse.observation.metadata"
+A_LEVEL = "langfuse.observation.level"
+A_STATUS_MESSAGE = "langfuse.observation.status_message"
+A_INPUT = "langfuse.observation.input"
+A_OUTPUT = "langfuse.observation.output"
+A_COMPLETION_START = "langfuse.observation.completion_start_time"
+A_MODEL = "langfuse.observation.model.name"
+A_MODEL_PARAMETERS = "langfuse.observation.model.parameters"
+A_USAGE = "langfuse.observation.usage_details"
+A_COST = "langfuse.observation.cost_details"
+A_PROMPT_NAME = "langfuse.observation.prompt.name"
+A_PROMPT_VERSION = "langfuse.observation.prompt.version"
+A_ENVIRONMENT = "langfuse.environment"
+A_RELEASE = "langfuse.release"
+A_VERSION = "langfuse.version"
+A_IS_APP_ROOT = "langfuse.internal.is_app_root"
+
+
+# --------------------------------------------------------------------------- time helpers
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_ms(value: datetime) -> int:
+    """Milliseconds since the epoch (Langfuse keeps DateTime64(3)); naive means UTC."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return (value - _EPOCH) // timedelta(milliseconds=1)
+
+
+def ms_to_datetime(ms: int) -> datetime:
+    return _EPOCH + timedelta(milliseconds=ms)
+
+
+def iso(ms: int | None) -> str | None:
+    """``2024-05-01T12:00:00.123Z``, as Langfuse answers."""
+    if ms is None:
+        return None
+    return ms_to_datetime(ms).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def parse_iso(text: str) -> int:
+    """Parse an ISO 8601 datetime (``Z`` or offset; naive means UTC) to epoch ms."""
+    return to_ms(datetime.fromisoformat(text.strip().replace(" ", "+")))
+
+
+def _now_ms() -> int:
+    return to_ms(datetime.now(UTC))
+
+
+def _io_text(value: Any) -> str | None:
+    """Input/output as the SDK exports them: strings as they are, anything else as JSON."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, default=str)
+
+
+class BadRequest(Exception):
+    """A 400 answer with ``message``."""
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(slots=True)
+class TraceRecord:
+    id: str
+    start_ms: int
+    name: str | None = None
+    tags: tuple[str, ...] = ()
+    metadata: dict[str, Any] = field(default_factory=dict)
+    release: str | None = None
+    user_id: str | None = None
+    session_id: str | None = None
+    environment: str = "default"
+    public: bool = False
+
+
+@dataclass(slots=True)
+class ObservationRecord:
+    id: str
+    trace_id: str
+    type: str
+    start_ms: int
+    name: str | None = None
+    end_ms: int | None = None
+    parent_observation_id: str | None = None
+    is_root: bool = False
+    level: str = "DEFAULT"
+    status_message: str | None = None
+    version: str | None = None
+    environment: str = "default"
+    user_id: str | None = None
+    session_id: str | None = None
+    input: str | None = None
+    output: str | None = None
+    metadata: dict[str, Any] | None = None
+    model: str | None = None
+    model_parameters: Any = None
+    usage_details: dict[str, int] | None = None
+    cost_details: dict[str, float] | None = None
+    completion_start_ms: int | None = None
+    prompt_name: str | None = None
+    prompt_version: int | None = None
+    created_ms: int = 0
+    updated_ms: int = 0
+
+
+@dataclass(slots=True)
+class ScoreRecord:
+    """One stored score row. Duplicate ids can exist (a resend with another timestamp)."""
+
+    id: str
+    name: str
+    value: float | str
+    data_type: str
+    timestamp_ms: int
+    trace_id: str | None = None
+    observation_id: str | None = None
+    session_id: str | None = None
+    dataset_run_id: str | None = None
+    comment: str | None = None
+    metadata: Any = None
+    environment: str = "default"
+    source: str = "API"
+    config_id: str | None = None
+    queue_id: str | None = None
+    created_ms: int = 0
+    updated_ms: int = 0
+    seq: int = 0  # insertion order, the tie-breaker of the v3 cursor
+
+    @property
+    def timestamp(self) -> datetime:
+        return ms_to_datetime(self.timestamp_ms)
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class LangfuseStore:
+    """One in-memory Langfuse project: traces, observations, scores. Thread-safe.
+
+    Every store gets fresh random API keys (the SDK keeps one client per public key per
+    process, so a new sandbox must not reuse an old key).
+    """
+
+    def __init__(self, *, project_id: str | None = None, project_name: str = "sandbox") -> None:
+        self.project_id = project_id or f"sandbox-project-{secrets.token_hex(4)}"
+        self.project_name = project_name
+        self.organization_id = "sandbox-org"
+        self.public_key = f"pk-lf-sandbox-{secrets.token_hex(8)}"
+        self.secret_key = f"sk-lf-sandbox-{secrets.token_hex(16)}"
+        self._lock = threading.RLock()
+        self._traces: dict[str, TraceRecord] = {}
+        self._observations: dict[str, ObservationRecord] = {}
+        self._obs_order: list[tuple[int, str]] = []  # (start_ms, id), sorted lazily
+        self._obs_sorted = True
+        self._scores: dict[int, ScoreRecord] = {}  # seq -> row
+        self._score_ids: dict[str, list[int]] = {}  # id -> seqs
+        self._score_order: list[tuple[int, int]] = []  # (timestamp_ms, seq), sorted lazily
+        self._scores_sorted = True
+        self._seq = 0
+
+    # ----------------------------------------------------------- seeding: traces
+
+    def add_trace(
+        self,
+        *,
+        trace_id: str | None = None,
+        name: str | None = None,
+        tags: Iterable[str] = (),
+        metadata: Mapping[str, Any] | None = None,
+        input: Any = None,
+        output: Any = None,
+        start_time: datetime,
+        end_time: datetime | None = None,
+        environment: str = "default",
+        user_id: str | None = None,
+        session_id: str | None = None,
+        release: str | None = None,
+        root_observation_id: str | None = None,
+    ) -> str:
+        """Create a trace and its root observation (type SPAN, ``isRootObservation`` true).
+
+        ``input``/``output`` are stored the way the SDK exports them: a ``str`` as it is,
+        anything else as its JSON text. ``metadata`` lands on the trace and its root span.
+        Returns the trace id.
+        """
+        trace_id = trace_id or secrets.token_hex(16)
+        start_ms = to_ms(start_time)
+        meta = dict(metadata or {})
+        with self._lock:
+            self._traces[trace_id] = TraceRecord(
+                id=trace_id,
+                start_ms=start_ms,
+                name=name,
+                tags=tuple(dict.fromkeys(tags)),
+                metadata=meta,
+                release=release,
+                user_id=user_id,
+                session_id=session_id,
+                environment=environment,
+            )
+            self._put_observation(
+                ObservationRecord(
+                    id=root_observation_id or secrets.token_hex(8),
+                    trace_id=trace_id,
+                    type="SPAN",
+                    name=name,
+                    start_ms=start_ms,
+                    end_ms=to_ms(end_time) if end_time is not None else None,
+                    is_root=True,
+                    environment=environment,
+                    user_id=user_id,
+                    session_id=session_id,
+                    input=_io_text(input),
+                    output=_io_text(output),
+                    metadata=dict(meta) if meta else None,
+                    created_ms=start_ms,
+                    updated_ms=start_ms,
+                )
+            )
+        return trace_id
+
+    def add_observation(
+        self,
+        *,
+        trace_id: str,
+        type: str = "GENERATION",
+        name: str | None = None,
+        input: Any = None,
+        output: Any = None,
+        parent_observation_id: str | None = None,
+        start_time: datetime,
+        end_time: datetime | None = None,
+        model: str | None = None,
+        model_parameters: Any = None,
+        metadata: Mapping[str, Any] | None = None,
+        level: str = "DEFAULT",
+        status_message: str | None = None,
+        usage_details: Mapping[str, int] | None = None,
+        cost_details: Mapping[str, float] | None = None,
+        observation_id: str | None = None,
+        environment: str | None = None,
+    ) -> str:
+        """Add a (non-root) observation to an existing trace. Returns the observation id."""
+        kind = type.upper()
+        if kind not in OBSERVATION_TYPES:
+            raise ValueError(f"unknown observation type {type!r}")
+        start_ms = to_ms(start_time)
+        with self._lock:
+            trace = self._traces.get(trace_id)
+            if trace is None:
+                raise KeyError(f"no trace {trace_id!r}")
+            obs = ObservationRecord(
+                id=observation_id or secrets.token_hex(8),
+                trace_id=trace_id,
+                type=kind,
+                name=name,
+                start_ms=start_ms,
+                end_ms=to_ms(end_time) if end_time is not None else None,
+                parent_observation_id=parent_observation_id,
+                is_root=False,
+                level=level,
+                status_message=status_message,
+                environment=environment or trace.environment,
+                user_id=trace.user_id,
+                session_id=trace.session_id,
+                input=_io_text(input),
+                output=_io_text(output),
+                metadata=dict(metadata) if metadata else None,
+                model=model,
+                model_parameters=model_parameters,
+                usage_details=dict(usage_details) if usage_details else None,
+                cost_details=dict(cost_details) if cost_details else None,
+                created_ms=start_ms,
+                updated_ms=start_ms,
+            )
+            self._put_observation(obs)
+        return obs.id
+
+    def _put_observation(self, obs: ObservationRecord) -> None:
+        """Insert or replace (same id) an observation; the caller holds the lock."""
+        old = self._observations.get(obs.id)
+        if old is not None and old.start_ms != obs.start_ms:
+            self._obs_order.remove((old.start_ms, old.id))
+            old = None
+        self._observations[obs.id] = obs
+        if old is None:
+            key = (obs.start_ms, obs.id)
+            if self._obs_order and key < self._obs_order[-1]:
+                self._obs_sorted = False
+            self._obs_order.append(key)
+
+    # ----------------------------------------------------------- accessors
+
+    def trace(self, trace_id: str) -> TraceRecord | None:
+        with self._lock:
+            return self._traces.get(trace_id)
+
+    def trace_count(self) -> int:
+        with self._lock:
+            return len(self._traces)
+
+    def observations_for(self, trace_id: str) -> list[ObservationRecord]:
+        with self._lock:
+            rows = [o for o in self._observations.values() if o.trace_id == trace_id]
+        return sorted(rows, key=lambda o: (o.start_ms, o.id))
+
+    def all_scores(self) -> list[ScoreRecord]:
+        """Every stored score row, oldest timestamp first (copies)."""
+        with self._lock:
+            return [replace(s) for s in sorted(self._scores.values(), key=_score_key)]
+
+    def scores_for(self, trace_id: str, name: str | None = None) -> list[ScoreRecord]:
+        return [
+            s
+            for s in self.all_scores()
+            if s.trace_id == trace_id and (name is None or s.name == name)
+        ]
+
+    # ----------------------------------------------------------- OTel ingestion
+
+    def ingest_otlp(self, request: ExportTraceServiceRequest) -> int:
+        """Turn the spans of an OTLP export into traces and observations. Returns span count."""
+        count = 0
+        now = _now_ms()
+        with self._lock:
+            for resource_spans in request.resource_spans:
+                resource = _attributes(resource_spans.resource.attributes)
+                for scope_spans in resource_spans.scope_spans:
+                    for span in scope_spans.spans:
+                        self._ingest_span(span, resource, now)
+                        count += 1
+        return count
+
+    def _ingest_span(self, span: Span, resource: dict[str, Any], now: int) -> None:
+        attrs = _attributes(span.attributes)
+        trace_id = span.trace_id.hex()
+        span_id = span.span_id.hex()
+        parent_id = span.parent_span_id.hex() if span.parent_span_id else None
+        start_ms = span.start_time_unix_nano // 1_000_000
+        end_ms = span.end_time_unix_nano // 1_000_000 if span.end_time_unix_nano else None
+
+        environment = str(attrs.get(A_ENVIRONMENT) or resource.get(A_ENVIRONMENT) or "default")
+        release = attrs.get(A_RELEASE) or resource.get(A_RELEASE)
+        user_id = _opt_str(attrs.get(A_USER_ID))
+        session_id = _opt_str(attrs.get(A_SESSION_ID))
+        trace_meta = _prefixed_metadata(attrs, A_TRACE_METADATA)
+        obs_meta = _prefixed_metadata(attrs, A_OBS_METADATA)
+        tags = _as_str_list(attrs.get(A_TRACE_TAGS))
+        is_root = parent_id is None or attrs.get(A_IS_APP_ROOT) is True
+
+        # the trace: created by its first span, enriched by every later one
+        trace = self._traces.get(trace_id)
+        if trace is None:
+            trace = TraceRecord(id=trace_id, start_ms=start_ms, environment=environment)
+            self._traces[trace_id] = trace
+        trace.start_ms = min(trace.start_ms, start_ms)
+        if attrs.get(A_TRACE_NAME):
+            trace.name = str(attrs[A_TRACE_NAME])
+        elif trace.name is None and parent_id is None:
+            trace.name = span.name
+        if tags:
+            trace.tags = tuple(dict.fromkeys((*trace.tags, *tags)))
+        trace.metadata.update(trace_meta)
+        trace.release = _opt_str(release) or trace.release
+        trace.user_id = user_id or trace.user_id
+        trace.session_id = session_id or trace.session_id
+        if attrs.get(A_TRACE_PUBLIC) is True:
+            trace.public = True
+        if parent_id is None:
+            trace.environment = environment
+
+        kind = str(attrs.get(A_TYPE) or "").upper()
+        if kind not in OBSERVATION_TYPES:
+            kind = "GENERATION" if attrs.get("gen_ai.request.model") else "SPAN"
+        level = str(attrs.get(A_LEVEL) or "DEFAULT").upper()
+        status_message = _opt_str(attrs.get(A_STATUS_MESSAGE))
+        if span.status.code == Status.STATUS_CODE_ERROR:
+            level = "ERROR"
+            status_message = status_message or span.status.message or None
+        if level not in LEVELS:
+            level = "DEFAULT"
+        metadata = {**trace_meta, **obs_meta}
+        prompt_version = attrs.get(A_PROMPT_VERSION)
+        old = self._observations.get(span_id)
+        self._put_observation(
+            ObservationRecord(
+                id=span_id,
+                trace_id=trace_id,
+                type=kind,
+                name=span.name,
+                start_ms=start_ms,
+                end_ms=end_ms,
+                parent_observation_id=parent_id,
+                is_root=is_root,
+                level=level,
+                status_message=status_message,
+                version=_opt_str(attrs.get(A_VERSION)),
+                environment=environment,
+                user_id=user_id,
+                session_id=session_id,
+                input=_opt_str(attrs.get(A_INPUT)),
+                output=_opt_str(attrs.get(A_OUTPUT)),
+                metadata=metadata or None,
+                model=_opt_str(
+                    attrs.get(A_MODEL)
+                    or attrs.get("gen_ai.response.model")
+                    or attrs.get("gen_ai.request.model")
+                ),
+                model_parameters=_json_or_none(attrs.get(A_MODEL_PARAMETERS)),
+                usage_details=_json_dict(attrs.get(A_USAGE), int),
+                cost_details=_json_dict(attrs.get(A_COST), float),
+                completion_start_ms=_iso_attr_ms(attrs.get(A_COMPLETION_START)),
+                prompt_name=_opt_str(attrs.get(A_PROMPT_NAME)),
+                prompt_version=int(prompt_version) if isinstance(prompt_version, int) else None,
+                created_ms=old.created_ms if old is not None else now,
+                updated_ms=now,
+            )
+        )
+
+    # ----------------------------------------------------------- observations query
+
+    def query_observations(
+        self,
+        *,
+        predicate: Callable[[ObservationRecord, TraceRecord | None], bool],
+        from_ms: int | None,
+        to_ms: int | None,
+        before: tuple[int, str] | None,
+        limit: int,
+    ) -> tuple[list[tuple[ObservationRecord, TraceRecord | None]], bool]:
+        """Newest first (start time, then id, descending), at most ``limit`` rows.
+
+        ``from_ms`` inclusive, ``to_ms`` exclusive, ``before`` an exclusive keyset cursor.
+        Returns the rows (with their traces) and whether more rows follow.
+        """
+        rows: list[tuple[ObservationRecord, TraceRecord | None]] = []
+        with self._lock:
+            if not self._obs_sorted:
+                self._obs_order.sort()
+                self._obs_sorted = True
+            order = self._obs_order
+            hi = len(order)
+            if to_ms is not None:
+                hi = bisect.bisect_left(order, (to_ms, ""))
+            if before is not None:
+                hi = min(hi, bisect.bisect_left(order, before))
+            lo = bisect.bisect_left(order, (from_ms, "")) if from_ms is not None else 0
+            observations, traces = self._observations, self._traces
+            for i in range(hi - 1, lo - 1, -1):
+                obs = observations[order[i][1]]
+                trace = traces.get(obs.trace_id)
+                if predicate(obs, trace):
+                    rows.append((obs, trace))
+                    if len(rows) > limit:
+                        return rows[:limit], True
+        return rows, False
+
+    # ----------------------------------------------------------- scores
+
+    def upsert_score(self, score: ScoreRecord) -> ScoreRecord:
+        """Store a score. Same id, timestamp and name as a stored row: update that row in
+        place; otherwise add a row (so a resend with another timestamp duplicates)."""
+        now = _now_ms()
+        with self._lock:
+            for seq in self._score_ids.get(score.id, []):
+                row = self._scores[seq]
+                if row.timestamp_ms == score.timestamp_ms and row.name == score.name:
+                    updated = replace(score, seq=seq, created_ms=row.created_ms, updated_ms=now)
+                    self._scores[seq] = updated
+                    return updated
+            self._seq += 1
+            stored = replace(score, seq=self._seq, created_ms=now, updated_ms=now)
+            self._scores[stored.seq] = stored
+            self._score_ids.setdefault(stored.id, []).append(stored.seq)
+            key = (stored.timestamp_ms, stored.seq)
+            if self._score_order and key < self._score_order[-1]:
+                self._scores_sorted = False
+            self._score_order.append(key)
+            return stored
+
+    def add_score(
+        self,
+        *,
+        name: str,
+        value: float | str,
+        trace_id: str | None = None,
+        observation_id: str | None = None,
+        session_id: str | None = None,
+        data_type: str = "NUMERIC",
+        score_id: str | None = None,
+        timestamp: datetime | None = None,
+        comment: str | None = None,
+        metadata: Any = None,
+        environment: str = "default",
+        source: str = "API",
+    ) -> ScoreRecord:
+        """Seed a score directly (same upsert rules as the HTTP endpoint)."""
+        return self.upsert_score(
+            ScoreRecord(
+                id=score_id or str(uuid.uuid4()),
+                name=name,
+                value=value,
+                data_type=data_type,
+                timestamp_ms=to_ms(timestamp) if timestamp is not None else _now_ms(),
+                trace_id=trace_id,
+                observation_id=observation_id,
+                session_id=session_id,
+                comment=comment,
+                metadata=metadata,
+                environment=environment,
+                source=source,
+            )
+        )
+
+    def query_scores(
+        self,
+        *,
+        predicate: Callable[[ScoreRecord], bool],
+        from_ms: int | None,
+        to_ms: int | None,
+        before: tuple[int, int] | None,
+        limit: int,
+    ) -> tuple[list[ScoreRecord], bool]:
+        """Newest timestamp first; same keyset rules as :meth:`query_observations`."""
+        rows: list[ScoreRecord] = []
+        with self._lock:
+            if not self._scores_sorted:
+                self._score_order.sort()
+                self._scores_sorted = True
+            order = self._score_order
+            hi = len(order)
+            if to_ms is not None:
+                hi = bisect.bisect_left(order, (to_ms, -1))
+            if before is not None:
+                hi = min(hi, bisect.bisect_left(order, before))
+            lo = bisect.bisect_left(order, (from_ms, -1)) if from_ms is not None else 0
+            for i in range(hi - 1, lo - 1, -1):
+                score = self._scores[order[i][1]]
+                if predicate(score):
+                    rows.append(score)
+                    if len(rows) > limit:
+                        return rows[:limit], True
+        return rows, False
+
+
+def _score_key(s: ScoreRecord) -> tuple[int, int]:
+    return (s.timestamp_ms, s.seq)
+
+
+# --------------------------------------------------------------------------- OTLP decoding
+
+
+def _any_value(v: AnyValue) -> Any:
+    kind = v.WhichOneof("value")
+    if kind == "string_value":
+        return v.string_value
+    if kind == "bool_value":
+        return v.bool_value
+    if kind == "int_value":
+        return v.int_value
+    if kind == "double_value":
+        return v.double_value
+    if kind == "array_value":
+        return [_any_value(x) for x in v.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: _any_value(kv.value) for kv in v.kvlist_value.values}
+    if kind == "bytes_value":
+        return v.bytes_value.hex()
+    return None
+
+
+def _attributes(kvs: Iterable[KeyValue]) -> dict[str, Any]:
+    return {kv.key: _any_value(kv.value) for kv in kvs}
+
+
+def _opt_str(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def _as_str_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return [value]
+        if isinstance(parsed, list):
+            return [str(v) for v in parsed]
+        return [value]
+    return [str(value)]
+
+
+def _decode_metadata_value(value: Any) -> Any:
+    """SDK 5 JSON-encodes every metadata value (strings too); the server decodes them."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def _prefixed_metadata(attrs: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    whole = attrs.get(prefix)
+    if whole is not None:
+        decoded = _decode_metadata_value(whole)
+        if isinstance(decoded, dict):
+            out.update(decoded)
+        else:
+            out["metadata"] = decoded
+    dotted = prefix + "."
+    for key, value in attrs.items():
+        if key.startswith(dotted):
+            out[key[len(dotted) :]] = _decode_metadata_value(value)
+    return out
+
+
+def _json_or_none(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _json_dict(value: Any, cast: Callable[[Any], Any]) -> dict[str, Any] | None:
+    parsed = _json_or_none(value)
+    if not isinstance(parsed, dict):
+        return None
+    out: dict[str, Any] = {}
+    for k, v in parsed.items():
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            out[str(k)] = cast(v)
+    return out
+
+
+def _iso_attr_ms(value: Any) -> int | None:
+    text = _json_or_none(value)
+    if not isinstance(text, str):
+        return None
+    try:
+        return parse_iso(text)
+    except ValueError:
+        return None
+
+
+def _hex_ids_to_base64(obj: Any) -> Any:
+    """OTLP JSON carries trace/span ids as hex; protobuf's JSON mapping wants base64."""
+    if isinstance(obj, list):
+        return [_hex_ids_to_base64(x) for x in obj]
+    if not isinstance(obj, dict):
+        return obj
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        if key in ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"):
+            if isinstance(value, str) and value and re.fullmatch(r"[0-9a-fA-F]+", value):
+                value = base64.b64encode(bytes.fromhex(value)).decode("ascii")
+            out[key] = value
+        else:
+            out[key] = _hex_ids_to_base64(value)
+    return out
+
+
+def decode_otlp(body: bytes, content_type: str, content_encoding: str) -> tuple[Any, bool]:
+    """Decode an OTLP/HTTP trace export body. Returns (request, is_json)."""
+    if "gzip" in content_encoding.lower():
+        body = gzip.decompress(body)
+    request = ExportTraceServiceRequest()
+    if "json" in content_type.lower():
+        json_format.ParseDict(
+            _hex_ids_to_base64(json.loads(body)), request, ignore_unknown_fields=True
+        )
+        return request, True
+    request.ParseFromString(body)
+    return request, False
+
+
+# --------------------------------------------------------------------------- HTTP helpers
+
+
+def error_body(status: int, message: str | None = None) -> dict[str, Any]:
+    """Langfuse's public API error shape: ``{"message": ..., "error": ...}``."""
+    reasons = {
+        400: "Bad Request",
+        401: "Unauthorized",
+        403: "Forbidden",
+        404: "Not Found",
+        405: "Method Not Allowed",
+        413: "Payload Too Large",
+        429: "Too Many Requests",
+        500: "Internal Server Error",
+        502: "Bad Gateway",
+        503: "Service Unavailable",
+        504: "Gateway Timeout",
+    }
+    reason = reasons.get(status, "Error")
+    default = "Rate limit exceeded" if status == 429 else reason
+    return {"message": message or default, "error": reason}
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse(error_body(status, message), status_code=status)
+
+
+def _encode_cursor(payload: list[Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> list[Any]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        payload = json.loads(raw)
+    except (ValueError, binascii.Error) as e:
+        raise BadRequest("Invalid cursor") from e
+    if not isinstance(payload, list) or len(payload) != 2:
+        raise BadRequest("Invalid cursor")
+    return payload
+
+
+def _int_param(params: Mapping[str, str], name: str, default: int, maximum: int) -> int:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as e:
+        raise BadRequest(f"Invalid {name}: expected an integer") from e
+    if value < 1:
+        raise BadRequest(f"Invalid {name}: must be at least 1")
+    if value > maximum:
+        raise BadRequest(f"Invalid {name}: must be at most {maximum}")
+    return value
+
+
+def _bool_param(raw: str | None, name: str) -> bool | None:
+    if raw is None or raw == "":
+        return None
+    if raw.lower() in ("true", "1"):
+        return True
+    if raw.lower() in ("false", "0"):
+        return False
+    raise BadRequest(f"Invalid {name}: expected true or false")
+
+
+def _time_param(raw: str | None, name: str) -> int | None:
+    if raw is None or raw == "":
+        return None
+    try:
+        return parse_iso(raw)
+    except ValueError as e:
+        raise BadRequest(f"Invalid {name}: expected an ISO 8601 datetime") from e
+
+
+def _csv(raw: str | None) -> list[str] | None:
+    if raw is None or raw == "":
+        return None
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+# --------------------------------------------------------------------------- v2 observations
+
+ObsPredicate = Callable[[ObservationRecord, TraceRecord | None], bool]
+
+# filter column -> (value getter, is an array column)
+_FILTER_COLUMNS: dict[str, Callable[[ObservationRecord, TraceRecord | None], Any]] = {
+    "id": lambda o, t: o.id,
+    "type": lambda o, t: o.type,
+    "name": lambda o, t: o.name,
+    "traceId": lambda o, t: o.trace_id,
+    "environment": lambda o, t: o.environment,
+    "level": lambda o, t: o.level,
+    "statusMessage": lambda o, t: o.status_message,
+    "version": lambda o, t: o.version,
+    "userId": lambda o, t: o.user_id,
+    "sessionId": lambda o, t: o.session_id,
+    "parentObservationId": lambda o, t: o.parent_observation_id,
+    "isRootObservation": lambda o, t: o.is_root,
+    "traceName": lambda o, t: t.name if t else None,
+    "tags": lambda o, t: t.tags if t else (),
+    "startTime": lambda o, t: o.start_ms,
+    "endTime": lambda o, t: o.end_ms,
+    "model": lambda o, t: o.model,
+}
+_COLUMN_ALIASES = {"traceTags": "tags", "providedModelName": "model"}
+
+# query parameter -> filter column it stands for (a filter on that column overrides it)
+_PARAM_COLUMNS = {
+    "name": "name",
+    "userId": "userId",
+    "sessionId": "sessionId",
+    "type": "type",
+    "traceId": "traceId",
+    "level": "level",
+    "version": "version",
+    "environment": "environment",
+    "parentObservationId": "parentObservationId",
+    "isRootObservation": "isRootObservation",
+}
+
+
+def _string_op(operator: str, value: Any) -> Callable[[Any], bool]:
+    if not isinstance(value, str):
+        raise BadRequest("string filter needs a string value")
+    ops: dict[str, Callable[[Any], bool]] = {
+        "=": lambda x: x == value,
+        "contains": lambda x: isinstance(x, str) and value in x,
+        "does not contain": lambda x: not (isinstance(x, str) and value in x),
+        "starts with": lambda x: isinstance(x, str) and x.startswith(value),
+        "ends with": lambda x: isinstance(x, str) and x.endswith(value),
+    }
+    if operator not in ops:
+        raise BadRequest(f"Unsupported operator {operator!r} for string filter")
+    return ops[operator]
+
+
+def _options_op(operator: str, value: Any) -> Callable[[Any], bool]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BadRequest("stringOptions filter needs a list of strings")
+    options = frozenset(value)
+    if operator == "any of":
+        return lambda x: x in options
+    if operator == "none of":
+        return lambda x: x not in options
+    raise BadRequest(f"Unsupported operator {operator!r} for stringOptions filter")
+
+
+def _array_op(operator: str, value: Any) -> Callable[[Any], bool]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BadRequest("arrayOptions filter needs a list of strings")
+    wanted = frozenset(value)
+    if operator == "any of":
+        return lambda x: not wanted.isdisjoint(x)
+    if operator == "all of":
+        return lambda x: wanted.issubset(x)
+    if operator == "none of":
+        return lambda x: wanted.isdisjoint(x)
+    raise BadRequest(f"Unsupported operator {operator!r} for arrayOptions filter")
+
+
+def _datetime_op(operator: str, value: Any) -> Callable[[Any], bool]:
+    if not isinstance(value, str):
+        raise BadRequest("datetime filter needs an ISO 8601 string value")
+    try:
+        ms = parse_iso(value)
+    except ValueError as e:
+        raise BadRequest("datetime filter needs an ISO 8601 string value") from e
+    ops: dict[str, Callable[[Any], bool]] = {
+        ">": lambda x: x is not None and x > ms,
+        "<": lambda x: x is not None and x < ms,
+        ">=": lambda x: x is not None and x >= ms,
+        "<=": lambda x: x is not None and x <= ms,
+    }
+    if operator not in ops:
+        raise BadRequest(f"Unsupported operator {operator!r} for datetime filter")
+    return ops[operator]
+
+
+def _boolean_op(operator: str, value: Any) -> Callable[[Any], bool]:
+    if not isinstance(value, bool):
+        raise BadRequest("boolean filter needs a boolean value")
+    if operator == "=":
+        return lambda x: bool(x) == value
+    if operator == "<>":
+        return lambda x: bool(x) != value
+    raise BadRequest(f"Unsupported operator {operator!r} for boolean filter")
+
+
+def _null_op(operator: str, value: Any) -> Callable[[Any], bool]:
+    if operator == "is null":
+        return lambda x: x is None
+    if operator == "is not null":
+        return lambda x: x is not None
+    raise BadRequest(f"Unsupported operator {operator!r} for null filter")
+
+
+_FILTER_TYPES: dict[str, Callable[[str, Any], Callable[[Any], bool]]] = {
+    "string": _string_op,
+    "stringOptions": _options_op,
+    "categoryOptions": _options_op,
+    "arrayOptions": _array_op,
+    "datetime": _datetime_op,
+    "boolean": _boolean_op,
+    "null": _null_op,
+}
+
+
+def _column_test(
+    getter: Callable[[ObservationRecord, TraceRecord | None], Any], test: Callable[[Any], bool]
+) -> ObsPredicate:
+    return lambda o, t: bool(test(getter(o, t)))
+
+
+def _equals(value: Any) -> Callable[[Any], bool]:
+    return lambda x: bool(x == value)
+
+
+def parse_observation_filter(raw: str) -> tuple[list[ObsPredicate], set[str]]:
+    """Parse the ``filter`` JSON array. Returns predicates and the columns it names."""
+    try:
+        conditions = json.loads(raw)
+    except ValueError as e:
+        raise BadRequest("Invalid filter: not valid JSON") from e
+    if not isinstance(conditions, list):
+        raise BadRequest("Invalid filter: expected a JSON array")
+    predicates: list[ObsPredicate] = []
+    columns: set[str] = set()
+    for cond in conditions:
+        if not isinstance(cond, dict):
+            raise BadRequest("Invalid filter: each condition must be an object")
+        ftype, column, operator = cond.get("type"), cond.get("column"), cond.get("operator")
+        if not isinstance(ftype, str) or not isinstance(column, str):
+            raise BadRequest("Invalid filter: type and column are required")
+        if not isinstance(operator, str):
+            raise BadRequest("Invalid filter: operator is required")
+        column = _COLUMN_ALIASES.get(column, column)
+        getter = _FILTER_COLUMNS.get(column)
+        if getter is None:
+            raise BadRequest(f"Invalid filter: unsupported column {column!r}")
+        make = _FILTER_TYPES.get(ftype)
+        if make is None:
+            raise BadRequest(f"Invalid filter: unsupported type {ftype!r}")
+        if (ftype == "arrayOptions") != (column == "tags"):
+            raise BadRequest(f"Invalid filter: type {ftype!r} does not fit column {column!r}")
+        test = make(operator, cond.get("value"))
+        predicates.append(_column_test(getter, test))
+        columns.add(column)
+    return predicates, columns
+
+
+def _truncate_metadata(metadata: dict[str, Any] | None, expand: set[str]) -> Any:
+    if not metadata:
+        return metadata
+    out: dict[str, Any] = {}
+    for key, value in metadata.items():
+        text = value if isinstance(value, str) else json.dumps(value)
+        if key not in expand and len(text) > METADATA_TRUNCATE_AT:
+            out[key] = text[:METADATA_TRUNCATE_AT] + METADATA_TRUNCATION_SUFFIX
+        else:
+            out[key] = value
+    return out
+
+
+def observation_json(
+    obs: ObservationRecord,
+    trace: TraceRecord | None,
+    groups: set[str],
+    expand: set[str],
+    project_id: str,
+) -> dict[str, Any]:
+    """One ObservationV2, with the requested field groups (core always)."""
+    row: dict[str, Any] = {
+        "id": obs.id,
+        "traceId": obs.trace_id,
+        "startTime": iso(obs.start_ms),
+        "endTime": iso(obs.end_ms),
+        "projectId": project_id,
+        "parentObservationId": obs.parent_observation_id,
+        "type": obs.type,
+        # required by the schema; null unless the model group asks (no prices here)
+        "modelId": None,
+        "inputPrice": None,
+        "outputPrice": None,
+        "totalPrice": None,
+    }
+    if "basic" in groups:
+        row.update(
+            name=obs.name,
+            level=obs.level,
+            statusMessage=obs.status_message,
+            version=obs.version,
+            environment=obs.environment,
+            bookmarked=False,
+            public=trace.public if trace else False,
+            userId=obs.user_id,
+            sessionId=obs.session_id,
+            isRootObservation=obs.is_root,
+        )
+    if "time" in groups:
+        row.update(
+            completionStartTime=iso(obs.completion_start_ms),
+            createdAt=iso(obs.created_ms),
+            updatedAt=iso(obs.updated_ms),
+        )
+    if "io" in groups:
+        row.update(input=obs.input, output=obs.output)
+    if "metadata" in groups:
+        row["metadata"] = _truncate_metadata(obs.metadata, expand) or {}
+    if "model" in groups:
+        # spec v4.16.0 names it providedModelName; SDK 5 (newer servers) reads ``model``
+        row.update(
+            providedModelName=obs.model,
+            model=obs.model,
+            internalModelId=None,
+            modelParameters=obs.model_parameters,
+        )
+    if "usage" in groups:
+        cost = obs.cost_details or {}
+        row.update(
+            usageDetails=obs.usage_details or {},
+            costDetails=cost,
+            totalCost=cost.get("total", sum(cost.values())) if cost else None,
+            usagePricingTierName=None,
+        )
+    if "prompt" in groups:
+        row.update(promptId=None, promptName=obs.prompt_name, promptVersion=obs.prompt_version)
+    if "metrics" in groups:
+        latency = (obs.end_ms - obs.start_ms) / 1000 if obs.end_ms is not None else None
+        ttft = (
+            (obs.completion_start_ms - obs.start_ms) / 1000
+            if obs.completion_start_ms is not None
+            else None
+        )
+        row.update(latency=latency, timeToFirstToken=ttft)
+    if "trace_context" in groups:
+        row.update(
+            tags=list(trace.tags) if trace else [],
+            release=trace.release if trace else None,
+            traceName=trace.name if trace else None,
+        )
+    return row
+
+
+def _observations_page(store: LangfuseStore, request: Request, fault_repeat: int) -> Response:
+    params = request.query_params
+    fields = _csv(params.get("fields"))
+    groups = set(fields) if fields else {"core", "basic"}
+    unknown = groups - FIELD_GROUPS
+    if unknown:
+        raise BadRequest(f"Invalid fields: unknown field group(s) {sorted(unknown)}")
+    expand = set(_csv(params.get("expandMetadata")) or [])
+    limit = _int_param(params, "limit", OBSERVATIONS_DEFAULT_LIMIT, OBSERVATIONS_MAX_LIMIT)
+    if _bool_param(params.get("parseIoAsJson"), "parseIoAsJson"):
+        raise BadRequest(
+            "parseIoAsJson is no longer supported: input/output are returned as raw strings"
+        )
+
+    predicates: list[ObsPredicate] = []
+    filter_columns: set[str] = set()
+    if params.get("filter"):
+        predicates, filter_columns = parse_observation_filter(params["filter"])
+
+    for param, column in _PARAM_COLUMNS.items():
+        if column in filter_columns:
+            continue
+        if param == "environment":
+            envs = params.getlist("environment")
+            if envs:
+                wanted = frozenset(envs)
+                predicates.append(_column_test(_FILTER_COLUMNS["environment"], wanted.__contains__))
+            continue
+        raw = params.get(param)
+        if raw is None:
+            continue
+        if param == "isRootObservation":
+            flag = _bool_param(raw, param)
+            if flag is not None:
+                predicates.append(_column_test(_FILTER_COLUMNS[column], _equals(flag)))
+        elif param == "parentObservationId":
+            parent = raw or None  # empty: only observations without a physical parent
+            predicates.append(_column_test(_FILTER_COLUMNS[column], _equals(parent)))
+        elif raw != "":
+            predicates.append(_column_test(_FILTER_COLUMNS[column], _equals(raw)))
+
+    from_ms = to_ms_ = None
+    if "startTime" not in filter_columns:
+        from_ms = _time_param(params.get("fromStartTime"), "fromStartTime")
+        to_ms_ = _time_param(params.get("toStartTime"), "toStartTime")
+    before: tuple[int, str] | None = None
+    if params.get("cursor"):
+        ms, oid = _decode_cursor(params["cursor"])
+        if not isinstance(ms, int) or not isinstance(oid, str):
+            raise BadRequest("Invalid cursor")
+        before = (ms, oid)
+
+    def predicate(o: ObservationRecord, t: TraceRecord | None) -> bool:
+        return all(p(o, t) for p in predicates)
+
+    rows, more = store.query_observations(
+        predicate=predicate, from_ms=from_ms, to_ms=to_ms_, before=before, limit=limit
+    )
+    meta: dict[str, Any] = {}
+    if more and rows:
+        # fault: the next page starts with the last N rows of this one (an unmerged store)
+        last = rows[-1 - min(fault_repeat, len(rows) - 1)][0]
+        meta["cursor"] = _encode_cursor([last.start_ms, last.id])
+    data = [observation_json(o, t, groups, expand, store.project_id) for o, t in rows]
+    return JSONResponse({"data": data, "meta": meta})
+
+
+# --------------------------------------------------------------------------- scores
+
+
+def validate_score(item: Any) -> ScoreRecord:
+    """Check one score of a POST body; raise BadRequest with the reason."""
+    if not isinstance(item, dict):
+        raise BadRequest("Each score must be a JSON object")
+    name = item.get("name")
+    if not isinstance(name, str) or not name:
+        raise BadRequest("name is required")
+    if "value" not in item or item["value"] is None:
+        raise BadRequest("value is required")
+    value = item["value"]
+    trace_id, observation_id = item.get("traceId"), item.get("observationId")
+    session_id, run_id = item.get("sessionId"), item.get("datasetRunId")
+    for key, v in (
+        ("traceId", trace_id),
+        ("observationId", observation_id),
+        ("sessionId", session_id),
+        ("datasetRunId", run_id),
+    ):
+        if v is not None and (not isinstance(v, str) or not v):
+            raise BadRequest(f"{key} must be a non-empty string")
+    subjects = [s for s in (trace_id, session_id, run_id) if s]
+    if len(subjects) != 1:
+        raise BadRequest("Exactly one of traceId, sessionId or datasetRunId is required")
+    if observation_id and not trace_id:
+        raise BadRequest("observationId requires traceId")
+
+    data_type = item.get("dataType")
+    if data_type is None:
+        if isinstance(value, bool):
+            data_type = "BOOLEAN"
+        elif isinstance(value, int | float):
+            data_type = "NUMERIC"
+        else:
+            data_type = "CATEGORICAL"
+    if data_type not in SCORE_DATA_TYPES:
+        raise BadRequest(f"dataType must be one of {sorted(SCORE_DATA_TYPES)}")
+    stored: float | str
+    if data_type == "NUMERIC":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise BadRequest("NUMERIC scores need a numeric value")
+        if not math.isfinite(value):
+            raise BadRequest("NUMERIC scores need a finite value")
+        stored = float(value)
+    elif data_type == "BOOLEAN":
+        if isinstance(value, bool):
+            value = int(value)
+        if not isinstance(value, int | float) or value not in (0, 1):
+            raise BadRequest("BOOLEAN scores need the value 1 or 0")
+        stored = float(value)
+    else:
+        if not isinstance(value, str):
+            raise BadRequest(f"{data_type} scores need a string value")
+        if data_type == "TEXT" and not 1 <= len(value) <= TEXT_SCORE_MAX:
+            raise BadRequest(f"TEXT score values must be 1 to {TEXT_SCORE_MAX} characters")
+        stored = value
+
+    environment = item.get("environment") or "default"
+    if not isinstance(environment, str) or not ENVIRONMENT_RE.fullmatch(environment):
+        raise BadRequest(
+            "environment must be lowercase alphanumeric with hyphens or underscores, "
+            "at most 40 characters, and must not start with 'langfuse'"
+        )
+    source = item.get("source") or "API"
+    if source not in ("API", "ANNOTATION"):
+        raise BadRequest("source must be API or ANNOTATION")
+    config_id = item.get("configId")
+    if source == "ANNOTATION" and not config_id and data_type != "CORRECTION":
+        raise BadRequest("ANNOTATION scores need a configId")
+    comment = item.get("comment")
+    if comment is not None and not isinstance(comment, str):
+        raise BadRequest("comment must be a string")
+    score_id = item.get("id")
+    if score_id is not None and (not isinstance(score_id, str) or not score_id):
+        raise BadRequest("id must be a non-empty string")
+    raw_ts = item.get("timestamp")
+    if raw_ts is None:
+        timestamp_ms = _now_ms()
+    else:
+        if not isinstance(raw_ts, str):
+            raise BadRequest("timestamp must be an ISO 8601 datetime")
+        try:
+            timestamp_ms = parse_iso(raw_ts)
+        except ValueError as e:
+            raise BadRequest("timestamp must be an ISO 8601 datetime") from e
+    return ScoreRecord(
+        id=score_id or str(uuid.uuid4()),
+        name=name,
+        value=stored,
+        data_type=data_type,
+        timestamp_ms=timestamp_ms,
+        trace_id=trace_id,
+        observation_id=observation_id,
+        session_id=session_id,
+        dataset_run_id=run_id,
+        comment=comment,
+        metadata=item.get("metadata"),
+        environment=environment,
+        source=source,
+        config_id=config_id if isinstance(config_id, str) else None,
+        queue_id=item.get("queueId") if isinstance(item.get("queueId"), str) else None,
+    )
+
+
+def score_json(score: ScoreRecord, groups: set[str], project_id: str) -> dict[str, Any]:
+    """One ScoreV3 with the requested field groups."""
+    value: Any = score.value
+    if score.data_type == "BOOLEAN":
+        value = bool(score.value)
+    row: dict[str, Any] = {
+        "id": score.id,
+        "projectId": project_id,
+        "name": score.name,
+        "value": value,
+        "dataType": score.data_type,
+        "source": score.source,
+        "timestamp": iso(score.timestamp_ms),
+        "environment": score.environment,
+        "createdAt": iso(score.created_ms),
+        "updatedAt": iso(score.updated_ms),
+    }
+    if "details" in groups:
+        row.update(comment=score.comment, configId=score.config_id, metadata=score.metadata)
+    if "annotation" in groups:
+        row.update(authorUserId=None, queueId=score.queue_id)
+    if "subject" in groups:
+        subject: dict[str, Any]
+        if score.observation_id:
+            subject = {"kind": "observation", "id": score.observation_id}
+            subject["traceId"] = score.trace_id
+        elif score.trace_id:
+            subject = {"kind": "trace", "id": score.trace_id}
+        elif score.session_id:
+            subject = {"kind": "session", "id": score.session_id}
+        else:
+            subject = {"kind": "experiment", "id": score.dataset_run_id}
+        row["subject"] = subject
+    return row
+
+
+def _scores_page(store: LangfuseStore, request: Request) -> Response:
+    params = request.query_params
+    groups = set(_csv(params.get("fields")) or [])
+    unknown = groups - SCORE_FIELD_GROUPS
+    if unknown:
+        raise BadRequest(f"Invalid fields: unknown field group(s) {sorted(unknown)}")
+    limit = _int_param(params, "limit", SCORES_DEFAULT_LIMIT, SCORES_MAX_LIMIT)
+
+    ids = _csv(params.get("id"))
+    names = _csv(params.get("name"))
+    sources = _csv(params.get("source"))
+    data_types = _csv(params.get("dataType"))
+    environments = _csv(params.get("environment"))
+    config_ids = _csv(params.get("configId"))
+    queue_ids = _csv(params.get("queueId"))
+    trace_ids = _csv(params.get("traceId"))
+    session_ids = _csv(params.get("sessionId"))
+    observation_ids = _csv(params.get("observationId"))
+    run_ids = _csv(params.get("experimentId"))
+    if observation_ids and not trace_ids:
+        raise BadRequest("observationId requires traceId")
+    if session_ids and (trace_ids or observation_ids or run_ids):
+        raise BadRequest("sessionId cannot be combined with traceId, observationId, experimentId")
+    if run_ids and (trace_ids or observation_ids):
+        raise BadRequest("experimentId cannot be combined with traceId or observationId")
+
+    checks: list[Callable[[ScoreRecord], bool]] = []
+
+    def one_of(values: list[str] | None, get: Callable[[ScoreRecord], Any], upper: bool) -> None:
+        if values:
+            wanted = frozenset(v.upper() for v in values) if upper else frozenset(values)
+            checks.append(lambda s: get(s) in wanted)
+
+    one_of(ids, lambda s: s.id, False)
+    one_of(names, lambda s: s.name, False)
+    one_of(sources, lambda s: s.source, True)
+    one_of(data_types, lambda s: s.data_type, True)
+    one_of(environments, lambda s: s.environment, False)
+    one_of(config_ids, lambda s: s.config_id, False)
+    one_of(queue_ids, lambda s: s.queue_id, False)
+    one_of(trace_ids, lambda s: s.trace_id, False)
+    one_of(session_ids, lambda s: s.session_id, False)
+    one_of(observation_ids, lambda s: s.observation_id, False)
+    one_of(run_ids, lambda s: s.dataset_run_id, False)
+    if params.get("authorUserId"):
+        checks.append(lambda s: False)  # API scores have no author
+    _value_checks(params, data_types, checks)
+
+    from_ms = _time_param(params.get("fromTimestamp"), "fromTimestamp")
+    to_ms_ = _time_param(params.get("toTimestamp"), "toTimestamp")
+    before: tuple[int, int] | None = None
+    if params.get("cursor"):
+        ms, seq = _decode_cursor(params["cursor"])
+        if not isinstance(ms, int) or not isinstance(seq, int):
+            raise BadRequest("Invalid cursor")
+        before = (ms, seq)
+    rows, more = store.query_scores(
+        predicate=lambda s: all(c(s) for c in checks),
+        from_ms=from_ms,
+        to_ms=to_ms_,
+        before=before,
+        limit=limit,
+    )
+    meta: dict[str, Any] = {"limit": limit}
+    if more and rows:
+        meta["cursor"] = _encode_cursor([rows[-1].timestamp_ms, rows[-1].seq])
+    data = [score_json(s, groups, store.project_id) for s in rows]
+    return JSONResponse({"data": data, "meta": meta})
+
+
+def _value_checks(
+    params: Mapping[str, str],
+    data_types: list[str] | None,
+    checks: list[Callable[[ScoreRecord], bool]],
+) -> None:
+    """``value`` / ``valueMin`` / ``valueMax`` with the spec's dataType rules."""
+    values, vmin, vmax = _csv(params.get("value")), params.get("valueMin"), params.get("valueMax")
+    if not values and not vmin and not vmax:
+        return
+    if not data_types or len(data_types) != 1:
+        raise BadRequest("value filters need exactly one dataType")
+    dtype = data_types[0].upper()
+    try:
+        if vmin or vmax:
+            if dtype != "NUMERIC":
+                raise BadRequest("valueMin/valueMax need dataType NUMERIC")
+            if vmin:
+                lo = float(vmin)
+                checks.append(lambda s: isinstance(s.value, float) and s.value >= lo)
+            if vmax:
+                hi = float(vmax)
+                checks.append(lambda s: isinstance(s.value, float) and s.value <= hi)
+        if values:
+            wanted: frozenset[Any]
+            if dtype == "NUMERIC":
+                wanted = frozenset(float(v) for v in values)
+            elif dtype == "BOOLEAN":
+                if any(v not in ("true", "false") for v in values):
+                    raise BadRequest("BOOLEAN values must be true or false")
+                wanted = frozenset(1.0 if v == "true" else 0.0 for v in values)
+            elif dtype == "CATEGORICAL":
+                wanted = frozenset(values)
+            else:
+                raise BadRequest("value needs dataType NUMERIC, BOOLEAN or CATEGORICAL")
+            checks.append(lambda s: s.value in wanted)
+    except ValueError as e:
+        raise BadRequest("value filters must be finite numbers") from e
+
+
+# --------------------------------------------------------------------------- the app
+
+_ROUTES: dict[tuple[str, str], str] = {
+    ("GET", "/api/public/health"): "health",
+    ("GET", "/api/public/projects"): "projects",
+    ("POST", "/api/public/otel/v1/traces"): "otel",
+    ("GET", "/api/public/v2/observations"): "observations",
+    ("POST", "/api/public/scores"): "scores.create",
+    ("GET", "/api/public/v3/scores"): "scores.list",
+}
+
+
+def endpoint_of(request: Request) -> str | None:
+    return _ROUTES.get((request.method, request.url.path.rstrip("/")))
+
+
+def create_langfuse_app(store: LangfuseStore) -> FastAPI:
+    """The ASGI app serving ``store``; ``app.state.faults`` is its FaultState."""
+    app = FastAPI(title="Langfuse sandbox", docs_url=None, redoc_url=None, openapi_url=None)
+    faults = install(app, endpoint_of, error_body)
+    expected_auth = "Basic " + base64.b64encode(
+        f"{store.public_key}:{store.secret_key}".encode()
+    ).decode("ascii")
+
+    def unauthorized(request: Request) -> JSONResponse | None:
+        header = request.headers.get("authorization")
+        if header is None:
+            return _error(401, "Unauthorized: no authorization header")
+        if not secrets.compare_digest(header.strip().encode(), expected_auth.encode()):
+            return _error(401, "Invalid credentials. Confirm that you've configured the keys.")
+        return None
+
+    @app.get("/api/public/health")
+    async def health() -> Response:
+        return JSONResponse({"status": "OK", "version": SERVER_VERSION})
+
+    @app.get("/api/public/projects")
+    async def projects(request: Request) -> Response:
+        if (denied := unauthorized(request)) is not None:
+            return denied
+        project = {
+            "id": store.project_id,
+            "name": store.project_name,
+            "organization": {"id": store.organization_id, "name": "Sandbox Org"},
+            "metadata": {},
+        }
+        return JSONResponse({"data": [project]})
+
+    @app.post("/api/public/otel/v1/traces")
+    async def otel_traces(request: Request) -> Response:
+        if (denied := unauthorized(request)) is not None:
+            return denied
+        body = await request.body()
+        try:
+            decoded, is_json = decode_otlp(
+                body,
+                request.headers.get("content-type", ""),
+                request.headers.get("content-encoding", ""),
+            )
+        except (OSError, EOFError, ValueError, DecodeError, json_format.ParseError) as e:
+            return _error(400, f"Invalid OTLP request: {e}")
+        store.ingest_otlp(decoded)
+        if is_json:
+            return JSONResponse({})
+        return Response(
+            ExportTraceServiceResponse().SerializeToString(),
+            media_type="application/x-protobuf",
+        )
+
+    @app.get("/api/public/v2/observations")
+    async def observations(request: Request) -> Response:
+        if (denied := unauthorized(request)) is not None:
+            return denied
+        fault = faults.faults.get("observations")
+        try:
+            return _observations_page(store, request, fault.repeat_rows if fault else 0)
+        except BadRequest as e:
+            return _error(400, str(e))
+
+    @app.post("/api/public/scores")
+    async def create_scores(request: Request) -> Response:
+        if (denied := unauthorized(request)) is not None:
+            return denied
+        body = await request.body()
+        if len(body) > MAX_BODY_BYTES:
+            return _error(413, "Body exceeded 1mb limit")
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            return _error(400, "Invalid JSON body")
+        fault = faults.faults.get("scores.create")
+        rejected_traces = fault.reject_trace_ids if fault else set()
+        if isinstance(payload, dict):  # the older single-score form
+            try:
+                score = validate_score(payload)
+            except BadRequest as e:
+                return _error(400, str(e))
+            if score.trace_id in rejected_traces:
+                return _error(400, f"Score for trace {score.trace_id} was rejected")
+            return JSONResponse({"id": store.upsert_score(score).id})
+        if not isinstance(payload, list) or not payload:
+            return _error(400, "Body must be a non-empty JSON list of scores")
+        accepted, errors = 0, []
+        for item in payload:
+            try:
+                score = validate_score(item)
+                if score.trace_id in rejected_traces:
+                    raise BadRequest("Score rejected: the trace is not accepting scores")
+            except BadRequest as e:
+                errors.append({"message": str(e)})
+                continue
+            store.upsert_score(score)
+            accepted += 1
+        if errors:
+            return JSONResponse(
+                {"accepted": accepted, "rejected": len(errors), "errors": errors},
+                status_code=207,
+            )
+        return JSONResponse({"message": "Accepted"}, status_code=202)
+
+    @app.get("/api/public/v3/scores")
+    async def list_scores(request: Request) -> Response:
+        if (denied := unauthorized(request)) is not None:
+            return denied
+        try:
+            return _scores_page(store, request)
+        except BadRequest as e:
+            return _error(400, str(e))
+
+    return app
+
+
+# --------------------------------------------------------------------------- the server
+
+
+class LangfuseSandbox(ServerThread):
+    """The Langfuse sandbox on 127.0.0.1:<free port>, served from a thread.
+
+    ``with LangfuseSandbox() as lf: Langfuse(**lf.client_kwargs())`` or export ``lf.env()``.
+    """
+
+    def __init__(self, store: LangfuseStore | None = None, port: int | None = None) -> None:
+        self.store = store or LangfuseStore()
+        app = create_langfuse_app(self.store)
+        super().__init__(app, port=port)
+        self.faults: FaultState = app.state.faults
+
+    @property
+    def public_key(self) -> str:
+        return self.store.public_key
+
+    @property
+    def secret_key(self) -> str:
+        return self.store.secret_key
+
+    def env(self) -> dict[str, str]:
+        return {
+            "LANGFUSE_PUBLIC_KEY": self.public_key,
+            "LANGFUSE_SECRET_KEY": self.secret_key,
+            "LANGFUSE_BASE_URL": self.url,
+        }
+
+    def client_kwargs(self) -> dict[str, str]:
+        """Keyword arguments for ``langfuse.Langfuse(...)``."""
+        return {"public_key": self.public_key, "secret_key": self.secret_key, "base_url": self.url}
+
+    def set_rate_limit(
+        self,
+        per_minute: int = 30,
+        window_s: float = 60.0,
+        endpoints: Iterable[str] | None = GENERAL_API_ENDPOINTS,
+    ) -> RateLimit:
+        """Langfuse Cloud style limit: ``per_minute`` calls per ``window_s`` over ``endpoints``
+        (default: the general API group; None: every endpoint)."""
+        limit = RateLimit(
+            limit=per_minute,
+            window_s=window_s,
+            endpoints=frozenset(endpoints) if endpoints is not None else None,
+        )
+        self.faults.rate_limit = limit
+        return limit
+
+    def start(self) -> Self:
+        super().start()
+        return self
+
+    def __enter__(self) -> Self:
+        return self.start()

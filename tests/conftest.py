@@ -1,0 +1,150 @@
+"""Shared pytest fixtures.
+
+The repository root goes on ``sys.path`` so tests import ``sandbox``, ``tasks``, ``flows``...
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+# cleanlab_tlm reads CLEANLAB_API_BASE_URL once, when first imported: point it at the one
+# process-wide TLM sandbox before any test module (or the code under test) imports it.
+from sandbox.tlm_app import TLMSandbox, session_tlm_sandbox  # noqa: E402
+
+_TLM = session_tlm_sandbox()
+
+from langfuse import Langfuse  # noqa: E402
+
+from sandbox.langfuse_app import LangfuseSandbox  # noqa: E402
+
+# --------------------------------------------------------------------------- network guard
+
+_LOOPBACK = ("127.", "::1", "localhost")
+
+
+@pytest.fixture
+def no_external_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail any TCP connection a test opens to anything but the loopback interface."""
+    real_connect = socket.socket.connect
+
+    def guarded(self: socket.socket, address: Any) -> Any:
+        host = address[0] if isinstance(address, tuple) else str(address)
+        if self.family in (socket.AF_INET, socket.AF_INET6) and not str(host).startswith(_LOOPBACK):
+            raise ConnectionRefusedError(f"test tried to reach {address!r} beyond 127.0.0.1")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+# --------------------------------------------------------------------------- Langfuse sandbox
+
+# Environment that could send the SDK elsewhere or change what it sends.
+_LANGFUSE_ENV_CLEARED = (
+    "LANGFUSE_HOST",
+    "LANGFUSE_TRACING_ENVIRONMENT",
+    "LANGFUSE_RELEASE",
+    "LANGFUSE_SAMPLE_RATE",
+    "LANGFUSE_TRACING_ENABLED",
+    "LANGFUSE_OTEL_TRACES_EXPORT_PATH",
+    "OTEL_SDK_DISABLED",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+)
+
+
+@pytest.fixture
+def langfuse_sandbox(
+    monkeypatch: pytest.MonkeyPatch, no_external_network: None
+) -> Iterator[LangfuseSandbox]:
+    """A fresh Langfuse sandbox (fresh keys) on 127.0.0.1, with LANGFUSE_* pointing at it."""
+    for name in _LANGFUSE_ENV_CLEARED:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("LANGFUSE_TIMEOUT", "5")
+    with LangfuseSandbox() as sandbox:
+        for name, value in sandbox.env().items():
+            monkeypatch.setenv(name, value)
+        yield sandbox
+
+
+@pytest.fixture
+def make_langfuse_client(
+    langfuse_sandbox: LangfuseSandbox,
+) -> Iterator[Callable[..., Langfuse]]:
+    """``make(**kwargs) -> Langfuse`` bound to the sandbox; clients are shut down afterwards.
+
+    The SDK keeps one client per public key per process, so every sandbox has its own keys;
+    ``@observe``'d calls must pass ``langfuse_public_key=sandbox.public_key`` once several
+    clients exist in the process.
+    """
+    clients: list[Langfuse] = []
+
+    def make(**kwargs: Any) -> Langfuse:
+        args: dict[str, Any] = {**langfuse_sandbox.client_kwargs(), "timeout": 5}
+        args.update(kwargs)
+        client = Langfuse(**args)
+        clients.append(client)
+        return client
+
+    yield make
+    langfuse_sandbox.faults.clear()  # a hang or an error fault must not stall the final flush
+    for client in clients:
+        client.shutdown()
+
+
+@pytest.fixture
+def langfuse_client(make_langfuse_client: Callable[..., Langfuse]) -> Langfuse:
+    """A Langfuse SDK client talking to ``langfuse_sandbox``."""
+    return make_langfuse_client()
+
+
+# --------------------------------------------------------------------------- flows
+
+# Production defaults wait seconds to minutes; the tests run the same code with short delays.
+FAST_TUNING = {
+    "TRUST_EVAL_RETRIES": "3",
+    "TRUST_EVAL_RETRY_BASE_DELAY_S": "0.01",
+    "TRUST_EVAL_RETRY_MAX_DELAY_S": "2",
+    "TRUST_EVAL_TLM_TIMEOUT_S": "20",
+    "TRUST_EVAL_SETTLE_LAG_S": "0",
+}
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A real, temporary Prefect server and database for the session (isolated Prefect home)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    home = tmp_path_factory.mktemp("prefect-home")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PREFECT_HOME", str(home))
+    mp.setenv("PREFECT_LOGGING_LEVEL", "WARNING")
+    try:
+        with prefect_test_harness(server_startup_timeout=60):
+            yield
+    finally:
+        mp.undo()
+
+
+@pytest.fixture
+def tlm(monkeypatch: pytest.MonkeyPatch) -> Iterator[TLMSandbox]:
+    """The session's TLM sandbox, its faults and logs reset, its key in the environment."""
+    _TLM.reset()
+    for name, value in (_TLM.env() | FAST_TUNING).items():
+        monkeypatch.setenv(name, value)
+    yield _TLM
+    _TLM.reset()

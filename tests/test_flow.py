@@ -1,0 +1,286 @@
+"""The evaluate-traces flow on real Prefect, against the Langfuse and TLM sandboxes over HTTP."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from flows.evaluate_traces import EvaluationFailed, evaluate_traces
+from sandbox.faults import Fault
+from sandbox.langfuse_app import LangfuseSandbox
+from sandbox.tlm_app import TLMSandbox
+from tasks.config import ConfigError
+from tasks.upload import score_id
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+DAY = datetime(2026, 11, 28, tzinfo=UTC)
+W: dict[str, Any] = {"window_start": DAY, "window_end": DAY + timedelta(days=1)}
+TAG = "TLM_eval_pipeline"
+
+
+def seed(
+    lf: LangfuseSandbox,
+    n: int,
+    *,
+    tags: tuple[str, ...] = (TAG,),
+    start: datetime = DAY,
+    step: timedelta = timedelta(minutes=7),
+    **kw: Any,
+) -> list[str]:
+    ids = []
+    for i in range(n):
+        ids.append(
+            lf.store.add_trace(
+                name=f"q{i}",
+                tags=tags,
+                start_time=start + i * step,
+                input=kw.get("input", {"args": [f"Question {i}?"], "kwargs": {}}),
+                output=kw.get("output", f"Answer {i}."),
+                metadata=kw.get("metadata", {"system_prompt": "You are a trivia master."}),
+            )
+        )
+    return ids
+
+
+def scores_by_trace(lf: LangfuseSandbox) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for s in lf.store.all_scores():
+        out.setdefault(s.trace_id or "", []).append(s)
+    return out
+
+
+def test_window_and_tags_across_pages_one_score_each(
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRUST_EVAL_PAGE_SIZE", "7")
+    lf = langfuse_sandbox
+    inside = seed(lf, 30)  # 30 traces over 3.5 hours of the day: 5 pages of 7
+    edge_start = seed(lf, 1, start=DAY)[0]  # exactly at the start: in
+    seed(lf, 1, start=DAY + timedelta(days=1))  # exactly at the end: out
+    seed(lf, 2, start=DAY - timedelta(seconds=1), step=-timedelta(hours=1))  # before: out
+    seed(lf, 3, tags=("other",))  # wrong tag: out
+    both = seed(lf, 1, tags=("other", TAG), start=DAY + timedelta(hours=5))[0]  # any of: in
+
+    report = evaluate_traces(**W, tags=[TAG])
+
+    expected = set(inside) | {edge_start, both}
+    landed = scores_by_trace(lf)
+    assert set(landed) == expected
+    assert all(len(v) == 1 for v in landed.values())
+    assert report.fetched == report.uploaded == len(expected)
+    assert report.accounted() == report.fetched
+    assert lf.faults.count("observations") == 5  # 32 traces, 7 a page
+    for trace_id, (score,) in landed.items():
+        trace = lf.store.trace(trace_id)
+        assert trace is not None
+        assert score.id == score_id(trace_id, "trust_score")
+        assert score.timestamp == datetime.fromtimestamp(trace.start_ms / 1000, UTC)
+        assert score.comment and len(score.comment) > 50  # the explanation
+        assert 0.0 <= score.value <= 1.0
+        assert score.metadata["tlm_quality_preset"] == "medium"
+    assert len(tlm.prompts) == len(expected)
+
+
+def test_rerun_scores_nothing_and_writes_nothing(
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox
+) -> None:
+    lf = langfuse_sandbox
+    seed(lf, 12)
+    first = evaluate_traces(**W, tags=[TAG])
+    assert first.uploaded == 12
+    tlm_calls, posts = len(tlm.prompts), lf.faults.count("scores.create")
+    before = sorted((s.id, s.value, s.comment) for s in lf.store.all_scores())
+
+    second = evaluate_traces(**W, tags=[TAG])
+
+    assert second.already_scored == 12 and second.uploaded == 0
+    assert second.tlm_requests == 0 and len(tlm.prompts) == tlm_calls
+    assert lf.faults.count("scores.create") == posts
+    assert sorted((s.id, s.value, s.comment) for s in lf.store.all_scores()) == before
+
+
+def test_rescore_upserts_instead_of_duplicating(
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox
+) -> None:
+    lf = langfuse_sandbox
+    seed(lf, 5)
+    evaluate_traces(**W, tags=[TAG])
+    again = evaluate_traces(**W, tags=[TAG], rescore=True)
+    assert again.uploaded == 5
+    assert len(lf.store.all_scores()) == 5
+    assert len(tlm.prompts) == 10
+
+
+SHAPES: list[tuple[Any, Any, dict[str, Any] | None, str, str]] = [
+    # (input, output, metadata, expected prompt, expected response)
+    (
+        {"args": ["What is the capital of France?"], "kwargs": {}},
+        "The capital of France is Paris.",
+        {"system_prompt": "You are a trivia master."},
+        "System: You are a trivia master.\n\nUser: What is the capital of France?\n\nAssistant:",
+        "The capital of France is Paris.",
+    ),
+    (
+        [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "2+2?"}],
+        {"role": "assistant", "content": "4"},
+        None,
+        "System: Be terse.\n\nUser: 2+2?\n\nAssistant:",
+        "4",
+    ),
+    (
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": "Hi there"}]}]},
+        {"choices": [{"message": {"role": "assistant", "content": "Hello!"}}]},
+        None,
+        "Hi there",
+        "Hello!",
+    ),
+    ("Plain question?", "Plain answer.", None, "Plain question?", "Plain answer."),
+    ({"query": "Where is Lima?"}, {"output": "In Peru."}, None, "Where is Lima?", "In Peru."),
+]
+
+
+def test_exact_prompt_tlm_receives_for_each_shape(
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox
+) -> None:
+    lf = langfuse_sandbox
+    for i, (inp, out, meta, _, _) in enumerate(SHAPES):
+        lf.store.add_trace(
+            name=f"shape{i}",
+            tags=(TAG,),
+            start_time=DAY + timedelta(hours=i),
+            input=inp,
+            output=out,
+            metadata=meta,
+        )
+    report = evaluate_traces(**W, tags=[TAG])
+    assert report.uploaded == len(SHAPES)
+    sent = {(c["prompt"], c["response"]["response"]) for c in tlm.calls}
+    assert sent == {(p, r) for *_, p, r in SHAPES}
+
+
+def test_long_system_prompt_in_metadata_is_read_in_full(
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox
+) -> None:
+    long_prompt = "You are a careful assistant. " * 20  # ~580 characters: truncated by default
+    seed(langfuse_sandbox, 1, metadata={"system_prompt": long_prompt})
+    evaluate_traces(**W, tags=[TAG])
+    assert tlm.prompts == [f"System: {long_prompt}\n\nUser: Question 0?\n\nAssistant:"]
+
+
+def test_unpairable_traces_are_recorded_skips(
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox
+) -> None:
+    lf = langfuse_sandbox
+    good = seed(lf, 2)
+    lf.store.add_trace(tags=(TAG,), start_time=DAY + timedelta(hours=9), input=None, output="x")
+    lf.store.add_trace(tags=(TAG,), start_time=DAY + timedelta(hours=10), input="Q", output=None)
+    lf.store.add_trace(tags=(TAG,), start_time=DAY + timedelta(hours=11), input=7, output="x")
+    report = evaluate_traces(**W, tags=[TAG])
+    assert report.uploaded == 2 and set(scores_by_trace(lf)) == set(good)
+    assert {k: len(v) for k, v in report.skipped.items()} == {
+        "missing_input": 1,
+        "missing_output": 1,
+        "unsupported_input": 1,
+    }
+    assert report.accounted() == report.fetched == 5
+    assert len(tlm.prompts) == 2
+
+
+def test_dry_run_scores_nothing(langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox) -> None:
+    seed(langfuse_sandbox, 9)
+    report = evaluate_traces(**W, tags=[TAG], dry_run=True)
+    assert report.would_score == 9 and report.uploaded == 0 and report.tlm_requests == 0
+    assert tlm.prompts == [] and langfuse_sandbox.store.all_scores() == []
+    assert langfuse_sandbox.faults.count("scores.create") == 0
+
+
+def test_cost_caps(
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRUST_EVAL_PAGE_SIZE", "4")
+    seed(langfuse_sandbox, 10)
+    capped = evaluate_traces(**W, tags=[TAG], max_traces=6)
+    assert capped.uploaded == 6 and capped.capped and len(tlm.prompts) == 6
+    assert capped.accounted() == capped.fetched
+    assert "over_max_traces" in capped.skipped
+
+    sampled = evaluate_traces(**W, tags=[TAG], sample_rate=0.5, rescore=True)
+    assert 0 < sampled.uploaded < 10
+    assert sampled.uploaded + len(sampled.skipped["not_sampled"]) == 10
+    again = evaluate_traces(**W, tags=[TAG], sample_rate=0.5, rescore=True, dry_run=True)
+    assert again.would_score == sampled.uploaded  # the same traces are sampled every run
+
+
+def test_207_refusals_are_pinned_to_their_traces(
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox
+) -> None:
+    lf = langfuse_sandbox
+    ids = seed(lf, 20)
+    refused = {ids[3], ids[14]}
+    lf.faults.set("scores.create", Fault(reject_trace_ids=set(refused)))
+    report = evaluate_traces(**W, tags=[TAG])
+    assert report.uploaded == 18
+    assert {t for v in report.failed_to_upload.values() for t in v} == refused
+    assert set(scores_by_trace(lf)) == set(ids) - refused
+    assert all(len(v) == 1 for v in scores_by_trace(lf).values())
+    assert not report.ok
+
+
+def test_bad_configuration_is_refused_before_any_call(
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed(langfuse_sandbox, 1)
+    with pytest.raises(ConfigError, match="low"):
+        evaluate_traces(**W, tags=[TAG], quality_preset="low")
+    with pytest.raises(ConfigError, match="window_end"):
+        evaluate_traces(window_start=DAY, window_end=DAY - timedelta(hours=1), tags=[TAG])
+    with pytest.raises(ConfigError, match="tags"):
+        evaluate_traces(**W, tags=[])
+    monkeypatch.delenv("CLEANLAB_TLM_API_KEY")
+    with pytest.raises(ConfigError, match="CLEANLAB_TLM_API_KEY"):
+        evaluate_traces(**W, tags=[TAG])
+    monkeypatch.delenv("LANGFUSE_SECRET_KEY")
+    with pytest.raises(ConfigError, match="LANGFUSE_SECRET_KEY"):
+        evaluate_traces(**W, tags=[TAG], dry_run=True)
+    assert langfuse_sandbox.faults.requests == [] and tlm.prompts == []
+
+
+def test_invalid_tlm_key_fails_fast_and_uploads_nothing(
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed(langfuse_sandbox, 25)
+    monkeypatch.setenv("CLEANLAB_TLM_API_KEY", "wrong-key")
+    with pytest.raises(EvaluationFailed, match="CLEANLAB_TLM_API_KEY") as info:
+        evaluate_traces(**W, tags=[TAG])
+    report = info.value.report
+    assert report.fetched == 25 and report.uploaded == 0
+    assert report.accounted() == 25
+    assert tlm.faults.count("tlm.score") == 1  # the probe: not one request per trace
+    assert langfuse_sandbox.store.all_scores() == []
+
+
+def test_report_artifacts_escape_markup(langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox) -> None:
+    from prefect.client.orchestration import get_client
+
+    seed(langfuse_sandbox, 3, input={"args": ["<script>alert(1)</script> | *bold*"], "kwargs": {}})
+    tlm.rich_explanations = True
+    report = evaluate_traces(**W, tags=[TAG])
+    assert report.uploaded == 3
+
+    async def artifacts() -> list[Any]:
+        async with get_client() as client:
+            return await client.read_artifacts()
+
+    import asyncio
+
+    found = [a for a in asyncio.run(artifacts()) if str(a.flow_run_id) == report.flow_run_id]
+    table = next(a for a in found if a.key == "lowest-trust")
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    assert len(rows) == 3 and rows[0]["score"] <= rows[-1]["score"]
+    assert "<script>" not in json.dumps(rows) and "\\<script\\>" in rows[0]["question"]
+    summary = next(a for a in found if a.key == "trust-summary")
+    assert "| 3 | 0 | 0 | 0 | 3 | 0 |" in summary.data
