@@ -5,6 +5,9 @@
 
 PYTHON ?= python3
 UV := $(PYTHON) -m uv
+# offline by default: no telemetry from the Prefect servers the demo and the tests start
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export DO_NOT_TRACK ?= 1
 
 .PHONY: setup demo test lint check sandbox
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from contextlib import nullcontext  # issue 4: no lock for dry runs
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -22,6 +23,7 @@ from prefect.artifacts import (
 )
 from prefect.runtime import flow_run
 
+from flows.window_lock import window_lock  # issue 4: per-window concurrency limit
 from tasks.config import (
     ConfigError,
     LangfuseSettings,
@@ -175,12 +177,15 @@ def evaluate_traces(
         sample_rate,
         environment,
     )
-    try:
-        run.go()
-    except StageError as err:
-        report.errors.append(str(err))
-    finally:
-        run.finish()
+    # Issue 4: one run per window at a time, so two runs of the same window never both pay TLM
+    # for the same traces (the second waits, then finds them scored). See flows/window_lock.py.
+    with nullcontext() if dry_run else window_lock(start, end, tags, score_name):
+        try:
+            run.go()
+        except StageError as err:
+            report.errors.append(str(err))
+        finally:
+            run.finish()
     logger.info(
         "window %s → %s: %s",
         start.isoformat(),
@@ -269,15 +274,24 @@ class Run:
             r.langfuse_requests += n
         cursor: str | None = None
         chunk = 0
+        generations: bool | None = None  # unknown until the first page asks
         while True:
             chunk += 1
             try:
                 page = fetch_page_task(
-                    self.lf_cfg, self.window, cursor, chunk, self.tuning, self.environment
+                    self.lf_cfg,
+                    self.window,
+                    cursor,
+                    chunk,
+                    self.tuning,
+                    self.environment,
+                    generations,
                 )
             except Exception as err:
                 raise StageError(f"reading traces failed on page {chunk}: {describe(err)}") from err
-            r.langfuse_requests += 1
+            if page.has_generations is not None:
+                generations = page.has_generations
+            r.langfuse_requests += page.requests
             self.project_id = self.project_id or page.project_id
             todo = []
             for rec in page.records:

@@ -400,6 +400,10 @@ class LangfuseStore:
         with self._lock:
             return len(self._traces)
 
+    def all_observations(self) -> list[ObservationRecord]:
+        with self._lock:
+            return list(self._observations.values())
+
     def observations_for(self, trace_id: str) -> list[ObservationRecord]:
         with self._lock:
             rows = [o for o in self._observations.values() if o.trace_id == trace_id]

@@ -75,6 +75,8 @@ class Tuning(BaseSettings):
     max_prompt_chars: Annotated[int, Field(ge=100)] = 250_000  # ~70k tokens: skip too_large
     upload_batch_bytes: Annotated[int, Field(ge=10_000, le=1_000_000)] = 900_000
     settle_lag_s: Annotated[float, Field(ge=0)] = 600.0  # traces younger than this may run on
+    # a trace's GENERATIONs start within this long after its root (looked up per page)
+    trace_max_duration_s: Annotated[float, Field(ge=0)] = 3600.0
     system_prompt_keys: tuple[str, ...] = ("system_prompt", "system")
     lowest_n: Annotated[int, Field(ge=1, le=1000)] = 20  # rows in the lowest-trust table
     langfuse_ui_url: str | None = None  # base for trace links; default the API base URL

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from langfuse.api import LangfuseAPI
@@ -18,10 +18,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from tasks.config import LangfuseSettings, Tuning
-from tasks.models import TraceRecord, Window
+from tasks.models import GenerationRecord, TraceRecord, Window
 from tasks.retry import call_with_retries
 
 ROOT_FIELDS = "core,basic,io,metadata"
+GENERATION_FIELDS = "core,io,model"
 NO_RETRY: Any = {"max_retries": 0}
 
 
@@ -51,6 +52,8 @@ class Page:
     cursor: str | None
     project_id: str | None
     rows: int  # rows the page held, repeats included
+    requests: int = 1  # Langfuse requests the page took
+    has_generations: bool | None = None  # the window-wide probe's answer (first page only)
 
 
 def _to_record(obs: Any) -> TraceRecord:
@@ -64,6 +67,103 @@ def _to_record(obs: Any) -> TraceRecord:
         metadata=obs.metadata,
         environment=obs.environment,
     )
+
+
+def _retrying(tuning: Tuning, logger: Any, what: str, call: Any) -> Any:
+    return call_with_retries(
+        call,
+        what=what,
+        retries=tuning.retries,
+        base_delay_s=tuning.retry_base_delay_s,
+        max_delay_s=tuning.retry_max_delay_s,
+        logger=logger,
+    )
+
+
+def window_has_generations(
+    api: LangfuseAPI,
+    window: Window,
+    *,
+    tuning: Tuning,
+    environment: Sequence[str] | None = None,
+    logger: Any,
+) -> bool:
+    """One cheap request: does any GENERATION of the window's tagged traces exist at all?
+
+    Windows traced without an LLM integration (the seed's shape) then skip the per-page
+    generation look-ups entirely.
+    """
+    resp = _retrying(
+        tuning,
+        logger,
+        "looking for generations (GET v2/observations)",
+        lambda: api.observations.get_many(
+            fields="core",
+            limit=1,
+            type="GENERATION",
+            from_start_time=window.start,
+            to_start_time=window.end + timedelta(seconds=tuning.trace_max_duration_s),
+            environment=list(environment) if environment else None,
+            filter=tag_filter(window.tags),
+            request_options=NO_RETRY,
+        ),
+    )
+    return bool(resp.data)
+
+
+def attach_generations(
+    api: LangfuseAPI,
+    records: list[TraceRecord],
+    window: Window,
+    *,
+    tuning: Tuning,
+    environment: Sequence[str] | None = None,
+    logger: Any,
+) -> int:
+    """Attach each record's GENERATION observations; returns the requests it took.
+
+    One query for the whole page (type GENERATION, the page's time span plus the longest a
+    trace may run, the same tags), never one request per trace.
+    """
+    if not records:
+        return 0
+    by_id = {r.trace_id: r for r in records}
+    lo = min(r.start_time for r in records)
+    hi = max(r.start_time for r in records) + timedelta(seconds=tuning.trace_max_duration_s)
+    cursor: str | None = None
+    requests = 0
+    while True:
+        requests += 1
+
+        def call(page_cursor: str | None = cursor) -> Any:
+            return api.observations.get_many(
+                fields=GENERATION_FIELDS,
+                limit=1000,
+                cursor=page_cursor,
+                type="GENERATION",
+                from_start_time=lo,
+                to_start_time=hi,
+                environment=list(environment) if environment else None,
+                filter=tag_filter(window.tags),
+                request_options=NO_RETRY,
+            )
+
+        resp = _retrying(tuning, logger, "reading generations (GET v2/observations)", call)
+        for obs in resp.data:
+            rec = by_id.get(obs.trace_id or "")
+            if rec is not None and all(g.observation_id != obs.id for g in rec.generations):
+                rec.generations.append(
+                    GenerationRecord(
+                        observation_id=obs.id,
+                        start_time=obs.start_time,
+                        input=obs.input,
+                        output=obs.output,
+                        model=getattr(obs, "model", None),
+                    )
+                )
+        cursor = getattr(resp.meta, "cursor", None) or None
+        if not cursor or not resp.data:
+            return requests
 
 
 def fetch_page(
@@ -89,14 +189,7 @@ def fetch_page(
             request_options=NO_RETRY,
         )
 
-    resp = call_with_retries(
-        call,
-        what="reading traces (GET v2/observations)",
-        retries=tuning.retries,
-        base_delay_s=tuning.retry_base_delay_s,
-        max_delay_s=tuning.retry_max_delay_s,
-        logger=logger,
-    )
+    resp = _retrying(tuning, logger, "reading traces (GET v2/observations)", call)
     next_cursor = getattr(resp.meta, "cursor", None) or None
     project_id = resp.data[0].project_id if resp.data else None
     return Page(
@@ -137,14 +230,7 @@ def scored_trace_ids(
                 request_options=NO_RETRY,
             )
 
-        resp = call_with_retries(
-            call,
-            what="reading existing scores (GET v3/scores)",
-            retries=tuning.retries,
-            base_delay_s=tuning.retry_base_delay_s,
-            max_delay_s=tuning.retry_max_delay_s,
-            logger=logger,
-        )
+        resp = _retrying(tuning, logger, "reading existing scores (GET v3/scores)", call)
         for score in resp.data:
             subject = getattr(score, "subject", None)
             trace_id = getattr(subject, "trace_id", None) or (
@@ -177,10 +263,31 @@ def fetch_page_task(
     page_no: int,
     tuning: Tuning,
     environment: list[str] | None = None,
+    generations: bool | None = None,
 ) -> Page:
+    """One page of root observations, with their generations attached when the window has any.
+
+    ``generations=None`` (the first page) asks Langfuse once whether the window holds any.
+    """
     logger = get_run_logger()
-    page = fetch_page(
-        make_api(cfg), window, cursor, tuning=tuning, environment=environment, logger=logger
+    api = make_api(cfg)
+    page = fetch_page(api, window, cursor, tuning=tuning, environment=environment, logger=logger)
+    if generations is None:
+        generations = window_has_generations(
+            api, window, tuning=tuning, environment=environment, logger=logger
+        )
+        page.requests += 1
+        page.has_generations = generations
+    if generations:
+        page.requests += attach_generations(
+            api, page.records, window, tuning=tuning, environment=environment, logger=logger
+        )
+    n_gen = sum(len(r.generations) for r in page.records)
+    logger.info(
+        "page %d: %d traces, %d generations%s",
+        page_no,
+        page.rows,
+        n_gen,
+        "" if page.cursor else " (last page)",
     )
-    logger.info("page %d: %d traces%s", page_no, page.rows, "" if page.cursor else " (last page)")
     return page

@@ -73,7 +73,8 @@ def test_window_and_tags_across_pages_one_score_each(
     assert all(len(v) == 1 for v in landed.values())
     assert report.fetched == report.uploaded == len(expected)
     assert report.accounted() == report.fetched
-    assert lf.faults.count("observations") == 5  # 32 traces, 7 a page
+    # 32 traces, 7 a page: 5 pages, plus one probe that finds no generations in the window
+    assert lf.faults.count("observations") == 5 + 1
     for trace_id, (score,) in landed.items():
         trace = lf.store.trace(trace_id)
         assert trace is not None
@@ -284,3 +285,57 @@ def test_report_artifacts_escape_markup(langfuse_sandbox: LangfuseSandbox, tlm: 
     assert "<script>" not in json.dumps(rows) and "\\<script\\>" in rows[0]["question"]
     summary = next(a for a in found if a.key == "trust-summary")
     assert "| 3 | 0 | 0 | 0 | 3 | 0 |" in summary.data
+
+
+# --- traces from the real langfuse.openai integration (issue 8) ------------------------------
+
+
+@pytest.fixture
+def openai_sandbox(monkeypatch: pytest.MonkeyPatch) -> Any:
+    from sandbox.openai_app import OpenAISandbox
+
+    with OpenAISandbox() as oai:
+        for name, value in oai.env().items():
+            monkeypatch.setenv(name, value)
+        yield oai
+
+
+def test_prompt_comes_from_the_generation_the_integration_recorded(
+    langfuse_sandbox: LangfuseSandbox,
+    tlm: TLMSandbox,
+    openai_sandbox: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from flows.trivia_app import SEED_QUESTIONS, synthetic_questions, trace_answers
+    from sandbox.openai_app import TRIVIA
+
+    lf = langfuse_sandbox
+    monkeypatch.setenv("TRUST_EVAL_PAGE_SIZE", "4")
+    start = datetime.now(UTC) - timedelta(seconds=1)
+    questions = SEED_QUESTIONS + synthetic_questions(7)
+    answers = trace_answers(
+        questions, system_prompt="You are a trivia master.", langfuse_public_key=lf.public_key
+    )
+    end = datetime.now(UTC) + timedelta(milliseconds=1)
+    # the integration recorded one GENERATION per call, under the @observe root
+    roots = [o for o in lf.store.all_observations() if o.is_root]
+    gens = [o for o in lf.store.all_observations() if o.type == "GENERATION"]
+    assert len(roots) == len(gens) == 12 and {g.trace_id for g in gens} == {
+        r.trace_id for r in roots
+    }
+    lf.faults.reset_log()
+
+    report = evaluate_traces(window_start=start, window_end=end, tags=[TAG])
+
+    assert report.uploaded == len(questions) == 12
+    sent = {c["prompt"]: c["response"]["response"] for c in tlm.calls}
+    for question, answer in zip(questions, answers, strict=True):
+        prompt = f"System: You are a trivia master.\n\nUser: {question}\n\nAssistant:"
+        assert sent[prompt] == answer  # exactly what the model saw, and what it answered
+    for question in SEED_QUESTIONS:
+        assert (
+            sent[f"System: You are a trivia master.\n\nUser: {question}\n\nAssistant:"]
+            == (TRIVIA[question])
+        )
+    # 3 pages of 4 traces: one probe, then per page one root query and one generation query
+    assert lf.faults.count("observations") == 1 + 3 + 3

@@ -1,0 +1,113 @@
+"""The seed's trivia app, instrumented the way real Langfuse users do it.
+
+An ``@observe`` function calls the model through Langfuse's OpenAI integration
+(``langfuse.openai.OpenAI``), which records the call as a GENERATION observation holding the full
+message list, system prompt included. Tags and the trace name are set with
+``propagate_attributes``; the system prompt is also kept in trace metadata (the seed's shape).
+
+Against the sandbox (``OPENAI_BASE_URL`` pointing at ``python -m sandbox``) the answers are
+recorded ones; with a real ``OPENAI_API_KEY`` and no ``OPENAI_BASE_URL`` the same code asks OpenAI.
+
+    python -m flows.trivia_app --synthetic 50     # trace the seed's 5 questions + 50 more
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from collections.abc import Iterable
+from typing import Any
+
+from sandbox.openai_app import TRIVIA
+
+TAG = "TLM_eval_pipeline"
+SYSTEM_PROMPT = "You are a trivia master."
+MODEL = "gpt-4o-mini"
+
+# the seed notebook's five questions (the sandbox model gives the seed's recorded answers)
+SEED_QUESTIONS: list[str] = list(TRIVIA)
+
+_COUNTRIES = ["Japan", "Canada", "Australia", "Brazil", "Kenya", "Norway", "Egypt", "Peru",
+              "Vietnam", "Morocco", "Chile", "Turkey"]  # fmt: skip
+_FACTS = [
+    "Who wrote 'Pride and Prejudice'?",
+    "What is the boiling point of water at sea level in Celsius?",
+    "What is the chemical symbol for gold?",
+    "How many planets are in the Solar System?",
+    "Which ocean is the largest?",
+    "Who painted the Mona Lisa?",
+    "What is the speed of light in vacuum?",
+    "Which element has atomic number 1?",
+]
+
+
+def synthetic_questions(n: int, seed: int = 7) -> list[str]:
+    """Varied trivia questions, deterministic for a given seed."""
+    rng = random.Random(seed)
+    out: list[str] = []
+    for i in range(n):
+        kind = i % 3
+        if kind == 0:
+            out.append(f"What is the capital of {rng.choice(_COUNTRIES)}? (#{i})")
+        elif kind == 1:
+            out.append(f"What is {rng.randint(12, 999)} times {rng.randint(12, 999)}?")
+        else:
+            out.append(f"{rng.choice(_FACTS)} (#{i})")
+    return out
+
+
+def trace_answers(
+    questions: Iterable[str],
+    *,
+    tags: list[str] | None = None,
+    system_prompt: str = SYSTEM_PROMPT,
+    langfuse_public_key: str | None = None,
+) -> list[str]:
+    """Answer each question through the traced app; flushes the traces before returning.
+
+    ``langfuse_public_key`` picks the Langfuse client when a process holds several (tests).
+    """
+    from langfuse import Langfuse, get_client, observe, propagate_attributes
+    from langfuse.openai import OpenAI  # type: ignore[attr-defined]  # set at import
+
+    # keys, base URL from LANGFUSE_* (a named key registers that client for @observe to find)
+    langfuse = Langfuse(public_key=langfuse_public_key) if langfuse_public_key else get_client()
+    client = OpenAI()
+    tag_list = tags or [TAG]
+
+    @observe(name="answer_trivia")
+    def answer(question: str) -> str:
+        with propagate_attributes(
+            tags=tag_list, trace_name="trivia", metadata={"system_prompt": system_prompt}
+        ):
+            completion: Any = client.chat.completions.create(
+                model=MODEL,
+                messages=[
+                    {"role": "system", "content": system_prompt},
+                    {"role": "user", "content": question},
+                ],
+                temperature=0,
+            )
+            return str(completion.choices[0].message.content)
+
+    key_kw: dict[str, Any] = (
+        {"langfuse_public_key": langfuse_public_key} if langfuse_public_key else {}
+    )
+    answers = [answer(q, **key_kw) for q in questions]
+    langfuse.flush()
+    return answers
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Trace trivia answers into Langfuse.")
+    parser.add_argument("--synthetic", type=int, default=0, help="extra synthetic questions")
+    parser.add_argument("--tag", action="append", dest="tags", help=f"trace tag (default {TAG})")
+    args = parser.parse_args(argv)
+    questions = SEED_QUESTIONS + synthetic_questions(args.synthetic)
+    trace_answers(questions, tags=args.tags)
+    print(f"traced {len(questions)} answers")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,46 @@
+"""`python -m sandbox`: serve the Langfuse, TLM and OpenAI sandboxes until Ctrl-C.
+
+Prints the URLs and the environment to export so that the real SDKs (and this project's flows)
+talk to them. Sandbox TLM scores are synthetic; nothing leaves 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import threading
+
+from sandbox.langfuse_app import LangfuseSandbox
+from sandbox.openai_app import OpenAISandbox
+from sandbox.tlm_app import TLMSandbox
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__)
+    parser.add_argument("--langfuse-port", type=int, default=3030)
+    parser.add_argument("--tlm-port", type=int, default=3031)
+    parser.add_argument("--openai-port", type=int, default=3032)
+    args = parser.parse_args(argv)
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with (
+        LangfuseSandbox(port=args.langfuse_port) as lf,
+        TLMSandbox(port=args.tlm_port) as tlm,
+        OpenAISandbox(port=args.openai_port) as oai,
+    ):
+        print(f"Langfuse sandbox: {lf.url}  (health: {lf.url}/api/public/health)")
+        print(f"TLM sandbox:      {tlm.base_url}  (scores are SYNTHETIC)")
+        print(f"OpenAI sandbox:   {oai.base_url}  (recorded answers)")
+        print("\n# point the SDKs and the flows at them:")
+        for name, value in (lf.env() | tlm.env() | oai.env()).items():
+            print(f"export {name}={value}")
+        print("\nCtrl-C to stop.", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            stop.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
