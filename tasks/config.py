@@ -78,6 +78,7 @@ class Tuning(BaseSettings):
     # a trace's GENERATIONs start within this long after its root (looked up per page)
     trace_max_duration_s: Annotated[float, Field(ge=0)] = 3600.0
     system_prompt_keys: tuple[str, ...] = ("system_prompt", "system")
+    context_keys: tuple[str, ...] = ("context", "retrieved_context")  # RAG context in metadata
     lowest_n: Annotated[int, Field(ge=1, le=1000)] = 20  # rows in the lowest-trust table
     langfuse_ui_url: str | None = None  # base for trace links; default the API base URL
 

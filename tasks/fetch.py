@@ -19,10 +19,11 @@ from prefect.logging import get_run_logger
 
 from tasks.config import LangfuseSettings, Tuning
 from tasks.models import GenerationRecord, TraceRecord, Window
+from tasks.pairs import first_value, parse_io
 from tasks.retry import call_with_retries
 
 ROOT_FIELDS = "core,basic,io,metadata"
-GENERATION_FIELDS = "core,io,model"
+CHILD_FIELDS = "core,io,model"
 NO_RETRY: Any = {"max_retries": 0}
 
 
@@ -53,7 +54,7 @@ class Page:
     project_id: str | None
     rows: int  # rows the page held, repeats included
     requests: int = 1  # Langfuse requests the page took
-    has_generations: bool | None = None  # the window-wide probe's answer (first page only)
+    kinds: dict[str, bool] | None = None  # the window-wide probes' answers (first page only)
 
 
 def _to_record(obs: Any) -> TraceRecord:
@@ -80,27 +81,31 @@ def _retrying(tuning: Tuning, logger: Any, what: str, call: Any) -> Any:
     )
 
 
-def window_has_generations(
+CHILD_KINDS = ("GENERATION", "RETRIEVER")  # observations a pair may need besides the root
+
+
+def window_has(
     api: LangfuseAPI,
     window: Window,
+    kind: str,
     *,
     tuning: Tuning,
     environment: Sequence[str] | None = None,
     logger: Any,
 ) -> bool:
-    """One cheap request: does any GENERATION of the window's tagged traces exist at all?
+    """One cheap request: does any observation of ``kind`` exist among the window's traces?
 
     Windows traced without an LLM integration (the seed's shape) then skip the per-page
-    generation look-ups entirely.
+    look-ups for that kind entirely.
     """
     resp = _retrying(
         tuning,
         logger,
-        "looking for generations (GET v2/observations)",
+        f"looking for {kind} observations (GET v2/observations)",
         lambda: api.observations.get_many(
             fields="core",
             limit=1,
-            type="GENERATION",
+            type=kind,
             from_start_time=window.start,
             to_start_time=window.end + timedelta(seconds=tuning.trace_max_duration_s),
             environment=list(environment) if environment else None,
@@ -111,25 +116,48 @@ def window_has_generations(
     return bool(resp.data)
 
 
-def attach_generations(
+def context_text(value: Any) -> str | None:
+    """Retrieved documents as text: strings, or dicts carrying page_content/text/content."""
+    value = parse_io(value)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.strip() or None
+    if isinstance(value, dict):
+        for key in ("documents", "docs", "results", "context"):
+            if key in value:
+                return context_text(value[key])
+        for key in ("page_content", "pageContent", "text", "content"):
+            if isinstance(value.get(key), str):
+                return value[key].strip() or None
+        return None
+    if isinstance(value, list):
+        parts = [t for t in (context_text(v) for v in value) if t]
+        return "\n\n".join(parts) or None
+    return None
+
+
+def attach_children(
     api: LangfuseAPI,
     records: list[TraceRecord],
     window: Window,
+    kind: str,
     *,
     tuning: Tuning,
     environment: Sequence[str] | None = None,
     logger: Any,
 ) -> int:
-    """Attach each record's GENERATION observations; returns the requests it took.
+    """Attach each record's ``kind`` observations (generations, or retrieved context).
 
-    One query for the whole page (type GENERATION, the page's time span plus the longest a
-    trace may run, the same tags), never one request per trace.
+    One query for the whole page (that type, the page's time span plus the longest a trace may
+    run, the same tags), never one request per trace. Returns the requests it took.
     """
     if not records:
         return 0
     by_id = {r.trace_id: r for r in records}
     lo = min(r.start_time for r in records)
     hi = max(r.start_time for r in records) + timedelta(seconds=tuning.trace_max_duration_s)
+    seen: set[str] = set()
     cursor: str | None = None
     requests = 0
     while True:
@@ -137,10 +165,10 @@ def attach_generations(
 
         def call(page_cursor: str | None = cursor) -> Any:
             return api.observations.get_many(
-                fields=GENERATION_FIELDS,
+                fields=CHILD_FIELDS,
                 limit=1000,
                 cursor=page_cursor,
-                type="GENERATION",
+                type=kind,
                 from_start_time=lo,
                 to_start_time=hi,
                 environment=list(environment) if environment else None,
@@ -148,10 +176,13 @@ def attach_generations(
                 request_options=NO_RETRY,
             )
 
-        resp = _retrying(tuning, logger, "reading generations (GET v2/observations)", call)
-        for obs in resp.data:
+        resp = _retrying(tuning, logger, f"reading {kind} observations (GET v2/observations)", call)
+        for obs in sorted(resp.data, key=lambda o: o.start_time):
             rec = by_id.get(obs.trace_id or "")
-            if rec is not None and all(g.observation_id != obs.id for g in rec.generations):
+            if rec is None or obs.id in seen:
+                continue  # another page's trace, or a row repeated across pages
+            seen.add(obs.id)
+            if kind == "GENERATION":
                 rec.generations.append(
                     GenerationRecord(
                         observation_id=obs.id,
@@ -161,6 +192,10 @@ def attach_generations(
                         model=getattr(obs, "model", None),
                     )
                 )
+            else:
+                text = context_text(obs.output)
+                if text:
+                    rec.context = f"{rec.context}\n\n{text}" if rec.context else text
         cursor = getattr(resp.meta, "cursor", None) or None
         if not cursor or not resp.data:
             return requests
@@ -178,7 +213,7 @@ def fetch_page(
     def call() -> Any:
         return api.observations.get_many(
             fields=ROOT_FIELDS,
-            expand_metadata=",".join(tuning.system_prompt_keys) or None,
+            expand_metadata=",".join((*tuning.system_prompt_keys, *tuning.context_keys)) or None,
             limit=tuning.page_size,
             cursor=cursor,
             is_root_observation=True,
@@ -208,12 +243,14 @@ def scored_trace_ids(
     end: datetime,
     tuning: Tuning,
     logger: Any,
-) -> tuple[set[str], int]:
-    """Trace ids that already carry ``score_name`` with a timestamp in [start, end).
+    observations: bool = False,
+) -> tuple[dict[str, float | None], int]:
+    """What already carries ``score_name`` with a timestamp in [start, end), and its value.
 
-    Our scores carry their trace's start time as timestamp, so the window's range finds them.
+    Keys are trace ids (or observation ids for observation-scope scores). Our scores carry
+    their subject's start time as timestamp, so the window's range finds them.
     """
-    found: set[str] = set()
+    found: dict[str, float | None] = {}
     cursor: str | None = None
     requests = 0
     while True:
@@ -231,13 +268,13 @@ def scored_trace_ids(
             )
 
         resp = _retrying(tuning, logger, "reading existing scores (GET v3/scores)", call)
+        want = "observation" if observations else "trace"
         for score in resp.data:
             subject = getattr(score, "subject", None)
-            trace_id = getattr(subject, "trace_id", None) or (
-                getattr(subject, "id", None) if getattr(subject, "kind", None) == "trace" else None
-            )
-            if trace_id:
-                found.add(trace_id)
+            key = getattr(subject, "id", None) if getattr(subject, "kind", None) == want else None
+            if key:
+                value = getattr(score, "value", None)
+                found[key] = float(value) if isinstance(value, int | float) else None
         cursor = getattr(resp.meta, "cursor", None)
         if not cursor or not resp.data:
             return found, requests
@@ -245,13 +282,25 @@ def scored_trace_ids(
 
 @task(name="find-scored-traces", task_run_name="find traces already scored", cache_policy=NO_CACHE)
 def find_scored_task(
-    cfg: LangfuseSettings, score_name: str, start: datetime, end: datetime, tuning: Tuning
-) -> tuple[set[str], int]:
+    cfg: LangfuseSettings,
+    score_name: str,
+    start: datetime,
+    end: datetime,
+    tuning: Tuning,
+    observations: bool = False,
+) -> tuple[dict[str, float | None], int]:
     logger = get_run_logger()
     found, requests = scored_trace_ids(
-        make_api(cfg), score_name=score_name, start=start, end=end, tuning=tuning, logger=logger
+        make_api(cfg),
+        score_name=score_name,
+        start=start,
+        end=end,
+        tuning=tuning,
+        logger=logger,
+        observations=observations,
     )
-    logger.info("%d traces of the window already carry %r", len(found), score_name)
+    what = "observations" if observations else "traces"
+    logger.info("%d %s of the window already carry %r", len(found), what, score_name)
     return found, requests
 
 
@@ -263,31 +312,43 @@ def fetch_page_task(
     page_no: int,
     tuning: Tuning,
     environment: list[str] | None = None,
-    generations: bool | None = None,
+    kinds: dict[str, bool] | None = None,
 ) -> Page:
-    """One page of root observations, with their generations attached when the window has any.
+    """One page of root observations, with their generations and retrieved context attached.
 
-    ``generations=None`` (the first page) asks Langfuse once whether the window holds any.
+    ``kinds=None`` (the first page) asks Langfuse once per kind whether the window holds any;
+    later pages are told the answer.
     """
     logger = get_run_logger()
     api = make_api(cfg)
     page = fetch_page(api, window, cursor, tuning=tuning, environment=environment, logger=logger)
-    if generations is None:
-        generations = window_has_generations(
-            api, window, tuning=tuning, environment=environment, logger=logger
-        )
-        page.requests += 1
-        page.has_generations = generations
-    if generations:
-        page.requests += attach_generations(
-            api, page.records, window, tuning=tuning, environment=environment, logger=logger
-        )
-    n_gen = sum(len(r.generations) for r in page.records)
+    if kinds is None and page.records:
+        kinds = {
+            k: window_has(api, window, k, tuning=tuning, environment=environment, logger=logger)
+            for k in CHILD_KINDS
+        }
+        page.requests += len(kinds)
+        page.kinds = kinds
+    for kind, present in (kinds or {}).items():
+        if present:
+            page.requests += attach_children(
+                api,
+                page.records,
+                window,
+                kind,
+                tuning=tuning,
+                environment=environment,
+                logger=logger,
+            )
+    for rec in page.records:  # a configured metadata key may hold the context instead
+        if rec.context is None:
+            rec.context = context_text(first_value(rec.metadata, tuning.context_keys))
     logger.info(
-        "page %d: %d traces, %d generations%s",
+        "page %d: %d traces, %d generations, %d with retrieved context%s",
         page_no,
         page.rows,
-        n_gen,
+        sum(len(r.generations) for r in page.records),
+        sum(r.context is not None for r in page.records),
         "" if page.cursor else " (last page)",
     )
     return page

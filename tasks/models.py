@@ -39,6 +39,12 @@ class TraceRecord:
     metadata: dict[str, Any] | None
     environment: str | None
     generations: list[GenerationRecord] = field(default_factory=list)
+    context: str | None = None  # retrieval context (RAG) the model was given
+    score_observation: str | None = None  # observation scope: the observation to score
+
+    @property
+    def key(self) -> str:
+        return self.score_observation or self.trace_id
 
 
 @dataclass(slots=True)
@@ -50,6 +56,12 @@ class Pair:
     prompt: str
     response: str
     source: str  # which shape the prompt came from, e.g. "chat", "observe_args", "generation"
+    observation_id: str | None = None  # set when the score belongs on an observation
+
+    @property
+    def key(self) -> str:
+        """What is scored: the observation in observation scope, else the trace."""
+        return self.observation_id or self.trace_id
 
 
 @dataclass(slots=True)
@@ -80,6 +92,11 @@ class Outcome:
     start_time: datetime | None = None
     question: str | None = None  # previews for the lowest-trust table
     answer: str | None = None
+    observation_id: str | None = None  # observation scope: the scored observation
+
+    @property
+    def key(self) -> str:
+        return self.observation_id or self.trace_id
 
 
 def preview(text: str, limit: int = 160, *, tail: bool = False) -> str:
@@ -89,3 +106,18 @@ def preview(text: str, limit: int = 160, *, tail: bool = False) -> str:
         flat = flat.removesuffix("Assistant:").rstrip()
         return flat if len(flat) <= limit else "…" + flat[-(limit - 1) :]
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def outcome_for(
+    unit: Pair | TraceRecord, bucket: Bucket, reason: str | None = None, **extra: Any
+) -> Outcome:
+    """The outcome of one scored unit (a trace, or an observation in observation scope)."""
+    return Outcome(
+        trace_id=unit.trace_id,
+        bucket=bucket,
+        reason=reason,
+        name=unit.name,
+        start_time=unit.start_time,
+        observation_id=unit.observation_id if isinstance(unit, Pair) else unit.score_observation,
+        **extra,
+    )

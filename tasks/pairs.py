@@ -30,7 +30,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from tasks.config import Tuning
-from tasks.models import Bucket, GenerationRecord, Outcome, Pair, TraceRecord
+from tasks.models import Bucket, GenerationRecord, Outcome, Pair, TraceRecord, outcome_for
 
 PROMPT_KEYS = ("messages", "prompt", "query", "question", "input", "text", "user_input", "content")
 RESPONSE_KEYS = ("content", "output", "response", "answer", "text", "completion", "result")
@@ -298,16 +298,36 @@ def response_from_output(value: Any, depth: int = 0) -> str:
 # --- the pair --------------------------------------------------------------------------------
 
 
-def system_prompt_of(metadata: dict[str, Any] | None, keys: Sequence[str]) -> str | None:
-    if not metadata:
-        return None
+def first_value(metadata: dict[str, Any] | None, keys: Sequence[str]) -> Any:
+    """The first of ``keys`` present in metadata (a JSON-encoded string value decoded)."""
     for key in keys:
-        value = metadata.get(key)
-        if isinstance(value, str) and value.startswith('"'):
-            value = parse_io(value)  # a JSON-encoded string
-        if isinstance(value, str) and value.strip():
+        value = (metadata or {}).get(key)
+        if isinstance(value, str) and value.startswith(('"', "[", "{")):
+            value = parse_io(value)
+        if value not in (None, "", [], {}):
             return value
     return None
+
+
+def system_prompt_of(metadata: dict[str, Any] | None, keys: Sequence[str]) -> str | None:
+    value = first_value(metadata, keys)
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def with_context(prompt: str, context: str) -> str:
+    """Put retrieved context where the model had it: after the system turn, before the user's.
+
+    Prompts formatted from a chat start with ``System:``/``User:`` turns; a plain prompt gets the
+    context ahead of it.
+    """
+    block = f"Context:\n{context.strip()}"
+    if prompt.startswith("System: "):
+        head, sep, rest = prompt.partition("\n\nUser: ")
+        if sep:
+            return f"{head}\n\n{block}\n\nUser: {rest}"
+    if prompt.startswith("User: "):
+        return f"{block}\n\n{prompt}"
+    return f"{block}\n\n{prompt}"
 
 
 def _from_generation(gen: GenerationRecord) -> tuple[str, str]:
@@ -329,6 +349,8 @@ def build_pair(
         system_prompt = system_prompt_of(trace.metadata, system_prompt_keys)
         prompt, source = prompt_from_input(parse_io(trace.input), system_prompt=system_prompt)
         response = response_from_output(parse_io(trace.output))
+    if trace.context and trace.context.strip() not in prompt:
+        prompt = with_context(prompt, trace.context)
     prompt, response = clean_text(prompt), clean_text(response)
     size = len(prompt) + len(response)
     if size > max_prompt_chars:
@@ -343,6 +365,7 @@ def build_pair(
         prompt=prompt,
         response=response,
         source=source,
+        observation_id=trace.score_observation,
     )
 
 
@@ -367,15 +390,7 @@ def build_pairs(
                 )
             )
         except SkipError as skip:
-            out.skipped.append(
-                Outcome(
-                    rec.trace_id,
-                    Bucket.SKIPPED,
-                    reason=skip.reason,
-                    name=rec.name,
-                    start_time=rec.start_time,
-                )
-            )
+            out.skipped.append(outcome_for(rec, Bucket.SKIPPED, skip.reason))
     return out
 
 

@@ -16,6 +16,7 @@ HIST_BINS = 10
 
 class LowTrustRow(BaseModel):
     trace_id: str
+    observation_id: str | None = None
     name: str | None
     score: float
     explanation: str | None
@@ -32,6 +33,7 @@ class EvalReport(BaseModel):
     window_end: datetime
     tags: list[str]
     score_name: str
+    scope: str = "trace"  # "generation": the units counted are GENERATION observations
     dry_run: bool = False
     fetched: int = 0
     already_scored: int = 0
@@ -48,6 +50,9 @@ class EvalReport(BaseModel):
     low_trust_count: int = 0
     lowest: list[LowTrustRow] = Field(default_factory=list)
     capped: bool = False  # max_traces stopped the run before the window's end
+    labels_failed: int = 0  # companion label scores refused (their trust scores landed)
+    queued_for_review: int = 0
+    already_in_review: int = 0
     flow_run_id: str | None = None
     errors: list[str] = Field(default_factory=list)
 
@@ -84,11 +89,11 @@ class EvalReport(BaseModel):
         if b is Bucket.ALREADY_SCORED:
             self.already_scored += 1
         elif b is Bucket.SKIPPED:
-            self.skipped.setdefault(reason, []).append(outcome.trace_id)
+            self.skipped.setdefault(reason, []).append(outcome.key)
         elif b is Bucket.FAILED_TO_SCORE:
-            self.failed_to_score.setdefault(reason, []).append(outcome.trace_id)
+            self.failed_to_score.setdefault(reason, []).append(outcome.key)
         elif b is Bucket.FAILED_TO_UPLOAD:
-            self.failed_to_upload.setdefault(reason, []).append(outcome.trace_id)
+            self.failed_to_upload.setdefault(reason, []).append(outcome.key)
         elif b is Bucket.UPLOADED:
             assert outcome.score is not None
             self.uploaded += 1
@@ -107,7 +112,7 @@ class Lowest:
 
     def offer(self, outcome: Outcome) -> None:
         assert outcome.score is not None
-        item = (-outcome.score, outcome.trace_id, outcome)
+        item = (-outcome.score, outcome.key, outcome)
         if len(self._heap) < self.n:
             heapq.heappush(self._heap, item)
         elif item > self._heap[0]:
@@ -118,11 +123,12 @@ class Lowest:
         return [
             LowTrustRow(
                 trace_id=o.trace_id,
+                observation_id=o.observation_id,
                 name=o.name,
                 score=o.score or 0.0,
                 explanation=o.explanation,
                 start_time=o.start_time,
-                url=link(o.trace_id),
+                url=link(o.trace_id, o.observation_id),
                 question=o.question,
                 answer=o.answer,
             )
@@ -178,6 +184,14 @@ def summary_markdown(report: EvalReport) -> str:
         "",
         f"TLM items sent: {report.tlm_requests} · Langfuse requests: {report.langfuse_requests}",
     ]
+    if report.queued_for_review or report.already_in_review:
+        lines += [
+            "",
+            f"Review queue: {report.queued_for_review} added, "
+            f"{report.already_in_review} already queued.",
+        ]
+    if report.labels_failed:
+        lines += ["", f"_{report.labels_failed} trust labels were refused by Langfuse._"]
     if report.capped:
         lines += ["", "_max_traces reached: later traces of the window were not fetched._"]
     if report.uploaded:
@@ -220,3 +234,57 @@ def text_table(report: EvalReport, limit: int = 20) -> str:
         q = preview(r.question or r.name or r.trace_id, 44, tail=True)
         out.append(f"{i:>3}  {r.score:>5.3f}  {q:<44}  {preview(r.answer or '', 60)}")
     return "\n".join(out)
+
+
+EVENT_EVALUATED = "trust-eval.window.evaluated"
+EVENT_LOW_TRUST = "trust-eval.window.low-trust"
+
+
+def event_payload(report: EvalReport) -> dict[str, Any]:
+    scored = report.uploaded + report.counts()[Bucket.FAILED_TO_UPLOAD.value]
+    failures = (
+        report.counts()[Bucket.FAILED_TO_SCORE.value]
+        + report.counts()[Bucket.FAILED_TO_UPLOAD.value]
+    )
+    return {
+        "window_start": report.window_start.isoformat(),
+        "window_end": report.window_end.isoformat(),
+        "tags": report.tags,
+        "score_name": report.score_name,
+        "fetched": report.fetched,
+        "scored": scored,
+        "uploaded": report.uploaded,
+        "already_scored": report.already_scored,
+        "skipped": report.counts()[Bucket.SKIPPED.value],
+        "failures": failures,
+        "low_trust_count": report.low_trust_count,
+        "low_trust_share": round(report.low_trust_count / report.uploaded, 4)
+        if report.uploaded
+        else 0.0,
+        "mean_score": report.mean_score,
+        "ok": report.ok,
+    }
+
+
+def emit_run_events(report: EvalReport, alert_share: float | None) -> list[Any]:
+    """The run's figures as a Prefect event, plus an alert event past the low-trust share."""
+    from prefect.events import emit_event
+
+    payload = event_payload(report)
+    resource = {
+        "prefect.resource.id": "trust-eval.window."
+        + f"{report.window_start:%Y%m%dT%H%M}-{report.window_end:%Y%m%dT%H%M}",
+        "prefect.resource.name": f"{','.join(report.tags)} {report.window_start:%Y-%m-%d}",
+        "trust-eval.score-name": report.score_name,
+        "trust-eval.tags": ",".join(report.tags),
+    }
+    events = [emit_event(event=EVENT_EVALUATED, resource=resource, payload=payload)]
+    if alert_share is not None and report.uploaded and payload["low_trust_share"] > alert_share:
+        events.append(
+            emit_event(
+                event=EVENT_LOW_TRUST,
+                resource=resource,
+                payload=payload | {"alert_low_trust_share": alert_share},
+            )
+        )
+    return events

@@ -16,10 +16,12 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from tasks.config import TLMSettings, Tuning, check_preset
-from tasks.models import Bucket, Outcome, Pair, Scored
+from tasks.models import Bucket, Outcome, Pair, Scored, outcome_for
 from tasks.retry import StageError
 
-AUTH_HINTS = ("invalid_api_key", "Invalid API key", "AuthError", "authentication", "401")
+# What cleanlab-tlm reports for a refused key (AuthError, from a 401 "invalid_api_key"). Not a
+# bare "401": an item's error reads "Error executing query at index 401: ..." (batch index).
+AUTH_HINTS = ("invalid_api_key", "Invalid API key", "AuthError")
 
 
 @dataclass(slots=True)
@@ -58,21 +60,11 @@ def interpret(pair: Pair, result: Any) -> Scored | Outcome:
     if error is not None or not isinstance(score, int | float) or isinstance(score, bool):
         message = error.get("message") if isinstance(error, dict) else None
         reason = f"tlm_error: {message}" if message else "tlm_error: no score returned"
-        return Outcome(
-            trace_id=pair.trace_id,
-            bucket=Bucket.FAILED_TO_SCORE,
-            reason=reason[:500],
-            name=pair.name,
-            start_time=pair.start_time,
-        )
+        return outcome_for(pair, Bucket.FAILED_TO_SCORE, reason[:500])
     value = float(score)
     if math.isnan(value) or not 0.0 <= value <= 1.0:
-        return Outcome(
-            trace_id=pair.trace_id,
-            bucket=Bucket.FAILED_TO_SCORE,
-            reason=f"tlm_error: score {value!r} outside [0, 1]",
-            name=pair.name,
-            start_time=pair.start_time,
+        return outcome_for(
+            pair, Bucket.FAILED_TO_SCORE, f"tlm_error: score {value!r} outside [0, 1]"
         )
     explanation = log.get("explanation")
     return Scored(
@@ -106,13 +98,9 @@ def score_pairs(pairs: list[Pair], tlm: Any, *, probe_first: bool = False) -> Sc
                 )
         except Exception as err:  # the whole call failed: no item has a score
             reason = f"tlm_error: {type(err).__name__}: {str(err)[:300]}"
-            done = {o.trace_id for o in result.failed} | {s.pair.trace_id for s in result.scored}
+            done = {o.key for o in result.failed} | {s.pair.key for s in result.scored}
             result.failed.extend(
-                Outcome(
-                    p.trace_id, Bucket.FAILED_TO_SCORE, reason, name=p.name, start_time=p.start_time
-                )
-                for p in pairs
-                if p.trace_id not in done
+                outcome_for(p, Bucket.FAILED_TO_SCORE, reason) for p in pairs if p.key not in done
             )
             result.fatal = f"the TLM call failed: {reason}"
             return result
@@ -129,17 +117,11 @@ def score_pairs(pairs: list[Pair], tlm: Any, *, probe_first: bool = False) -> Sc
                 "Cleanlab TLM refused the API key: check CLEANLAB_TLM_API_KEY "
                 f"({result.failed[0].reason})"
             )
-            done = {o.trace_id for o in result.failed} | {s.pair.trace_id for s in result.scored}
+            done = {o.key for o in result.failed} | {s.pair.key for s in result.scored}
             result.failed.extend(
-                Outcome(
-                    p.trace_id,
-                    Bucket.FAILED_TO_SCORE,
-                    "not sent: TLM refused the API key",
-                    name=p.name,
-                    start_time=p.start_time,
-                )
+                outcome_for(p, Bucket.FAILED_TO_SCORE, "not sent: TLM refused the API key")
                 for p in pairs
-                if p.trace_id not in done
+                if p.key not in done
             )
             return result
     if pairs and not result.scored:

@@ -23,8 +23,9 @@ from prefect.logging import get_run_logger
 
 from tasks.config import LangfuseSettings, Tuning
 from tasks.fetch import NO_RETRY, make_api
-from tasks.models import Bucket, Outcome, Scored, preview
+from tasks.models import Bucket, Outcome, Scored, outcome_for, preview
 from tasks.retry import call_with_retries, describe
+from tasks.review import label_for
 
 SCORE_NAMESPACE = uuid.UUID("6f1c3a52-8a47-4d0e-9a8e-3d1f0b6c2e11")
 
@@ -35,11 +36,43 @@ def score_id(trace_id: str, score_name: str, observation_id: str | None = None) 
     return str(uuid.uuid5(SCORE_NAMESPACE, key))
 
 
-def score_body(item: Scored, *, score_name: str, metadata: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class LabelSpec:
+    """The categorical companion score: its name, thresholds and config."""
+
+    name: str
+    review_below: float
+    untrustworthy_below: float
+    config_id: str | None = None
+
+
+def label_body(item: Scored, spec: LabelSpec, metadata: dict[str, Any]) -> dict[str, Any]:
+    pair = item.pair
+    body: dict[str, Any] = {
+        "id": score_id(pair.trace_id, spec.name, pair.observation_id),
+        "trace_id": pair.trace_id,
+        "name": spec.name,
+        "value": label_for(item.score, spec.review_below, spec.untrustworthy_below),
+        "data_type": "CATEGORICAL",
+        "timestamp": pair.start_time,
+        "metadata": metadata,
+    }
+    if pair.observation_id:
+        body["observation_id"] = pair.observation_id
+    if spec.config_id:
+        body["config_id"] = spec.config_id
+    if pair.environment:
+        body["environment"] = pair.environment
+    return body
+
+
+def score_body(
+    item: Scored, *, score_name: str, metadata: dict[str, Any], config_id: str | None = None
+) -> dict[str, Any]:
     """One score as the SDK's ``CreateScoreRequest`` fields (it serialises them camelCase)."""
     pair = item.pair
     body: dict[str, Any] = {
-        "id": score_id(pair.trace_id, score_name),
+        "id": score_id(pair.trace_id, score_name, pair.observation_id),
         "trace_id": pair.trace_id,
         "name": score_name,
         "value": item.score,
@@ -47,6 +80,10 @@ def score_body(item: Scored, *, score_name: str, metadata: dict[str, Any]) -> di
         "timestamp": pair.start_time,
         "metadata": metadata,
     }
+    if pair.observation_id:
+        body["observation_id"] = pair.observation_id
+    if config_id:
+        body["config_id"] = config_id
     if item.explanation:
         body["comment"] = item.explanation
     if pair.environment:
@@ -71,11 +108,18 @@ def pack(bodies: list[dict[str, Any]], max_bytes: int) -> list[list[dict[str, An
     return batches
 
 
+def _key(body: dict[str, Any]) -> str:
+    """Verdicts are per scored unit; a companion label's verdict is keyed apart."""
+    unit = str(body.get("observation_id") or body["trace_id"])
+    return unit if body.get("data_type") != "CATEGORICAL" else f"{unit}#label"
+
+
 @dataclass(slots=True)
 class UploadResult:
     uploaded: list[Outcome]
     failed: list[Outcome]
     requests: int
+    labels_failed: int = 0
 
 
 class _Uploader:
@@ -105,16 +149,16 @@ class _Uploader:
             answer = self.post(batch)
         except Exception as err:
             reason = f"upload_error: {describe(err)}"
-            return {b["trace_id"]: reason for b in batch}
+            return {_key(b): reason for b in batch}
         if not isinstance(answer, CreateScoreBatchResults) or answer.rejected == 0:
-            return {b["trace_id"]: None for b in batch}
+            return {_key(b): None for b in batch}
         if len(batch) == 1:
             msg = "; ".join(e.message for e in answer.errors)[:300] or "refused"
-            return {batch[0]["trace_id"]: f"refused: {msg}"}
+            return {_key(batch[0]): f"refused: {msg}"}
         if answer.accepted == 0 and answer.rejected == len(batch) and len(batch) > 64:
             # all refused: a batch-wide cause; no point bisecting hundreds of items
             msg = "; ".join(e.message for e in answer.errors[:3])[:300]
-            return {b["trace_id"]: f"refused: {msg}" for b in batch}
+            return {_key(b): f"refused: {msg}" for b in batch}
         mid = len(batch) // 2
         self.logger.info(
             "207: %d of %d scores refused; narrowing down", answer.rejected, len(batch)
@@ -130,31 +174,39 @@ def upload_scores(
     metadata: dict[str, Any],
     tuning: Tuning,
     logger: Any,
+    config_id: str | None = None,
+    label: LabelSpec | None = None,
 ) -> UploadResult:
-    by_trace = {s.pair.trace_id: s for s in items}
-    bodies = [score_body(s, score_name=score_name, metadata=metadata) for s in items]
+    by_key = {s.pair.key: s for s in items}
+    bodies = [
+        score_body(s, score_name=score_name, metadata=metadata, config_id=config_id) for s in items
+    ]
+    if label is not None:  # next to its trust score, in the same POSTs
+        bodies += [label_body(s, label, metadata) for s in items]
     uploader = _Uploader(api, tuning, logger)
     verdicts: dict[str, str | None] = {}
     for batch in pack(bodies, tuning.upload_batch_bytes):
         verdicts |= uploader.send(batch)
     uploaded: list[Outcome] = []
     failed: list[Outcome] = []
-    for trace_id, reason in verdicts.items():
-        s = by_trace[trace_id]
+    labels_failed = 0
+    for key, reason in verdicts.items():
+        if key.endswith("#label"):
+            labels_failed += reason is not None
+            continue
+        s = by_key[key]
         bucket = Bucket.UPLOADED if reason is None else Bucket.FAILED_TO_UPLOAD
-        outcome = Outcome(
-            trace_id,
+        outcome = outcome_for(
+            s.pair,
             bucket,
-            reason=reason,
+            reason,
             score=s.score,
             explanation=s.explanation,
-            name=s.pair.name,
-            start_time=s.pair.start_time,
             question=preview(s.pair.prompt, tail=True),
             answer=preview(s.pair.response),
         )
         (uploaded if reason is None else failed).append(outcome)
-    return UploadResult(uploaded, failed, uploader.requests)
+    return UploadResult(uploaded, failed, uploader.requests, labels_failed)
 
 
 @task(name="upload-scores", task_run_name="upload chunk {chunk_no}", cache_policy=NO_CACHE)
@@ -165,10 +217,19 @@ def upload_task(
     metadata: dict[str, Any],
     tuning: Tuning,
     chunk_no: int,
+    config_id: str | None = None,
+    label: LabelSpec | None = None,
 ) -> UploadResult:
     logger = get_run_logger()
     result = upload_scores(
-        make_api(cfg), items, score_name=score_name, metadata=metadata, tuning=tuning, logger=logger
+        make_api(cfg),
+        items,
+        score_name=score_name,
+        metadata=metadata,
+        tuning=tuning,
+        logger=logger,
+        config_id=config_id,
+        label=label,
     )
     logger.info(
         "chunk %d: %d scores landed, %d refused or lost (%d POSTs)",

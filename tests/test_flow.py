@@ -73,8 +73,8 @@ def test_window_and_tags_across_pages_one_score_each(
     assert all(len(v) == 1 for v in landed.values())
     assert report.fetched == report.uploaded == len(expected)
     assert report.accounted() == report.fetched
-    # 32 traces, 7 a page: 5 pages, plus one probe that finds no generations in the window
-    assert lf.faults.count("observations") == 5 + 1
+    # 32 traces, 7 a page: 5 pages, plus two probes that find no generations or retrievers
+    assert lf.faults.count("observations") == 5 + 2
     for trace_id, (score,) in landed.items():
         trace = lf.store.trace(trace_id)
         assert trace is not None
@@ -337,5 +337,6 @@ def test_prompt_comes_from_the_generation_the_integration_recorded(
             sent[f"System: You are a trivia master.\n\nUser: {question}\n\nAssistant:"]
             == (TRIVIA[question])
         )
-    # 3 pages of 4 traces: one probe, then per page one root query and one generation query
-    assert lf.faults.count("observations") == 1 + 3 + 3
+    # 3 pages of 4 traces: two probes (generations: yes, retrievers: no), then per page one
+    # root query and one generation query
+    assert lf.faults.count("observations") == 2 + 3 + 3

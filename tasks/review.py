@@ -1,0 +1,235 @@
+"""Close the loop: a score config for the trust score, a human review queue, and run events.
+
+- The trust score is attached to a NUMERIC score config (0 to 1, with a description), created on
+  first use, so Langfuse shows it as a first-class metric; an optional CATEGORICAL companion
+  score labels each trace ``trustworthy`` / ``review`` / ``untrustworthy``.
+- Traces below a threshold (or the N lowest of a window) are added to a named annotation queue,
+  created if missing, ONCE however often the window runs: a normal run only enqueues what it
+  scored itself; a re-run (anything already scored below the threshold) first reads the queue's
+  items so that nothing is added twice.
+- Every window run emits a Prefect event with its figures, and a second one when the low-trust
+  share passes the alert threshold (what an automation reacts to).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from langfuse.api import LangfuseAPI
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+
+from tasks.config import LangfuseSettings, Tuning
+from tasks.fetch import NO_RETRY, make_api
+from tasks.retry import call_with_retries
+
+LABELS = ("untrustworthy", "review", "trustworthy")
+PAGE = 100
+
+
+def label_for(score: float, review_below: float, untrustworthy_below: float) -> str:
+    """The companion label of a trust score."""
+    if score < untrustworthy_below:
+        return "untrustworthy"
+    if score < review_below:
+        return "review"
+    return "trustworthy"
+
+
+def _retrying(tuning: Tuning, logger: Any, what: str, call: Any) -> Any:
+    return call_with_retries(
+        call,
+        what=what,
+        retries=tuning.retries,
+        base_delay_s=tuning.retry_base_delay_s,
+        max_delay_s=tuning.retry_max_delay_s,
+        logger=logger,
+    )
+
+
+def _all_pages(fetch: Any) -> Iterable[Any]:
+    """Rows of a page/limit-paged listing (score configs, queues, queue items)."""
+    page = 1
+    while True:
+        resp = fetch(page)
+        yield from resp.data
+        total_pages = getattr(resp.meta, "total_pages", None)
+        if not resp.data or (total_pages is not None and page >= total_pages):
+            return
+        page += 1
+
+
+def ensure_score_config(
+    api: LangfuseAPI,
+    name: str,
+    *,
+    data_type: str,
+    description: str,
+    categories: list[dict[str, Any]] | None = None,
+    tuning: Tuning,
+    logger: Any,
+) -> str:
+    """The id of the score config ``name`` (created when missing)."""
+    configs = _all_pages(
+        lambda page: _retrying(
+            tuning,
+            logger,
+            "reading score configs",
+            lambda: api.score_configs.get(page=page, limit=PAGE, request_options=NO_RETRY),
+        )
+    )
+    for cfg in configs:
+        if cfg.name == name and str(cfg.data_type) == data_type and not cfg.is_archived:
+            return str(cfg.id)
+    kwargs: dict[str, Any] = {"name": name, "data_type": data_type, "description": description}
+    if data_type == "NUMERIC":
+        kwargs |= {"min_value": 0.0, "max_value": 1.0}
+    if categories is not None:
+        kwargs["categories"] = categories
+    created = _retrying(
+        tuning,
+        logger,
+        f"creating score config {name!r}",
+        lambda: api.score_configs.create(**kwargs, request_options=NO_RETRY),
+    )
+    logger.info("created score config %r (%s)", name, data_type)
+    return str(created.id)
+
+
+def ensure_queue(
+    api: LangfuseAPI, name: str, *, score_config_ids: list[str], tuning: Tuning, logger: Any
+) -> str:
+    """The id of the annotation queue ``name`` (created when missing)."""
+    queues = _all_pages(
+        lambda page: _retrying(
+            tuning,
+            logger,
+            "reading annotation queues",
+            lambda: api.annotation_queues.list_queues(
+                page=page, limit=PAGE, request_options=NO_RETRY
+            ),
+        )
+    )
+    for queue in queues:
+        if queue.name == name:
+            return str(queue.id)
+    created = _retrying(
+        tuning,
+        logger,
+        f"creating annotation queue {name!r}",
+        lambda: api.annotation_queues.create_queue(
+            name=name,
+            score_config_ids=score_config_ids,
+            description="Traces whose answers TLM scored least trustworthy (langfuse-tlm-evals).",
+            request_options=NO_RETRY,
+        ),
+    )
+    logger.info("created annotation queue %r", name)
+    return str(created.id)
+
+
+@dataclass(slots=True)
+class QueueResult:
+    queue_id: str
+    added: int
+    already_queued: int
+    requests: int
+
+
+def enqueue(
+    api: LangfuseAPI,
+    queue_id: str,
+    objects: list[tuple[str, str]],
+    *,
+    check_existing: bool,
+    tuning: Tuning,
+    logger: Any,
+) -> tuple[int, int]:
+    """Add (object id, TRACE|OBSERVATION) items once; returns (added, already there)."""
+    existing: set[str] = set()
+    if check_existing:
+        existing = {
+            str(item.object_id)
+            for item in _all_pages(
+                lambda page: _retrying(
+                    tuning,
+                    logger,
+                    "reading annotation queue items",
+                    lambda: api.annotation_queues.list_queue_items(
+                        queue_id, page=page, limit=PAGE, request_options=NO_RETRY
+                    ),
+                )
+            )
+        }
+    added = 0
+    for object_id, object_type in objects:
+        if object_id in existing:
+            continue
+        _retrying(
+            tuning,
+            logger,
+            "adding an annotation queue item",
+            lambda oid=object_id, otype=object_type: api.annotation_queues.create_queue_item(
+                queue_id, object_id=oid, object_type=otype, request_options=NO_RETRY
+            ),
+        )
+        existing.add(object_id)
+        added += 1
+    return added, len(objects) - added
+
+
+@task(name="ensure-score-configs", task_run_name="ensure score configs", cache_policy=NO_CACHE)
+def ensure_configs_task(
+    cfg: LangfuseSettings, score_name: str | None, label_name: str | None, tuning: Tuning
+) -> dict[str, str]:
+    """Score config ids by score name: the numeric trust score, and its label, as wanted."""
+    logger = get_run_logger()
+    api = make_api(cfg)
+    ids: dict[str, str] = {}
+    if score_name:
+        ids[score_name] = ensure_score_config(
+            api,
+            score_name,
+            data_type="NUMERIC",
+            description=(
+                "Cleanlab TLM trustworthiness of the trace's answer, 0 (untrustworthy) to 1. "
+                "The comment holds TLM's explanation."
+            ),
+            tuning=tuning,
+            logger=logger,
+        )
+    if label_name:
+        ids[label_name] = ensure_score_config(
+            api,
+            label_name,
+            data_type="CATEGORICAL",
+            description="Trust label from the Cleanlab TLM score (langfuse-tlm-evals).",
+            categories=[{"label": label, "value": i} for i, label in enumerate(LABELS)],
+            tuning=tuning,
+            logger=logger,
+        )
+    return ids
+
+
+@task(name="review-queue", task_run_name="queue low-trust for review", cache_policy=NO_CACHE)
+def review_task(
+    cfg: LangfuseSettings,
+    queue_name: str,
+    score_config_ids: list[str],
+    objects: list[tuple[str, str]],
+    check_existing: bool,
+    tuning: Tuning,
+) -> QueueResult:
+    logger = get_run_logger()
+    api = make_api(cfg)
+    queue_id = ensure_queue(
+        api, queue_name, score_config_ids=score_config_ids, tuning=tuning, logger=logger
+    )
+    added, there = enqueue(
+        api, queue_id, objects, check_existing=check_existing, tuning=tuning, logger=logger
+    )
+    logger.info("review queue %r: %d added, %d already queued", queue_name, added, there)
+    return QueueResult(queue_id, added, there, 0)
