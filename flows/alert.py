@@ -1,0 +1,55 @@
+"""Route a low-trust alert to people: Slack, Teams, email... through any Prefect notification block.
+
+A window run emits ``trust-eval.window.low-trust`` when the share of low-trust answers passes its
+``alert_low_trust_share``. The ``notify-low-trust`` deployment in prefect.yaml is triggered by
+that event and runs this flow with the event's figures, which it sends through a notification
+block you create once, e.g.::
+
+    from prefect.blocks.notifications import SlackWebhook
+    SlackWebhook(url="https://hooks.slack.com/services/...").save("trust-alerts")
+
+(``SendgridEmail``, ``MicrosoftTeamsWebhook`` and ``CustomWebhookNotificationBlock`` work the
+same way; pass ``block="sendgrid-email/trust-alerts"`` etc.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.blocks.abstract import NotificationBlock
+from prefect.blocks.core import Block
+
+
+def alert_message(figures: dict[str, Any]) -> tuple[str, str]:
+    """(subject, body) of the alert for a window's figures (the event payload)."""
+    share = float(figures.get("low_trust_share") or 0.0)
+    tags = ", ".join(figures.get("tags") or [])
+    subject = f"Low trust: {share:.0%} of answers tagged {tags or '(any)'}"
+    mean = figures.get("mean_score")
+    body = "\n".join(
+        [
+            f"Window {figures.get('window_start')} → {figures.get('window_end')} ({tags}):",
+            f"{figures.get('low_trust_count', 0)} of {figures.get('uploaded', 0)} scored answers "
+            f"fall below the trust threshold ({share:.1%}; alert above "
+            f"{float(figures.get('alert_low_trust_share') or 0):.0%}).",
+            f"Mean trust: {mean:.3f}." if isinstance(mean, int | float) else "Mean trust: –.",
+            f"Fetched {figures.get('fetched', 0)}, skipped {figures.get('skipped', 0)}, "
+            f"failures {figures.get('failures', 0)}.",
+            f"Score: {figures.get('score_name', 'trust_score')} (filter on it in Langfuse).",
+        ]
+    )
+    return subject, body
+
+
+@flow(name="notify-low-trust")
+def notify_low_trust(figures: dict[str, Any], block: str = "slack-webhook/trust-alerts") -> str:
+    """Send the alert for ``figures`` through the notification block ``block`` (type/name)."""
+    subject, body = alert_message(figures)
+    notifier = Block.load(block)
+    if not isinstance(notifier, NotificationBlock):
+        raise TypeError(f"{block!r} is a {type(notifier).__name__}, not a notification block")
+    sent: Any = notifier.notify(body=body, subject=subject)  # sync-compatible: runs here
+    del sent
+    get_run_logger().info("sent %r through %s", subject, block)
+    return body
