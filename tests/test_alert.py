@@ -52,6 +52,8 @@ def test_notify_sends_through_a_notification_block() -> None:
             url=f"{server.url}/hook",
             json_data={"title": "{{subject}}", "text": "{{body}}"},
             allow_private_urls=True,
+            headers=None,
+            cookies=None,
         ).save("trust-alerts-test", overwrite=True)
         body = notify_low_trust(FIGURES, block="custom-webhook/trust-alerts-test")
 
@@ -60,7 +62,8 @@ def test_notify_sends_through_a_notification_block() -> None:
 
 def test_a_block_that_cannot_notify_is_refused() -> None:
     from prefect.blocks.system import Secret
+    from pydantic import SecretStr
 
-    Secret(value="x").save("not-a-notifier", overwrite=True)
+    Secret(value=SecretStr("x")).save("not-a-notifier", overwrite=True)
     with pytest.raises(TypeError, match="not a notification block"):
         notify_low_trust(FIGURES, block="secret/not-a-notifier")
