@@ -9,13 +9,24 @@ It speaks the parts of the Langfuse public API the project uses (wire facts in
 - ``GET  /api/public/v2/observations``   field groups, filters, keyset cursor, newest first
 - ``POST /api/public/scores``            a JSON list of scores -> 202 / 207, upsert by id+timestamp
 - ``GET  /api/public/v3/scores``         filters, field groups, base64url cursor
+- ``POST/GET /api/public/score-configs``, ``GET/PATCH /api/public/score-configs/{configId}``
+- ``GET/POST /api/public/annotation-queues``, ``GET /api/public/annotation-queues/{queueId}``
+- ``GET/POST /api/public/annotation-queues/{queueId}/items``,
+  ``GET/PATCH/DELETE /api/public/annotation-queues/{queueId}/items/{itemId}``
+  (page/limit paging with ``meta`` = page, limit, totalItems, totalPages)
+
+Scores POSTed with a ``configId`` are checked against that config the way Langfuse's ingestion
+does (unknown or archived config, dataType mismatch, value out of range or not a category label:
+refused; the score takes the config's name).
 
 Every call but health needs HTTP Basic auth with the store's key pair. Data lives in a
 :class:`LangfuseStore` (thread-safe, in memory), which tests and benchmarks can also seed directly
 (``add_trace`` / ``add_observation`` / ``add_score``) without going through HTTP.
 
 Faults (:mod:`sandbox.faults`) apply per endpoint name: ``health``, ``projects``, ``otel``,
-``observations``, ``scores.create``, ``scores.list``.
+``observations``, ``scores.create``, ``scores.list``, ``score_configs.{create,list,get,update}``,
+``annotation_queues.{create,list,get}``,
+``annotation_queue_items.{create,list,get,update,delete}``.
 """
 
 from __future__ import annotations
@@ -63,7 +74,32 @@ METADATA_TRUNCATION_SUFFIX = "..."
 TEXT_SCORE_MAX = 500
 
 # Langfuse Cloud's "general API" rate-limit group (PROTOCOLS.md): what set_rate_limit() covers.
-GENERAL_API_ENDPOINTS = frozenset({"observations", "scores.create", "scores.list", "projects"})
+# The score-config and annotation-queue endpoints are general API endpoints too.
+GENERAL_API_ENDPOINTS = frozenset(
+    {"observations", "scores.create", "scores.list", "projects"}
+    | {"score_configs.create", "score_configs.list", "score_configs.get", "score_configs.update"}
+    | {"annotation_queues.create", "annotation_queues.list", "annotation_queues.get"}
+    | {
+        "annotation_queue_items.create",
+        "annotation_queue_items.list",
+        "annotation_queue_items.get",
+        "annotation_queue_items.update",
+        "annotation_queue_items.delete",
+    }
+)
+# page/limit paging of the score-config and annotation-queue lists (publicApiPaginationZod)
+PAGE_DEFAULT_LIMIT = 50
+PAGE_MAX_LIMIT = 100
+SCORE_CONFIG_DATA_TYPES = frozenset({"NUMERIC", "CATEGORICAL", "BOOLEAN", "TEXT"})
+# "Max 35 characters. Only letters, numbers, underscores, spaces, periods, parentheses, and
+# hyphens are allowed." (spec, CreateScoreConfigRequest.name)
+SCORE_CONFIG_NAME_RE = re.compile(r"^[\w .()\-]{1,35}$")
+BOOLEAN_CATEGORIES: tuple[dict[str, Any], ...] = (
+    {"label": "True", "value": 1},
+    {"label": "False", "value": 0},
+)
+QUEUE_ITEM_STATUSES = frozenset({"PENDING", "COMPLETED"})
+QUEUE_OBJECT_TYPES = frozenset({"TRACE", "OBSERVATION", "SESSION"})
 
 OBSERVATION_TYPES = frozenset(
     {
@@ -157,6 +193,24 @@ class BadRequest(Exception):
     """A 400 answer with ``message``."""
 
 
+class ApiError(Exception):
+    """An error answer other than 400: ``status`` and the message."""
+
+    status = 500
+
+
+class NotFound(ApiError):
+    status = 404
+
+
+class Conflict(ApiError):
+    status = 409
+
+
+class NotAllowed(ApiError):
+    status = 405
+
+
 # --------------------------------------------------------------------------- records
 
 
@@ -232,6 +286,49 @@ class ScoreRecord:
         return ms_to_datetime(self.timestamp_ms)
 
 
+@dataclass(slots=True)
+class ScoreConfigRecord:
+    """A score config (ScoreConfig). ``categories`` is set for CATEGORICAL and BOOLEAN."""
+
+    id: str
+    name: str
+    data_type: str
+    created_ms: int
+    updated_ms: int
+    is_archived: bool = False
+    min_value: float | None = None
+    max_value: float | None = None
+    categories: list[dict[str, Any]] | None = None
+    description: str | None = None
+    seq: int = 0
+
+
+@dataclass(slots=True)
+class AnnotationQueueRecord:
+    id: str
+    name: str
+    score_config_ids: list[str]
+    created_ms: int
+    updated_ms: int
+    description: str | None = None
+    seq: int = 0
+
+
+@dataclass(slots=True)
+class QueueItemRecord:
+    """One item of an annotation queue. The same object may be queued more than once."""
+
+    id: str
+    queue_id: str
+    object_id: str
+    object_type: str
+    status: str
+    created_ms: int
+    updated_ms: int
+    completed_ms: int | None = None
+    seq: int = 0
+
+
 # --------------------------------------------------------------------------- the store
 
 
@@ -258,6 +355,11 @@ class LangfuseStore:
         self._score_order: list[tuple[int, int]] = []  # (timestamp_ms, seq), sorted lazily
         self._scores_sorted = True
         self._seq = 0
+        self._score_configs: dict[str, ScoreConfigRecord] = {}
+        self._queues: dict[str, AnnotationQueueRecord] = {}
+        self._queue_items: dict[str, dict[str, QueueItemRecord]] = {}  # queue id -> id -> item
+        # Langfuse Cloud Hobby allows one annotation queue (405 beyond); None: no limit
+        self.max_annotation_queues: int | None = None
 
     # ----------------------------------------------------------- seeding: traces
 
@@ -647,6 +749,382 @@ class LangfuseStore:
                         return rows[:limit], True
         return rows, False
 
+    # ----------------------------------------------------------- score configs
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def create_score_config(self, body: Mapping[str, Any]) -> ScoreConfigRecord:
+        """Validate a CreateScoreConfigRequest body and store the config (BadRequest if bad)."""
+        name = _config_name(body.get("name"))
+        data_type = body.get("dataType")
+        if data_type not in SCORE_CONFIG_DATA_TYPES:
+            raise BadRequest(f"dataType must be one of {sorted(SCORE_CONFIG_DATA_TYPES)}")
+        description = _opt_string(body, "description")
+        min_value, max_value = _opt_number(body, "minValue"), _opt_number(body, "maxValue")
+        categories = body.get("categories")
+        if data_type == "BOOLEAN":
+            if categories is not None:
+                raise BadRequest(
+                    "Categories are autogenerated for boolean configs and cannot be passed"
+                )
+            min_value = max_value = None  # not part of the BOOLEAN body: dropped
+        elif data_type == "TEXT":
+            if categories is not None:
+                raise BadRequest("categories are only allowed for CATEGORICAL score configs")
+            min_value = max_value = None
+        min_value, max_value, cats = _checked_config_values(
+            data_type, min_value, max_value, categories
+        )
+        now = _now_ms()
+        with self._lock:
+            config = ScoreConfigRecord(
+                id=str(uuid.uuid4()),
+                name=name,
+                data_type=data_type,
+                created_ms=now,
+                updated_ms=now,
+                min_value=min_value,
+                max_value=max_value,
+                categories=cats,
+                description=description,
+                seq=self._next_seq(),
+            )
+            self._score_configs[config.id] = config
+            return _copy_config(config)
+
+    def add_score_config(
+        self,
+        *,
+        name: str,
+        data_type: str = "NUMERIC",
+        min_value: float | None = None,
+        max_value: float | None = None,
+        categories: Iterable[Mapping[str, Any]] | None = None,
+        description: str | None = None,
+    ) -> ScoreConfigRecord:
+        """Seed a score config directly (same validation as the HTTP endpoint)."""
+        body: dict[str, Any] = {"name": name, "dataType": data_type}
+        if min_value is not None:
+            body["minValue"] = min_value
+        if max_value is not None:
+            body["maxValue"] = max_value
+        if categories is not None:
+            body["categories"] = [dict(c) for c in categories]
+        if description is not None:
+            body["description"] = description
+        return self.create_score_config(body)
+
+    def update_score_config(self, config_id: str, body: Mapping[str, Any]) -> ScoreConfigRecord:
+        """PATCH: merge ``body`` into the config and re-validate the whole (NotFound,
+        BadRequest)."""
+        with self._lock:
+            old = self._score_configs.get(config_id)
+            if old is None:
+                raise NotFound("Score config not found within authorized project")
+            name = _config_name(body["name"]) if body.get("name") is not None else old.name
+            archived = body.get("isArchived")
+            if archived is not None and not isinstance(archived, bool):
+                raise BadRequest("isArchived must be a boolean")
+            description = (
+                _opt_string(body, "description") if "description" in body else old.description
+            )
+            min_value = _opt_number(body, "minValue") if "minValue" in body else old.min_value
+            max_value = _opt_number(body, "maxValue") if "maxValue" in body else old.max_value
+            categories: Any = body.get("categories", old.categories)
+            if old.data_type == "BOOLEAN":
+                if categories != [dict(c) for c in BOOLEAN_CATEGORIES]:
+                    raise BadRequest("Boolean data type must have exactly 2 categories.")
+                if min_value is not None or max_value is not None:
+                    raise BadRequest("minValue and maxValue are only allowed for NUMERIC configs")
+                cats: list[dict[str, Any]] | None = [dict(c) for c in BOOLEAN_CATEGORIES]
+            elif old.data_type == "TEXT":
+                if categories is not None:
+                    raise BadRequest("categories are only allowed for CATEGORICAL score configs")
+                if min_value is not None or max_value is not None:
+                    raise BadRequest("minValue and maxValue are only allowed for NUMERIC configs")
+                cats = None
+            else:
+                min_value, max_value, cats = _checked_config_values(
+                    old.data_type, min_value, max_value, categories
+                )
+            new = replace(
+                old,
+                name=name,
+                is_archived=old.is_archived if archived is None else archived,
+                description=description,
+                min_value=min_value,
+                max_value=max_value,
+                categories=cats,
+                updated_ms=_now_ms(),
+            )
+            self._score_configs[config_id] = new
+            return _copy_config(new)
+
+    def score_config(self, config_id: str) -> ScoreConfigRecord | None:
+        with self._lock:
+            config = self._score_configs.get(config_id)
+            return _copy_config(config) if config is not None else None
+
+    def score_configs(self) -> list[ScoreConfigRecord]:
+        """Every score config, oldest first (copies)."""
+        with self._lock:
+            return [_copy_config(c) for c in self._score_configs.values()]
+
+    def checked_score(self, item: Any) -> ScoreRecord:
+        """:func:`validate_score` plus, when the item names a ``configId``, the checks of
+        Langfuse's ingestion (``validateAndInflateScore``): the config must exist (NotFound),
+        not be archived, and agree on dataType; the value must fit its range or categories; the
+        score takes the config's name and dataType."""
+        config_id = item.get("configId") if isinstance(item, dict) else None
+        if not config_id:
+            return validate_score(item)
+        assert isinstance(item, dict)
+        config = self.score_config(config_id) if isinstance(config_id, str) else None
+        if config is None:
+            raise NotFound(
+                "The configId you provided does not match a valid config in this project"
+            )
+        data_type = item.get("dataType")
+        if data_type and data_type != config.data_type:
+            raise BadRequest(
+                f"Data type mismatch based on config: expected {config.data_type}, got {data_type}"
+            )
+        if config.is_archived:
+            raise BadRequest(
+                "Config is archived and cannot be used to create new scores. "
+                "Please restore the config first."
+            )
+        score = validate_score({**item, "name": config.name, "dataType": config.data_type})
+        problem: str | None = None
+        if config.data_type == "NUMERIC" and isinstance(score.value, float):
+            if config.max_value is not None and score.value > config.max_value:
+                problem = f"Value exceeds maximum value of {_js_num(config.max_value)}"
+            elif config.min_value is not None and score.value < config.min_value:
+                problem = f"Value is below minimum value of {_js_num(config.min_value)}"
+            if problem:
+                problem += " defined in config"
+        elif config.data_type == "CATEGORICAL":
+            labels = [c["label"] for c in config.categories or []]
+            if score.value not in labels:
+                problem = (
+                    f"Value {score.value} does not map to a valid category. "
+                    "Pass a valid category value."
+                )
+        if problem:
+            raise BadRequest(f"Ingested score body not valid against provided config: {problem}")
+        return score
+
+    # ----------------------------------------------------------- annotation queues
+
+    def create_annotation_queue(
+        self, *, name: str, score_config_ids: Iterable[str], description: str | None = None
+    ) -> AnnotationQueueRecord:
+        """A new queue. Conflict if the project has a queue of that name; BadRequest if a
+        score config id is unknown; NotAllowed beyond ``max_annotation_queues``."""
+        config_ids = list(score_config_ids)
+        if not config_ids:
+            raise BadRequest("scoreConfigIds must hold at least one score config id")
+        with self._lock:
+            if (
+                self.max_annotation_queues is not None
+                and len(self._queues) >= self.max_annotation_queues
+            ):
+                raise NotAllowed("Maximum number of annotation queues reached on Hobby plan.")
+            if any(q.name == name for q in self._queues.values()):
+                raise Conflict("A queue with this name already exists.")
+            if any(cid not in self._score_configs for cid in config_ids):
+                raise BadRequest(
+                    "At least one of the score config IDs cannot be found for the given project."
+                )
+            now = _now_ms()
+            queue = AnnotationQueueRecord(
+                id=str(uuid.uuid4()),
+                name=name,
+                score_config_ids=config_ids,
+                created_ms=now,
+                updated_ms=now,
+                description=description,
+                seq=self._next_seq(),
+            )
+            self._queues[queue.id] = queue
+            self._queue_items[queue.id] = {}
+            return replace(queue, score_config_ids=list(config_ids))
+
+    def annotation_queue(self, queue_id: str) -> AnnotationQueueRecord | None:
+        with self._lock:
+            queue = self._queues.get(queue_id)
+            if queue is None:
+                return None
+            return replace(queue, score_config_ids=list(queue.score_config_ids))
+
+    def annotation_queues(self) -> list[AnnotationQueueRecord]:
+        """Every annotation queue, oldest first (copies)."""
+        with self._lock:
+            return [
+                replace(q, score_config_ids=list(q.score_config_ids)) for q in self._queues.values()
+            ]
+
+    def _items_of(self, queue_id: str) -> dict[str, QueueItemRecord]:
+        items = self._queue_items.get(queue_id)
+        if items is None:
+            raise NotFound("Annotation queue not found")
+        return items
+
+    def add_queue_item(
+        self, queue_id: str, *, object_id: str, object_type: str = "TRACE", status: str = "PENDING"
+    ) -> QueueItemRecord:
+        """Queue an object (no de-duplication: queueing it again adds another item)."""
+        if object_type not in QUEUE_OBJECT_TYPES:
+            raise BadRequest(f"objectType must be one of {sorted(QUEUE_OBJECT_TYPES)}")
+        if status not in QUEUE_ITEM_STATUSES:
+            raise BadRequest(f"status must be one of {sorted(QUEUE_ITEM_STATUSES)}")
+        with self._lock:
+            items = self._items_of(queue_id)
+            now = _now_ms()
+            item = QueueItemRecord(
+                id=str(uuid.uuid4()),
+                queue_id=queue_id,
+                object_id=object_id,
+                object_type=object_type,
+                status=status,
+                created_ms=now,
+                updated_ms=now,
+                completed_ms=now if status == "COMPLETED" else None,
+                seq=self._next_seq(),
+            )
+            items[item.id] = item
+            return replace(item)
+
+    def queue_items(self, queue_id: str) -> list[QueueItemRecord]:
+        """The items of a queue, oldest first (copies); [] for an unknown queue."""
+        with self._lock:
+            return [replace(i) for i in self._queue_items.get(queue_id, {}).values()]
+
+    def queue_item(self, queue_id: str, item_id: str) -> QueueItemRecord:
+        """One item (NotFound for an unknown queue or item)."""
+        with self._lock:
+            item = self._items_of(queue_id).get(item_id)
+            if item is None:
+                raise NotFound("Annotation queue item not found")
+            return replace(item)
+
+    def update_queue_item(
+        self, queue_id: str, item_id: str, *, status: str | None = None
+    ) -> QueueItemRecord:
+        """Set the status; COMPLETED stamps ``completedAt`` (PENDING leaves it, as Langfuse)."""
+        if status is not None and status not in QUEUE_ITEM_STATUSES:
+            raise BadRequest(f"status must be one of {sorted(QUEUE_ITEM_STATUSES)}")
+        with self._lock:
+            items = self._items_of(queue_id)
+            item = items.get(item_id)
+            if item is None:
+                raise NotFound("Annotation queue item not found")
+            now = _now_ms()
+            new = replace(
+                item,
+                status=status or item.status,
+                completed_ms=now if status == "COMPLETED" else item.completed_ms,
+                updated_ms=now,
+            )
+            items[item_id] = new
+            return replace(new)
+
+    def delete_queue_item(self, queue_id: str, item_id: str) -> None:
+        with self._lock:
+            items = self._items_of(queue_id)
+            if items.pop(item_id, None) is None:
+                raise NotFound("Annotation queue item not found")
+
+
+def _copy_config(config: ScoreConfigRecord) -> ScoreConfigRecord:
+    cats = [dict(c) for c in config.categories] if config.categories is not None else None
+    return replace(config, categories=cats)
+
+
+def _js_num(value: float) -> str:
+    """A number as JavaScript prints it in a template string (1, not 1.0)."""
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def _config_name(raw: Any) -> str:
+    if not isinstance(raw, str) or not SCORE_CONFIG_NAME_RE.fullmatch(raw):
+        raise BadRequest(
+            "name must be 1 to 35 characters: letters, numbers, underscores, spaces, "
+            "periods, parentheses and hyphens"
+        )
+    return raw
+
+
+def _opt_string(body: Mapping[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is not None and not isinstance(value, str):
+        raise BadRequest(f"{key} must be a string")
+    return value
+
+
+def _opt_number(body: Mapping[str, Any], key: str) -> float | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise BadRequest(f"{key} must be a finite number")
+    return float(value)
+
+
+_CATEGORIES_SHAPE = (
+    "Category must be an array of objects with label value pairs, where labels and values "
+    "are unique."
+)
+
+
+def _checked_config_values(
+    data_type: str, min_value: float | None, max_value: float | None, categories: Any
+) -> tuple[float | None, float | None, list[dict[str, Any]] | None]:
+    """The NUMERIC / CATEGORICAL / BOOLEAN rules of Langfuse's score config schema."""
+    if data_type == "BOOLEAN":
+        return None, None, [dict(c) for c in BOOLEAN_CATEGORIES]
+    if data_type == "TEXT":
+        return None, None, None
+    if data_type == "NUMERIC":
+        if categories is not None:
+            raise BadRequest("categories are only allowed for CATEGORICAL score configs")
+        if min_value is not None and max_value is not None and max_value <= min_value:
+            raise BadRequest("Maximum value must be greater than Minimum value")
+        return min_value, max_value, None
+    # CATEGORICAL
+    if min_value is not None or max_value is not None:
+        raise BadRequest("minValue and maxValue are only allowed for NUMERIC score configs")
+    if not isinstance(categories, list):
+        raise BadRequest(
+            f"categories are required for CATEGORICAL score configs. {_CATEGORIES_SHAPE}"
+        )
+    out: list[dict[str, Any]] = []
+    labels: set[str] = set()
+    values: set[float] = set()
+    for cat in categories:
+        label = cat.get("label") if isinstance(cat, dict) else None
+        value = cat.get("value") if isinstance(cat, dict) else None
+        if (
+            not isinstance(label, str)
+            or not label
+            or isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise BadRequest(_CATEGORIES_SHAPE)
+        if label in labels:
+            raise BadRequest(f"Duplicate category label: {label}, category labels must be unique")
+        if value in values:
+            raise BadRequest(
+                f"Duplicate category value: {_js_num(float(value))}, category values must be unique"
+            )
+        labels.add(label)
+        values.add(value)
+        out.append({"label": label, "value": value})
+    return None, None, out
+
 
 def _score_key(s: ScoreRecord) -> tuple[int, int]:
     return (s.timestamp_ms, s.seq)
@@ -798,6 +1276,7 @@ def error_body(status: int, message: str | None = None) -> dict[str, Any]:
         403: "Forbidden",
         404: "Not Found",
         405: "Method Not Allowed",
+        409: "Conflict",
         413: "Payload Too Large",
         429: "Too Many Requests",
         500: "Internal Server Error",
@@ -1450,6 +1929,147 @@ def _value_checks(
         raise BadRequest("value filters must be finite numbers") from e
 
 
+# --------------------------------------------------------------------------- score configs, queues
+
+
+def score_config_json(config: ScoreConfigRecord, project_id: str) -> dict[str, Any]:
+    """One ScoreConfig."""
+    return {
+        "id": config.id,
+        "name": config.name,
+        "createdAt": iso(config.created_ms),
+        "updatedAt": iso(config.updated_ms),
+        "projectId": project_id,
+        "dataType": config.data_type,
+        "isArchived": config.is_archived,
+        "minValue": config.min_value,
+        "maxValue": config.max_value,
+        "categories": config.categories,
+        "description": config.description,
+    }
+
+
+def queue_json(queue: AnnotationQueueRecord) -> dict[str, Any]:
+    """One AnnotationQueue."""
+    return {
+        "id": queue.id,
+        "name": queue.name,
+        "description": queue.description,
+        "scoreConfigIds": list(queue.score_config_ids),
+        "createdAt": iso(queue.created_ms),
+        "updatedAt": iso(queue.updated_ms),
+    }
+
+
+def queue_item_json(item: QueueItemRecord) -> dict[str, Any]:
+    """One AnnotationQueueItem."""
+    return {
+        "id": item.id,
+        "queueId": item.queue_id,
+        "objectId": item.object_id,
+        "objectType": item.object_type,
+        "status": item.status,
+        "completedAt": iso(item.completed_ms),
+        "createdAt": iso(item.created_ms),
+        "updatedAt": iso(item.updated_ms),
+    }
+
+
+def _paged(
+    rows: list[Any], params: Mapping[str, str], render: Callable[[Any], dict[str, Any]]
+) -> dict[str, Any]:
+    """``page`` (from 1) / ``limit`` (default 50, at most 100) paging with utilsMetaResponse."""
+    page = _int_param(params, "page", 1, 2**31 - 1)
+    limit = _int_param(params, "limit", PAGE_DEFAULT_LIMIT, PAGE_MAX_LIMIT)
+    total = len(rows)
+    window = rows[(page - 1) * limit : page * limit]
+    return {
+        "data": [render(r) for r in window],
+        "meta": {
+            "page": page,
+            "limit": limit,
+            "totalItems": total,
+            "totalPages": math.ceil(total / limit),
+        },
+    }
+
+
+async def _json_object(request: Request, allowed: frozenset[str] | None = None) -> dict[str, Any]:
+    """The JSON object body; with ``allowed``, unknown keys are a 400 (zod ``.strict()``)."""
+    body = await request.body()
+    if len(body) > MAX_BODY_BYTES:
+        raise BadRequest("Body exceeded 1mb limit")
+    try:
+        payload = json.loads(body)
+    except ValueError as e:
+        raise BadRequest("Invalid JSON body") from e
+    if not isinstance(payload, dict):
+        raise BadRequest("Body must be a JSON object")
+    if allowed is not None:
+        unknown = sorted(set(payload) - allowed)
+        if unknown:
+            raise BadRequest(f"Unrecognized key(s) in object: {', '.join(map(repr, unknown))}")
+    return payload
+
+
+def _api_error(e: Exception) -> Response:
+    status = e.status if isinstance(e, ApiError) else 400
+    return _error(status, str(e))
+
+
+_QUEUE_BODY_KEYS = frozenset({"name", "description", "scoreConfigIds"})
+_QUEUE_ITEM_BODY_KEYS = frozenset({"objectId", "objectType", "status"})
+_QUEUE_ITEM_PATCH_KEYS = frozenset({"status"})
+
+
+def _create_queue(store: LangfuseStore, body: Mapping[str, Any]) -> AnnotationQueueRecord:
+    name, config_ids = body.get("name"), body.get("scoreConfigIds")
+    if not isinstance(name, str):
+        raise BadRequest("name is required and must be a string")
+    if not isinstance(config_ids, list) or not all(isinstance(c, str) for c in config_ids):
+        raise BadRequest("scoreConfigIds is required and must be a list of strings")
+    return store.create_annotation_queue(
+        name=name, score_config_ids=config_ids, description=_opt_string(body, "description")
+    )
+
+
+def _create_queue_item(
+    store: LangfuseStore, queue_id: str, body: Mapping[str, Any]
+) -> QueueItemRecord:
+    object_id, object_type = body.get("objectId"), body.get("objectType")
+    if not isinstance(object_id, str):
+        raise BadRequest("objectId is required and must be a string")
+    if object_type not in QUEUE_OBJECT_TYPES:
+        raise BadRequest(f"objectType must be one of {sorted(QUEUE_OBJECT_TYPES)}")
+    status = body.get("status") or "PENDING"
+    if status not in QUEUE_ITEM_STATUSES:
+        raise BadRequest(f"status must be one of {sorted(QUEUE_ITEM_STATUSES)}")
+    if store.annotation_queue(queue_id) is None:
+        raise NotFound("Annotation queue not found")
+    return store.add_queue_item(
+        queue_id, object_id=object_id, object_type=object_type, status=status
+    )
+
+
+def _strict_query(params: Mapping[str, str], allowed: frozenset[str]) -> None:
+    """The annotation-queue list queries are zod ``.strict()``: unknown parameters are a 400."""
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise BadRequest(f"Unrecognized key(s) in object: {', '.join(map(repr, unknown))}")
+
+
+def _queue_items_page(store: LangfuseStore, queue_id: str, params: Mapping[str, str]) -> Any:
+    _strict_query(params, frozenset({"page", "limit", "status"}))
+    status = params.get("status") or None
+    if status is not None and status not in QUEUE_ITEM_STATUSES:
+        raise BadRequest(f"status must be one of {sorted(QUEUE_ITEM_STATUSES)}")
+    if store.annotation_queue(queue_id) is None:
+        raise NotFound("Annotation queue not found")
+    items = [i for i in store.queue_items(queue_id) if status is None or i.status == status]
+    items.sort(key=lambda i: i.seq, reverse=True)  # createdAt desc, id desc
+    return _paged(items, params, queue_item_json)
+
+
 # --------------------------------------------------------------------------- the app
 
 _ROUTES: dict[tuple[str, str], str] = {
@@ -1462,8 +2082,42 @@ _ROUTES: dict[tuple[str, str], str] = {
 }
 
 
+_ID = r"[^/]+"
+_PATTERN_ROUTES: tuple[tuple[str, re.Pattern[str], str], ...] = tuple(
+    (method, re.compile(pattern), name)
+    for method, pattern, name in (
+        ("POST", r"/api/public/score-configs", "score_configs.create"),
+        ("GET", r"/api/public/score-configs", "score_configs.list"),
+        ("GET", rf"/api/public/score-configs/{_ID}", "score_configs.get"),
+        ("PATCH", rf"/api/public/score-configs/{_ID}", "score_configs.update"),
+        ("POST", r"/api/public/annotation-queues", "annotation_queues.create"),
+        ("GET", r"/api/public/annotation-queues", "annotation_queues.list"),
+        ("GET", rf"/api/public/annotation-queues/{_ID}", "annotation_queues.get"),
+        ("POST", rf"/api/public/annotation-queues/{_ID}/items", "annotation_queue_items.create"),
+        ("GET", rf"/api/public/annotation-queues/{_ID}/items", "annotation_queue_items.list"),
+        ("GET", rf"/api/public/annotation-queues/{_ID}/items/{_ID}", "annotation_queue_items.get"),
+        (
+            "PATCH",
+            rf"/api/public/annotation-queues/{_ID}/items/{_ID}",
+            "annotation_queue_items.update",
+        ),
+        (
+            "DELETE",
+            rf"/api/public/annotation-queues/{_ID}/items/{_ID}",
+            "annotation_queue_items.delete",
+        ),
+    )
+)
+
+
 def endpoint_of(request: Request) -> str | None:
-    return _ROUTES.get((request.method, request.url.path.rstrip("/")))
+    method, path = request.method, request.url.path.rstrip("/")
+    name = _ROUTES.get((method, path))
+    if name is None:
+        for route_method, pattern, route_name in _PATTERN_ROUTES:
+            if route_method == method and pattern.fullmatch(path):
+                return route_name
+    return name
 
 
 def create_langfuse_app(store: LangfuseStore) -> FastAPI:
@@ -1544,9 +2198,9 @@ def create_langfuse_app(store: LangfuseStore) -> FastAPI:
         rejected_traces = fault.reject_trace_ids if fault else set()
         if isinstance(payload, dict):  # the older single-score form
             try:
-                score = validate_score(payload)
-            except BadRequest as e:
-                return _error(400, str(e))
+                score = store.checked_score(payload)
+            except (BadRequest, ApiError) as e:
+                return _api_error(e)
             if score.trace_id in rejected_traces:
                 return _error(400, f"Score for trace {score.trace_id} was rejected")
             return JSONResponse({"id": store.upsert_score(score).id})
@@ -1555,10 +2209,10 @@ def create_langfuse_app(store: LangfuseStore) -> FastAPI:
         accepted, errors = 0, []
         for item in payload:
             try:
-                score = validate_score(item)
+                score = store.checked_score(item)
                 if score.trace_id in rejected_traces:
                     raise BadRequest("Score rejected: the trace is not accepting scores")
-            except BadRequest as e:
+            except (BadRequest, ApiError) as e:
                 errors.append({"message": str(e)})
                 continue
             store.upsert_score(score)
@@ -1578,6 +2232,134 @@ def create_langfuse_app(store: LangfuseStore) -> FastAPI:
             return _scores_page(store, request)
         except BadRequest as e:
             return _error(400, str(e))
+
+    # ------------------------------------------------------------- score configs
+
+    @app.post("/api/public/score-configs")
+    async def create_score_config(request: Request) -> Response:
+        if (denied := unauthorized(request)) is not None:
+            return denied
+        try:
+            config = store.create_score_config(await _json_object(request))
+        except (BadRequest, ApiError) as e:
+            return _api_error(e)
+        return JSONResponse(score_config_json(config, store.project_id))
+
+    @app.get("/api/public/score-configs")
+    async def list_score_configs(request: Request) -> Response:
+        if (denied := unauthorized(request)) is not None:
+            return denied
+        configs = sorted(store.score_configs(), key=lambda c: c.seq, reverse=True)
+        try:
+            page = _paged(
+                configs, request.query_params, lambda c: score_config_json(c, store.project_id)
+            )
+        except BadRequest as e:
+            return _api_error(e)
+        return JSONResponse(page)
+
+    @app.get("/api/public/score-configs/{config_id}")
+    async def get_score_config(request: Request, config_id: str) -> Response:
+        if (denied := unauthorized(request)) is not None:
+            return denied
+        config = store.score_config(config_id)
+        if config is None:
+            return _error(404, "Score config not found within authorized project")
+        return JSONResponse(score_config_json(config, store.project_id))
+
+    @app.patch("/api/public/score-configs/{config_id}")
+    async def update_score_config(request: Request, config_id: str) -> Response:
+        if (denied := unauthorized(request)) is not None:
+            return denied
+        try:
+            config = store.update_score_config(config_id, await _json_object(request))
+        except (BadRequest, ApiError) as e:
+            return _api_error(e)
+        return JSONResponse(score_config_json(config, store.project_id))
+
+    # ------------------------------------------------------------- annotation queues
+
+    @app.post("/api/public/annotation-queues")
+    async def create_queue(request: Request) -> Response:
+        if (denied := unauthorized(request)) is not None:
+            return denied
+        try:
+            queue = _create_queue(store, await _json_object(request, _QUEUE_BODY_KEYS))
+        except (BadRequest, ApiError) as e:
+            return _api_error(e)
+        return JSONResponse(queue_json(queue))
+
+    @app.get("/api/public/annotation-queues")
+    async def list_queues(request: Request) -> Response:
+        if (denied := unauthorized(request)) is not None:
+            return denied
+        queues = sorted(store.annotation_queues(), key=lambda q: q.seq, reverse=True)
+        try:
+            _strict_query(request.query_params, frozenset({"page", "limit"}))
+            return JSONResponse(_paged(queues, request.query_params, queue_json))
+        except BadRequest as e:
+            return _api_error(e)
+
+    @app.get("/api/public/annotation-queues/{queue_id}")
+    async def get_queue(request: Request, queue_id: str) -> Response:
+        if (denied := unauthorized(request)) is not None:
+            return denied
+        queue = store.annotation_queue(queue_id)
+        if queue is None:
+            return _error(404, "Annotation queue not found")
+        return JSONResponse(queue_json(queue))
+
+    @app.post("/api/public/annotation-queues/{queue_id}/items")
+    async def create_queue_item(request: Request, queue_id: str) -> Response:
+        if (denied := unauthorized(request)) is not None:
+            return denied
+        try:
+            body = await _json_object(request, _QUEUE_ITEM_BODY_KEYS)
+            item = _create_queue_item(store, queue_id, body)
+        except (BadRequest, ApiError) as e:
+            return _api_error(e)
+        return JSONResponse(queue_item_json(item))
+
+    @app.get("/api/public/annotation-queues/{queue_id}/items")
+    async def list_queue_items(request: Request, queue_id: str) -> Response:
+        if (denied := unauthorized(request)) is not None:
+            return denied
+        try:
+            return JSONResponse(_queue_items_page(store, queue_id, request.query_params))
+        except (BadRequest, ApiError) as e:
+            return _api_error(e)
+
+    @app.get("/api/public/annotation-queues/{queue_id}/items/{item_id}")
+    async def get_queue_item(request: Request, queue_id: str, item_id: str) -> Response:
+        if (denied := unauthorized(request)) is not None:
+            return denied
+        try:
+            return JSONResponse(queue_item_json(store.queue_item(queue_id, item_id)))
+        except ApiError as e:
+            return _api_error(e)
+
+    @app.patch("/api/public/annotation-queues/{queue_id}/items/{item_id}")
+    async def update_queue_item(request: Request, queue_id: str, item_id: str) -> Response:
+        if (denied := unauthorized(request)) is not None:
+            return denied
+        try:
+            body = await _json_object(request, _QUEUE_ITEM_PATCH_KEYS)
+            item = store.update_queue_item(queue_id, item_id, status=body.get("status"))
+        except (BadRequest, ApiError) as e:
+            return _api_error(e)
+        return JSONResponse(queue_item_json(item))
+
+    @app.delete("/api/public/annotation-queues/{queue_id}/items/{item_id}")
+    async def delete_queue_item(request: Request, queue_id: str, item_id: str) -> Response:
+        if (denied := unauthorized(request)) is not None:
+            return denied
+        try:
+            store.delete_queue_item(queue_id, item_id)
+        except ApiError as e:
+            return _api_error(e)
+        return JSONResponse(
+            {"success": True, "message": "Annotation queue item deleted successfully"}
+        )
 
     return app
 
