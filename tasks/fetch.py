@@ -20,7 +20,7 @@ from prefect.logging import get_run_logger
 from tasks.config import LangfuseSettings, Tuning
 from tasks.models import GenerationRecord, TraceRecord, Window
 from tasks.pairs import first_value, parse_io
-from tasks.retry import call_with_retries
+from tasks.retry import retrying
 
 ROOT_FIELDS = "core,basic,io,metadata"
 CHILD_FIELDS = "core,io,model"
@@ -70,17 +70,6 @@ def _to_record(obs: Any) -> TraceRecord:
     )
 
 
-def _retrying(tuning: Tuning, logger: Any, what: str, call: Any) -> Any:
-    return call_with_retries(
-        call,
-        what=what,
-        retries=tuning.retries,
-        base_delay_s=tuning.retry_base_delay_s,
-        max_delay_s=tuning.retry_max_delay_s,
-        logger=logger,
-    )
-
-
 CHILD_KINDS = ("GENERATION", "RETRIEVER")  # observations a pair may need besides the root
 
 
@@ -98,7 +87,7 @@ def window_has(
     Windows traced without an LLM integration (the seed's shape) then skip the per-page
     look-ups for that kind entirely.
     """
-    resp = _retrying(
+    resp = retrying(
         tuning,
         logger,
         f"looking for {kind} observations (GET v2/observations)",
@@ -176,7 +165,7 @@ def attach_children(
                 request_options=NO_RETRY,
             )
 
-        resp = _retrying(tuning, logger, f"reading {kind} observations (GET v2/observations)", call)
+        resp = retrying(tuning, logger, f"reading {kind} observations (GET v2/observations)", call)
         for obs in sorted(resp.data, key=lambda o: o.start_time):
             rec = by_id.get(obs.trace_id or "")
             if rec is None or obs.id in seen:
@@ -224,7 +213,7 @@ def fetch_page(
             request_options=NO_RETRY,
         )
 
-    resp = _retrying(tuning, logger, "reading traces (GET v2/observations)", call)
+    resp = retrying(tuning, logger, "reading traces (GET v2/observations)", call)
     next_cursor = getattr(resp.meta, "cursor", None) or None
     project_id = resp.data[0].project_id if resp.data else None
     return Page(
@@ -267,7 +256,7 @@ def scored_trace_ids(
                 request_options=NO_RETRY,
             )
 
-        resp = _retrying(tuning, logger, "reading existing scores (GET v3/scores)", call)
+        resp = retrying(tuning, logger, "reading existing scores (GET v3/scores)", call)
         want = "observation" if observations else "trace"
         for score in resp.data:
             subject = getattr(score, "subject", None)

@@ -10,7 +10,7 @@ import email.utils
 import logging
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 from langfuse.api.core.api_error import ApiError
@@ -90,3 +90,15 @@ def call_with_retries(
                 delay,
             )
             sleep(delay)
+
+
+def retrying(tuning: Any, logger: Any, what: str, fn: Callable[[], T]) -> T:
+    """``call_with_retries`` with the run's tuning (retries, base and max delay)."""
+    return call_with_retries(
+        fn,
+        what=what,
+        retries=tuning.retries,
+        base_delay_s=tuning.retry_base_delay_s,
+        max_delay_s=tuning.retry_max_delay_s,
+        logger=logger,
+    )

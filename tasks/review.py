@@ -24,7 +24,7 @@ from prefect.logging import get_run_logger
 
 from tasks.config import LangfuseSettings, Tuning
 from tasks.fetch import NO_RETRY, make_api
-from tasks.retry import call_with_retries
+from tasks.retry import retrying
 
 LABELS = ("untrustworthy", "review", "trustworthy")
 PAGE = 100
@@ -37,17 +37,6 @@ def label_for(score: float, review_below: float, untrustworthy_below: float) -> 
     if score < review_below:
         return "review"
     return "trustworthy"
-
-
-def _retrying(tuning: Tuning, logger: Any, what: str, call: Any) -> Any:
-    return call_with_retries(
-        call,
-        what=what,
-        retries=tuning.retries,
-        base_delay_s=tuning.retry_base_delay_s,
-        max_delay_s=tuning.retry_max_delay_s,
-        logger=logger,
-    )
 
 
 def _all_pages(fetch: Any) -> Iterable[Any]:
@@ -74,7 +63,7 @@ def ensure_score_config(
 ) -> str:
     """The id of the score config ``name`` (created when missing)."""
     configs = _all_pages(
-        lambda page: _retrying(
+        lambda page: retrying(
             tuning,
             logger,
             "reading score configs",
@@ -89,7 +78,7 @@ def ensure_score_config(
         kwargs |= {"min_value": 0.0, "max_value": 1.0}
     if categories is not None:
         kwargs["categories"] = categories
-    created = _retrying(
+    created = retrying(
         tuning,
         logger,
         f"creating score config {name!r}",
@@ -104,7 +93,7 @@ def ensure_queue(
 ) -> str:
     """The id of the annotation queue ``name`` (created when missing)."""
     queues = _all_pages(
-        lambda page: _retrying(
+        lambda page: retrying(
             tuning,
             logger,
             "reading annotation queues",
@@ -116,7 +105,7 @@ def ensure_queue(
     for queue in queues:
         if queue.name == name:
             return str(queue.id)
-    created = _retrying(
+    created = retrying(
         tuning,
         logger,
         f"creating annotation queue {name!r}",
@@ -154,7 +143,7 @@ def enqueue(
         existing = {
             str(item.object_id)
             for item in _all_pages(
-                lambda page: _retrying(
+                lambda page: retrying(
                     tuning,
                     logger,
                     "reading annotation queue items",
@@ -168,14 +157,13 @@ def enqueue(
     for object_id, object_type in objects:
         if object_id in existing:
             continue
-        _retrying(
-            tuning,
-            logger,
-            "adding an annotation queue item",
-            lambda oid=object_id, otype=object_type: api.annotation_queues.create_queue_item(
+
+        def add(oid: str = object_id, otype: Any = object_type) -> Any:
+            return api.annotation_queues.create_queue_item(
                 queue_id, object_id=oid, object_type=otype, request_options=NO_RETRY
-            ),
-        )
+            )
+
+        retrying(tuning, logger, "adding an annotation queue item", add)
         existing.add(object_id)
         added += 1
     return added, len(objects) - added

@@ -24,7 +24,7 @@ from prefect.logging import get_run_logger
 from tasks.config import LangfuseSettings, Tuning
 from tasks.fetch import NO_RETRY, make_api
 from tasks.models import Bucket, Outcome, Scored, outcome_for, preview
-from tasks.retry import call_with_retries, describe
+from tasks.retry import describe, retrying
 from tasks.review import label_for
 
 SCORE_NAMESPACE = uuid.UUID("6f1c3a52-8a47-4d0e-9a8e-3d1f0b6c2e11")
@@ -134,13 +134,8 @@ class _Uploader:
             self.requests += 1
             return self.api.scores.create(request=request, request_options=NO_RETRY)
 
-        return call_with_retries(
-            call,
-            what=f"writing {len(batch)} scores (POST scores)",
-            retries=self.tuning.retries,
-            base_delay_s=self.tuning.retry_base_delay_s,
-            max_delay_s=self.tuning.retry_max_delay_s,
-            logger=self.logger,
+        return retrying(
+            self.tuning, self.logger, f"writing {len(batch)} scores (POST scores)", call
         )
 
     def send(self, batch: list[dict[str, Any]]) -> dict[str, str | None]:
