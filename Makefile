@@ -9,7 +9,7 @@ UV := $(PYTHON) -m uv
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: setup demo test lint check sandbox
+.PHONY: setup demo test test-fast lint check sandbox prefect serve
 
 setup:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv>=0.5"
@@ -28,5 +28,14 @@ lint: setup
 
 check: lint test
 
+test-fast: setup  ## everything but the end-to-end Prefect server test
+	$(UV) run --locked pytest -q -m 'not e2e'
+
 sandbox: setup
 	$(UV) run --locked python -m sandbox
+
+prefect: setup  ## local Prefect server + process worker + prefect.yaml deployments (Ctrl-C stops)
+	$(UV) run --locked python -m deployments.local
+
+serve: setup  ## the same deployments without a work pool (needs PREFECT_API_URL)
+	$(UV) run --locked python -m deployments.serve

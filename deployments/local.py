@@ -1,0 +1,211 @@
+"""A real local Prefect setup in one command: ``python -m deployments.local`` (``make prefect``).
+
+1. starts ``prefect server start`` on 127.0.0.1 (SQLite, PREFECT_HOME=.prefect/ in the repo, so
+   nothing touches your own Prefect profile);
+2. creates the ``trust-evals`` work pool (type ``process``: flow runs are subprocesses, no Docker);
+3. runs ``prefect deploy --all --no-prompt`` (the deployments of ``prefect.yaml``);
+4. starts a worker on the pool;
+5. prints the Prefect UI address, then waits; Ctrl-C stops the worker and the server.
+
+Credentials are NOT passed through Prefect: the worker's flow runs inherit this process's
+environment, so export LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY, LANGFUSE_BASE_URL and
+CLEANLAB_TLM_API_KEY before running it (a warning says which are missing).
+
+The helpers (start_server, create_pool, deploy, start_worker, stop) are what the end-to-end test
+(tests/test_deployments.py) drives too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+POOL = "trust-evals"
+CREDENTIALS = ("LANGFUSE_PUBLIC_KEY", "LANGFUSE_SECRET_KEY", "LANGFUSE_BASE_URL")
+TLM_CREDENTIALS = ("CLEANLAB_TLM_API_KEY",)
+
+
+def prefect_env(home: Path, port: int, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment every Prefect command of this setup runs with."""
+    env = dict(os.environ if base is None else base)
+    env.update(
+        {
+            "PREFECT_HOME": str(home),
+            "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+            "PREFECT_SERVER_API_HOST": "127.0.0.1",
+            "PREFECT_SERVER_API_PORT": str(port),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
+            "NO_PROXY": ",".join(filter(None, [env.get("NO_PROXY"), "127.0.0.1", "localhost"])),
+        }
+    )
+    env.pop("PREFECT_PROFILE", None)
+    return env
+
+
+def prefect_cmd(*args: str) -> list[str]:
+    """``prefect ...`` with this interpreter (the project's virtualenv)."""
+    return [sys.executable, "-m", "prefect", *args]
+
+
+def spawn(args: Sequence[str], env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """A long-running child in its own process group (so it is stopped with its children)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    out = log.open("ab")
+    try:
+        return subprocess.Popen(
+            list(args),
+            cwd=REPO,
+            env=dict(env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    finally:
+        out.close()  # the child holds its own copy
+
+
+def stop(proc: subprocess.Popen[bytes] | None, timeout: float = 15.0) -> None:
+    """SIGTERM the child's process group, then SIGKILL whatever is left."""
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+
+
+def wait_healthy(
+    api_url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 120.0
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"prefect server exited ({proc.returncode}); see {log}")
+        try:
+            with urllib.request.urlopen(f"{api_url}/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.25)
+    raise RuntimeError(f"prefect server not healthy after {timeout:.0f} s; see {log}")
+
+
+def start_server(
+    env: Mapping[str, str], log: Path, timeout: float = 120.0
+) -> subprocess.Popen[bytes]:
+    port = env["PREFECT_SERVER_API_PORT"]
+    proc = spawn(prefect_cmd("server", "start", "--host", "127.0.0.1", "--port", port), env, log)
+    try:
+        wait_healthy(env["PREFECT_API_URL"], proc, log, timeout)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc
+
+
+def run(args: Sequence[str], env: Mapping[str, str], timeout: float = 300.0) -> str:
+    """A short Prefect command; its output, or RuntimeError with the output when it fails."""
+    done = subprocess.run(
+        list(args), cwd=REPO, env=dict(env), capture_output=True, text=True, timeout=timeout
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(args[2:])} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+        )
+    return done.stdout
+
+
+def create_pool(env: Mapping[str, str], pool: str = POOL) -> None:
+    run(prefect_cmd("work-pool", "create", pool, "--type", "process", "--overwrite"), env)
+
+
+def deploy(env: Mapping[str, str], names: Sequence[str] = ()) -> str:
+    """``prefect deploy`` of prefect.yaml: every deployment, or the ``names`` given."""
+    which = [a for n in names for a in ("--name", n)] or ["--all"]
+    return run(prefect_cmd("deploy", *which, "--no-prompt"), env)
+
+
+def start_worker(
+    env: Mapping[str, str], log: Path, pool: str = POOL, limit: int | None = None
+) -> subprocess.Popen[bytes]:
+    args = ["worker", "start", "--pool", pool, "--type", "process"]
+    if limit:
+        args += ["--limit", str(limit)]
+    return spawn(prefect_cmd(*args), env, log)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=4200, help="Prefect server port")
+    parser.add_argument(
+        "--home", type=Path, default=REPO / ".prefect", help="PREFECT_HOME (SQLite lives here)"
+    )
+    parser.add_argument("--pool", default=POOL, help="work pool name (as in prefect.yaml)")
+    args = parser.parse_args(argv)
+
+    missing = [n for n in CREDENTIALS + TLM_CREDENTIALS if not os.environ.get(n)]
+    if missing:
+        print(
+            f"warning: {', '.join(missing)} not set: flow runs will refuse to start until they are"
+        )
+    home: Path = args.home.resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    env = prefect_env(home, args.port)
+    server = worker = None
+    try:
+        print(f"Starting the Prefect server (PREFECT_HOME={home}) ...", flush=True)
+        server = start_server(env, home / "server.log")
+        print(f"Creating the work pool {args.pool!r} (process) ...", flush=True)
+        create_pool(env, args.pool)
+        worker = start_worker(env, home / "worker.log", args.pool)  # starts while we deploy
+        print("Deploying prefect.yaml (daily, window, backfill) ...", flush=True)
+        print(deploy(env), flush=True)
+        print(
+            f"\nPrefect UI:  http://127.0.0.1:{args.port}\n"
+            f"API:         {env['PREFECT_API_URL']}   (export PREFECT_API_URL to use the CLI)\n"
+            f"Logs:        {home / 'server.log'}, {home / 'worker.log'}\n"
+            "Ctrl-C stops the worker and the server.",
+            flush=True,
+        )
+        while True:
+            for name, proc in (("server", server), ("worker", worker)):
+                if proc.poll() is not None:
+                    print(f"the {name} exited ({proc.returncode}); see {home / (name + '.log')}")
+                    return 1
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("\nStopping ...")
+        return 0
+    except RuntimeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        stop(worker)
+        stop(server)
+
+
+if __name__ == "__main__":
+    # Ctrl-C (even when started with SIGINT ignored, e.g. in the background) and SIGTERM both
+    # stop the worker and the server
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    sys.exit(main())

@@ -1,0 +1,319 @@
+"""The backfill flow: evaluate a range of past days, one window run per UTC day.
+
+How the days run: as SUBFLOWS of this flow, a bounded number at a time.
+
+* Subflows need nothing on the server side: no deployment, no work pool, no worker. The same
+  backfill works from ``python -m flows.cli backfill`` on Prefect's ephemeral server, from
+  ``flow.serve``, and from a ``process`` worker, and each day still shows in the UI as a child
+  flow run of the backfill (with its own artifacts and logs).
+* A day that fails raises :class:`~flows.evaluate_traces.EvaluationFailed` IN THIS PROCESS, so
+  the exception's partial report (what did and did not land) goes straight into the summary.
+  With ``run_deployment`` the parent only gets a Failed state back; the report would have to be
+  persisted as a result and read back from storage.
+* Concurrency is bounded by a thread pool of ``max_concurrency`` threads, each calling the
+  window flow (sync flows, each thread with its own copy of the run context, so every child is
+  linked to this run). Each window also holds its own per-window concurrency limit
+  (:mod:`flows.window_lock`), so a backfill overlapping a daily run never scores a day twice.
+
+The alternative, ``run_deployment(..., idempotency_key=...)`` per day, spreads the days over
+many workers/machines (one process per day) and survives the backfill process dying, at the
+cost of needing the ``window`` deployment to exist and of losing the in-process partial report.
+Backfills here are bounded by TLM and Langfuse throughput, not by one machine's CPU, and a
+re-run is cheap (already-scored traces are skipped), so subflows are the default.
+
+Result: one markdown artifact (``trust-backfill-summary``) with a row per day, and a typed
+:class:`BackfillSummary`. A day whose window run raised is reported as failed, with its partial
+report, without stopping the other days; after the summary is written the flow raises
+:class:`BackfillFailed` (so the run ends Failed) if any day failed.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any, Literal
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+from pydantic import BaseModel, Field
+
+from flows.evaluate_traces import EvaluationFailed, evaluate_traces, validate_params
+from tasks.config import ConfigError, check_preset, load_langfuse, load_tlm, load_tuning
+from tasks.report import EvalReport, md_escape
+from tasks.retry import describe
+from tasks.windows import split_days
+
+DayStatus = Literal["ok", "completed_with_failures", "failed"]
+SUMMARY_KEY = "trust-backfill-summary"
+
+
+class DayResult(BaseModel):
+    """One day of the backfill: the window run's report (partial when it failed)."""
+
+    window_start: datetime
+    window_end: datetime
+    status: DayStatus
+    report: EvalReport | None = None
+    error: str | None = None
+
+    @property
+    def day(self) -> date:
+        return self.window_start.date()
+
+    @property
+    def failed_traces(self) -> int:
+        if self.report is None:
+            return 0
+        c = self.report.counts()
+        return c["failed_to_score"] + c["failed_to_upload"]
+
+
+class BackfillSummary(BaseModel):
+    """What a backfill did, day by day, and in total."""
+
+    start_date: date
+    end_date: date  # inclusive
+    tags: list[str]
+    score_name: str
+    dry_run: bool = False
+    max_concurrency: int = 1
+    days: list[DayResult] = Field(default_factory=list)
+    flow_run_id: str | None = None
+
+    def total(self, field: str) -> int:
+        return sum(int(getattr(d.report, field)) for d in self.days if d.report is not None)
+
+    @property
+    def failed_days(self) -> list[DayResult]:
+        return [d for d in self.days if d.status == "failed"]
+
+    @property
+    def ok(self) -> bool:
+        """Every day ran and every trace of every day landed (or was rightly skipped)."""
+        return all(d.status == "ok" for d in self.days)
+
+    @property
+    def mean_score(self) -> float | None:
+        reports = [d.report for d in self.days if d.report is not None]
+        n = sum(r.uploaded for r in reports)
+        return sum(r.score_sum for r in reports) / n if n else None
+
+
+class BackfillFailed(RuntimeError):
+    """One or more days failed; ``summary`` holds every day's (partial) report."""
+
+    def __init__(self, message: str, summary: BackfillSummary) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+
+# --- pure helpers -------------------------------------------------------------------------
+
+
+def day_range(start_date: date, end_date: date) -> list[tuple[datetime, datetime]]:
+    """Whole UTC days from ``start_date`` to ``end_date``, both included."""
+    if end_date < start_date:
+        raise ConfigError(f"end_date ({end_date}) must not be before start_date ({start_date})")
+    start = datetime.combine(start_date, time(), tzinfo=UTC)
+    end = datetime.combine(end_date + timedelta(days=1), time(), tzinfo=UTC)
+    if end > datetime.now(UTC):
+        raise ConfigError(
+            f"end_date {end_date} is not over yet (UTC): a backfill covers whole past days; "
+            "use the window flow for today so far"
+        )
+    return split_days(start, end)
+
+
+def day_status(report: EvalReport) -> DayStatus:
+    return "ok" if report.ok else "completed_with_failures"
+
+
+def _cell(value: Any) -> str:
+    return "–" if value is None else str(value)
+
+
+def summary_markdown(summary: BackfillSummary) -> str:
+    """One table for the whole range: a row per day, then the totals."""
+    failed = len(summary.failed_days)
+    status = "OK" if summary.ok else f"FAILED ({failed} of {len(summary.days)} days)"
+    if not failed and not summary.ok:
+        status = "completed with failures"
+    mean = summary.mean_score
+    lines = [
+        f"# Trust backfill: {summary.start_date} → {summary.end_date} (UTC days, inclusive)",
+        "",
+        f"**Status:** {status}{' (dry run: nothing scored)' if summary.dry_run else ''}  ",
+        f"**Tags:** {md_escape(', '.join(summary.tags))} · **Score:** `{summary.score_name}` · "
+        f"**Days:** {len(summary.days)} · **At a time:** {summary.max_concurrency}",
+        "",
+        "| day | status | fetched | scored (uploaded) | already scored | skipped | failed "
+        "| mean trust | low trust |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for d in summary.days:
+        r = d.report
+        c = r.counts() if r else None
+        lines.append(
+            f"| {d.day} | {d.status.replace('_', ' ')} | {_cell(r and r.fetched)} "
+            f"| {_cell(r and r.uploaded)} | {_cell(r and r.already_scored)} "
+            f"| {_cell(c and c['skipped'])} | {_cell(d.failed_traces if r else None)} "
+            f"| {f'{r.mean_score:.3f}' if r and r.mean_score is not None else '–'} "
+            f"| {_cell(r and r.low_trust_count)} |"
+        )
+    skipped = sum(d.report.counts()["skipped"] for d in summary.days if d.report)
+    lines.append(
+        f"| **total** | {len(summary.days) - failed} ran, {failed} failed "
+        f"| {summary.total('fetched')} | {summary.total('uploaded')} "
+        f"| {summary.total('already_scored')} | {skipped} "
+        f"| {sum(d.failed_traces for d in summary.days)} "
+        f"| {f'{mean:.3f}' if mean is not None else '–'} | {summary.total('low_trust_count')} |"
+    )
+    errors = [d for d in summary.days if d.error]
+    if errors:
+        lines += ["", "## Failed days", ""]
+        lines += [f"- **{d.day}**: {md_escape(d.error, 1000)}" for d in errors]
+    return "\n".join(lines)
+
+
+def text_summary(summary: BackfillSummary) -> str:
+    """The same table for a terminal."""
+    head = (
+        f"{'day':<10}  {'status':<23}  {'fetched':>7}  {'scored':>6}  {'already':>7}  "
+        f"{'skipped':>7}  {'failed':>6}  {'mean':>5}  {'low':>4}"
+    )
+    out = [head]
+    for d in summary.days:
+        r = d.report
+        c = r.counts() if r else None
+        mean = f"{r.mean_score:.3f}" if r and r.mean_score is not None else "–"
+        out.append(
+            f"{d.day!s:<10}  {d.status:<23}  {_cell(r and r.fetched):>7}  "
+            f"{_cell(r and r.uploaded):>6}  {_cell(r and r.already_scored):>7}  "
+            f"{_cell(c and c['skipped']):>7}  {_cell(d.failed_traces if r else None):>6}  "
+            f"{mean:>5}  {_cell(r and r.low_trust_count):>4}"
+        )
+    for d in summary.days:
+        if d.error:
+            out.append(f"{d.day}: {d.error}")
+    return "\n".join(out)
+
+
+# --- the flow -----------------------------------------------------------------------------
+
+
+def _run_name() -> str:
+    p = flow_run.parameters or {}
+    tags = ",".join(p.get("tags") or [])
+    return f"backfill {p.get('start_date')}..{p.get('end_date')} [{tags}]"
+
+
+def run_day(start: datetime, end: datetime, params: dict[str, Any]) -> DayResult:
+    """One day as a subflow; its failure becomes a failed DayResult, never an exception."""
+    try:
+        report = evaluate_traces(window_start=start, window_end=end, **params)
+    except EvaluationFailed as err:
+        return DayResult(
+            window_start=start, window_end=end, status="failed", report=err.report, error=str(err)
+        )
+    except Exception as err:  # a day must not stop the others
+        return DayResult(window_start=start, window_end=end, status="failed", error=describe(err))
+    return DayResult(window_start=start, window_end=end, status=day_status(report), report=report)
+
+
+@flow(name="evaluate-traces-backfill", flow_run_name=_run_name, log_prints=True)
+def backfill(
+    start_date: date,
+    end_date: date,
+    tags: list[str] | None = None,
+    score_name: str = "trust_score",
+    quality_preset: str = "medium",
+    rescore: bool = False,
+    max_traces: int | None = None,
+    sample_rate: float = 1.0,
+    dry_run: bool = False,
+    environment: list[str] | None = None,
+    low_trust_threshold: float = 0.5,
+    max_concurrency: int = 4,
+) -> BackfillSummary:
+    """Evaluate every whole UTC day from ``start_date`` to ``end_date`` (both included).
+
+    Each day is one ``evaluate-traces`` subflow run (``max_traces`` applies per day), at most
+    ``max_concurrency`` at a time. Writes one summary artifact for the range; ends Failed
+    (raising :class:`BackfillFailed`) if any day failed, after the other days ran.
+    """
+    logger = get_run_logger()
+    # --- refuse bad configuration before any day starts ---
+    tags = validate_params(tags, score_name, sample_rate, max_traces, low_trust_threshold)
+    if max_concurrency < 1:
+        raise ConfigError(f"max_concurrency must be at least 1, got {max_concurrency}")
+    load_tuning()
+    load_langfuse()
+    if not dry_run:
+        check_preset(quality_preset)
+        load_tlm()
+    windows = day_range(start_date, end_date)
+
+    params: dict[str, Any] = {
+        "tags": tags,
+        "score_name": score_name,
+        "quality_preset": quality_preset,
+        "rescore": rescore,
+        "max_traces": max_traces,
+        "sample_rate": sample_rate,
+        "dry_run": dry_run,
+        "environment": environment,
+        "low_trust_threshold": low_trust_threshold,
+    }
+    workers = min(max_concurrency, len(windows))
+    logger.info(
+        "backfill %s → %s: %d day(s), %d at a time", start_date, end_date, len(windows), workers
+    )
+    results: dict[datetime, DayResult] = {}
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="backfill-day") as pool:
+        futures: dict[Future[DayResult], datetime] = {}
+        for start, end in windows:
+            # each thread runs the subflow in its own copy of this run's context, so Prefect
+            # links the child flow run to this one
+            ctx = contextvars.copy_context()
+            futures[pool.submit(ctx.run, run_day, start, end, params)] = start
+        for fut in as_completed(futures):
+            day = fut.result()
+            results[futures[fut]] = day
+            r = day.report
+            logger.info(
+                "day %s: %s%s",
+                day.day,
+                day.status.replace("_", " "),
+                f" (fetched {r.fetched}, scored {r.uploaded}, already {r.already_scored})"
+                if r
+                else f": {day.error}",
+            )
+
+    summary = BackfillSummary(
+        start_date=start_date,
+        end_date=end_date,
+        tags=tags,
+        score_name=score_name,
+        dry_run=dry_run,
+        max_concurrency=workers,
+        days=[results[s] for s, _ in windows],
+        flow_run_id=str(flow_run.id) if flow_run.id else None,
+    )
+    try:
+        create_markdown_artifact(
+            markdown=summary_markdown(summary),
+            key=SUMMARY_KEY,
+            description=f"Trust backfill {start_date} → {end_date}",
+        )
+    except Exception as err:  # the artifact is a view; never lose the summary over it
+        logger.warning("could not write the backfill summary artifact: %s", describe(err))
+    failed = summary.failed_days
+    if failed:
+        raise BackfillFailed(
+            f"{len(failed)} of {len(summary.days)} day(s) failed: "
+            + ", ".join(str(d.day) for d in failed),
+            summary,
+        )
+    return summary

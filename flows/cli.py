@@ -1,0 +1,235 @@
+"""Ad-hoc runs without a server: ``python -m flows.cli window|backfill ...``.
+
+    python -m flows.cli window --since 24h --tag TLM_eval_pipeline
+    python -m flows.cli window --start 2026-11-27T00:00Z --end 2026-11-28T00:00Z --tag X
+    python -m flows.cli backfill --start-date 2026-11-01 --end-date 2026-11-07 --tag X
+
+The flows run on Prefect's embedded (ephemeral) server, or on the server PREFECT_API_URL points
+at, so the runs, their logs and artifacts show in that server's UI. Credentials come from the
+environment (LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY, LANGFUSE_BASE_URL, CLEANLAB_TLM_API_KEY).
+
+Exit codes: 0 everything landed; 1 a run failed or some traces failed to score or upload;
+2 bad configuration or arguments (one line on stderr, nothing called).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from tasks.config import ConfigError, check_preset, load_langfuse, load_tlm, load_tuning
+from tasks.report import EvalReport, text_table
+from tasks.windows import aware, resolve_window
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90m``, ``24h``, ``7d``, ``1w``, ``3600s`` (or a bare number of seconds)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text.lower())
+    if not m or float(m.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 90m, 24h, 7d)")
+    return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2) or "s"])
+
+
+def parse_datetime(text: str) -> datetime:
+    """ISO 8601 with a timezone (``Z`` accepted); a bare date means 00:00 UTC."""
+    try:
+        value = datetime.fromisoformat(text.strip().replace("z", "Z").replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 date/time: {text!r}") from None
+    if value.tzinfo is None and len(text.strip()) == 10:
+        value = value.replace(tzinfo=UTC)
+    return value
+
+
+def parse_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m flows.cli",
+        description="Score Langfuse traces with Cleanlab TLM, ad hoc (no server needed).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--tag", dest="tags", action="append", required=True, help="trace tag (repeatable)"
+    )
+    common.add_argument("--score-name", default="trust_score")
+    common.add_argument("--quality-preset", default="medium", help="best, high or medium")
+    common.add_argument("--rescore", action="store_true", help="re-score scored traces")
+    common.add_argument("--max-traces", type=int, default=None, help="cap TLM items (per day)")
+    common.add_argument("--sample-rate", type=float, default=1.0, help="share of traces, (0, 1]")
+    common.add_argument("--dry-run", action="store_true", help="fetch and pair, call no TLM")
+    common.add_argument(
+        "--environment", action="append", default=None, help="Langfuse environment (repeatable)"
+    )
+    common.add_argument("--low-trust-threshold", type=float, default=0.5)
+    common.add_argument("--show", type=int, default=20, help="rows of the lowest-trust table")
+
+    win = sub.add_parser("window", parents=[common], help="evaluate one time window")
+    when = win.add_mutually_exclusive_group(required=True)
+    when.add_argument("--since", type=parse_duration, help="from this long ago, e.g. 24h")
+    when.add_argument("--start", type=parse_datetime, help="window start, ISO 8601")
+    win.add_argument("--end", type=parse_datetime, help="window end (default: now - settle lag)")
+
+    back = sub.add_parser("backfill", parents=[common], help="evaluate whole past UTC days")
+    back.add_argument("--start-date", type=parse_date, required=True, help="first day, UTC")
+    back.add_argument("--end-date", type=parse_date, required=True, help="last day (included)")
+    back.add_argument("--max-concurrency", type=int, default=4, help="days at a time")
+    return parser
+
+
+def flow_params(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "tags": args.tags,
+        "score_name": args.score_name,
+        "quality_preset": args.quality_preset,
+        "rescore": args.rescore,
+        "max_traces": args.max_traces,
+        "sample_rate": args.sample_rate,
+        "dry_run": args.dry_run,
+        "environment": args.environment,
+        "low_trust_threshold": args.low_trust_threshold,
+    }
+
+
+def preflight(params: dict[str, Any]) -> None:
+    """The flows' own configuration checks, before Prefect starts (a clean one-line error)."""
+    from flows.evaluate_traces import validate_params
+
+    validate_params(
+        params["tags"],
+        params["score_name"],
+        params["sample_rate"],
+        params["max_traces"],
+        params["low_trust_threshold"],
+    )
+    load_tuning()
+    load_langfuse()
+    if not params["dry_run"]:
+        check_preset(params["quality_preset"])
+        load_tlm()
+
+
+def cli_window(args: argparse.Namespace) -> tuple[datetime, datetime]:
+    """The window the arguments name; the default end keeps the settle lag (no waiting)."""
+    now = datetime.now(UTC)
+    end = args.end if args.end is not None else now - timedelta(seconds=load_tuning().settle_lag_s)
+    start = now - args.since if args.since is not None else args.start
+    if args.since is not None and args.end is not None:
+        raise ConfigError("give --since or --start/--end, not --since with --end")
+    start, end = aware(start, "--start"), aware(end, "--end")
+    return resolve_window(start, end, scheduled=now)
+
+
+def counts_line(report: EvalReport) -> str:
+    parts = [f"{k.replace('_', ' ')} {v}" for k, v in report.counts().items() if v]
+    mean = f", mean trust {report.mean_score:.3f}" if report.mean_score is not None else ""
+    low = f", {report.low_trust_count} below {report.low_trust_threshold}"
+    return f"fetched {report.fetched}: {', '.join(parts) or 'nothing to do'}{mean}{low}"
+
+
+def print_report(report: EvalReport, show: int, failed: str | None = None) -> None:
+    print(
+        f"\nWindow {report.window_start:%Y-%m-%d %H:%M} → {report.window_end:%Y-%m-%d %H:%M} "
+        f"UTC [{', '.join(report.tags)}]: {counts_line(report)}"
+    )
+    if report.dry_run:
+        print(f"Dry run: {report.would_score} trace(s) would be scored.")
+    for title, groups in (
+        ("failed to score", report.failed_to_score),
+        ("failed to upload", report.failed_to_upload),
+    ):
+        for reason, ids in groups.items():
+            print(f"  {title}: {len(ids)} ({reason}), e.g. {ids[0]}")
+    if show > 0 and report.lowest:
+        print("\nLeast trustworthy, lowest first:\n" + text_table(report, limit=show))
+    if failed:
+        print(f"\nFAILED: {failed}")
+    elif not report.ok:
+        print("\nCompleted with failures (see above).")
+
+
+def run_window(args: argparse.Namespace) -> int:
+    from flows.evaluate_traces import EvaluationFailed, evaluate_traces
+
+    params = flow_params(args)
+    preflight(params)
+    start, end = cli_window(args)
+    print(f"Evaluating {start.isoformat()} → {end.isoformat()} [{', '.join(args.tags)}]")
+    try:
+        report = evaluate_traces(window_start=start, window_end=end, **params)
+    except EvaluationFailed as err:
+        print_report(err.report, args.show, failed=str(err))
+        return EXIT_FAILED
+    print_report(report, args.show)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def run_backfill(args: argparse.Namespace) -> int:
+    from flows.backfill import BackfillFailed, BackfillSummary, backfill, day_range, text_summary
+
+    params = flow_params(args)
+    preflight(params)
+    if args.max_concurrency < 1:
+        raise ConfigError(f"--max-concurrency must be at least 1, got {args.max_concurrency}")
+    days = day_range(args.start_date, args.end_date)
+    print(f"Backfilling {len(days)} day(s), {args.start_date} → {args.end_date} (UTC)")
+    failed: str | None = None
+    summary: BackfillSummary
+    try:
+        summary = backfill(
+            start_date=args.start_date,
+            end_date=args.end_date,
+            max_concurrency=args.max_concurrency,
+            **params,
+        )
+    except BackfillFailed as err:
+        summary, failed = err.summary, str(err)
+    print("\n" + text_summary(summary))
+    reports = [d.report for d in summary.days if d.report is not None]
+    rows = sorted((row for r in reports for row in r.lowest), key=lambda row: row.score)
+    if args.show > 0 and rows:
+        merged = EvalReport(
+            window_start=days[0][0],
+            window_end=days[-1][1],
+            tags=summary.tags,
+            score_name=summary.score_name,
+            lowest=rows[: args.show],
+        )
+        print("\nLeast trustworthy over the range, lowest first:\n" + text_table(merged, args.show))
+    if failed:
+        print(f"\nFAILED: {failed}")
+    elif not summary.ok:
+        print("\nCompleted with failures (see above).")
+    return EXIT_OK if summary.ok else EXIT_FAILED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "window":
+            return run_window(args)
+        return run_backfill(args)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,269 @@
+"""The backfill flow and the per-window lock, on real Prefect, against the sandboxes over HTTP."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+
+import pytest
+from prefect import get_client
+from prefect.client.schemas.actions import VariableCreate
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterParentFlowRunId,
+)
+
+from flows.backfill import BackfillFailed, backfill, day_range, summary_markdown
+from flows.evaluate_traces import evaluate_traces
+from flows.window_lock import STALE_CHECK_S, ensure_limit, holder_variable, window_lock_name
+from sandbox.faults import Fault
+from sandbox.langfuse_app import LangfuseSandbox
+from sandbox.tlm_app import TLMSandbox
+from tasks.config import ConfigError
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+TAG = "TLM_eval_pipeline"
+FIRST = date(2026, 10, 1)
+
+
+def midnight(d: date) -> datetime:
+    return datetime(d.year, d.month, d.day, tzinfo=UTC)
+
+
+def seed_days(
+    lf: LangfuseSandbox, first: date, days: int, per_day: int, marker: str = ""
+) -> dict[date, list[str]]:
+    """``per_day`` tagged traces spread over each day, including one right at 00:00."""
+    out: dict[date, list[str]] = {}
+    for d in range(days):
+        day = first + timedelta(days=d)
+        out[day] = [
+            lf.store.add_trace(
+                name=f"{day} q{i}",
+                tags=(TAG,),
+                start_time=midnight(day) + i * timedelta(hours=23) / max(per_day - 1, 1),
+                input={"args": [f"{marker}Question {i} of {day}?"], "kwargs": {}},
+                output=f"Answer {i}.",
+                metadata={"system_prompt": "You are a trivia master."},
+            )
+            for i in range(per_day)
+        ]
+    return out
+
+
+def scored_ids(lf: LangfuseSandbox) -> list[str]:
+    return sorted(s.trace_id or "" for s in lf.store.all_scores())
+
+
+def children(parent_id: str) -> list[Any]:
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[UUID(parent_id)])
+            )
+        )
+
+
+def test_three_days_scored_once_then_rerun_adds_nothing(
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox
+) -> None:
+    lf = langfuse_sandbox
+    by_day = seed_days(lf, FIRST - timedelta(days=1), 5, 4)  # a day either side: out
+    inside = [
+        t for d, ids in by_day.items() if FIRST <= d <= FIRST + timedelta(days=2) for t in ids
+    ]
+
+    summary = backfill(FIRST, FIRST + timedelta(days=2), tags=[TAG], max_concurrency=3)
+
+    assert summary.ok and not summary.failed_days
+    assert [d.day for d in summary.days] == [FIRST + timedelta(days=i) for i in range(3)]
+    assert scored_ids(lf) == sorted(inside)  # each of those days' traces, once; no others
+    assert summary.total("uploaded") == summary.total("fetched") == 12
+    assert len(tlm.prompts) == 12
+    kids = children(summary.flow_run_id or "")
+    assert (
+        len(kids) == 3 and {k.flow_id for k in kids} and all(k.state.is_completed() for k in kids)
+    )
+
+    again = backfill(FIRST, FIRST + timedelta(days=2), tags=[TAG])
+    assert again.ok and again.total("uploaded") == 0 and again.total("already_scored") == 12
+    assert scored_ids(lf) == sorted(inside) and len(tlm.prompts) == 12
+    md = summary_markdown(again)
+    assert "| **total** | 3 ran, 0 failed | 12 | 0 | 12 |" in md
+
+
+def test_days_run_concurrently_bounded_and_show_as_children(
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox
+) -> None:
+    """TLM holds every call until two are in flight: only real concurrency gets through fast,
+    and the highest number in flight is the bound, never more."""
+    seed_days(langfuse_sandbox, FIRST, 4, 1)  # one TLM call per day
+    tlm.faults.set("tlm.score", Fault(hang=True, hang_seconds=15))
+    peak, done = [0], threading.Event()
+
+    def gate() -> None:
+        while not done.is_set():
+            n = tlm._rec.in_flight
+            peak[0] = max(peak[0], n)
+            if n >= 2:
+                time.sleep(0.3)  # a third call, if one were running, would show up now
+                peak[0] = max(peak[0], tlm._rec.in_flight)
+                tlm.faults.release_hangs()
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=gate, daemon=True)
+    watcher.start()
+    started = time.monotonic()
+    try:
+        summary = backfill(FIRST, FIRST + timedelta(days=3), tags=[TAG], max_concurrency=2)
+    finally:
+        done.set()
+        tlm.faults.release_hangs()
+    assert summary.ok and summary.total("uploaded") == 4
+    assert peak[0] == 2  # really concurrent, and never more than max_concurrency
+    assert time.monotonic() - started < 25  # no day waited out its 15 s hang
+    kids = children(summary.flow_run_id or "")
+    assert len(kids) == 4
+    assert all(k.parent_task_run_id is not None for k in kids)  # nested under the backfill run
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts()
+    summaries = [
+        a
+        for a in arts
+        if a.key == "trust-backfill-summary" and str(a.flow_run_id) == summary.flow_run_id
+    ]
+    assert len(summaries) == 1
+    assert "| 2026-10-04 | ok | 1 | 1 | 0 | 0 | 0 |" in str(summaries[0].data)
+
+
+def test_a_failed_day_is_reported_and_the_others_still_run(
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox
+) -> None:
+    lf = langfuse_sandbox
+    seed_days(lf, FIRST, 1, 3)
+    bad = seed_days(lf, FIRST + timedelta(days=1), 1, 3, marker="BADDAY ")
+    seed_days(lf, FIRST + timedelta(days=2), 1, 3)
+    tlm.fail_status = 422  # a fast, non-retried per-item failure
+    tlm.faults.set("tlm.score", Fault(fail_items={"BADDAY"}))
+
+    with pytest.raises(BackfillFailed, match="1 of 3 day") as exc:
+        backfill(FIRST, FIRST + timedelta(days=2), tags=[TAG])
+
+    summary = exc.value.summary
+    statuses = {d.day: d.status for d in summary.days}
+    assert statuses == {
+        FIRST: "ok",
+        FIRST + timedelta(days=1): "failed",
+        FIRST + timedelta(days=2): "ok",
+    }
+    failed = summary.failed_days[0]
+    assert failed.report is not None  # the partial report of the failed window run
+    assert failed.report.fetched == 3 and failed.failed_traces == 3
+    assert failed.error and "TLM scored none" in failed.error
+    assert len(lf.store.all_scores()) == 6
+    assert not set(scored_ids(lf)) & set(bad[FIRST + timedelta(days=1)])
+    md = summary_markdown(summary)
+    assert "FAILED (1 of 3 days)" in md and "## Failed days" in md
+
+
+def test_backfill_refuses_bad_configuration(
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ConfigError, match="end_date"):
+        backfill(FIRST, FIRST - timedelta(days=1), tags=[TAG])
+    with pytest.raises(ConfigError, match="not over yet"):
+        backfill(FIRST, datetime.now(UTC).date(), tags=[TAG])
+    with pytest.raises(ConfigError, match="max_concurrency"):
+        backfill(FIRST, FIRST, tags=[TAG], max_concurrency=0)
+    with pytest.raises(ConfigError, match="tags"):
+        backfill(FIRST, FIRST, tags=[])
+    monkeypatch.delenv("CLEANLAB_TLM_API_KEY")
+    with pytest.raises(ConfigError, match="CLEANLAB_TLM_API_KEY"):
+        backfill(FIRST, FIRST, tags=[TAG])
+    assert langfuse_sandbox.faults.requests == [] and tlm.prompts == []
+
+
+def test_day_range_is_inclusive_whole_utc_days() -> None:
+    days = day_range(date(2026, 2, 27), date(2026, 3, 1))
+    assert [s.date() for s, _ in days] == [date(2026, 2, 27), date(2026, 2, 28), date(2026, 3, 1)]
+    assert all(e - s == timedelta(days=1) and s.tzinfo is UTC for s, e in days)
+
+
+# --------------------------------------------------------------------------- the window lock
+
+
+def test_lock_name_is_deterministic_and_safe() -> None:
+    s, e = midnight(FIRST), midnight(FIRST) + timedelta(days=1)
+    name = window_lock_name(s, e, ["b/x", "a"], "trust_score")
+    assert name == window_lock_name(s, e, ["a", "b/x", "a"], "trust_score")
+    assert name != window_lock_name(s, e, ["a"], "trust_score")
+    assert name != window_lock_name(s, e, ["a", "b/x"], "other_score")
+    assert not set("/%&<>") & set(name)
+    assert name.startswith("trust-window 2026-10-01T00:00:00Z..2026-10-02T00:00:00Z ")
+
+
+def test_two_runs_of_one_window_do_not_race(
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox
+) -> None:
+    """Both runs start together; the second waits for the first, then finds all scored."""
+    ids = seed_days(langfuse_sandbox, FIRST, 1, 5)[FIRST]
+    tlm.faults.set("tlm.score", Fault(latency=0.5))
+    window: dict[str, Any] = {
+        "window_start": midnight(FIRST),
+        "window_end": midnight(FIRST) + timedelta(days=1),
+        "tags": [TAG],
+    }
+    reports: list[Any] = []
+    barrier = threading.Barrier(2)
+
+    def run() -> None:
+        barrier.wait()
+        reports.append(evaluate_traces(**window))
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+
+    assert sorted((r.uploaded, r.already_scored) for r in reports) == [(0, 5), (5, 0)]
+    assert len(tlm.prompts) == 5  # TLM paid once, not twice
+    assert scored_ids(langfuse_sandbox) == sorted(ids)
+    with get_client(sync_client=True) as client:
+        limit = client.read_global_concurrency_limit_by_name(
+            window_lock_name(window["window_start"], window["window_end"], [TAG], "trust_score")
+        )
+    assert limit.limit == 1 and limit.active_slots == 0  # created on demand, released
+
+
+def test_a_slot_left_by_a_dead_run_is_freed(
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox
+) -> None:
+    """The slot is counted but its lease is gone (the holder died, the server forgot the
+    lease): the next run of the window frees it after a few seconds instead of waiting
+    forever."""
+    ids = seed_days(langfuse_sandbox, FIRST, 1, 2)[FIRST]
+    s, e = midnight(FIRST), midnight(FIRST) + timedelta(days=1)
+    name = window_lock_name(s, e, [TAG], "trust_score")
+    with get_client(sync_client=True) as client:
+        ensure_limit(client, name)
+        client.increment_concurrency_slots([name], 1, "concurrency")  # a slot with no lease
+        client.create_variable(
+            VariableCreate(
+                name=holder_variable(name),
+                value={"lease_id": str(uuid4()), "flow_run_id": str(uuid4())},
+            )
+        )
+        assert client.read_global_concurrency_limit_by_name(name).active_slots == 1
+
+    began = time.monotonic()
+    report = evaluate_traces(window_start=s, window_end=e, tags=[TAG])
+    assert report.uploaded == 2 and scored_ids(langfuse_sandbox) == sorted(ids)
+    assert time.monotonic() - began < STALE_CHECK_S + 20
+    with get_client(sync_client=True) as client:
+        assert client.read_global_concurrency_limit_by_name(name).active_slots == 0
+        assert client.read_variable_by_name(holder_variable(name)) is None

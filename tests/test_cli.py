@@ -1,0 +1,192 @@
+"""``python -m flows.cli``: window and backfill runs, their output and exit codes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from flows.cli import main, parse_duration
+from sandbox.faults import Fault
+from sandbox.langfuse_app import LangfuseSandbox
+from sandbox.tlm_app import TLMSandbox
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+REPO = Path(__file__).resolve().parents[1]
+TAG = "TLM_eval_pipeline"
+DAY = date(2026, 9, 14)
+START = datetime(2026, 9, 14, tzinfo=UTC)
+
+
+def seed(lf: LangfuseSandbox, start: datetime, n: int, step: timedelta) -> list[str]:
+    return [
+        lf.store.add_trace(
+            name=f"q{i}",
+            tags=(TAG,),
+            start_time=start + i * step,
+            input={"args": [f"Question {i}?"], "kwargs": {}},
+            output=f"Answer {i}.",
+            metadata={"system_prompt": "You are a trivia master."},
+        )
+        for i in range(n)
+    ]
+
+
+def window_args(*extra: str) -> list[str]:
+    end = START + timedelta(days=1)
+    return ["window", "--start", START.isoformat(), "--end", end.isoformat(), "--tag", TAG, *extra]
+
+
+def test_window_explicit_ok_prints_the_ranked_table(
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = seed(langfuse_sandbox, START, 6, timedelta(hours=3))
+    seed(langfuse_sandbox, START + timedelta(days=1), 2, timedelta(hours=1))  # after: out
+
+    assert main(window_args("--show", "3")) == 0
+
+    assert sorted(s.trace_id or "" for s in langfuse_sandbox.store.all_scores()) == sorted(ids)
+    out = capsys.readouterr().out
+    assert "fetched 6: uploaded 6" in out
+    assert "Least trustworthy, lowest first:" in out
+    table = out.split("Least trustworthy, lowest first:\n", 1)[1].strip().splitlines()
+    assert table[0].split()[:2] == ["#", "score"] and len(table) == 4  # header + 3 rows
+    scores = [float(line.split()[1]) for line in table[1:]]
+    assert scores == sorted(scores)
+
+    assert main(window_args()) == 0  # a re-run: nothing new, still fine
+    assert "already scored 6" in capsys.readouterr().out
+
+
+def test_window_since_uses_the_recent_past(
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = datetime.now(UTC)
+    recent = seed(langfuse_sandbox, now - timedelta(hours=20), 4, timedelta(hours=4))
+    seed(langfuse_sandbox, now - timedelta(hours=30), 2, timedelta(hours=1))  # too old
+    assert main(["window", "--since", "24h", "--tag", TAG, "--show", "0"]) == 0
+    assert sorted(s.trace_id or "" for s in langfuse_sandbox.store.all_scores()) == sorted(recent)
+
+
+def test_window_pass_through_dry_run_and_caps(
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seed(langfuse_sandbox, START, 5, timedelta(hours=2))
+    assert main(window_args("--dry-run")) == 0
+    assert tlm.prompts == [] and langfuse_sandbox.store.all_scores() == []
+    assert "Dry run: 5 trace(s) would be scored." in capsys.readouterr().out
+    assert main(window_args("--max-traces", "2", "--score-name", "trust_cli")) == 0
+    scores = langfuse_sandbox.store.all_scores()
+    assert len(scores) == 2 and {s.name for s in scores} == {"trust_cli"}
+    assert main(window_args("--score-name", "trust_cli", "--quality-preset", "high")) == 0
+    assert len(langfuse_sandbox.store.all_scores()) == 5
+    assert tlm.calls[-1]["quality"] == "high"
+
+
+def test_window_refused_trace_exits_nonzero(
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = seed(langfuse_sandbox, START, 4, timedelta(hours=2))
+    langfuse_sandbox.faults.set("scores.create", Fault(reject_trace_ids={ids[1]}))
+    assert main(window_args()) == 1
+    out = capsys.readouterr().out
+    assert "failed to upload: 1" in out and ids[1] in out
+    assert "Completed with failures" in out
+
+
+def test_window_stage_failure_exits_nonzero(
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seed(langfuse_sandbox, START, 3, timedelta(hours=2))
+    tlm.fail_status = 422
+    tlm.faults.set("tlm.score", Fault(fail_items={"Question"}))
+    assert main(window_args()) == 1
+    assert "FAILED: TLM scored none of 3 items" in capsys.readouterr().out
+
+
+def test_config_errors_are_one_clean_line(
+    langfuse_sandbox: LangfuseSandbox,
+    tlm: TLMSandbox,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cases = [
+        (window_args("--quality-preset", "low"), "quality_preset='low'"),
+        (window_args("--sample-rate", "0"), "sample_rate"),
+        (["window", "--start", "2026-09-14T00:00", "--tag", TAG], "has no timezone"),
+        (
+            ["window", "--start", START.isoformat(), "--end", START.isoformat(), "--tag", TAG],
+            "must be after",
+        ),
+        (
+            ["backfill", "--start-date", "2026-09-14", "--end-date", "2026-09-13", "--tag", TAG],
+            "end_date",
+        ),
+    ]
+    for argv, needle in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and needle in err and err.count("\n") == 1, err
+    monkeypatch.delenv("CLEANLAB_TLM_API_KEY")
+    assert main(window_args()) == 2
+    err = capsys.readouterr().err
+    assert "CLEANLAB_TLM_API_KEY" in err and "Traceback" not in err
+    assert langfuse_sandbox.faults.requests == [] and tlm.prompts == []
+
+
+def test_backfill_ok_then_failed_day(
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lf = langfuse_sandbox
+    for d in range(3):
+        seed(lf, START + timedelta(days=d), 3, timedelta(hours=5))
+    argv = ["backfill", "--start-date", str(DAY), "--end-date", str(DAY + timedelta(days=2))]
+    argv += ["--tag", TAG, "--max-concurrency", "2"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert len(lf.store.all_scores()) == 9
+    assert "2026-09-15  ok" in out and "Least trustworthy over the range" in out
+
+    lf.faults.set("scores.create", Fault(status=500))  # every upload fails: every day fails
+    assert main([*argv, "--rescore"]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED: 3 of 3 day(s) failed" in out
+    assert "2026-09-14  failed" in out
+
+
+def test_parse_duration() -> None:
+    assert parse_duration("24h") == timedelta(hours=24)
+    assert parse_duration("90m") == timedelta(minutes=90)
+    assert parse_duration("2d") == timedelta(days=2)
+    assert parse_duration("30") == timedelta(seconds=30)
+
+
+def test_subprocess_exit_codes_and_usage() -> None:
+    """As a user runs it: a bad argument and missing credentials, no traceback either way."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LANGFUSE_", "CLEANLAB_"))}
+    cmd = [sys.executable, "-m", "flows.cli"]
+    bad = subprocess.run(
+        [*cmd, "window", "--since", "soon", "--tag", TAG],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2 and "not a duration" in bad.stderr
+    missing = subprocess.run(
+        [*cmd, "window", "--since", "24h", "--tag", TAG],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert missing.returncode == 2, missing.stderr
+    assert missing.stderr.startswith("error: Langfuse configuration: ")
+    assert "LANGFUSE_PUBLIC_KEY" in missing.stderr and "Traceback" not in missing.stderr
