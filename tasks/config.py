@@ -6,7 +6,7 @@ network call, with a message that names the variable to set.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -128,7 +128,8 @@ def load_tuning() -> Tuning:
 
 def check_preset(preset: str) -> None:
     if preset not in EXPLAINING_PRESETS:
+        known = preset in get_args(QualityPreset)
+        what = "cannot explain its scores" if known else "is not a TLM quality preset"
         raise ConfigError(
-            f"quality_preset={preset!r} cannot explain its scores; "
-            f"use one of {', '.join(EXPLAINING_PRESETS)}."
+            f"quality_preset={preset!r} {what}; use one of {', '.join(EXPLAINING_PRESETS)}."
         )

@@ -19,7 +19,7 @@ from prefect.logging import get_run_logger
 
 from tasks.config import LangfuseSettings, Tuning
 from tasks.models import GenerationRecord, TraceRecord, Window
-from tasks.pairs import first_value, parse_io
+from tasks.pairs import SkipError, first_value, parse_io
 from tasks.retry import retrying
 
 ROOT_FIELDS = "core,basic,io,metadata"
@@ -107,7 +107,10 @@ def window_has(
 
 def context_text(value: Any) -> str | None:
     """Retrieved documents as text: strings, or dicts carrying page_content/text/content."""
-    value = parse_io(value)
+    try:
+        value = parse_io(value)
+    except SkipError:
+        return None  # unreadable context is left out, not guessed
     if value is None:
         return None
     if isinstance(value, str):

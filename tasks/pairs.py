@@ -47,13 +47,15 @@ class SkipError(Exception):
         self.detail = detail
 
 
-def parse_io(raw: Any) -> Any:
+def parse_io(raw: Any, what: str = "input") -> Any:
     """Langfuse returns io as raw strings, usually JSON text. Non-JSON text is plain text."""
     if not isinstance(raw, str):
         return raw
     try:
         return json.loads(raw)
-    except (ValueError, RecursionError):
+    except RecursionError:
+        raise SkipError(f"unrecognised_{what}", f"{what} nested too deeply to read") from None
+    except ValueError:
         return raw
 
 
@@ -103,6 +105,31 @@ def is_chat(value: Any) -> bool:
     )
 
 
+def tool_calls(calls: Any, *, where: str) -> list[dict[str, Any]]:
+    """Function tool calls in the chat-completions shape, their arguments checked as JSON."""
+    out: list[dict[str, Any]] = []
+    for call in calls if isinstance(calls, list) else [calls]:
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise SkipError("bad_tool_call", f"{where} has a malformed tool call")
+        args = fn.get("arguments")
+        if isinstance(args, dict | list):
+            args = json.dumps(args)
+        if args:
+            try:
+                json.loads(args)
+            except ValueError:
+                raise SkipError("bad_tool_call", f"{where}: arguments are not JSON") from None
+        out.append(
+            {
+                "id": str(call.get("id") or f"call_{len(out)}"),
+                "type": "function",
+                "function": {"name": fn["name"], "arguments": args or ""},
+            }
+        )
+    return out
+
+
 def normalise_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Chat messages with text content, in the shape ``form_prompt_string`` reads."""
     out: list[dict[str, Any]] = []
@@ -113,31 +140,7 @@ def normalise_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "content": content_text(m.get("content"), where=f"{role} message {i}"),
         }
         if role == "assistant" and m.get("tool_calls"):
-            calls: list[dict[str, Any]] = []
-            for call in m["tool_calls"]:
-                fn = call.get("function") if isinstance(call, dict) else None
-                if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-                    raise SkipError(
-                        "bad_tool_call", f"assistant message {i} has a malformed tool call"
-                    )
-                args = fn.get("arguments")
-                if isinstance(args, dict | list):
-                    args = json.dumps(args)
-                if args:
-                    try:
-                        json.loads(args)
-                    except ValueError:
-                        raise SkipError(
-                            "bad_tool_call", f"assistant message {i}: arguments are not JSON"
-                        ) from None
-                calls.append(
-                    {
-                        "id": str(call.get("id") or f"call_{i}_{len(calls)}"),
-                        "type": "function",
-                        "function": {"name": fn["name"], "arguments": args or ""},
-                    }
-                )
-            msg["tool_calls"] = calls
+            msg["tool_calls"] = tool_calls(m["tool_calls"], where=f"assistant message {i}")
         elif role in ("tool", "function"):
             msg["role"] = "tool"
             msg["tool_call_id"] = str(m.get("tool_call_id") or m.get("name") or "tool")
@@ -273,12 +276,11 @@ def response_from_output(value: Any, depth: int = 0) -> str:
                     return response_from_output(first["text"], depth + 1)
             raise SkipError("unrecognised_output", "completion choice without message or text")
         if "role" in value or "tool_calls" in value:  # an assistant message
-            msg = {
-                "content": content_text(value.get("content"), where="output message"),
-                "tool_calls": value.get("tool_calls") or None,
+            msg: dict[str, Any] = {
+                "content": content_text(value.get("content"), where="output message")
             }
-            if msg["tool_calls"] is None:
-                del msg["tool_calls"]
+            if value.get("tool_calls"):
+                msg["tool_calls"] = tool_calls(value["tool_calls"], where="output message")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 text = form_response_string_chat_completions_api(msg)
@@ -332,7 +334,7 @@ def with_context(prompt: str, context: str) -> str:
 
 def _from_generation(gen: GenerationRecord) -> tuple[str, str]:
     prompt, _ = prompt_from_input(parse_io(gen.input), system_prompt=None)
-    return prompt, response_from_output(parse_io(gen.output))
+    return prompt, response_from_output(parse_io(gen.output, "output"))
 
 
 def build_pair(
@@ -348,7 +350,7 @@ def build_pair(
     else:
         system_prompt = system_prompt_of(trace.metadata, system_prompt_keys)
         prompt, source = prompt_from_input(parse_io(trace.input), system_prompt=system_prompt)
-        response = response_from_output(parse_io(trace.output))
+        response = response_from_output(parse_io(trace.output, "output"))
     if trace.context and trace.context.strip() not in prompt:
         prompt = with_context(prompt, trace.context)
     prompt, response = clean_text(prompt), clean_text(response)

@@ -273,8 +273,16 @@ def test_report_artifacts_escape_markup(langfuse_sandbox: LangfuseSandbox, tlm: 
     assert report.uploaded == 3
 
     async def artifacts() -> list[Any]:
+        from uuid import UUID
+
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+        assert report.flow_run_id is not None
+        run_filter = ArtifactFilterFlowRunId(any_=[UUID(report.flow_run_id)])
         async with get_client() as client:
-            return await client.read_artifacts()
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=run_filter)
+            )
 
     import asyncio
 
