@@ -9,7 +9,7 @@ UV := $(PYTHON) -m uv
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: setup demo test test-fast lint check sandbox prefect serve
+.PHONY: setup demo test test-fast lint check sandbox prefect serve bench
 
 setup:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv>=0.5"
@@ -39,3 +39,6 @@ prefect: setup  ## local Prefect server + process worker + prefect.yaml deployme
 
 serve: setup  ## the same deployments without a work pool (needs PREFECT_API_URL)
 	$(UV) run --locked python -m deployments.serve
+
+bench: setup  ## benchmarks: our flow vs the seed's approach vs the floor (BENCH_ARGS to narrow)
+	$(UV) run --locked python -m benchmarks.run $(BENCH_ARGS)

@@ -37,7 +37,7 @@ from tasks.config import (
     load_tuning,
 )
 from tasks.fetch import fetch_page_task, find_scored_task
-from tasks.models import Bucket, Outcome, TraceRecord, Window, outcome_for
+from tasks.models import Bucket, Outcome, Scored, TraceRecord, Window, outcome_for
 from tasks.pairs import build_pairs_task
 from tasks.report import EvalReport, Lowest, emit_run_events, lowest_table, summary_markdown
 from tasks.retry import StageError, describe
@@ -257,6 +257,10 @@ def evaluate_traces(
             run.review()
         except StageError as err:
             report.errors.append(str(err))
+            try:
+                run.send_held(0)  # scores kept back for a fuller POST still land (or are reported)
+            except StageError as held_err:
+                report.errors.append(str(held_err))
         finally:
             run.finish()
     logger.info(
@@ -311,6 +315,7 @@ class Run:
         self.config_ids: dict[str, str] = {}
         self.already: dict[str, float | None] = {}
         self.low: dict[str, tuple[float, str, str]] = {}  # key -> (score, object id, type)
+        self.held: list[Scored] = []  # scored, kept back to fill the next POST
         self.logger = get_run_logger()
 
     # --- helpers ---
@@ -426,6 +431,7 @@ class Run:
             if not cursor or r.capped:
                 break
             self.progress(oldest)
+        self.send_held(chunk)
 
     def process(self, records: list[TraceRecord], chunk: int) -> None:
         r, o = self.report, self.opts
@@ -451,30 +457,48 @@ class Run:
         r.tlm_requests += scored.tlm_requests
         self.record(scored.failed)
         if scored.scored:
-            label = None
-            if o.label_name:
-                label = LabelSpec(
-                    o.label_name, o.low_trust_threshold, o.untrustworthy_below,
-                    self.config_ids.get(o.label_name),
-                )  # fmt: skip
-            up = upload_task(
-                bulk(scored.scored), self.lf_cfg, o.score_name, self.metadata(), self.tuning,
-                chunk, self.config_ids.get(o.score_name), label,
-            )  # fmt: skip
-            r.langfuse_requests += up.requests
-            r.labels_failed += up.labels_failed
-            self.record(up.uploaded + up.failed)
-            if (
-                up.failed
-                and not up.uploaded
-                and any((x.reason or "").startswith("upload_error") for x in up.failed)
-            ):
-                raise StageError(
-                    f"writing scores failed for all {len(up.failed)} scores of chunk {chunk}: "
-                    f"{up.failed[0].reason}"
-                )
+            # a part-full last POST waits for the next chunk's scores (send_held sends the rest)
+            hold = self.tuning.fill_posts and not scored.fatal
+            self.upload(self.held + scored.scored, chunk, hold_partial=hold)
         if scored.fatal:
             raise StageError(scored.fatal)
+
+    def upload(self, items: list[Scored], chunk: int, hold_partial: bool) -> None:
+        r, o = self.report, self.opts
+        self.held = []
+        label = None
+        if o.label_name:
+            label = LabelSpec(
+                o.label_name, o.low_trust_threshold, o.untrustworthy_below,
+                self.config_ids.get(o.label_name),
+            )  # fmt: skip
+        try:
+            up = upload_task(
+                bulk(items), self.lf_cfg, o.score_name, self.metadata(), self.tuning, chunk,
+                self.config_ids.get(o.score_name), label, hold_partial,
+            )  # fmt: skip
+        except Exception as err:  # never lose track of a scored trace
+            reason = f"upload_error: {describe(err)}"
+            self.record([outcome_for(s.pair, Bucket.FAILED_TO_UPLOAD, reason) for s in items])
+            raise StageError(f"writing scores failed in chunk {chunk}: {describe(err)}") from err
+        self.held = up.held
+        r.langfuse_requests += up.requests
+        r.labels_failed += up.labels_failed
+        self.record(up.uploaded + up.failed)
+        if (
+            up.failed
+            and not up.uploaded
+            and any((x.reason or "").startswith("upload_error") for x in up.failed)
+        ):
+            raise StageError(
+                f"writing scores failed for all {len(up.failed)} scores of chunk {chunk}: "
+                f"{up.failed[0].reason}"
+            )
+
+    def send_held(self, chunk: int) -> None:
+        """Send the scores kept back for a fuller POST (failures are recorded by upload)."""
+        if self.held:
+            self.upload(self.held, chunk, hold_partial=False)
 
     def review(self) -> None:
         """Queue the low-trust units for human review, once."""

@@ -74,6 +74,9 @@ class Tuning(BaseSettings):
     tlm_timeout_s: Annotated[float, Field(gt=0)] = 120.0  # per TLM item
     max_prompt_chars: Annotated[int, Field(ge=100)] = 250_000  # ~70k tokens: skip too_large
     upload_batch_bytes: Annotated[int, Field(ge=10_000, le=1_000_000)] = 900_000
+    # keep a chunk's part-full last POST back to fill it with the next chunk's scores: about
+    # one POST per MB for the window (false: every chunk's scores are written at once)
+    fill_posts: bool = True
     settle_lag_s: Annotated[float, Field(ge=0)] = 600.0  # traces younger than this may run on
     # a trace's GENERATIONs start within this long after its root (looked up per page)
     trace_max_duration_s: Annotated[float, Field(ge=0)] = 3600.0

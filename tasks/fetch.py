@@ -105,6 +105,48 @@ def window_has(
     return bool(resp.data)
 
 
+def probe_children(
+    api: LangfuseAPI,
+    window: Window,
+    *,
+    tuning: Tuning,
+    environment: Sequence[str] | None = None,
+    logger: Any,
+) -> tuple[dict[str, bool], int]:
+    """Which CHILD_KINDS the window's traces hold, and the requests it took.
+
+    One request lists the types of up to 1000 non-root observations: a window with fewer
+    (the seed's shape has none) is settled by it; otherwise the kinds not seen yet are asked
+    for one by one.
+    """
+    resp = retrying(
+        tuning,
+        logger,
+        "looking for child observations (GET v2/observations)",
+        lambda: api.observations.get_many(
+            fields="core",
+            limit=1000,
+            is_root_observation=False,
+            from_start_time=window.start,
+            to_start_time=window.end + timedelta(seconds=tuning.trace_max_duration_s),
+            environment=list(environment) if environment else None,
+            filter=tag_filter(window.tags),
+            request_options=NO_RETRY,
+        ),
+    )
+    seen = {str(o.type) for o in resp.data}
+    kinds = {k: k in seen for k in CHILD_KINDS}
+    requests = 1
+    if getattr(resp.meta, "cursor", None):
+        for kind, present in kinds.items():
+            if not present:
+                kinds[kind] = window_has(
+                    api, window, kind, tuning=tuning, environment=environment, logger=logger
+                )
+                requests += 1
+    return kinds, requests
+
+
 def context_text(value: Any) -> str | None:
     """Retrieved documents as text: strings, or dicts carrying page_content/text/content."""
     try:
@@ -315,11 +357,10 @@ def fetch_page_task(
     api = make_api(cfg)
     page = fetch_page(api, window, cursor, tuning=tuning, environment=environment, logger=logger)
     if kinds is None and page.records:
-        kinds = {
-            k: window_has(api, window, k, tuning=tuning, environment=environment, logger=logger)
-            for k in CHILD_KINDS
-        }
-        page.requests += len(kinds)
+        kinds, n = probe_children(
+            api, window, tuning=tuning, environment=environment, logger=logger
+        )
+        page.requests += n
         page.kinds = kinds
     for kind, present in (kinds or {}).items():
         if present:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from langfuse.api import LangfuseAPI
@@ -91,21 +91,31 @@ def score_body(
     return body
 
 
-def pack(bodies: list[dict[str, Any]], max_bytes: int) -> list[list[dict[str, Any]]]:
-    """Split score bodies into batches whose JSON list stays under ``max_bytes``."""
+def pack(
+    groups: list[list[dict[str, Any]]], max_bytes: int
+) -> tuple[list[list[dict[str, Any]]], list[int]]:
+    """Batches of score bodies whose JSON list stays under ``max_bytes``.
+
+    ``groups`` are the bodies of one unit (its score and its label), kept in one batch. Also
+    returns, per batch, how many groups it holds.
+    """
     batches: list[list[dict[str, Any]]] = []
+    counts: list[int] = []
     current: list[dict[str, Any]] = []
-    size = 2
-    for body in bodies:
-        n = len(json.dumps(body, ensure_ascii=False, default=str).encode()) + 1
+    size, n_groups = 2, 0
+    for group in groups:
+        n = sum(len(json.dumps(b, ensure_ascii=False, default=str).encode()) + 1 for b in group)
         if current and size + n > max_bytes:
             batches.append(current)
-            current, size = [], 2
-        current.append(body)
+            counts.append(n_groups)
+            current, size, n_groups = [], 2, 0
+        current.extend(group)
         size += n
+        n_groups += 1
     if current:
         batches.append(current)
-    return batches
+        counts.append(n_groups)
+    return batches, counts
 
 
 def _key(body: dict[str, Any]) -> str:
@@ -120,6 +130,7 @@ class UploadResult:
     failed: list[Outcome]
     requests: int
     labels_failed: int = 0
+    held: list[Scored] = field(default_factory=list)  # the last, part-full batch, kept back
 
 
 class _Uploader:
@@ -171,16 +182,27 @@ def upload_scores(
     logger: Any,
     config_id: str | None = None,
     label: LabelSpec | None = None,
+    hold_partial: bool = False,
 ) -> UploadResult:
+    """POST the scores of ``items`` in batches under the body limit, each verdict confirmed.
+
+    ``hold_partial`` keeps the last, part-full batch back (returned as ``held``) so that the
+    next chunk's scores can fill it: a full window then costs about one POST per megabyte.
+    """
     by_key = {s.pair.key: s for s in items}
-    bodies = [
-        score_body(s, score_name=score_name, metadata=metadata, config_id=config_id) for s in items
+    groups = [
+        [score_body(s, score_name=score_name, metadata=metadata, config_id=config_id)]
+        + ([label_body(s, label, metadata)] if label is not None else [])
+        for s in items
     ]
-    if label is not None:  # next to its trust score, in the same POSTs
-        bodies += [label_body(s, label, metadata) for s in items]
+    batches, counts = pack(groups, tuning.upload_batch_bytes)
+    held: list[Scored] = []
+    if hold_partial and batches:
+        batches.pop()
+        held = items[len(items) - counts[-1] :]
     uploader = _Uploader(api, tuning, logger)
     verdicts: dict[str, str | None] = {}
-    for batch in pack(bodies, tuning.upload_batch_bytes):
+    for batch in batches:
         verdicts |= uploader.send(batch)
     uploaded: list[Outcome] = []
     failed: list[Outcome] = []
@@ -201,7 +223,7 @@ def upload_scores(
             answer=preview(s.pair.response),
         )
         (uploaded if reason is None else failed).append(outcome)
-    return UploadResult(uploaded, failed, uploader.requests, labels_failed)
+    return UploadResult(uploaded, failed, uploader.requests, labels_failed, held)
 
 
 @task(name="upload-scores", task_run_name="upload chunk {chunk_no}", cache_policy=NO_CACHE)
@@ -214,6 +236,7 @@ def upload_task(
     chunk_no: int,
     config_id: str | None = None,
     label: LabelSpec | None = None,
+    hold_partial: bool = False,
 ) -> UploadResult:
     logger = get_run_logger()
     result = upload_scores(
@@ -225,12 +248,14 @@ def upload_task(
         logger=logger,
         config_id=config_id,
         label=label,
+        hold_partial=hold_partial,
     )
     logger.info(
-        "chunk %d: %d scores landed, %d refused or lost (%d POSTs)",
+        "chunk %d: %d scores landed, %d refused or lost (%d POSTs), %d kept for the next POST",
         chunk_no,
         len(result.uploaded),
         len(result.failed),
         result.requests,
+        len(result.held),
     )
     return result

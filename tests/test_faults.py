@@ -234,13 +234,14 @@ def test_read_transient_5xx_recovers(langfuse_sandbox: LangfuseSandbox, tlm: TLM
 def test_read_persistent_5xx_fails_loudly_with_what_landed(
     langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Page 1 is read, scored and uploaded; page 2 never answers: the run fails, and says so."""
+    """Page 1 is read and scored; page 2 never answers: the run fails, and says so, after
+    sending page 1's scores (kept back to fill a POST) anyway."""
     monkeypatch.setenv("TRUST_EVAL_PAGE_SIZE", "5")
     lf = langfuse_sandbox
     seeded = seed(lf, 12)
-    # the outage starts once chunk 1's scores were written
+    # the outage starts after page 1 and the child-observation probe were read
     lf.faults.set(
-        "observations", FailWhen(status=500, when=lambda f: lf.faults.count("scores.create") > 0)
+        "observations", FailWhen(status=500, when=lambda f: lf.faults.count("observations") >= 2)
     )
     r = run()
     assert_failed_loudly(r, mentions="reading traces failed on page 2")
@@ -349,6 +350,7 @@ def test_write_persistent_5xx_fails_loudly_with_what_landed(
 ) -> None:
     """Chunk 1 lands; every write of chunk 2 fails: the run fails and names what did not land."""
     monkeypatch.setenv("TRUST_EVAL_PAGE_SIZE", "5")
+    monkeypatch.setenv("TRUST_EVAL_FILL_POSTS", "false")  # each chunk writes its own POST
     lf = langfuse_sandbox
     seeded = seed(lf, 12)
     lf.faults.set("scores.create", FailWhen(status=500, when=lambda f: f.calls >= 2))

@@ -73,8 +73,8 @@ def test_window_and_tags_across_pages_one_score_each(
     assert all(len(v) == 1 for v in landed.values())
     assert report.fetched == report.uploaded == len(expected)
     assert report.accounted() == report.fetched
-    # 32 traces, 7 a page: 5 pages, plus two probes that find no generations or retrievers
-    assert lf.faults.count("observations") == 5 + 2
+    # 32 traces, 7 a page: 5 pages, plus one probe that finds no child observations
+    assert lf.faults.count("observations") == 5 + 1
     for trace_id, (score,) in landed.items():
         trace = lf.store.trace(trace_id)
         assert trace is not None
@@ -345,6 +345,20 @@ def test_prompt_comes_from_the_generation_the_integration_recorded(
             sent[f"System: You are a trivia master.\n\nUser: {question}\n\nAssistant:"]
             == (TRIVIA[question])
         )
-    # 3 pages of 4 traces: two probes (generations: yes, retrievers: no), then per page one
-    # root query and one generation query
-    assert lf.faults.count("observations") == 2 + 3 + 3
+    # 3 pages of 4 traces: one probe (its 12 children are all generations), then per page one
+    # root query and one generation query: constant per page, not one per trace
+    assert lf.faults.count("observations") == 1 + 3 + 3
+
+
+def test_scores_of_several_chunks_share_a_post(
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRUST_EVAL_PAGE_SIZE", "4")
+    monkeypatch.setenv("TRUST_EVAL_UPLOAD_BATCH_BYTES", "10000")  # ~13 scores a POST
+    lf = langfuse_sandbox
+    seed(lf, 30)
+    report = evaluate_traces(**W, tags=[TAG], score_config=False)
+    assert report.uploaded == 30 and len(lf.store.all_scores()) == 30
+    posts = [r for r in lf.faults.requests if r.endpoint == "scores.create"]
+    # 8 chunks of at most 4, but POSTs filled to the batch size: 3, not 8
+    assert len(posts) == 3 and all(p.body_bytes <= 10_000 for p in posts)

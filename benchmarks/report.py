@@ -1,0 +1,233 @@
+"""Targets and the markdown table of a benchmark run (pure functions of the run's JSON)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+CONTENDER_LABELS = {"flow": "our flow", "floor": "floor", "seed": "seed's approach"}
+
+# the issue's targets (floors, not ceilings)
+MAX_LF_REQUESTS_PER_1K = 3.0
+MAX_WALL_RATIO_VS_FLOOR_10K = 1.25
+MAX_RSS_RATIO_100K_VS_10K = 1.5
+MAX_RSS_100K_MB = 500.0
+MAX_TASK_RUNS_PER_1K = 10.0
+MIN_SPEEDUP_VS_SEED_HOBBY = 10.0
+MIN_PER_1K_SIZE = 1000
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _find(runs: list[dict[str, Any]], **match: Any) -> dict[str, Any] | None:
+    for r in runs:
+        if all(r.get(k) == v for k, v in match.items()):
+            return r
+    return None
+
+
+def scenario_label(run: dict[str, Any]) -> str:
+    rl = run.get("rate_limit")
+    if not rl:
+        return "no limit"
+    scale = rl["scale"]
+    return f"Hobby {rl['limit']}/{_fmt(float(rl['window_s']), 0)} s" + (
+        f" (time ×1/{_fmt(scale)})" if scale != 1 else " (real time)"
+    )
+
+
+def best_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One run per (scenario, contender): the fastest successful repetition.
+
+    On a shared machine the wall time of a run is the work plus whatever else ran meanwhile;
+    the fastest of several interleaved repetitions is the closest to the work alone. Each
+    chosen run carries ``reps`` and ``work_s_all`` (every repetition's wall time).
+    """
+    groups: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
+    for r in runs:
+        key = (r["contender"], r["size"], repr(r.get("rate_limit")))
+        groups.setdefault(key, []).append(r)
+    out = []
+    for group in groups.values():
+        ok = [r for r in group if not r.get("error") and r.get("work_s") is not None]
+        best = min(ok, key=lambda r: r["work_s"]) if ok else group[0]
+        walls = [r.get("work_s") for r in group]
+        out.append(best | {"reps": len(group), "work_s_all": walls})
+    return out
+
+
+def _failed(*runs: dict[str, Any] | None) -> str | None:
+    for r in runs:
+        if r is not None and r.get("error"):
+            return f"{CONTENDER_LABELS.get(r['contender'], r['contender'])} run failed"
+    return None
+
+
+def evaluate_targets(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each target: what was measured, against what, met or not.
+
+    A target whose runs failed is "not measured" (``met`` None), never met.
+    """
+    out = [
+        t if not (why := _failed(*t.pop("_runs"))) else t | {"measured": why, "met": None}
+        for t in _targets(best_runs(runs))
+    ]
+    return out
+
+
+def _targets(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    # per-1k targets: windows of 1,000 traces or more (a smaller window is all fixed cost)
+    open_flow = [
+        r
+        for r in runs
+        if r["contender"] == "flow" and not r.get("rate_limit") and r["size"] >= MIN_PER_1K_SIZE
+    ]
+
+    for r in open_flow:
+        v = r["langfuse"]["per_1k"]
+        out.append(
+            {
+                "target": f"Langfuse requests per 1k traces ≤ {MAX_LF_REQUESTS_PER_1K:g}",
+                "where": f"{r['size']:,} traces",
+                "measured": f"{v:.2f}",
+                "met": v <= MAX_LF_REQUESTS_PER_1K,
+                "_runs": [r],
+            }
+        )
+    flow10, floor10 = (
+        _find(runs, contender=c, size=10_000, rate_limit=None) for c in ("flow", "floor")
+    )
+    if flow10 and floor10 and flow10.get("work_s") and floor10.get("work_s"):
+        ratio = flow10["work_s"] / floor10["work_s"]
+        cpu = ""
+        if flow10.get("work_cpu_s") and floor10.get("work_cpu_s"):
+            cpu = (
+                f"; CPU {flow10['work_cpu_s'] / floor10['work_cpu_s']:.2f}× "
+                f"({flow10['work_cpu_s']:.1f} s vs {floor10['work_cpu_s']:.1f} s)"
+            )
+        out.append(
+            {
+                "target": f"wall time ≤ {MAX_WALL_RATIO_VS_FLOOR_10K:g}× the floor's",
+                "where": "10,000 traces",
+                "measured": f"{ratio:.2f}× ({flow10['work_s']:.1f} s vs "
+                f"{floor10['work_s']:.1f} s){cpu}",
+                "met": ratio <= MAX_WALL_RATIO_VS_FLOOR_10K,
+                "_runs": [flow10, floor10],
+            }
+        )
+    flow100 = _find(runs, contender="flow", size=100_000, rate_limit=None)
+    if flow100 and flow10 and flow100.get("peak_rss_mb") and flow10.get("peak_rss_mb"):
+        ratio = flow100["peak_rss_mb"] / flow10["peak_rss_mb"]
+        out.append(
+            {
+                "target": f"peak RSS 100k ≤ {MAX_RSS_RATIO_100K_VS_10K:g}× the 10k window's",
+                "where": "100,000 vs 10,000 traces",
+                "measured": f"{ratio:.2f}× ({flow100['peak_rss_mb']:.0f} vs "
+                f"{flow10['peak_rss_mb']:.0f} MB)",
+                "met": ratio <= MAX_RSS_RATIO_100K_VS_10K,
+                "_runs": [flow100, flow10],
+            }
+        )
+    if flow100 and flow100.get("peak_rss_mb"):
+        out.append(
+            {
+                "target": f"peak RSS < {MAX_RSS_100K_MB:g} MB",
+                "where": "100,000 traces",
+                "measured": f"{flow100['peak_rss_mb']:.0f} MB",
+                "met": flow100["peak_rss_mb"] < MAX_RSS_100K_MB,
+                "_runs": [flow100],
+            }
+        )
+    for r in open_flow:
+        v = r.get("prefect_task_runs_per_1k")
+        if v is None:
+            continue
+        out.append(
+            {
+                "target": f"Prefect task runs ≤ {MAX_TASK_RUNS_PER_1K:g} per 1k traces",
+                "where": f"{r['size']:,} traces",
+                "measured": f"{v:.2f}",
+                "met": v <= MAX_TASK_RUNS_PER_1K,
+                "_runs": [r],
+            }
+        )
+    for r in runs:
+        if r["contender"] != "flow" or not r.get("rate_limit"):
+            continue
+        seed = _find(runs, contender="seed", size=r["size"], rate_limit=r["rate_limit"])
+        if not seed or not seed.get("work_s") or not r.get("work_s"):
+            continue
+        speedup = seed["work_s"] / r["work_s"]
+        s = seed["scores"]
+        out.append(
+            {
+                "target": f"≥ {MIN_SPEEDUP_VS_SEED_HOBBY:g}× faster than the seed's approach",
+                "where": f"{r['size']:,} traces, {scenario_label(r)}",
+                "measured": f"{speedup:.1f}× ({r['work_s']:.1f} s vs {seed['work_s']:.1f} s); "
+                f"seed landed {s['landed']:,}/{s['intended']:,}, ours "
+                f"{r['scores']['landed']:,}/{r['scores']['intended']:,}",
+                "met": speedup >= MIN_SPEEDUP_VS_SEED_HOBBY,
+                "_runs": [r, seed],
+            }
+        )
+    return out
+
+
+def markdown(result: dict[str, Any]) -> str:
+    meta = result["meta"]
+    runs = best_runs(result["runs"])
+    load = meta.get("load_1m")
+    lines = [
+        f"Run {meta['started']} · {meta['duration_s'] / 60:.1f} min · {meta['cpus']} CPUs · "
+        f"TLM sandbox latency {meta['tlm_latency_s'] * 1000:.0f} ms/item · "
+        f"commit {meta.get('git_commit') or '?'}{' (dirty tree)' if meta.get('git_dirty') else ''}"
+        f"{' · QUICK' if meta.get('quick') else ''}"
+        + (f" · load (1 min) at start {load:.1f}" if load is not None else ""),
+        "",
+        "| scenario | traces | contender | wall s | CPU s | process s | LF requests | LF req/1k "
+        "| LF 429s | TLM requests | peak RSS MB | Prefect task runs (/1k) "
+        "| scores landed / intended | duplicates | notes |",
+        "|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+    ]
+    for r in runs:
+        lf = r["langfuse"]
+        s = r["scores"]
+        tasks = r.get("prefect_task_runs")
+        tasks_txt = f"{tasks:,} ({r['prefect_task_runs_per_1k']:.1f})" if tasks is not None else "–"
+        label = CONTENDER_LABELS.get(r["contender"], r["contender"])
+        notes = []
+        if r.get("error"):
+            notes.append(f"FAILED: {r['error'][:120]}")
+        if r.get("reps", 1) > 1:
+            walls = ", ".join(_fmt(w) for w in r["work_s_all"])
+            notes.append(f"best of {r['reps']} ({walls} s)")
+        if r.get("aux_peak_rss_mb"):
+            notes.append(f"Prefect server {r['aux_peak_rss_mb']:.0f} MB")
+        if r.get("load_1m_before") is not None:
+            notes.append(f"load {r['load_1m_before']:.1f}→{r.get('load_1m_after', 0):.1f}")
+        lines.append(
+            f"| {scenario_label(r)} | {r['size']:,} | {label} "
+            f"| {_fmt(r.get('work_s'))} | {_fmt(r.get('work_cpu_s'))} "
+            f"| {_fmt(r.get('process_s'))} | {lf['total']:,} "
+            f"| {lf['per_1k']:.2f} | {lf['status_429']:,} | {r['tlm_requests']:,} "
+            f"| {_fmt(r.get('peak_rss_mb'), 0)} | {tasks_txt} "
+            f"| {s['landed']:,} / {s['intended']:,} | {s['duplicates']:,} | {'; '.join(notes)} |"
+        )
+    targets = result.get("targets") or []
+    if targets:
+        lines += ["", "| target | where | measured | met |", "|---|---|---|---|"]
+        for t in targets:
+            met = {True: "✅ met", False: "❌ missed"}.get(t["met"], "– not measured")
+            lines.append(f"| {t['target']} | {t['where']} | {t['measured']} | {met} |")
+    skipped = meta.get("skipped") or []
+    if skipped:
+        lines += ["", "Not run: " + "; ".join(skipped) + "."]
+    return "\n".join(lines) + "\n"

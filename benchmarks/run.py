@@ -1,0 +1,447 @@
+"""The benchmark harness: ``uv run python -m benchmarks.run [--sizes 1000,10000,100000] [--quick]``.
+
+For every workload and contender: a FRESH Langfuse sandbox store seeded with the same traces
+(:mod:`benchmarks.workload`), the TLM sandbox with a fixed per-item latency, and the contender in
+a fresh child process (:mod:`benchmarks.contender_flow`, ``_seed``, ``_floor``). The sandboxes
+live in this process: their memory is not the contender's. Figures come from the sandboxes'
+request logs and stores (requests, scores landed) and from the child (timings, peak RSS).
+
+Writes ``benchmarks/results/run-<UTC stamp>.json`` and ``.md``; a full run (not ``--quick``)
+also replaces the table in ``benchmarks/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from benchmarks import report, workload
+from sandbox.faults import Fault
+from sandbox.langfuse_app import LangfuseSandbox, LangfuseStore
+from sandbox.tlm_app import TLMSandbox
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / "results"
+README = Path(__file__).resolve().parent / "README.md"
+README_BEGIN = "<!-- bench:begin -->"
+README_END = "<!-- bench:end -->"
+CONTENDERS = ("flow", "floor", "seed")
+CACHE = Path(tempfile.gettempdir()) / "langfuse-tlm-evals-bench"  # Prefect home template, .pyc
+HOBBY_PER_MINUTE = 30  # Langfuse Cloud Hobby tier, general API (PROTOCOLS.md)
+_ENV_DROPPED = ("PREFECT_", "LANGFUSE_", "CLEANLAB_", "TRUST_EVAL_", "OTEL_")
+_PROXIES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    size: int
+    scale: float | None = None  # None: no rate limit; else Hobby limit with time ×1/scale
+
+    @property
+    def rate_limit(self) -> dict[str, Any] | None:
+        if self.scale is None:
+            return None
+        return {"limit": HOBBY_PER_MINUTE, "window_s": 60.0 / self.scale, "scale": self.scale}
+
+
+def parse_sizes(text: str) -> list[int]:
+    return [int(s.replace("_", "")) for s in text.split(",") if s.strip()]
+
+
+def parse_hobby(text: str) -> list[Scenario]:
+    """``"1000@1,10000@10"``: 1,000 traces at real time, 10,000 with time scaled ×1/10."""
+    out = []
+    for item in text.split(","):
+        if item.strip():
+            size, _, scale = item.partition("@")
+            out.append(Scenario(int(size.replace("_", "")), float(scale or 1)))
+    return out
+
+
+def child_env_base() -> dict[str, str]:
+    """This environment minus anything that could point a contender elsewhere."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(_ENV_DROPPED) and k not in _PROXIES
+    }
+    # Bytecode caches, kept out of the tree and the venv: without them every fresh interpreter
+    # recompiles Prefect from source (tens of seconds on a small machine). Start-up only:
+    # the timed part of a contender starts after its imports.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.update(
+        {
+            "PYTHONPYCACHEPREFIX": str(CACHE / "pycache"),
+            "NO_PROXY": "127.0.0.1,localhost",
+            "PYTHONPATH": str(ROOT),
+            "PYTHONUNBUFFERED": "1",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+            "DO_NOT_TRACK": "1",
+        }
+    )
+    return env
+
+
+def child_env(lf: LangfuseSandbox, tlm: TLMSandbox, prefect_home: Path) -> dict[str, str]:
+    env = child_env_base()
+    env.update(lf.env() | tlm.env())
+    env.update(
+        {
+            "PREFECT_HOME": str(prefect_home),
+            # the home is a copy of the migrated template (prefect_template)
+            "PREFECT_SERVER_DATABASE_MIGRATE_ON_START": "false",
+            "TRUST_EVAL_SETTLE_LAG_S": "0",  # the window is long past anyway
+        }
+    )
+    return env
+
+
+def prefect_template(base_env: dict[str, str]) -> Path:
+    """A PREFECT_HOME whose database is migrated and whose block types are registered.
+
+    A fresh Prefect home costs the first server start 30 s or more (migrations, block
+    registration); every flow run gets a COPY of this template instead, which is the state of a
+    freshly started server. Built once per Prefect version, under the system temp directory.
+    """
+    from prefect import __version__ as prefect_version
+
+    final = CACHE / f"prefect-{prefect_version}"
+    if (final / "READY").exists():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(prefix="prefect-home-", dir=final.parent))
+    print(f"preparing a migrated Prefect home ({final}), once…", flush=True)
+    env = base_env | {"PREFECT_HOME": str(build)}
+    code = (
+        "from prefect.client.orchestration import get_client\n"
+        "with get_client(sync_client=True) as c:\n"
+        "    c.hello()\n"
+    )
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True)
+    (build / "READY").write_text(prefect_version)
+    try:
+        build.rename(final)
+    except OSError:  # another harness built it meanwhile
+        shutil.rmtree(build, ignore_errors=True)
+    return final
+
+
+def _wait(proc: subprocess.Popen[bytes], timeout_s: float) -> tuple[int, float, float]:
+    """Reap the child: (exit code, peak RSS MB, CPU s), both including reaped descendants."""
+    timer = threading.Timer(timeout_s, lambda: _kill(proc.pid))
+    timer.start()
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    finally:
+        timer.cancel()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def run_one(
+    contender: str,
+    scenario: Scenario,
+    tlm: TLMSandbox,
+    *,
+    tlm_latency: float,
+    timeout_s: float,
+    log_dir: Path,
+    prefect_home: Path | None,
+    profile_dir: Path | None = None,
+) -> dict[str, Any]:
+    size = scenario.size
+    print(f"  {contender:<5} {size:>7,} traces: seeding…", end="", flush=True)
+    store = LangfuseStore()
+    intended = workload.seed_store(store, size)
+    work = Path(tempfile.mkdtemp(prefix=f"bench-{contender}-"))
+    result: dict[str, Any] = {
+        "contender": contender,
+        "size": size,
+        "rate_limit": scenario.rate_limit,
+    }
+    try:
+        with LangfuseSandbox(store=store) as lf:
+            rl = scenario.rate_limit
+            if rl is not None:
+                lf.set_rate_limit(per_minute=rl["limit"], window_s=rl["window_s"])
+            tlm.reset()
+            tlm.faults.set("tlm.score", Fault(latency=tlm_latency))
+            spec = work / "spec.json"
+            out = work / "out.json"
+            spec.write_text(
+                json.dumps(
+                    {
+                        "window_start": workload.WINDOW_START.isoformat(),
+                        "window_end": workload.WINDOW_END.isoformat(),
+                        "tag": workload.TAG,
+                        "score_name": workload.SCORE_NAME,
+                        "system_prompt_key": "system_prompt",
+                    }
+                )
+            )
+            home = work / "prefect-home"
+            if prefect_home is not None and contender == "flow":
+                shutil.copytree(prefect_home, home)
+            log_path = log_dir / f"{contender}-{size}{'-hobby' if rl else ''}-{work.name[-8:]}.log"
+            print(" running…", end="", flush=True)
+            result["load_1m_before"] = round(os.getloadavg()[0], 2)
+            own0 = resource.getrusage(resource.RUSAGE_SELF)
+            t0 = time.perf_counter()
+            with log_path.open("wb") as log:
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    f"benchmarks.contender_{contender}",
+                    str(spec),
+                    str(out),
+                ]
+                if profile_dir is not None:  # needs pyinstrument: uv run --with pyinstrument …
+                    prof = profile_dir / f"{log_path.stem}.txt"
+                    cmd[1:1] = ["-m", "pyinstrument", "-r", "text", "--show-all", "-o", str(prof)]
+                proc = subprocess.Popen(
+                    cmd,
+                    cwd=ROOT,
+                    env=child_env(lf, tlm, home),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # its own process group: a timeout kills it all
+                )
+                code, tree_rss, tree_cpu = _wait(proc, timeout_s)
+            result["process_s"] = round(time.perf_counter() - t0, 3)
+            own1 = resource.getrusage(resource.RUSAGE_SELF)
+            # the harness's CPU while the child ran: mostly the two sandbox servers' work
+            result["sandbox_cpu_s"] = round(
+                own1.ru_utime - own0.ru_utime + own1.ru_stime - own0.ru_stime, 3
+            )
+            result["process_cpu_s"] = round(tree_cpu, 3)
+            result["load_1m_after"] = round(os.getloadavg()[0], 2)
+            result["exit_code"] = code
+            result["peak_rss_tree_mb"] = round(tree_rss, 1)
+            figures: dict[str, Any] = {}
+            if out.exists():
+                figures = json.loads(out.read_text())
+            else:
+                figures["error"] = f"no result (exit code {code}); see {log_path.name}"
+            result.update({k: v for k, v in figures.items() if k not in ("pid", "traceback")})
+            if figures.get("traceback"):
+                result["traceback_tail"] = figures["traceback"][-1500:]
+            reqs = list(lf.faults.requests)
+            by_endpoint = Counter(r.endpoint for r in reqs)
+            result["langfuse"] = {
+                "total": len(reqs),
+                "per_1k": round(len(reqs) * 1000 / size, 3),
+                "by_endpoint": dict(sorted(by_endpoint.items())),
+                "status_429": sum(1 for r in reqs if r.status == 429),
+                "errors": sum(1 for r in reqs if r.status >= 400 and r.status != 429),
+                "bytes_sent": sum(r.body_bytes for r in reqs),
+            }
+            result["tlm_requests"] = tlm.faults.count("tlm.score")
+            scores = [s for s in store.all_scores() if s.name == workload.SCORE_NAME]
+            traced = {s.trace_id for s in scores}
+            result["scores"] = {
+                "intended": len(intended),
+                "rows": len(scores),
+                "landed": len(traced & intended),
+                "stray": len(traced - intended),
+                "duplicates": len(scores) - len(traced),
+            }
+            runs = result.get("prefect_task_runs")
+            result["prefect_task_runs_per_1k"] = (
+                round(runs * 1000 / size, 3) if isinstance(runs, int) else None
+            )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        del store
+        tlm.reset()
+        gc.collect()
+    s = result["scores"]
+    print(
+        f" {result.get('work_s') or float('nan'):7.1f} s, {result['langfuse']['total']:,} LF req, "
+        f"{result.get('peak_rss_mb') or 0:.0f} MB, landed {s['landed']:,}/{s['intended']:,}"
+        + (f"  ERROR {result['error']}" if result.get("error") else ""),
+        flush=True,
+    )
+    return result
+
+
+def _git() -> tuple[str | None, bool]:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--", "flows", "tasks", "sandbox"],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+        )
+        return commit or None, dirty
+    except OSError:
+        return None, False
+
+
+def update_readme(table: str, path: Path = README) -> None:
+    if not path.exists():
+        return
+    text = path.read_text()
+    start, end = text.find(README_BEGIN), text.find(README_END)
+    if start < 0 or end < start:
+        return
+    path.write_text(text[: start + len(README_BEGIN)] + "\n" + table + text[end:])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run", description=(__doc__ or "").splitlines()[0]
+    )
+    parser.add_argument("--sizes", help="window sizes (default 1000,10000,100000; quick: 200)")
+    parser.add_argument(
+        "--hobby",
+        help="Hobby-tier runs as SIZE@SCALE, comma separated: 30 requests per 60/SCALE s "
+        "(default 1000@1,10000@10; quick: none; '' for none)",
+    )
+    parser.add_argument("--contenders", default=",".join(CONTENDERS))
+    parser.add_argument(
+        "--seed-max",
+        type=int,
+        default=10_000,
+        help="largest window the seed's approach runs on (default 10000: at 100k it is slow)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=2,
+        help="repetitions (interleaved) of each unlimited scenario up to --repeat-max-size "
+        "traces; the table keeps the fastest (default 2; quick: 1)",
+    )
+    parser.add_argument("--repeat-max-size", type=int, default=10_000)
+    parser.add_argument("--tlm-latency", type=float, default=0.05, help="s per TLM item")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="s per contender run")
+    parser.add_argument("--quick", action="store_true", help="a tiny smoke run (200 traces)")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="profile each contender with pyinstrument into DIR "
+        "(uv run --with pyinstrument python -m benchmarks.run --profile DIR …)",
+    )
+    parser.add_argument(
+        "--readme",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="replace the table in benchmarks/README.md (default: on for full runs)",
+    )
+    args = parser.parse_args(argv)
+
+    sizes = parse_sizes(args.sizes or ("200" if args.quick else "1000,10000,100000"))
+    hobby_text = args.hobby if args.hobby is not None else ("" if args.quick else "1000@1,10000@10")
+    contenders = [c for c in args.contenders.split(",") if c]
+    unknown = set(contenders) - set(CONTENDERS)
+    if unknown:
+        parser.error(f"unknown contenders {sorted(unknown)}")
+    scenarios = [Scenario(n) for n in sizes] + parse_hobby(hobby_text)
+    write_readme = args.readme if args.readme is not None else not args.quick
+    repeat = 1 if args.quick else max(args.repeat, 1)
+
+    started = datetime.now(UTC)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ") + ("-quick" if args.quick else "")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    log_dir = Path(tempfile.mkdtemp(prefix="bench-logs-"))
+    commit, dirty = _git()
+    meta: dict[str, Any] = {
+        "started": started.isoformat(timespec="seconds"),
+        "argv": sys.argv[1:] if argv is None else argv,
+        "quick": args.quick,
+        "tlm_latency_s": args.tlm_latency,
+        "repeat": repeat,
+        "seed_max": args.seed_max,
+        "cpus": os.cpu_count(),
+        "load_1m": round(os.getloadavg()[0], 2),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": {
+            p: version(p) for p in ("prefect", "langfuse", "cleanlab-tlm", "langfuse-tlm-evals")
+        },
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "workload": {
+            "shape": "@observe root span, system prompt in trace metadata, no generations",
+            "question_chars": workload.QUESTION_CHARS,
+            "answer_chars": workload.ANSWER_CHARS,
+            "noise_share": workload.NOISE_SHARE,
+        },
+        "skipped": [],
+        "logs": str(log_dir),
+    }
+    runs: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    with TLMSandbox() as tlm:
+        template: Path | None = None
+        if "flow" in contenders:
+            template = prefect_template(child_env_base())
+        for sc in scenarios:
+            label = "no rate limit" if sc.scale is None else f"Hobby limit, time ×1/{sc.scale:g}"
+            print(f"{sc.size:,} traces, {label}", flush=True)
+            reps = repeat if sc.scale is None and sc.size <= args.repeat_max_size else 1
+            for rep in range(reps):
+                for contender in contenders:
+                    if contender == "seed" and sc.size > args.seed_max:
+                        if rep == 0:
+                            meta["skipped"].append(
+                                f"seed's approach at {sc.size:,} traces "
+                                f"(--seed-max {args.seed_max:,})"
+                            )
+                        continue
+                    run = run_one(
+                        contender,
+                        sc,
+                        tlm,
+                        tlm_latency=args.tlm_latency,
+                        timeout_s=args.timeout,
+                        log_dir=log_dir,
+                        prefect_home=template,
+                        profile_dir=args.profile,
+                    )
+                    runs.append(run | {"rep": rep})
+    meta["duration_s"] = round(time.perf_counter() - t0, 1)
+    result = {"meta": meta, "runs": runs, "targets": report.evaluate_targets(runs)}
+    table = report.markdown(result)
+    json_path = args.out_dir / f"run-{stamp}.json"
+    json_path.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    (args.out_dir / f"run-{stamp}.md").write_text(f"# Benchmark run {stamp}\n\n{table}")
+    if write_readme:
+        update_readme(table)
+    print("\n" + table)
+    print(f"results: {json_path}  (child logs: {log_dir})")
+    return 0 if all(r.get("scores") for r in runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

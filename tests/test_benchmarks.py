@@ -1,0 +1,109 @@
+"""Smoke test of the benchmark harness: a tiny window, our flow and the floor.
+
+Checks the result file's structure and that every intended score landed exactly once; never
+timings (those are compared within one benchmark run, not asserted in tests).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import report
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE = 200
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def test_quick_run_writes_results_and_lands_every_score(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.run",
+            "--quick",
+            "--sizes",
+            str(SIZE),
+            "--contenders",
+            "flow,floor",
+            "--out-dir",
+            str(tmp_path),
+            "--no-readme",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=230,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    [json_path] = tmp_path.glob("run-*-quick.json")
+    [md_path] = tmp_path.glob("run-*-quick.md")
+    result = json.loads(json_path.read_text())
+    assert set(result) == {"meta", "runs", "targets"}
+    assert result["meta"]["quick"] is True
+    assert {r["contender"] for r in result["runs"]} == {"flow", "floor"}
+    for run in result["runs"]:
+        assert run["size"] == SIZE
+        assert run["rate_limit"] is None
+        assert run.get("error") is None, run.get("traceback_tail")
+        assert run["scores"] == {
+            "intended": SIZE,
+            "rows": SIZE,
+            "landed": SIZE,
+            "stray": 0,
+            "duplicates": 0,
+        }
+        assert run["langfuse"]["total"] >= 2  # at least one page read, one score POST
+        assert run["langfuse"]["by_endpoint"]["scores.create"] >= 1
+        assert run["langfuse"]["status_429"] == 0
+        assert run["tlm_requests"] >= SIZE
+        assert isinstance(run["work_s"], float) and run["work_s"] > 0
+        assert run["peak_rss_mb"] > 0
+    [flow] = [r for r in result["runs"] if r["contender"] == "flow"]
+    assert flow["fetched"] == SIZE
+    assert flow["scored"] == SIZE
+    assert flow["prefect_task_runs"] >= 4  # at least fetch, pair, score, upload
+    assert flow["prefect_task_runs_per_1k"] == pytest.approx(flow["prefect_task_runs"] * 5)
+    table = md_path.read_text()
+    assert "| our flow |" in table and "| floor |" in table
+
+
+def _run(contender: str, size: int, **over: object) -> dict[str, object]:
+    run: dict[str, object] = {
+        "contender": contender,
+        "size": size,
+        "rate_limit": None,
+        "work_s": 10.0,
+        "peak_rss_mb": 300.0,
+        "langfuse": {"per_1k": 2.0},
+        "prefect_task_runs_per_1k": 4.0,
+        "scores": {"landed": size, "intended": size},
+    }
+    run.update(over)
+    return run
+
+
+def test_targets_are_computed_against_the_same_run() -> None:
+    hobby = {"limit": 30, "window_s": 60.0, "scale": 1.0}
+    runs = [
+        _run("flow", 10_000, work_s=12.0),
+        _run("floor", 10_000, work_s=10.0),
+        _run("flow", 100_000, peak_rss_mb=600.0),
+        _run("flow", 1_000, rate_limit=hobby, work_s=3.0),
+        _run("seed", 1_000, rate_limit=hobby, work_s=60.0, scores={"landed": 400, "intended": 999}),
+        _run("flow", 200, langfuse={"per_1k": 20.0}),  # too small for per-1k targets
+    ]
+    met = {(t["target"].split(" ")[0], t["where"]): t["met"] for t in report.evaluate_targets(runs)}
+    assert met[("wall", "10,000 traces")] is True  # 1.2x
+    assert met[("peak", "100,000 vs 10,000 traces")] is False  # 2x
+    assert met[("peak", "100,000 traces")] is False  # 600 MB
+    assert met[("≥", "1,000 traces, Hobby 30/60 s (real time)")] is True  # 20x
+    assert not any("200 traces" in where for _, where in met)
+    failed = report.evaluate_targets([_run("flow", 1_000, error="boom")])
+    assert [t["met"] for t in failed] == [None, None]
