@@ -8,6 +8,7 @@ memory stays bounded and a crash loses at most one chunk of work; re-running the
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from contextlib import nullcontext  # issue 4: no lock for dry runs
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ from tasks.upload import LabelSpec, upload_task
 from tasks.windows import resolve_window
 
 T = TypeVar("T")
+CONFIG_NAME = re.compile(r"[A-Za-z0-9_ .()\-]{1,35}")  # Langfuse's rule for score config names
 DEFAULT_MODEL = "gpt-4.1-mini"  # TLM's default model (we do not override it)
 
 
@@ -163,6 +165,15 @@ def validate_options(tags: list[str] | None, o: Options) -> list[str]:
         raise ConfigError(f"review_lowest_n must be at least 1, got {o.review_lowest_n}")
     if o.review_queue is not None and not o.review_queue.strip():
         raise ConfigError("review_queue must be a queue name (or unset)")
+    config_names = [o.score_name] if o.score_config else []
+    config_names += [o.label_name] if o.label_name else []
+    for name in config_names:
+        if not CONFIG_NAME.fullmatch(name):
+            raise ConfigError(
+                f"{name!r} cannot name a Langfuse score config (at most 35 letters, digits, "
+                "spaces, _ . ( ) -): shorten score_name, or set score_config=false and "
+                "label_score=false"
+            )
     return list(dict.fromkeys(tags))
 
 
