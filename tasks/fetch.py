@@ -73,6 +73,26 @@ def _to_record(obs: Any) -> TraceRecord:
 CHILD_KINDS = ("GENERATION", "RETRIEVER")  # observations a pair may need besides the root
 
 
+def child_query(
+    api: LangfuseAPI,
+    window: Window,
+    environment: Sequence[str] | None,
+    *,
+    start: datetime,
+    end: datetime,
+    **params: Any,
+) -> Any:
+    """GET v2/observations over [start, end) for the window's tags and environments."""
+    return api.observations.get_many(
+        from_start_time=start,
+        to_start_time=end,
+        environment=list(environment) if environment else None,
+        filter=tag_filter(window.tags),
+        request_options=NO_RETRY,
+        **params,
+    )
+
+
 def window_has(
     api: LangfuseAPI,
     window: Window,
@@ -91,15 +111,15 @@ def window_has(
         tuning,
         logger,
         f"looking for {kind} observations (GET v2/observations)",
-        lambda: api.observations.get_many(
+        lambda: child_query(
+            api,
+            window,
+            environment,
+            start=window.start,
+            end=window.end + timedelta(seconds=tuning.trace_max_duration_s),
             fields="core",
             limit=1,
             type=kind,
-            from_start_time=window.start,
-            to_start_time=window.end + timedelta(seconds=tuning.trace_max_duration_s),
-            environment=list(environment) if environment else None,
-            filter=tag_filter(window.tags),
-            request_options=NO_RETRY,
         ),
     )
     return bool(resp.data)
@@ -123,15 +143,15 @@ def probe_children(
         tuning,
         logger,
         "looking for child observations (GET v2/observations)",
-        lambda: api.observations.get_many(
+        lambda: child_query(
+            api,
+            window,
+            environment,
+            start=window.start,
+            end=window.end + timedelta(seconds=tuning.trace_max_duration_s),
             fields="core",
             limit=1000,
             is_root_observation=False,
-            from_start_time=window.start,
-            to_start_time=window.end + timedelta(seconds=tuning.trace_max_duration_s),
-            environment=list(environment) if environment else None,
-            filter=tag_filter(window.tags),
-            request_options=NO_RETRY,
         ),
     )
     seen = {str(o.type) for o in resp.data}
@@ -198,16 +218,16 @@ def attach_children(
         requests += 1
 
         def call(page_cursor: str | None = cursor) -> Any:
-            return api.observations.get_many(
+            return child_query(
+                api,
+                window,
+                environment,
+                start=lo,
+                end=hi,
                 fields=CHILD_FIELDS,
                 limit=1000,
                 cursor=page_cursor,
                 type=kind,
-                from_start_time=lo,
-                to_start_time=hi,
-                environment=list(environment) if environment else None,
-                filter=tag_filter(window.tags),
-                request_options=NO_RETRY,
             )
 
         resp = retrying(tuning, logger, f"reading {kind} observations (GET v2/observations)", call)

@@ -125,7 +125,6 @@ class QueueResult:
     queue_id: str
     added: int
     already_queued: int
-    requests: int
 
 
 def enqueue(
@@ -220,4 +219,4 @@ def review_task(
         api, queue_id, objects, check_existing=check_existing, tuning=tuning, logger=logger
     )
     logger.info("review queue %r: %d added, %d already queued", queue_name, added, there)
-    return QueueResult(queue_id, added, there, 0)
+    return QueueResult(queue_id, added, there)
