@@ -1,18 +1,18 @@
 """The window flow: fetch a window's tagged traces, score them with TLM, write the scores back.
 
-Chunk by chunk (one page of up to 1000 traces at a time): fetch -> pair -> score -> upload, so
-memory stays bounded and a crash loses at most one chunk of work; re-running the window is safe
-(scores upsert by deterministic id) and cheap (traces already scored are not sent to TLM).
+Chunk by chunk (one page of up to 1000 traces): fetch -> pair -> score -> upload, so memory stays
+bounded and a crash loses at most the chunk at TLM. Re-running a window is safe (scores upsert by
+deterministic id) and cheap (units already scored, or recorded as written, skip TLM).
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 import time
-from contextlib import nullcontext  # issue 4: no lock for dry runs
+from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TypeVar, cast
 
@@ -26,7 +26,7 @@ from prefect.artifacts import (
 from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
 
-from flows.window_lock import window_lock  # issue 4: per-window concurrency limit
+from flows.window_lock import window_lock
 from tasks.config import (
     ConfigError,
     LangfuseSettings,
@@ -37,14 +37,17 @@ from tasks.config import (
     load_tlm,
     load_tuning,
 )
-from tasks.fetch import fetch_page_task, find_scored_task
-from tasks.models import Bucket, Outcome, Scored, TraceRecord, Window, outcome_for
+from tasks.fetch import Page, fetch_page_task, find_scored_task
+from tasks.langfuse_api import Calls, CursorGuard, Server, read_server, scores_by_id
+from tasks.ledger import Ledger, days_of
+from tasks.models import Bucket, Outcome, Scored, TraceRecord, Window, outcome_for, score_id
 from tasks.pairs import build_pairs_task
 from tasks.report import EvalReport, Lowest, emit_run_events, lowest_table, summary_markdown
 from tasks.retry import StageError, describe
 from tasks.review import ensure_configs_task, review_task
 from tasks.score import score_task
-from tasks.upload import LabelSpec, upload_task
+from tasks.select import Known, select, split_resends
+from tasks.upload import LabelSpec, ScoreSpec, upload_task
 from tasks.windows import resolve_window
 
 T = TypeVar("T")
@@ -70,14 +73,6 @@ def project_version() -> str:
 def bulk(value: T) -> T:
     """A big task input that Prefect passes through without walking it (``quote``)."""
     return cast(T, quote(value))
-
-
-def sampled(trace_id: str, rate: float) -> bool:
-    """Deterministic sampling: a trace is in or out the same way on every run."""
-    if rate >= 1.0:
-        return True
-    digest = hashlib.sha256(trace_id.encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < rate
 
 
 def scheduled_time() -> datetime:
@@ -260,18 +255,14 @@ def evaluate_traces(
         flow_run_id=str(flow_run.id) if flow_run.id else None,
     )
     run = Run(report, window, lf_cfg, tlm_cfg, tuning, opts)
-    # Issue 4: one run per window at a time, so two runs of the same window never both pay TLM
-    # for the same traces (the second waits, then finds them scored). See flows/window_lock.py.
+    # one run per window at a time: a second run waits, then finds the units scored
     with nullcontext() if dry_run else window_lock(start, end, tags, score_name):
         try:
             run.go()
             run.review()
-        except StageError as err:
-            report.errors.append(str(err))
-            try:
-                run.send_held(0)  # scores kept back for a fuller POST still land (or are reported)
-            except StageError as held_err:
-                report.errors.append(str(held_err))
+        except Exception as err:  # whatever failed, the report of what landed comes back
+            known_kind = isinstance(err, StageError | ConfigError)
+            report.errors.append(str(err) if known_kind else f"unexpected {describe(err)}")
         finally:
             run.finish()
     logger.info(
@@ -283,25 +274,6 @@ def evaluate_traces(
     if report.errors:
         raise EvaluationFailed("; ".join(report.errors), report)
     return report
-
-
-def expand_generations(rec: TraceRecord) -> list[TraceRecord]:
-    """Observation scope: one unit per GENERATION of the trace (its own io, the trace's context)."""
-    return [
-        TraceRecord(
-            trace_id=rec.trace_id,
-            observation_id=g.observation_id,
-            start_time=g.start_time,
-            name=rec.name,
-            input=g.input,
-            output=g.output,
-            metadata=None,
-            environment=rec.environment,
-            context=rec.context,
-            score_observation=g.observation_id,
-        )
-        for g in rec.generations
-    ]
 
 
 class Run:
@@ -324,9 +296,16 @@ class Run:
         self.selected = 0  # units sent (or, in a dry run, that would be sent) to TLM
         self.progress_id: Any = None
         self.config_ids: dict[str, str] = {}
-        self.already: dict[str, float | None] = {}
+        self.server = Server(None, batch_scores=True)
+        self.known = Known(read_lag_s=tuning.score_read_lag_s, now=time.time())
+        self.ledger: Ledger | None = None
+        self.values: dict[str, float | None] = {}  # already-scored units: their value
         self.low: dict[str, tuple[float, str, str]] = {}  # key -> (score, object id, type)
-        self.held: list[Scored] = []  # scored, kept back to fill the next POST
+        self.accepted: dict[str, tuple[str, date]] = {}  # key -> (score id, day) it wrote
+        self.failed_chunks = 0  # chunks in a row in which TLM scored nothing
+        self.scored_any: bool | None = None  # None: TLM not asked yet
+        self.ledger_writes = 0
+        self.run_id = str(flow_run.id) if flow_run.id else "local"
         self.logger = get_run_logger()
 
     # --- helpers ---
@@ -334,14 +313,14 @@ class Run:
         thr = self.opts.low_trust_threshold
         for o in outcomes:
             self.report.add(o)
+            value = o.score if o.bucket is Bucket.UPLOADED else None
             if o.bucket is Bucket.UPLOADED:
                 self.lowest.offer(o)
-                if o.score is not None and o.score < thr:
-                    self.low[o.key] = (o.score, *self.review_object(o.trace_id, o.observation_id))
             elif o.bucket is Bucket.ALREADY_SCORED:
-                value = self.already.get(o.key)
-                if value is not None and value < thr:
-                    self.low[o.key] = (value, *self.review_object(o.trace_id, o.observation_id))
+                value = self.values.get(o.key)
+                self.report.add_existing(value)
+            if value is not None and value < thr:
+                self.low[o.key] = (value, *self.review_object(o.trace_id, o.observation_id))
 
     @staticmethod
     def review_object(trace_id: str, observation_id: str | None) -> tuple[str, str]:
@@ -381,75 +360,121 @@ class Run:
 
     # --- the loop ---
     def go(self) -> None:
-        r, o = self.report, self.opts
         self.progress(self.window.end)
+        self.prepare()
+        for chunk, page in enumerate(self.pages(), start=1):
+            sel = select(
+                [rec for rec in page.records if self.first_sight(rec)],
+                known=self.known,
+                observations=self.opts.observations,
+                rescore=self.opts.rescore,
+                sample_rate=self.opts.sample_rate,
+            )
+            self.report.fetched += sel.units
+            self.values |= sel.values
+            self.record(sel.outcomes)
+            if sel.todo:
+                self.process(sel.todo, chunk)
+            if self.report.capped:
+                break
+            self.progress(min((rec.start_time for rec in page.records), default=None))
+        r = self.report
+        if r.tlm_requests and self.scored_any is False:
+            reasons = sorted(r.failed_to_score, key=lambda k: -len(r.failed_to_score[k]))
+            raise StageError(
+                f"TLM scored none of {r.tlm_requests} items: {reasons[0] if reasons else '?'}"
+            )
+
+    def first_sight(self, rec: TraceRecord) -> bool:
+        """A row repeated across pages is counted once."""
+        if rec.trace_id in self.seen:
+            return False
+        self.seen.add(rec.trace_id)
+        return True
+
+    def prepare(self) -> None:
+        """Before any TLM call: the write path, the score configs, what is already scored."""
+        r, o = self.report, self.opts
+        calls = Calls(self.lf_cfg, self.tuning, self.logger)
+        try:
+            self.server = read_server(self.lf_cfg, self.tuning, calls)
+        finally:
+            r.langfuse_requests += calls.requests
+        r.langfuse_server = self.server.label
+        self.logger.info(
+            "%s at %s: %s", self.server.label, self.lf_cfg.base_url,
+            "list score POSTs" if self.server.batch_scores else "one score per POST",
+        )  # fmt: skip
         if not o.dry_run and (o.score_config or o.label_score):
             try:
-                self.config_ids = ensure_configs_task(
+                self.config_ids, n = ensure_configs_task(
                     self.lf_cfg, o.score_name if o.score_config else None, o.label_name,
                     self.tuning,
                 )  # fmt: skip
             except Exception as err:
                 raise StageError(f"ensuring the score configs failed: {describe(err)}") from err
-        if not o.rescore or o.review_queue:  # a re-run's review needs the existing values
-            lookup_end = self.window.end
-            if o.observations:
-                lookup_end += timedelta(seconds=self.tuning.trace_max_duration_s)
+            r.langfuse_requests += n
+        if o.rescore and not o.review_queue:
+            return  # a re-run's review needs the existing values
+        try:
+            self.ledger = Ledger.of(self.lf_cfg, self.tuning, o.score_name)
+            lookup_end = self.window.end + timedelta(
+                seconds=self.tuning.trace_max_duration_s if o.observations else 0
+            )
+            self.known.ledger = self.ledger.read(days_of(self.window.start, lookup_end))
+        except Exception as err:  # without it a re-run within the read lag may pay again
+            self.logger.warning("could not read the score ledger: %s", describe(err))
+            r.warnings.append(f"score ledger unavailable: {describe(err)}")
+            self.ledger = None
+        if self.server.batch_scores:  # the server keeps our timestamps: one range look-up
             try:
-                self.already, n = find_scored_task(
+                self.known.in_langfuse, n = find_scored_task(
                     self.lf_cfg, o.score_name, self.window.start, lookup_end, self.tuning,
                     o.observations,
                 )  # fmt: skip
             except Exception as err:
                 raise StageError(f"reading existing scores failed: {describe(err)}") from err
             r.langfuse_requests += n
-        skip_scored = set() if o.rescore else set(self.already)
+
+    def pages(self) -> Iterator[Page]:
+        r, o = self.report, self.opts
+        guard = CursorGuard("reading traces")
         cursor: str | None = None
-        chunk = 0
-        kinds: dict[str, bool] | None = None  # which child observations exist: first page asks
+        kinds: dict[str, Any] | None = None  # how child observations are found: page 1 asks
+        page_no = 0
+        lookup = o.score_name if not self.server.batch_scores and not o.rescore else None
         while True:
-            chunk += 1
+            page_no += 1
             try:
                 page = fetch_page_task(
-                    self.lf_cfg, self.window, cursor, chunk, self.tuning, o.environment, kinds
-                )
+                    self.lf_cfg, self.window, cursor, page_no, self.tuning, self.server,
+                    o.environment, kinds, lookup, o.observations,
+                )  # fmt: skip
+            except ConfigError:
+                raise
             except Exception as err:
-                raise StageError(f"reading traces failed on page {chunk}: {describe(err)}") from err
-            kinds = page.kinds if page.kinds is not None else kinds
+                raise StageError(
+                    f"reading traces failed on page {page_no}: {describe(err)}"
+                ) from err
             r.langfuse_requests += page.requests
+            kinds = page.kinds if page.kinds is not None else kinds
+            if kinds:
+                r.generations_by_trace_id = kinds.get("GENERATION") == "trace_ids"
             self.project_id = self.project_id or page.project_id
-            todo = []
-            for rec in page.records:
-                if rec.trace_id in self.seen:
-                    continue  # a row repeated across pages: counted once
-                self.seen.add(rec.trace_id)
-                units = expand_generations(rec) if o.observations else [rec]
-                if not units:
-                    r.fetched += 1
-                    self.record([outcome_for(rec, Bucket.SKIPPED, "no_generation")])
-                for unit in units:
-                    r.fetched += 1
-                    if unit.key in skip_scored:
-                        self.record([outcome_for(unit, Bucket.ALREADY_SCORED)])
-                    elif not sampled(unit.key, o.sample_rate):
-                        self.record([outcome_for(unit, Bucket.SKIPPED, "not_sampled")])
-                    else:
-                        todo.append(unit)
-            if todo:
-                self.process(todo, chunk)
-            oldest = min((rec.start_time for rec in page.records), default=None)
-            cursor = page.cursor
-            if not cursor or r.capped:
-                break
-            self.progress(oldest)
-        self.send_held(chunk)
+            if page.scored:
+                self.known.in_langfuse |= page.scored
+            yield page
+            cursor = guard.next(page.cursor, page.rows)
+            if cursor is None:
+                return
 
     def process(self, records: list[TraceRecord], chunk: int) -> None:
         r, o = self.report, self.opts
         # quote(): big inputs are not walked by Prefect's parameter introspection (~15% of CPU)
         paired = build_pairs_task(bulk(records), self.tuning, chunk)
         self.record(paired.skipped)
-        pairs = paired.pairs
+        r.count_sources(p.source for p in paired.pairs)
+        again, pairs = split_resends(paired.pairs, self.known, o.rescore)
         if o.max_traces is not None:
             room = max(o.max_traces - self.selected, 0)
             if len(pairs) > room:
@@ -459,57 +484,129 @@ class Run:
                 self.record([outcome_for(p, Bucket.SKIPPED, "over_max_traces") for p in over])
         self.selected += len(pairs)
         if o.dry_run:
-            r.would_score += len(pairs)
+            r.would_score += len(pairs) + len(again)
+            r.would_score_chars += sum(len(p.prompt) + len(p.response) for p in pairs)
             return
-        if not pairs:
-            return
-        assert self.tlm_cfg is not None
-        scored = score_task(bulk(pairs), self.tlm_cfg, o.quality_preset, self.tuning, chunk)
-        r.tlm_requests += scored.tlm_requests
-        self.record(scored.failed)
-        if scored.scored:
-            # a part-full last POST waits for the next chunk's scores (send_held sends the rest)
-            hold = self.tuning.fill_posts and not scored.fatal
-            self.upload(self.held + scored.scored, chunk, hold_partial=hold)
-        if scored.fatal:
-            raise StageError(scored.fatal)
+        scored: list[Scored] = []
+        if pairs:
+            assert self.tlm_cfg is not None
+            result = score_task(bulk(pairs), self.tlm_cfg, o.quality_preset, self.tuning, chunk)
+            r.tlm_requests += result.tlm_requests
+            self.record(result.failed)
+            scored = result.scored
+            self.tlm_health(result.fatal, bool(scored), len(pairs))
+        if again:
+            r.resent += len(again)
+            self.logger.info(
+                "chunk %d: re-sending %d scores paid for earlier that Langfuse does not show",
+                chunk, len(again),
+            )  # fmt: skip
+        if scored or again:
+            self.upload(again + scored, chunk)
 
-    def upload(self, items: list[Scored], chunk: int, hold_partial: bool) -> None:
+    def tlm_health(self, fatal: str | None, any_scored: bool, n: int) -> None:
+        """A bad key stops the run at once; so do several chunks in a row with no score."""
+        if fatal and any(h in fatal for h in ("API key", "TLM call failed")):
+            raise StageError(fatal)
+        self.scored_any = bool(self.scored_any) or any_scored
+        self.failed_chunks = 0 if any_scored else self.failed_chunks + 1
+        if self.failed_chunks >= self.tuning.tlm_down_after_chunks:
+            raise StageError(
+                f"TLM scored nothing in {self.failed_chunks} chunks in a row "
+                f"({fatal or 'every item failed'}): stopping"
+            )
+        if not any_scored:
+            self.logger.warning("TLM scored none of the %d items of this chunk; going on", n)
+
+    def upload(self, items: list[Scored], chunk: int) -> None:
         r, o = self.report, self.opts
-        self.held = []
         label = None
         if o.label_name:
             label = LabelSpec(
                 o.label_name, o.low_trust_threshold, o.untrustworthy_below,
                 self.config_ids.get(o.label_name),
             )  # fmt: skip
+        spec = ScoreSpec(
+            o.score_name, self.metadata(), self.config_ids.get(o.score_name), label,
+            self.tuning.comment_max_chars,
+        )  # fmt: skip
         try:
-            up = upload_task(
-                bulk(items), self.lf_cfg, o.score_name, self.metadata(), self.tuning, chunk,
-                self.config_ids.get(o.score_name), label, hold_partial,
-            )  # fmt: skip
-        except Exception as err:  # never lose track of a scored trace
+            up = upload_task(bulk(items), self.lf_cfg, spec, self.server, self.tuning, chunk)
+        except Exception as err:  # never lose track of a scored unit
             reason = f"upload_error: {describe(err)}"
             self.record([outcome_for(s.pair, Bucket.FAILED_TO_UPLOAD, reason) for s in items])
+            self.remember(items, set())
             raise StageError(f"writing scores failed in chunk {chunk}: {describe(err)}") from err
-        self.held = up.held
+        self.server = up.server
         r.langfuse_requests += up.requests
         r.labels_failed += up.labels_failed
+        r.read_back += up.read_back
         self.record(up.uploaded + up.failed)
-        if (
-            up.failed
-            and not up.uploaded
-            and any((x.reason or "").startswith("upload_error") for x in up.failed)
-        ):
+        self.remember(items, {x.key for x in up.uploaded})
+        if up.failed and not up.uploaded:
             raise StageError(
-                f"writing scores failed for all {len(up.failed)} scores of chunk {chunk}: "
-                f"{up.failed[0].reason}"
+                f"writing scores failed: {self.server.label} took none of the "
+                f"{len(up.failed)} scores of chunk {chunk}: {up.failed[0].reason}"
             )
 
-    def send_held(self, chunk: int) -> None:
-        """Send the scores kept back for a fuller POST (failures are recorded by upload)."""
-        if self.held:
-            self.upload(self.held, chunk, hold_partial=False)
+    def remember(self, items: list[Scored], accepted: set[str]) -> None:
+        """Record what was written (and what was not) for the runs that follow."""
+        name = self.opts.score_name
+        by_day: dict[date, dict[str, tuple[float | None, str | None, bool]]] = {}
+        for s in items:
+            p = s.pair
+            day = p.start_time.astimezone(UTC).date()
+            if p.key in accepted:
+                self.accepted[p.key] = (score_id(p.trace_id, name, p.observation_id), day)
+            by_day.setdefault(day, {})[p.key] = (s.score, s.explanation, p.key not in accepted)
+        if self.ledger is None:
+            return
+        self.ledger_writes += 1
+        try:
+            self.ledger.write(by_day, run_id=self.run_id, chunk=self.ledger_writes)
+        except Exception as err:
+            self.logger.warning("could not write the score ledger: %s", describe(err))
+            self.report.warnings.append(f"score ledger not written: {describe(err)}")
+
+    def verify(self) -> None:
+        """Read this run's scores back until all show or ``verify_wait_s`` is up."""
+        wait = self.tuning.verify_wait_s
+        if wait <= 0 or not self.accepted:
+            return
+        calls = Calls(self.lf_cfg, self.tuning, self.logger)
+        missing = {k: sid for k, (sid, _) in self.accepted.items()}
+        deadline = time.monotonic() + wait
+        try:
+            while missing:
+                found = {str(s.id) for s in scores_by_id(calls, list(missing.values()), "verify")}
+                missing = {k: v for k, v in missing.items() if v not in found}
+                if not missing or time.monotonic() >= deadline:
+                    break
+                time.sleep(min(5.0, max(deadline - time.monotonic(), 0.0)))
+        finally:
+            self.report.langfuse_requests += calls.requests
+        self.report.confirmed = len(self.accepted) - len(missing)
+        self.report.not_confirmed = sorted(missing)
+        if missing:
+            self.logger.warning(
+                "%d of %d accepted scores did not show in Langfuse within %.0f s: the next run "
+                "re-sends them", len(missing), len(self.accepted), wait,
+            )  # fmt: skip
+            if self.ledger is not None:
+                self.mark_missing(set(missing))
+
+    def mark_missing(self, keys: set[str]) -> None:
+        """Accepted but never shown: the next run re-sends these without paying TLM."""
+        assert self.ledger is not None
+        days = {self.accepted[k][1] for k in keys}
+        entries = self.ledger.read(sorted(days))
+        by_day: dict[date, dict[str, tuple[float | None, str | None, bool]]] = {}
+        for key in keys:
+            e = entries.get(key)
+            if e is not None:
+                by_day.setdefault(self.accepted[key][1], {})[key] = (e.value, e.comment, True)
+        self.ledger_writes += 1
+        self.ledger.write(by_day, run_id=self.run_id, chunk=self.ledger_writes)
 
     def review(self) -> None:
         """Queue the low-trust units for human review, once."""
@@ -520,9 +617,9 @@ class Run:
         if o.review_lowest_n is not None:
             ranked = ranked[: o.review_lowest_n]
         objects = [(oid, otype) for _, oid, otype in ranked]
-        # a run that only scored fresh traces cannot have queued them before; anything scored
+        # a run that only scored fresh units cannot have queued them before; anything scored
         # earlier (a re-run, a rescore, a crash after upload) is checked against the queue
-        earlier = o.rescore or any(k in self.already for k in self.low)
+        earlier = o.rescore or any(k in self.values for k in self.low)
         try:
             result = review_task(
                 self.lf_cfg, o.review_queue, list(self.config_ids.values()), objects, earlier,
@@ -530,11 +627,16 @@ class Run:
             )  # fmt: skip
         except Exception as err:
             raise StageError(f"adding traces to review queue failed: {describe(err)}") from err
+        r.langfuse_requests += result.requests
         r.queued_for_review = result.added
         r.already_in_review = result.already_queued
 
     def finish(self) -> None:
         r = self.report
+        try:
+            self.verify()
+        except Exception as err:
+            r.warnings.append(f"reading the scores back failed: {describe(err)}")
         r.lowest = self.lowest.rows(self.link)
         if r.accounted() != r.fetched:  # the invariant; a bug if it ever trips
             r.errors.append(f"accounting error: {r.accounted()} outcomes for {r.fetched} traces")

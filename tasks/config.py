@@ -74,9 +74,6 @@ class Tuning(BaseSettings):
     tlm_timeout_s: Annotated[float, Field(gt=0)] = 120.0  # per TLM item
     max_prompt_chars: Annotated[int, Field(ge=100)] = 250_000  # ~70k tokens: skip too_large
     upload_batch_bytes: Annotated[int, Field(ge=10_000, le=1_000_000)] = 900_000
-    # keep a chunk's part-full last POST back to fill it with the next chunk's scores: about
-    # one POST per MB for the window (false: every chunk's scores are written at once)
-    fill_posts: bool = True
     settle_lag_s: Annotated[float, Field(ge=0)] = 600.0  # traces younger than this may run on
     # a trace's GENERATIONs start within this long after its root (looked up per page)
     trace_max_duration_s: Annotated[float, Field(ge=0)] = 3600.0
@@ -84,6 +81,20 @@ class Tuning(BaseSettings):
     context_keys: tuple[str, ...] = ("context", "retrieved_context")  # RAG context in metadata
     lowest_n: Annotated[int, Field(ge=1, le=1000)] = 20  # rows in the lowest-trust table
     langfuse_ui_url: str | None = None  # base for trace links; default the API base URL
+    # how scores are written: "auto" asks the server's version (GET health); "batch" is the
+    # list POST (Cloud, self-hosted v4.59+), "single" one score per POST (self-hosted v4.16)
+    score_write: Literal["auto", "batch", "single"] = "auto"
+    single_post_concurrency: Annotated[int, Field(ge=1, le=64)] = 8
+    # Langfuse shows a written score to readers only after a while (worker + ClickHouse)
+    score_read_lag_s: Annotated[float, Field(ge=0)] = 900.0
+    # after the uploads, read the scores back for up to this long ("confirmed"); 0 = off
+    verify_wait_s: Annotated[float, Field(ge=0)] = 0.0
+    # where runs record the scores they wrote (any fsspec URL); default under PREFECT_HOME
+    ledger_url: str | None = None
+    ledger_retention_s: Annotated[float, Field(ge=0)] = 7 * 86400.0
+    # TLM counts as down after this many chunks in a row in which it scored nothing
+    tlm_down_after_chunks: Annotated[int, Field(ge=1)] = 3
+    comment_max_chars: Annotated[int, Field(ge=100, le=100_000)] = 20_000
 
 
 def _explain(err: ValidationError, names: dict[str, str]) -> str:

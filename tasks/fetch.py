@@ -1,50 +1,42 @@
 """Fetch stage: the root observations (= traces) of a window, page by page, and what is scored.
 
 One ``GET /api/public/v2/observations`` per page of up to 1000 traces, cursor paging, newest
-first; one ``GET /api/public/v3/scores`` per 100 scores the window already carries.
+first. Child observations (generations, retrievers) come with one query per page: by the
+window's tags, or, for apps that tag only the root span, by the page's trace ids.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
-from langfuse.api import LangfuseAPI
+from langfuse.api.core.api_error import ApiError
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from tasks.config import LangfuseSettings, Tuning
-from tasks.models import GenerationRecord, TraceRecord, Window
-from tasks.pairs import SkipError, first_value, parse_io
-from tasks.retry import retrying
+from tasks.config import ConfigError, LangfuseSettings, Tuning
+from tasks.langfuse_api import (
+    NO_RETRY,
+    Calls,
+    CursorGuard,
+    Server,
+    batches,
+    page_cursor,
+    scores_by_id,
+    tag_filter,
+    trace_id_filter,
+    v2_observations_missing,
+)
+from tasks.models import GenerationRecord, TraceRecord, Window, score_id
 
 ROOT_FIELDS = "core,basic,io,metadata"
 CHILD_FIELDS = "core,io,model"
-NO_RETRY: Any = {"max_retries": 0}
-
-
-def make_api(cfg: LangfuseSettings) -> LangfuseAPI:
-    """The SDK's generated REST client. Retries are ours (tasks.retry), not the client's."""
-    return LangfuseAPI(
-        base_url=cfg.base_url,
-        username=cfg.public_key,
-        password=cfg.secret_key.get_secret_value(),
-        x_langfuse_public_key=cfg.public_key,
-        x_langfuse_sdk_name="langfuse-tlm-evals",
-        timeout=cfg.timeout_s,
-    )
-
-
-def tag_filter(tags: Sequence[str]) -> str | None:
-    if not tags:
-        return None
-    return json.dumps(
-        [{"type": "arrayOptions", "column": "tags", "operator": "any of", "value": list(tags)}]
-    )
+# how a kind of child observation is found: by the window's tags, or by the page's trace ids
+# (apps that tag only the root span: Langfuse filters tags on each observation's own tags)
+ChildMode = Literal["tags", "trace_ids"]
 
 
 @dataclass(slots=True)
@@ -53,8 +45,9 @@ class Page:
     cursor: str | None
     project_id: str | None
     rows: int  # rows the page held, repeats included
-    requests: int = 1  # Langfuse requests the page took
-    kinds: dict[str, bool] | None = None  # the window-wide probes' answers (first page only)
+    requests: int = 0  # Langfuse requests the page took
+    kinds: dict[str, ChildMode | None] | None = None  # how children are found (set on page 1)
+    scored: dict[str, float | None] | None = None  # units already scored (by-id look-up)
 
 
 def _to_record(obs: Any) -> TraceRecord:
@@ -65,7 +58,7 @@ def _to_record(obs: Any) -> TraceRecord:
         name=obs.name,
         input=obs.input,
         output=obs.output,
-        metadata=obs.metadata,
+        metadata=obs.metadata if isinstance(obs.metadata, dict) else None,
         environment=obs.environment,
     )
 
@@ -74,198 +67,153 @@ CHILD_KINDS = ("GENERATION", "RETRIEVER")  # observations a pair may need beside
 
 
 def child_query(
-    api: LangfuseAPI,
+    calls: Calls,
     window: Window,
     environment: Sequence[str] | None,
     *,
     start: datetime,
     end: datetime,
+    trace_ids: Sequence[str] | None = None,
     **params: Any,
 ) -> Any:
-    """GET v2/observations over [start, end) for the window's tags and environments."""
-    return api.observations.get_many(
+    """GET v2/observations over [start, end) for the window's tags (or these trace ids)."""
+    return calls.api.observations.get_many(
         from_start_time=start,
         to_start_time=end,
         environment=list(environment) if environment else None,
-        filter=tag_filter(window.tags),
+        filter=trace_id_filter(trace_ids) if trace_ids else tag_filter(window.tags),
         request_options=NO_RETRY,
         **params,
     )
 
 
-def window_has(
-    api: LangfuseAPI,
+def _kinds_among(
+    calls: Calls,
     window: Window,
-    kind: str,
-    *,
-    tuning: Tuning,
-    environment: Sequence[str] | None = None,
-    logger: Any,
-) -> bool:
-    """One cheap request: does any observation of ``kind`` exist among the window's traces?
-
-    Windows traced without an LLM integration (the seed's shape) then skip the per-page
-    look-ups for that kind entirely.
-    """
-    resp = retrying(
-        tuning,
-        logger,
-        f"looking for {kind} observations (GET v2/observations)",
+    environment: Sequence[str] | None,
+    end: datetime,
+    trace_ids: Sequence[str] | None,
+) -> set[str]:
+    resp = calls(
+        "looking for child observations (GET v2/observations)",
         lambda: child_query(
-            api,
-            window,
-            environment,
-            start=window.start,
-            end=window.end + timedelta(seconds=tuning.trace_max_duration_s),
-            fields="core",
-            limit=1,
-            type=kind,
+            calls, window, environment, start=window.start, end=end, trace_ids=trace_ids,
+            fields="core", limit=1000, is_root_observation=False,
         ),
-    )
-    return bool(resp.data)
+    )  # fmt: skip
+    seen = {str(o.type) for o in resp.data}
+    if page_cursor(resp):  # more than a page of children: ask for the kinds not seen yet
+        for kind in CHILD_KINDS:
+            if kind not in seen:
+                more = calls(
+                    f"looking for {kind} observations (GET v2/observations)",
+                    lambda k=kind: child_query(  # type: ignore[misc]
+                        calls, window, environment, start=window.start, end=end,
+                        trace_ids=trace_ids, fields="core", limit=1, type=k,
+                    ),
+                )  # fmt: skip
+                if more.data:
+                    seen.add(kind)
+    return seen
 
 
 def probe_children(
-    api: LangfuseAPI,
+    calls: Calls,
     window: Window,
+    first_page: list[TraceRecord],
     *,
     tuning: Tuning,
     environment: Sequence[str] | None = None,
-    logger: Any,
-) -> tuple[dict[str, bool], int]:
-    """Which CHILD_KINDS the window's traces hold, and the requests it took.
+) -> dict[str, ChildMode | None]:
+    """Which CHILD_KINDS the window's traces hold, and how to find them.
 
-    One request lists the types of up to 1000 non-root observations: a window with fewer
-    (the seed's shape has none) is settled by it; otherwise the kinds not seen yet are asked
-    for one by one.
+    One request over the window's tagged children settles most windows. When it finds none,
+    they are looked for once more among the first page's traces by trace id: an app that tags
+    only its root span has untagged generations.
     """
-    resp = retrying(
-        tuning,
-        logger,
-        "looking for child observations (GET v2/observations)",
-        lambda: child_query(
-            api,
-            window,
-            environment,
-            start=window.start,
-            end=window.end + timedelta(seconds=tuning.trace_max_duration_s),
-            fields="core",
-            limit=1000,
-            is_root_observation=False,
-        ),
-    )
-    seen = {str(o.type) for o in resp.data}
-    kinds = {k: k in seen for k in CHILD_KINDS}
-    requests = 1
-    if getattr(resp.meta, "cursor", None):
-        for kind, present in kinds.items():
-            if not present:
-                kinds[kind] = window_has(
-                    api, window, kind, tuning=tuning, environment=environment, logger=logger
-                )
-                requests += 1
-    return kinds, requests
-
-
-def context_text(value: Any) -> str | None:
-    """Retrieved documents as text: strings, or dicts carrying page_content/text/content."""
-    try:
-        value = parse_io(value)
-    except SkipError:
-        return None  # unreadable context is left out, not guessed
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value.strip() or None
-    if isinstance(value, dict):
-        for key in ("documents", "docs", "results", "context"):
-            if key in value:
-                return context_text(value[key])
-        for key in ("page_content", "pageContent", "text", "content"):
-            if isinstance(value.get(key), str):
-                return value[key].strip() or None
-        return None
-    if isinstance(value, list):
-        parts = [t for t in (context_text(v) for v in value) if t]
-        return "\n\n".join(parts) or None
-    return None
+    end = window.end + timedelta(seconds=tuning.trace_max_duration_s)
+    tagged = _kinds_among(calls, window, environment, end, None)
+    kinds: dict[str, ChildMode | None] = {k: "tags" if k in tagged else None for k in CHILD_KINDS}
+    if any(kinds.values()) or not first_page:
+        return kinds  # an app that propagates its tags to some children does to all
+    sample = [r.trace_id for r in first_page[:100]]
+    untagged = _kinds_among(calls, window, environment, end, sample)
+    for kind in CHILD_KINDS:
+        if kinds[kind] is None and kind in untagged:
+            kinds[kind] = "trace_ids"
+    return kinds
 
 
 def attach_children(
-    api: LangfuseAPI,
+    calls: Calls,
     records: list[TraceRecord],
     window: Window,
     kind: str,
+    mode: ChildMode,
     *,
     tuning: Tuning,
     environment: Sequence[str] | None = None,
-    logger: Any,
-) -> int:
-    """Attach each record's ``kind`` observations (generations, or retrieved context).
+) -> None:
+    """Attach each record's ``kind`` observations (generations, or retrieved documents).
 
-    One query for the whole page (that type, the page's time span plus the longest a trace may
-    run, the same tags), never one request per trace. Returns the requests it took.
+    By tags: one query for the whole page (its time span plus the longest a trace may run). By
+    trace ids: one query per 100 traces. Never one request per trace.
     """
     if not records:
-        return 0
+        return
     by_id = {r.trace_id: r for r in records}
     lo = min(r.start_time for r in records)
     hi = max(r.start_time for r in records) + timedelta(seconds=tuning.trace_max_duration_s)
+    groups: list[Sequence[str] | None] = (
+        list(batches(list(by_id))) if mode == "trace_ids" else [None]
+    )
     seen: set[str] = set()
-    cursor: str | None = None
-    requests = 0
-    while True:
-        requests += 1
+    for ids in groups:
+        guard = CursorGuard(f"reading {kind} observations")
+        cursor: str | None = None
+        while True:
 
-        def call(page_cursor: str | None = cursor) -> Any:
-            return child_query(
-                api,
-                window,
-                environment,
-                start=lo,
-                end=hi,
-                fields=CHILD_FIELDS,
-                limit=1000,
-                cursor=page_cursor,
-                type=kind,
-            )
+            def call(page_cursor: str | None = cursor, trace_ids: Any = ids) -> Any:
+                return child_query(
+                    calls, window, environment, start=lo, end=hi, trace_ids=trace_ids,
+                    fields=CHILD_FIELDS, limit=1000, cursor=page_cursor, type=kind,
+                )  # fmt: skip
 
-        resp = retrying(tuning, logger, f"reading {kind} observations (GET v2/observations)", call)
-        for obs in sorted(resp.data, key=lambda o: o.start_time):
-            rec = by_id.get(obs.trace_id or "")
-            if rec is None or obs.id in seen:
-                continue  # another page's trace, or a row repeated across pages
-            seen.add(obs.id)
-            if kind == "GENERATION":
-                rec.generations.append(
-                    GenerationRecord(
-                        observation_id=obs.id,
-                        start_time=obs.start_time,
-                        input=obs.input,
-                        output=obs.output,
-                        model=getattr(obs, "model", None),
+            resp = calls(f"reading {kind} observations (GET v2/observations)", call)
+            for obs in sorted(resp.data, key=lambda o: o.start_time):
+                rec = by_id.get(obs.trace_id or "")
+                if rec is None or obs.id in seen:
+                    continue  # another page's trace, or a row repeated across pages
+                seen.add(obs.id)
+                if kind == "GENERATION":
+                    rec.generations.append(
+                        GenerationRecord(
+                            observation_id=obs.id,
+                            start_time=obs.start_time,
+                            input=obs.input,
+                            output=obs.output,
+                            model=getattr(obs, "model", None)
+                            or getattr(obs, "provided_model_name", None),
+                        )
                     )
-                )
-            else:
-                text = context_text(obs.output)
-                if text:
-                    rec.context = f"{rec.context}\n\n{text}" if rec.context else text
-        cursor = getattr(resp.meta, "cursor", None) or None
-        if not cursor or not resp.data:
-            return requests
+                else:
+                    rec.retrieved.append(obs.output)
+            cursor = guard.next(page_cursor(resp), len(resp.data))
+            if cursor is None:
+                break
 
 
 def fetch_page(
-    api: LangfuseAPI,
+    calls: Calls,
     window: Window,
     cursor: str | None,
     *,
     tuning: Tuning,
+    server: Server,
     environment: Sequence[str] | None = None,
-    logger: Any,
 ) -> Page:
     def call() -> Any:
-        return api.observations.get_many(
+        return calls.api.observations.get_many(
             fields=ROOT_FIELDS,
             expand_metadata=",".join((*tuning.system_prompt_keys, *tuning.context_keys)) or None,
             limit=tuning.page_size,
@@ -278,40 +226,36 @@ def fetch_page(
             request_options=NO_RETRY,
         )
 
-    resp = retrying(tuning, logger, "reading traces (GET v2/observations)", call)
-    next_cursor = getattr(resp.meta, "cursor", None) or None
+    try:
+        resp = calls("reading traces (GET v2/observations)", call)
+    except ApiError as err:
+        if err.status_code == 404:
+            raise ConfigError(v2_observations_missing(calls.cfg, server)) from None
+        raise
     project_id = resp.data[0].project_id if resp.data else None
     return Page(
         records=[_to_record(o) for o in resp.data],
-        cursor=next_cursor,
+        cursor=page_cursor(resp) or None,
         project_id=project_id,
         rows=len(resp.data),
     )
 
 
-def scored_trace_ids(
-    api: LangfuseAPI,
-    *,
-    score_name: str,
-    start: datetime,
-    end: datetime,
-    tuning: Tuning,
-    logger: Any,
-    observations: bool = False,
-) -> tuple[dict[str, float | None], int]:
+def scored_in_range(
+    calls: Calls, *, score_name: str, start: datetime, end: datetime, observations: bool = False
+) -> dict[str, float | None]:
     """What already carries ``score_name`` with a timestamp in [start, end), and its value.
 
-    Keys are trace ids (or observation ids for observation-scope scores). Our scores carry
-    their subject's start time as timestamp, so the window's range finds them.
+    For servers that keep our timestamp (the subject's start time): the window's range finds
+    its scores. Keys are trace ids (or observation ids for observation-scope scores).
     """
     found: dict[str, float | None] = {}
+    guard = CursorGuard("reading existing scores")
     cursor: str | None = None
-    requests = 0
     while True:
-        requests += 1
 
         def call(page_cursor: str | None = cursor) -> Any:
-            return api.scores.get_many(
+            return calls.api.scores.get_many(
                 name=score_name,
                 from_timestamp=start,
                 to_timestamp=end,
@@ -321,17 +265,31 @@ def scored_trace_ids(
                 request_options=NO_RETRY,
             )
 
-        resp = retrying(tuning, logger, "reading existing scores (GET v3/scores)", call)
-        want = "observation" if observations else "trace"
-        for score in resp.data:
-            subject = getattr(score, "subject", None)
-            key = getattr(subject, "id", None) if getattr(subject, "kind", None) == want else None
-            if key:
-                value = getattr(score, "value", None)
-                found[key] = float(value) if isinstance(value, int | float) else None
-        cursor = getattr(resp.meta, "cursor", None)
-        if not cursor or not resp.data:
-            return found, requests
+        resp = calls("reading existing scores (GET v3/scores)", call)
+        found |= _subjects(resp.data, observations)
+        cursor = guard.next(page_cursor(resp), len(resp.data))
+        if cursor is None:
+            return found
+
+
+def scored_by_id(
+    calls: Calls, score_ids: dict[str, str], *, observations: bool = False
+) -> dict[str, float | None]:
+    """Which of these units (key -> our score id for it) already carry their score."""
+    rows = scores_by_id(calls, list(score_ids.values()), "reading existing scores")
+    return _subjects(rows, observations)
+
+
+def _subjects(rows: list[Any], observations: bool) -> dict[str, float | None]:
+    want = "observation" if observations else "trace"
+    found: dict[str, float | None] = {}
+    for score in rows:
+        subject = getattr(score, "subject", None)
+        key = getattr(subject, "id", None) if getattr(subject, "kind", None) == want else None
+        if key:
+            value = getattr(score, "value", None)
+            found[key] = float(value) if isinstance(value, int | float) else None
+    return found
 
 
 @task(name="find-scored-traces", task_run_name="find traces already scored", cache_policy=NO_CACHE)
@@ -343,19 +301,13 @@ def find_scored_task(
     tuning: Tuning,
     observations: bool = False,
 ) -> tuple[dict[str, float | None], int]:
-    logger = get_run_logger()
-    found, requests = scored_trace_ids(
-        make_api(cfg),
-        score_name=score_name,
-        start=start,
-        end=end,
-        tuning=tuning,
-        logger=logger,
-        observations=observations,
+    calls = Calls(cfg, tuning, get_run_logger())
+    found = scored_in_range(
+        calls, score_name=score_name, start=start, end=end, observations=observations
     )
     what = "observations" if observations else "traces"
-    logger.info("%d %s of the window already carry %r", len(found), what, score_name)
-    return found, requests
+    calls.logger.info("%d %s of the window already carry %r", len(found), what, score_name)
+    return found, calls.requests
 
 
 @task(name="fetch-traces", task_run_name="fetch page {page_no}", cache_policy=NO_CACHE)
@@ -365,43 +317,46 @@ def fetch_page_task(
     cursor: str | None,
     page_no: int,
     tuning: Tuning,
+    server: Server,
     environment: list[str] | None = None,
-    kinds: dict[str, bool] | None = None,
+    kinds: dict[str, ChildMode | None] | None = None,
+    lookup: str | None = None,
+    observations: bool = False,
 ) -> Page:
-    """One page of root observations, with their generations and retrieved context attached.
+    """One page of root observations, with their generations and retrieved documents.
 
-    ``kinds=None`` (the first page) asks Langfuse once per kind whether the window holds any;
-    later pages are told the answer.
+    ``kinds=None`` (the first page) asks Langfuse how the window's children are found; later
+    pages are told the answer. ``lookup`` (a score name) also asks which of the page's units
+    already carry that score, by our score ids (servers that do not keep our timestamp).
     """
-    logger = get_run_logger()
-    api = make_api(cfg)
-    page = fetch_page(api, window, cursor, tuning=tuning, environment=environment, logger=logger)
+    calls = Calls(cfg, tuning, get_run_logger())
+    page = fetch_page(calls, window, cursor, tuning=tuning, server=server, environment=environment)
     if kinds is None and page.records:
-        kinds, n = probe_children(
-            api, window, tuning=tuning, environment=environment, logger=logger
-        )
-        page.requests += n
+        kinds = probe_children(calls, window, page.records, tuning=tuning, environment=environment)
         page.kinds = kinds
-    for kind, present in (kinds or {}).items():
-        if present:
-            page.requests += attach_children(
-                api,
-                page.records,
-                window,
-                kind,
-                tuning=tuning,
-                environment=environment,
-                logger=logger,
+    for kind, mode in (kinds or {}).items():
+        if mode is not None:
+            attach_children(
+                calls, page.records, window, kind, mode, tuning=tuning, environment=environment
             )
-    for rec in page.records:  # a configured metadata key may hold the context instead
-        if rec.context is None:
-            rec.context = context_text(first_value(rec.metadata, tuning.context_keys))
-    logger.info(
-        "page %d: %d traces, %d generations, %d with retrieved context%s",
+    if lookup is not None and page.records:
+        units = {
+            unit: score_id(rec.trace_id, lookup, gen)
+            for rec in page.records
+            for unit, gen in (
+                [(g.observation_id, g.observation_id) for g in rec.generations]
+                if observations
+                else [(rec.trace_id, None)]
+            )
+        }
+        page.scored = scored_by_id(calls, units, observations=observations)
+    page.requests = calls.requests
+    calls.logger.info(
+        "page %d: %d traces, %d generations, %d with retrieved documents%s",
         page_no,
         page.rows,
         sum(len(r.generations) for r in page.records),
-        sum(r.context is not None for r in page.records),
+        sum(bool(r.retrieved) for r in page.records),
         "" if page.cursor else " (last page)",
     )
     return page

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import re
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
+
+SCORE_NAMESPACE = uuid.UUID("6f1c3a52-8a47-4d0e-9a8e-3d1f0b6c2e11")
+
+
+def score_id(trace_id: str, score_name: str, observation_id: str | None = None) -> str:
+    """The same (trace, [observation,] name) always gets the same score id."""
+    key = f"{trace_id}\x1f{observation_id or ''}\x1f{score_name}"
+    return str(uuid.uuid5(SCORE_NAMESPACE, key))
 
 
 @dataclass(slots=True, frozen=True)
@@ -39,7 +49,7 @@ class TraceRecord:
     metadata: dict[str, Any] | None
     environment: str | None
     generations: list[GenerationRecord] = field(default_factory=list)
-    context: str | None = None  # retrieval context (RAG) the model was given
+    retrieved: list[Any] = field(default_factory=list)  # RETRIEVER outputs (RAG), raw
     score_observation: str | None = None  # observation scope: the observation to score
 
     @property
@@ -97,6 +107,27 @@ class Outcome:
     @property
     def key(self) -> str:
         return self.observation_id or self.trace_id
+
+
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def safe_text(text: str) -> str:
+    """``text`` with lone surrogates replaced (U+FFFD), so that it encodes as UTF-8."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text)
+
+
+def label_for(score: float, review_below: float, untrustworthy_below: float) -> str:
+    """The companion label of a trust score."""
+    if score < untrustworthy_below:
+        return "untrustworthy"
+    if score < review_below:
+        return "review"
+    return "trustworthy"
 
 
 def preview(text: str, limit: int = 160, *, tail: bool = False) -> str:

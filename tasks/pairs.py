@@ -20,7 +20,8 @@ import json
 import re
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,14 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from tasks.config import Tuning
-from tasks.models import Bucket, GenerationRecord, Outcome, Pair, TraceRecord, outcome_for
+from tasks.models import (
+    Bucket,
+    Outcome,
+    Pair,
+    TraceRecord,
+    outcome_for,
+    safe_text,
+)
 
 PROMPT_KEYS = ("messages", "prompt", "query", "question", "input", "text", "user_input", "content")
 RESPONSE_KEYS = ("content", "output", "response", "answer", "text", "completion", "result")
@@ -60,8 +68,23 @@ def parse_io(raw: Any, what: str = "input") -> Any:
 
 
 def clean_text(text: str) -> str:
-    """Drop control characters (keeping tab and newlines); the rest of Unicode passes as is."""
-    return _CONTROL.sub("", text)
+    """Drop control characters (keeping tab and newlines) and lone surrogates."""
+    return safe_text(_CONTROL.sub("", text))
+
+
+@contextmanager
+def reading(where: str) -> Iterator[None]:
+    """Any failure while reading one part of a trace becomes that trace's skip, saying where."""
+    try:
+        yield
+    except SkipError:
+        raise
+    except RecursionError:
+        raise SkipError(f"unrecognised_{where}", f"{where} nested too deeply to read") from None
+    except Exception as err:
+        raise SkipError(
+            f"unreadable_{where}", f"{type(err).__name__} in {where}: {str(err)[:200]}"
+        ) from None
 
 
 # --- content ---------------------------------------------------------------------------------
@@ -305,7 +328,7 @@ def first_value(metadata: dict[str, Any] | None, keys: Sequence[str]) -> Any:
     for key in keys:
         value = (metadata or {}).get(key)
         if isinstance(value, str) and value.startswith(('"', "[", "{")):
-            value = parse_io(value)
+            value = parse_io(value, "metadata")
         if value not in (None, "", [], {}):
             return value
     return None
@@ -332,27 +355,62 @@ def with_context(prompt: str, context: str) -> str:
     return f"{block}\n\n{prompt}"
 
 
-def _from_generation(gen: GenerationRecord) -> tuple[str, str]:
-    prompt, _ = prompt_from_input(parse_io(gen.input), system_prompt=None)
-    return prompt, response_from_output(parse_io(gen.output, "output"))
+def context_text(value: Any) -> str | None:
+    """Retrieved documents as text: strings, or dicts carrying page_content/text/content."""
+    try:
+        value = parse_io(value, "context")
+    except SkipError:
+        return None  # unreadable context is left out, not guessed
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.strip() or None
+    if isinstance(value, dict):
+        for key in ("documents", "docs", "results", "context"):
+            if key in value:
+                return context_text(value[key])
+        for key in ("page_content", "pageContent", "text", "content"):
+            if isinstance(value.get(key), str):
+                return value[key].strip() or None
+        return None
+    if isinstance(value, list):
+        parts = [t for t in (context_text(v) for v in value) if t]
+        return "\n\n".join(parts) or None
+    return None
 
 
 def build_pair(
-    trace: TraceRecord, *, system_prompt_keys: Sequence[str], max_prompt_chars: int
+    trace: TraceRecord,
+    *,
+    system_prompt_keys: Sequence[str],
+    max_prompt_chars: int,
+    context_keys: Sequence[str] = (),
 ) -> Pair:
-    """The pair TLM scores for one trace, or :class:`SkipError`."""
+    """The pair TLM scores for one trace, or :class:`SkipError` saying what and where."""
     source: str
     if trace.generations:
         # the model call itself holds the full messages; with several calls (an agent), the
         # last one produced the answer
-        prompt, response = _from_generation(max(trace.generations, key=lambda g: g.start_time))
+        gen = max(trace.generations, key=lambda g: g.start_time)
+        with reading("input"):
+            prompt, _ = prompt_from_input(parse_io(gen.input), system_prompt=None)
+        with reading("output"):
+            response = response_from_output(parse_io(gen.output, "output"))
         source = "generation"
     else:
-        system_prompt = system_prompt_of(trace.metadata, system_prompt_keys)
-        prompt, source = prompt_from_input(parse_io(trace.input), system_prompt=system_prompt)
-        response = response_from_output(parse_io(trace.output, "output"))
-    if trace.context and trace.context.strip() not in prompt:
-        prompt = with_context(prompt, trace.context)
+        with reading("metadata"):
+            system_prompt = system_prompt_of(trace.metadata, system_prompt_keys)
+        with reading("input"):
+            prompt, source = prompt_from_input(parse_io(trace.input), system_prompt=system_prompt)
+        with reading("output"):
+            response = response_from_output(parse_io(trace.output, "output"))
+    with reading("context"):
+        context = context_text(trace.retrieved) if trace.retrieved else None
+        if context is None:
+            with reading("metadata"):
+                context = context_text(first_value(trace.metadata, context_keys))
+    if context and context.strip() not in prompt:
+        prompt = with_context(prompt, context)
     prompt, response = clean_text(prompt), clean_text(response)
     size = len(prompt) + len(response)
     if size > max_prompt_chars:
@@ -381,30 +439,45 @@ class PairResult:
 
 
 def build_pairs(
-    records: list[TraceRecord], *, system_prompt_keys: Sequence[str], max_prompt_chars: int
+    records: list[TraceRecord],
+    *,
+    system_prompt_keys: Sequence[str],
+    max_prompt_chars: int,
+    context_keys: Sequence[str] = (),
+    logger: Any = None,
 ) -> PairResult:
+    """A pair or a recorded skip for every record: one bad trace never stops the others."""
     out = PairResult([], [])
     for rec in records:
         try:
             out.pairs.append(
                 build_pair(
-                    rec, system_prompt_keys=system_prompt_keys, max_prompt_chars=max_prompt_chars
+                    rec,
+                    system_prompt_keys=system_prompt_keys,
+                    max_prompt_chars=max_prompt_chars,
+                    context_keys=context_keys,
                 )
             )
-        except SkipError as skip:
+        except Exception as err:
+            skip = err if isinstance(err, SkipError) else SkipError("unreadable_trace", repr(err))
             out.skipped.append(outcome_for(rec, Bucket.SKIPPED, skip.reason))
+            if logger is not None and skip.reason.startswith("unreadable"):
+                logger.warning("skipped trace %s: %s", rec.trace_id, skip)
     return out
 
 
 @task(name="build-pairs", task_run_name="pair chunk {chunk_no}", cache_policy=NO_CACHE)
 def build_pairs_task(records: list[TraceRecord], tuning: Tuning, chunk_no: int) -> PairResult:
+    logger = get_run_logger()
     result = build_pairs(
         records,
         system_prompt_keys=tuning.system_prompt_keys,
         max_prompt_chars=tuning.max_prompt_chars,
+        context_keys=tuning.context_keys,
+        logger=logger,
     )
     reasons = Counter(o.reason for o in result.skipped)
-    get_run_logger().info(
+    logger.info(
         "chunk %d: %d pairs, %d skipped %s",
         chunk_no,
         len(result.pairs),

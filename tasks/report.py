@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import heapq
 import re
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from pydantic import BaseModel, Field
 
@@ -54,6 +56,19 @@ class EvalReport(BaseModel):
     queued_for_review: int = 0
     already_in_review: int = 0
     flow_run_id: str | None = None
+    langfuse_server: str | None = None  # e.g. "Langfuse 4.16.0"
+    already_pending: int = 0  # of already_scored: written by a run, not yet readable
+    existing_scored: int = 0  # already-scored units whose value is known
+    existing_sum: float = 0.0
+    existing_low: int = 0  # already-scored units below the threshold
+    resent: int = 0  # scores paid for by an earlier run, re-sent without TLM
+    read_back: int = 0  # scores read back after a 207
+    confirmed: int | None = None  # accepted scores read back (verify step); None: not checked
+    not_confirmed: list[str] = Field(default_factory=list)
+    pair_sources: dict[str, int] = Field(default_factory=dict)  # what pairs were built from
+    generations_by_trace_id: bool = False  # the app tags only root spans
+    would_score_chars: int = 0  # dry run: characters of prompt and response
+    warnings: list[str] = Field(default_factory=list)
     errors: list[str] = Field(default_factory=list)
 
     # --- accounting -------------------------------------------------------------------------
@@ -88,6 +103,7 @@ class EvalReport(BaseModel):
         reason = outcome.reason or "unknown"
         if b is Bucket.ALREADY_SCORED:
             self.already_scored += 1
+            self.already_pending += outcome.reason == "pending"
         elif b is Bucket.SKIPPED:
             self.skipped.setdefault(reason, []).append(outcome.key)
         elif b is Bucket.FAILED_TO_SCORE:
@@ -101,6 +117,19 @@ class EvalReport(BaseModel):
             self.histogram[min(int(outcome.score * HIST_BINS), HIST_BINS - 1)] += 1
             if outcome.score < self.low_trust_threshold:
                 self.low_trust_count += 1
+
+    def add_existing(self, value: float | None) -> None:
+        """The value of a unit that already carried its score (so re-runs report it too)."""
+        if value is None:
+            return
+        self.existing_scored += 1
+        self.existing_sum += value
+        self.existing_low += value < self.low_trust_threshold
+
+    def count_sources(self, sources: Iterable[str]) -> None:
+        for src in sources:
+            kind = "generation" if src == "generation" else "root input/output"
+            self.pair_sources[kind] = self.pair_sources.get(kind, 0) + 1
 
 
 class Lowest:
@@ -151,6 +180,17 @@ def md_escape(text: str | None, limit: int = 400) -> str:
     return _MD_SPECIAL.sub(r"\\\1", one_line)
 
 
+def md_code(text: str | None, limit: int = 80) -> str:
+    """An id or name shown as plain, escaped text (never a code span it could break out of)."""
+    return md_escape(text, limit)
+
+
+def md_link(text: str, url: str) -> str:
+    """A markdown link whose target cannot end early or carry markup."""
+    safe_url = quote(url, safe=":/?=&#%~.-_")
+    return f"[{md_escape(text, 80)}]({safe_url})"
+
+
 def histogram_lines(hist: list[int], width: int = 30) -> list[str]:
     top = max(hist) if any(hist) else 1
     lines = []
@@ -171,7 +211,7 @@ def summary_markdown(report: EvalReport) -> str:
         "",
         f"**Status:** {status}{' (dry run: nothing scored)' if report.dry_run else ''}  ",
         f"**Tags:** {md_escape(', '.join(report.tags)) or '(any)'} · "
-        f"**Score:** `{report.score_name}`"
+        f"**Score:** {md_code(report.score_name)}"
         f" · **Mean trust:** {mean} · **Below {report.low_trust_threshold}:** "
         f"{report.low_trust_count}",
         "",
@@ -182,8 +222,10 @@ def summary_markdown(report: EvalReport) -> str:
         f"| {c['uploaded']} | {c['failed_to_upload']} |"
         + (f" {c['would_score']} |" if report.dry_run else ""),
         "",
-        f"TLM items sent: {report.tlm_requests} · Langfuse requests: {report.langfuse_requests}",
+        f"TLM items sent: {report.tlm_requests} · Langfuse requests: {report.langfuse_requests}"
+        + (f" · {md_escape(report.langfuse_server)}" if report.langfuse_server else ""),
     ]
+    lines += _delivery_lines(report)
     if report.queued_for_review or report.already_in_review:
         lines += [
             "",
@@ -204,10 +246,55 @@ def summary_markdown(report: EvalReport) -> str:
         if groups:
             lines += ["", f"## {title}", "", "| reason | traces | e.g. |", "|---|---:|---|"]
             for reason, ids in sorted(groups.items(), key=lambda kv: -len(kv[1])):
-                lines.append(f"| {md_escape(reason, 200)} | {len(ids)} | `{ids[0]}` |")
+                lines.append(f"| {md_escape(reason, 200)} | {len(ids)} | {md_code(ids[0])} |")
     if report.errors:
         lines += ["", "## Errors", ""] + [f"- {md_escape(e, 1000)}" for e in report.errors]
     return "\n".join(lines)
+
+
+def _delivery_lines(report: EvalReport) -> list[str]:
+    """Accepted is what Langfuse took; confirmed only what was read back."""
+    out: list[str] = []
+    if report.uploaded:
+        if report.confirmed is None:
+            what = "not read back (set TRUST_EVAL_VERIFY_WAIT_S to confirm)"
+        else:
+            what = f"{report.confirmed} confirmed by reading them back"
+        out.append(f"Accepted by Langfuse: {report.uploaded}; {what}.")
+    if report.not_confirmed:
+        out.append(
+            f"**{len(report.not_confirmed)} accepted scores did not show in Langfuse** "
+            f"(e.g. {md_code(report.not_confirmed[0])}): the next run re-sends them."
+        )
+    if report.already_pending:
+        out.append(
+            f"{report.already_pending} of the already-scored were written by a recent run and "
+            "are not readable in Langfuse yet (read lag)."
+        )
+    if report.resent:
+        out.append(f"{report.resent} scores paid for earlier were re-sent without TLM.")
+    if report.existing_scored:
+        mean = report.existing_sum / report.existing_scored
+        out.append(
+            f"Already-scored units: mean trust {mean:.3f}, {report.existing_low} below "
+            f"{report.low_trust_threshold}."
+        )
+    if report.pair_sources:
+        parts = ", ".join(f"{k} {v}" for k, v in sorted(report.pair_sources.items()))
+        out.append(f"Prompts built from: {parts}.")
+        if report.pair_sources.get("root input/output"):
+            out.append(
+                "Traces with no GENERATION observation found (by tag, or by trace id where the "
+                "app tags only its root span) were paired from the root's input and output."
+            )
+    if report.dry_run and report.would_score:
+        chars = report.would_score_chars
+        out.append(
+            f"Dry run: {report.would_score} TLM items, {chars} characters of prompt and "
+            f"response (about {chars // 4} tokens)."
+        )
+    out += [f"_Warning: {md_escape(w, 300)}_" for w in report.warnings]
+    return ["", *[line + "  " for line in out]] if out else []
 
 
 def lowest_table(report: EvalReport) -> list[dict[str, Any]]:
@@ -217,7 +304,7 @@ def lowest_table(report: EvalReport) -> list[dict[str, Any]]:
             "score": round(r.score, 4),
             "question": md_escape(r.question, 160),
             "answer": md_escape(r.answer, 160),
-            "trace": f"[{md_escape(r.name or r.trace_id, 60)}]({r.url})" if r.url else r.trace_id,
+            "trace": md_link(r.name or r.trace_id, r.url) if r.url else md_code(r.trace_id),
             "explanation": md_escape(r.explanation, 300),
         }
         for i, r in enumerate(report.lowest)

@@ -17,26 +17,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from langfuse.api import LangfuseAPI
+from langfuse.api.core.api_error import ApiError
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from tasks.config import LangfuseSettings, Tuning
-from tasks.fetch import NO_RETRY, make_api
-from tasks.retry import retrying
+from tasks.langfuse_api import NO_RETRY, Calls
 
 LABELS = ("untrustworthy", "review", "trustworthy")
 PAGE = 100
-
-
-def label_for(score: float, review_below: float, untrustworthy_below: float) -> str:
-    """The companion label of a trust score."""
-    if score < untrustworthy_below:
-        return "untrustworthy"
-    if score < review_below:
-        return "review"
-    return "trustworthy"
 
 
 def _all_pages(fetch: Any) -> Iterable[Any]:
@@ -52,20 +42,17 @@ def _all_pages(fetch: Any) -> Iterable[Any]:
 
 
 def ensure_score_config(
-    api: LangfuseAPI,
+    calls: Calls,
     name: str,
     *,
     data_type: str,
     description: str,
     categories: list[dict[str, Any]] | None = None,
-    tuning: Tuning,
-    logger: Any,
 ) -> str:
     """The id of the score config ``name`` (created when missing)."""
+    api = calls.api
     configs = _all_pages(
-        lambda page: retrying(
-            tuning,
-            logger,
+        lambda page: calls(
             "reading score configs",
             lambda: api.score_configs.get(page=page, limit=PAGE, request_options=NO_RETRY),
         )
@@ -78,45 +65,49 @@ def ensure_score_config(
         kwargs |= {"min_value": 0.0, "max_value": 1.0}
     if categories is not None:
         kwargs["categories"] = categories
-    created = retrying(
-        tuning,
-        logger,
+    created = calls(
         f"creating score config {name!r}",
         lambda: api.score_configs.create(**kwargs, request_options=NO_RETRY),
     )
-    logger.info("created score config %r (%s)", name, data_type)
+    calls.logger.info("created score config %r (%s)", name, data_type)
     return str(created.id)
 
 
-def ensure_queue(
-    api: LangfuseAPI, name: str, *, score_config_ids: list[str], tuning: Tuning, logger: Any
-) -> str:
-    """The id of the annotation queue ``name`` (created when missing)."""
+def find_queue(calls: Calls, name: str) -> str | None:
     queues = _all_pages(
-        lambda page: retrying(
-            tuning,
-            logger,
+        lambda page: calls(
             "reading annotation queues",
-            lambda: api.annotation_queues.list_queues(
+            lambda: calls.api.annotation_queues.list_queues(
                 page=page, limit=PAGE, request_options=NO_RETRY
             ),
         )
     )
-    for queue in queues:
-        if queue.name == name:
-            return str(queue.id)
-    created = retrying(
-        tuning,
-        logger,
-        f"creating annotation queue {name!r}",
-        lambda: api.annotation_queues.create_queue(
-            name=name,
-            score_config_ids=score_config_ids,
-            description="Traces whose answers TLM scored least trustworthy (langfuse-tlm-evals).",
-            request_options=NO_RETRY,
-        ),
-    )
-    logger.info("created annotation queue %r", name)
+    return next((str(q.id) for q in queues if q.name == name), None)
+
+
+def ensure_queue(calls: Calls, name: str, *, score_config_ids: list[str]) -> str:
+    """The id of the annotation queue ``name`` (created when missing)."""
+    found = find_queue(calls, name)
+    if found:
+        return found
+    try:
+        created = calls(
+            f"creating annotation queue {name!r}",
+            lambda: calls.api.annotation_queues.create_queue(
+                name=name,
+                score_config_ids=score_config_ids,
+                description="Traces whose answers TLM scored least trustworthy "
+                "(langfuse-tlm-evals).",
+                request_options=NO_RETRY,
+            ),
+        )
+    except ApiError as err:
+        # Langfuse answers 400 to a duplicate name: another run may have just created it
+        found = find_queue(calls, name) if err.status_code in (400, 409) else None
+        if found:
+            return found
+        raise
+    calls.logger.info("created annotation queue %r", name)
     return str(created.id)
 
 
@@ -125,16 +116,11 @@ class QueueResult:
     queue_id: str
     added: int
     already_queued: int
+    requests: int
 
 
 def enqueue(
-    api: LangfuseAPI,
-    queue_id: str,
-    objects: list[tuple[str, str]],
-    *,
-    check_existing: bool,
-    tuning: Tuning,
-    logger: Any,
+    calls: Calls, queue_id: str, objects: list[tuple[str, str]], *, check_existing: bool
 ) -> tuple[int, int]:
     """Add (object id, TRACE|OBSERVATION) items once; returns (added, already there)."""
     existing: set[str] = set()
@@ -142,11 +128,9 @@ def enqueue(
         existing = {
             str(item.object_id)
             for item in _all_pages(
-                lambda page: retrying(
-                    tuning,
-                    logger,
+                lambda page: calls(
                     "reading annotation queue items",
-                    lambda: api.annotation_queues.list_queue_items(
+                    lambda: calls.api.annotation_queues.list_queue_items(
                         queue_id, page=page, limit=PAGE, request_options=NO_RETRY
                     ),
                 )
@@ -158,11 +142,11 @@ def enqueue(
             continue
 
         def add(oid: str = object_id, otype: Any = object_type) -> Any:
-            return api.annotation_queues.create_queue_item(
+            return calls.api.annotation_queues.create_queue_item(
                 queue_id, object_id=oid, object_type=otype, request_options=NO_RETRY
             )
 
-        retrying(tuning, logger, "adding an annotation queue item", add)
+        calls("adding an annotation queue item", add)
         existing.add(object_id)
         added += 1
     return added, len(objects) - added
@@ -171,34 +155,30 @@ def enqueue(
 @task(name="ensure-score-configs", task_run_name="ensure score configs", cache_policy=NO_CACHE)
 def ensure_configs_task(
     cfg: LangfuseSettings, score_name: str | None, label_name: str | None, tuning: Tuning
-) -> dict[str, str]:
-    """Score config ids by score name: the numeric trust score, and its label, as wanted."""
-    logger = get_run_logger()
-    api = make_api(cfg)
+) -> tuple[dict[str, str], int]:
+    """Score config ids by score name (the numeric trust score, and its label, as wanted), and
+    the requests it took."""
+    calls = Calls(cfg, tuning, get_run_logger())
     ids: dict[str, str] = {}
     if score_name:
         ids[score_name] = ensure_score_config(
-            api,
+            calls,
             score_name,
             data_type="NUMERIC",
             description=(
                 "Cleanlab TLM trustworthiness of the trace's answer, 0 (untrustworthy) to 1. "
                 "The comment holds TLM's explanation."
             ),
-            tuning=tuning,
-            logger=logger,
         )
     if label_name:
         ids[label_name] = ensure_score_config(
-            api,
+            calls,
             label_name,
             data_type="CATEGORICAL",
             description="Trust label from the Cleanlab TLM score (langfuse-tlm-evals).",
             categories=[{"label": label, "value": i} for i, label in enumerate(LABELS)],
-            tuning=tuning,
-            logger=logger,
         )
-    return ids
+    return ids, calls.requests
 
 
 @task(name="review-queue", task_run_name="queue low-trust for review", cache_policy=NO_CACHE)
@@ -210,13 +190,8 @@ def review_task(
     check_existing: bool,
     tuning: Tuning,
 ) -> QueueResult:
-    logger = get_run_logger()
-    api = make_api(cfg)
-    queue_id = ensure_queue(
-        api, queue_name, score_config_ids=score_config_ids, tuning=tuning, logger=logger
-    )
-    added, there = enqueue(
-        api, queue_id, objects, check_existing=check_existing, tuning=tuning, logger=logger
-    )
-    logger.info("review queue %r: %d added, %d already queued", queue_name, added, there)
-    return QueueResult(queue_id, added, there)
+    calls = Calls(cfg, tuning, get_run_logger())
+    queue_id = ensure_queue(calls, queue_name, score_config_ids=score_config_ids)
+    added, there = enqueue(calls, queue_id, objects, check_existing=check_existing)
+    calls.logger.info("review queue %r: %d added, %d already queued", queue_name, added, there)
+    return QueueResult(queue_id, added, there, calls.requests)

@@ -1,20 +1,21 @@
-"""Upload stage: one score per trace, idempotent, each trace's acceptance confirmed.
+"""Upload stage: one score per unit, idempotent, on the write path the server has.
 
-- id: uuid5 of (trace id, score name), timestamp: the trace's start time. Langfuse upserts a
-  score sent again with the same id and timestamp, so re-runs and lost answers never duplicate.
-- batched POSTs (a JSON list) kept under the 1 MB body limit;
-- a 207 does not say which score was refused: the batch is split in halves and re-sent (an
-  upsert, so harmless for the accepted ones) until each refused trace is pinned down.
+- id: uuid5 of (trace id, [observation id,] score name); timestamp: the trace's start time. A
+  score sent again with the same id (and timestamp, where the server keeps it) is an upsert.
+- Cloud and self-hosted v4.59+: list POSTs under the 1 MB body limit. A 207 is not re-sent (SDK
+  5's guidance): the batch's scores are read back by id to learn which were taken.
+- Self-hosted v4.16: one score per POST (the list form is a 400 there), a few at a time.
 """
 
 from __future__ import annotations
 
 import json
-import uuid
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
-from langfuse.api import LangfuseAPI
+import httpx
+from langfuse.api.core.api_error import ApiError
 from langfuse.api.scores.types.create_score_batch_results import CreateScoreBatchResults
 from langfuse.api.scores.types.create_score_request import CreateScoreRequest
 from prefect import task
@@ -22,18 +23,34 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from tasks.config import LangfuseSettings, Tuning
-from tasks.fetch import NO_RETRY, make_api
-from tasks.models import Bucket, Outcome, Scored, outcome_for, preview
-from tasks.retry import describe, retrying
-from tasks.review import label_for
+from tasks.langfuse_api import NO_RETRY, Calls, Server, scores_by_id
+from tasks.models import (
+    Bucket,
+    Outcome,
+    Scored,
+    label_for,
+    outcome_for,
+    preview,
+    safe_text,
+    score_id,
+)
+from tasks.retry import TRANSIENT_STATUS, describe
 
-SCORE_NAMESPACE = uuid.UUID("6f1c3a52-8a47-4d0e-9a8e-3d1f0b6c2e11")
+TRUNCATED = " … [truncated]"
+_WIRE = {
+    "trace_id": "traceId",
+    "observation_id": "observationId",
+    "data_type": "dataType",
+    "config_id": "configId",
+}
 
 
-def score_id(trace_id: str, score_name: str, observation_id: str | None = None) -> str:
-    """The same (trace, [observation,] name) always gets the same score id."""
-    key = f"{trace_id}\x1f{observation_id or ''}\x1f{score_name}"
-    return str(uuid.uuid5(SCORE_NAMESPACE, key))
+def comment_text(explanation: str | None, max_chars: int) -> str | None:
+    """TLM's explanation as a comment: valid UTF-8, cut to ``max_chars`` (the body limit)."""
+    if not explanation:
+        return None
+    text = safe_text(explanation)
+    return text if len(text) <= max_chars else text[: max_chars - len(TRUNCATED)] + TRUNCATED
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,172 +63,194 @@ class LabelSpec:
     config_id: str | None = None
 
 
-def label_body(item: Scored, spec: LabelSpec, metadata: dict[str, Any]) -> dict[str, Any]:
-    pair = item.pair
-    body: dict[str, Any] = {
-        "id": score_id(pair.trace_id, spec.name, pair.observation_id),
-        "trace_id": pair.trace_id,
-        "name": spec.name,
-        "value": label_for(item.score, spec.review_below, spec.untrustworthy_below),
-        "data_type": "CATEGORICAL",
-        "timestamp": pair.start_time,
-        "metadata": metadata,
-    }
-    if pair.observation_id:
-        body["observation_id"] = pair.observation_id
-    if spec.config_id:
-        body["config_id"] = spec.config_id
-    if pair.environment:
-        body["environment"] = pair.environment
-    return body
+@dataclass(frozen=True, slots=True)
+class ScoreSpec:
+    """What every score of a run carries besides its value."""
+
+    name: str
+    metadata: dict[str, Any]
+    config_id: str | None = None
+    label: LabelSpec | None = None
+    comment_max_chars: int = 20_000
 
 
-def score_body(
-    item: Scored, *, score_name: str, metadata: dict[str, Any], config_id: str | None = None
+def _body(
+    item: Scored, name: str, value: Any, data_type: str, config_id: str | None, meta: Any
 ) -> dict[str, Any]:
-    """One score as the SDK's ``CreateScoreRequest`` fields (it serialises them camelCase)."""
     pair = item.pair
     body: dict[str, Any] = {
-        "id": score_id(pair.trace_id, score_name, pair.observation_id),
-        "trace_id": pair.trace_id,
-        "name": score_name,
-        "value": item.score,
-        "data_type": "NUMERIC",
+        "id": score_id(pair.trace_id, name, pair.observation_id),
+        "trace_id": safe_text(pair.trace_id),
+        "name": name,
+        "value": value,
+        "data_type": data_type,
         "timestamp": pair.start_time,
-        "metadata": metadata,
+        "metadata": meta,
     }
     if pair.observation_id:
-        body["observation_id"] = pair.observation_id
+        body["observation_id"] = safe_text(pair.observation_id)
     if config_id:
         body["config_id"] = config_id
-    if item.explanation:
-        body["comment"] = item.explanation
     if pair.environment:
-        body["environment"] = pair.environment
+        body["environment"] = safe_text(pair.environment)
     return body
 
 
-def pack(
-    groups: list[list[dict[str, Any]]], max_bytes: int
-) -> tuple[list[list[dict[str, Any]]], list[int]]:
-    """Batches of score bodies whose JSON list stays under ``max_bytes``.
+def score_bodies(item: Scored, spec: ScoreSpec) -> list[dict[str, Any]]:
+    """The score of one unit (and its label), as the SDK's ``CreateScoreRequest`` fields."""
+    body = _body(item, spec.name, item.score, "NUMERIC", spec.config_id, spec.metadata)
+    comment = comment_text(item.explanation, spec.comment_max_chars)
+    if comment:
+        body["comment"] = comment
+    out = [body]
+    if spec.label is not None:
+        lb = spec.label
+        value = label_for(item.score, lb.review_below, lb.untrustworthy_below)
+        out.append(_body(item, lb.name, value, "CATEGORICAL", lb.config_id, spec.metadata))
+    return out
 
-    ``groups`` are the bodies of one unit (its score and its label), kept in one batch. Also
-    returns, per batch, how many groups it holds.
-    """
+
+def body_bytes(body: dict[str, Any]) -> int:
+    return len(json.dumps(body, ensure_ascii=False, default=str).encode()) + 1
+
+
+def pack(groups: list[list[dict[str, Any]]], max_bytes: int) -> list[list[dict[str, Any]]]:
+    """Batches of score bodies whose JSON list stays under ``max_bytes``; a unit's score and
+    label stay in one batch."""
     batches: list[list[dict[str, Any]]] = []
-    counts: list[int] = []
     current: list[dict[str, Any]] = []
-    size, n_groups = 2, 0
+    size = 2
     for group in groups:
-        n = sum(len(json.dumps(b, ensure_ascii=False, default=str).encode()) + 1 for b in group)
+        n = sum(body_bytes(b) for b in group)
         if current and size + n > max_bytes:
             batches.append(current)
-            counts.append(n_groups)
-            current, size, n_groups = [], 2, 0
+            current, size = [], 2
         current.extend(group)
         size += n
-        n_groups += 1
     if current:
         batches.append(current)
-        counts.append(n_groups)
-    return batches, counts
+    return batches
 
 
-def _key(body: dict[str, Any]) -> str:
-    """Verdicts are per scored unit; a companion label's verdict is keyed apart."""
-    unit = str(body.get("observation_id") or body["trace_id"])
-    return unit if body.get("data_type") != "CATEGORICAL" else f"{unit}#label"
+def _is_label(body: dict[str, Any]) -> bool:
+    return body.get("data_type") == "CATEGORICAL"
+
+
+class ListRefused(Exception):
+    """The server answered a list POST with 400: it takes one score per POST (v4.16)."""
+
+
+class Writer:
+    """Sends score bodies; returns each body's verdict by score id (None: accepted)."""
+
+    def __init__(self, calls: Calls, server: Server, tuning: Tuning) -> None:
+        self.calls, self.server, self.tuning = calls, server, tuning
+        self.logger = calls.logger
+        self.read_back = 0  # scores looked up after a 207
+
+    def send(self, batch: list[dict[str, Any]]) -> dict[str, str | None]:
+        if self.server.batch_scores:
+            try:
+                return self._send_list(batch)
+            except ListRefused as err:
+                self.logger.warning(
+                    "%s refused a list of scores (%s): writing one score per POST from now on",
+                    self.server.label,
+                    err,
+                )
+                self.server = Server(self.server.version, batch_scores=False)
+        return self._send_singly(batch)
+
+    # --- list POSTs (SDK 5) ---
+    def _send_list(self, batch: list[dict[str, Any]]) -> dict[str, str | None]:
+        request = [CreateScoreRequest(**b) for b in batch]
+        what = f"writing {len(batch)} scores (POST scores)"
+        try:
+            answer = self.calls(
+                what,
+                lambda: self.calls.api.scores.create(request=request, request_options=NO_RETRY),
+            )
+        except ApiError as err:
+            if err.status_code == 400:
+                raise ListRefused(describe(err)) from None
+            return {b["id"]: f"upload_error: {describe(err)}" for b in batch}
+        except Exception as err:
+            return {b["id"]: f"upload_error: {describe(err)}" for b in batch}
+        if not isinstance(answer, CreateScoreBatchResults) or answer.rejected == 0:
+            return {b["id"]: None for b in batch}
+        # 207: some refused, not saying which; re-sending is discouraged, so read them back
+        errors = "; ".join(e.message for e in answer.errors[:3])[:300] or "refused"
+        self.logger.warning(
+            "207: %d of %d scores refused (%s); reading the batch back", answer.rejected,
+            len(batch), errors,
+        )  # fmt: skip
+        try:
+            found = {str(s.id) for s in scores_by_id(self.calls, [b["id"] for b in batch], what)}
+        except Exception as err:
+            found = set()
+            errors += f"; reading back failed: {describe(err)}"
+        self.read_back += len(batch)
+        return {
+            b["id"]: None if b["id"] in found else f"not confirmed after a 207: {errors}"
+            for b in batch
+        }
+
+    # --- one score per POST (v4.16) ---
+    def _send_singly(self, batch: list[dict[str, Any]]) -> dict[str, str | None]:
+        cfg = self.calls.cfg
+        url = f"{cfg.base_url}/api/public/scores"
+        auth = (cfg.public_key, cfg.secret_key.get_secret_value())
+        with httpx.Client(timeout=cfg.timeout_s, auth=auth) as client:
+
+            def one(body: dict[str, Any]) -> tuple[str, str | None]:
+                # the single-object body has no timestamp: the server stamps the score itself
+                wire = {_WIRE.get(k, k): v for k, v in body.items() if k != "timestamp"}
+
+                def post() -> httpx.Response:
+                    resp = client.post(url, json=wire)
+                    if resp.status_code in TRANSIENT_STATUS:
+                        raise ApiError(
+                            status_code=resp.status_code, headers=dict(resp.headers),
+                            body=resp.text,
+                        )  # fmt: skip
+                    return resp
+
+                try:
+                    resp = self.calls(f"writing score {body['id']} (POST scores)", post)
+                except Exception as err:
+                    return body["id"], f"upload_error: {describe(err)}"
+                if resp.status_code < 300:
+                    return body["id"], None
+                return body["id"], f"refused: HTTP {resp.status_code}: {resp.text[:300]}"
+
+            workers = min(self.tuning.single_post_concurrency, len(batch)) or 1
+            with ThreadPoolExecutor(workers, thread_name_prefix="score-post") as pool:
+                return dict(pool.map(one, batch))
 
 
 @dataclass(slots=True)
 class UploadResult:
-    uploaded: list[Outcome]
+    uploaded: list[Outcome]  # accepted by Langfuse (not yet read back)
     failed: list[Outcome]
     requests: int
+    server: Server  # the write path, as the uploads left it
     labels_failed: int = 0
-    held: list[Scored] = field(default_factory=list)  # the last, part-full batch, kept back
+    read_back: int = 0
 
 
-class _Uploader:
-    def __init__(self, api: LangfuseAPI, tuning: Tuning, logger: Any) -> None:
-        self.api, self.tuning, self.logger = api, tuning, logger
-        self.requests = 0
-
-    def post(self, batch: list[dict[str, Any]]) -> Any:
-        request = [CreateScoreRequest(**b) for b in batch]
-
-        def call() -> Any:
-            self.requests += 1
-            return self.api.scores.create(request=request, request_options=NO_RETRY)
-
-        return retrying(
-            self.tuning, self.logger, f"writing {len(batch)} scores (POST scores)", call
-        )
-
-    def send(self, batch: list[dict[str, Any]]) -> dict[str, str | None]:
-        """trace id -> None when accepted, else the reason it was refused."""
-        try:
-            answer = self.post(batch)
-        except Exception as err:
-            reason = f"upload_error: {describe(err)}"
-            return {_key(b): reason for b in batch}
-        if not isinstance(answer, CreateScoreBatchResults) or answer.rejected == 0:
-            return {_key(b): None for b in batch}
-        if len(batch) == 1:
-            msg = "; ".join(e.message for e in answer.errors)[:300] or "refused"
-            return {_key(batch[0]): f"refused: {msg}"}
-        if answer.accepted == 0 and answer.rejected == len(batch) and len(batch) > 64:
-            # all refused: a batch-wide cause; no point bisecting hundreds of items
-            msg = "; ".join(e.message for e in answer.errors[:3])[:300]
-            return {_key(b): f"refused: {msg}" for b in batch}
-        mid = len(batch) // 2
-        self.logger.info(
-            "207: %d of %d scores refused; narrowing down", answer.rejected, len(batch)
-        )
-        return self.send(batch[:mid]) | self.send(batch[mid:])
-
-
-def upload_scores(
-    api: LangfuseAPI,
-    items: list[Scored],
-    *,
-    score_name: str,
-    metadata: dict[str, Any],
-    tuning: Tuning,
-    logger: Any,
-    config_id: str | None = None,
-    label: LabelSpec | None = None,
-    hold_partial: bool = False,
-) -> UploadResult:
-    """POST the scores of ``items`` in batches under the body limit, each verdict confirmed.
-
-    ``hold_partial`` keeps the last, part-full batch back (returned as ``held``) so that the
-    next chunk's scores can fill it: a full window then costs about one POST per megabyte.
-    """
-    by_key = {s.pair.key: s for s in items}
-    groups = [
-        [score_body(s, score_name=score_name, metadata=metadata, config_id=config_id)]
-        + ([label_body(s, label, metadata)] if label is not None else [])
-        for s in items
-    ]
-    batches, counts = pack(groups, tuning.upload_batch_bytes)
-    held: list[Scored] = []
-    if hold_partial and batches:
-        batches.pop()
-        held = items[len(items) - counts[-1] :]
-    uploader = _Uploader(api, tuning, logger)
+def upload_scores(items: list[Scored], spec: ScoreSpec, writer: Writer) -> UploadResult:
+    """POST the scores of ``items``; every unit ends uploaded or failed, with its reason."""
+    groups = [score_bodies(s, spec) for s in items]
     verdicts: dict[str, str | None] = {}
-    for batch in batches:
-        verdicts |= uploader.send(batch)
+    for batch in pack(groups, writer.tuning.upload_batch_bytes):
+        verdicts |= writer.send(batch)
     uploaded: list[Outcome] = []
     failed: list[Outcome] = []
     labels_failed = 0
-    for key, reason in verdicts.items():
-        if key.endswith("#label"):
-            labels_failed += reason is not None
-            continue
-        s = by_key[key]
+    for s, group in zip(items, groups, strict=True):
+        main, labels = group[0], group[1:]
+        labels_failed += sum(verdicts.get(b["id"]) is not None for b in labels if _is_label(b))
+        reason = verdicts.get(main["id"], "upload_error: not sent")
         bucket = Bucket.UPLOADED if reason is None else Bucket.FAILED_TO_UPLOAD
         outcome = outcome_for(
             s.pair,
@@ -223,39 +262,28 @@ def upload_scores(
             answer=preview(s.pair.response),
         )
         (uploaded if reason is None else failed).append(outcome)
-    return UploadResult(uploaded, failed, uploader.requests, labels_failed, held)
+    return UploadResult(
+        uploaded, failed, writer.calls.requests, writer.server, labels_failed, writer.read_back
+    )
 
 
 @task(name="upload-scores", task_run_name="upload chunk {chunk_no}", cache_policy=NO_CACHE)
 def upload_task(
     items: list[Scored],
     cfg: LangfuseSettings,
-    score_name: str,
-    metadata: dict[str, Any],
+    spec: ScoreSpec,
+    server: Server,
     tuning: Tuning,
     chunk_no: int,
-    config_id: str | None = None,
-    label: LabelSpec | None = None,
-    hold_partial: bool = False,
 ) -> UploadResult:
     logger = get_run_logger()
-    result = upload_scores(
-        make_api(cfg),
-        items,
-        score_name=score_name,
-        metadata=metadata,
-        tuning=tuning,
-        logger=logger,
-        config_id=config_id,
-        label=label,
-        hold_partial=hold_partial,
-    )
+    writer = Writer(Calls(cfg, tuning, logger), server, tuning)
+    result = upload_scores(items, spec, writer)
     logger.info(
-        "chunk %d: %d scores landed, %d refused or lost (%d POSTs), %d kept for the next POST",
+        "chunk %d: %d scores accepted by Langfuse, %d refused or lost (%d requests)",
         chunk_no,
         len(result.uploaded),
         len(result.failed),
         result.requests,
-        len(result.held),
     )
     return result

@@ -153,3 +153,11 @@ def tlm(monkeypatch: pytest.MonkeyPatch) -> Iterator[TLMSandbox]:
         monkeypatch.setenv(name, value)
     yield _TLM
     _TLM.reset()
+
+
+@pytest.fixture(autouse=True)
+def score_ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's runs record what they wrote in a ledger of their own."""
+    path = tmp_path / "ledger"
+    monkeypatch.setenv("TRUST_EVAL_LEDGER_URL", str(path))
+    return path

@@ -47,7 +47,6 @@ CHILD = Path(__file__).with_name("crash_child.py")
 N, PAGE = 20, 5
 TUNING = {
     "TRUST_EVAL_PAGE_SIZE": str(PAGE),
-    "TRUST_EVAL_FILL_POSTS": "false",  # one POST per chunk: the kill lands between two
     "TRUST_EVAL_RETRIES": "2",
     "TRUST_EVAL_RETRY_BASE_DELAY_S": "0.01",
     "TRUST_EVAL_RETRY_MAX_DELAY_S": "1",

@@ -234,14 +234,14 @@ def test_read_transient_5xx_recovers(langfuse_sandbox: LangfuseSandbox, tlm: TLM
 def test_read_persistent_5xx_fails_loudly_with_what_landed(
     langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Page 1 is read and scored; page 2 never answers: the run fails, and says so, after
-    sending page 1's scores (kept back to fill a POST) anyway."""
+    """Page 1 is read and scored; page 2 never answers: the run fails, and says so, with page
+    1's scores landed."""
     monkeypatch.setenv("TRUST_EVAL_PAGE_SIZE", "5")
     lf = langfuse_sandbox
     seeded = seed(lf, 12)
-    # the outage starts after page 1 and the child-observation probe were read
+    # the outage starts after page 1 and the two child-observation probes were read
     lf.faults.set(
-        "observations", FailWhen(status=500, when=lambda f: lf.faults.count("observations") >= 2)
+        "observations", FailWhen(status=500, when=lambda f: lf.faults.count("observations") >= 3)
     )
     r = run()
     assert_failed_loudly(r, mentions="reading traces failed on page 2")
@@ -350,7 +350,6 @@ def test_write_persistent_5xx_fails_loudly_with_what_landed(
 ) -> None:
     """Chunk 1 lands; every write of chunk 2 fails: the run fails and names what did not land."""
     monkeypatch.setenv("TRUST_EVAL_PAGE_SIZE", "5")
-    monkeypatch.setenv("TRUST_EVAL_FILL_POSTS", "false")  # each chunk writes its own POST
     lf = langfuse_sandbox
     seeded = seed(lf, 12)
     lf.faults.set("scores.create", FailWhen(status=500, when=lambda f: f.calls >= 2))
@@ -410,10 +409,20 @@ def test_207_refuses_only_some_traces(
     report = r.report
     assert not report.ok
     assert ids_in(report.failed_to_upload) == refused
-    assert all(k.startswith("refused:") for k in report.failed_to_upload)
+    assert all(k.startswith("not confirmed after a 207") for k in report.failed_to_upload)
     assert report.uploaded == 16 and report.fetched == 20
     assert {s.trace_id for s in lf.store.all_scores()} == set(seeded.pairs) - refused
+    # SDK 5: a 207 batch is not re-sent; its scores are read back by id (one GET per 100)
+    assert lf.faults.count("scores.create") == 3  # one POST per chunk of 8, none again
+    # every chunk had a refusal: each read back once, after the window's one range look-up
+    assert report.read_back == 20 and lf.faults.count("scores.list") == 1 + 3
     assert_invariants(lf, tlm, seeded, r)
+    # the next run re-sends the refused scores as recorded, without paying TLM again
+    lf.faults.clear()
+    paid = len(tlm.calls)
+    again = run()
+    assert again.error is None and again.report.resent == 4 and len(tlm.calls) == paid
+    assert {s.trace_id for s in lf.store.all_scores()} == set(seeded.pairs)
 
 
 def test_lost_answer_is_retried_without_duplicating(

@@ -13,7 +13,7 @@ from sandbox.faults import Fault
 from sandbox.langfuse_app import LangfuseSandbox
 from sandbox.tlm_app import TLMSandbox
 from tasks.config import ConfigError
-from tasks.upload import score_id
+from tasks.models import score_id
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -73,8 +73,9 @@ def test_window_and_tags_across_pages_one_score_each(
     assert all(len(v) == 1 for v in landed.values())
     assert report.fetched == report.uploaded == len(expected)
     assert report.accounted() == report.fetched
-    # 32 traces, 7 a page: 5 pages, plus one probe that finds no child observations
-    assert lf.faults.count("observations") == 5 + 1
+    # 32 traces, 7 a page: 5 pages, plus two probes that find no child observations (by tag,
+    # then by the first page's trace ids, for apps that tag only the root span)
+    assert lf.faults.count("observations") == 5 + 2
     for trace_id, (score,) in landed.items():
         trace = lf.store.trace(trace_id)
         assert trace is not None
@@ -350,9 +351,10 @@ def test_prompt_comes_from_the_generation_the_integration_recorded(
     assert lf.faults.count("observations") == 1 + 3 + 3
 
 
-def test_scores_of_several_chunks_share_a_post(
+def test_each_chunk_writes_its_own_scores(
     langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """No paid score waits for a later chunk to fill a POST: a crash loses only work at TLM."""
     monkeypatch.setenv("TRUST_EVAL_PAGE_SIZE", "4")
     monkeypatch.setenv("TRUST_EVAL_UPLOAD_BATCH_BYTES", "10000")  # ~13 scores a POST
     lf = langfuse_sandbox
@@ -360,5 +362,5 @@ def test_scores_of_several_chunks_share_a_post(
     report = evaluate_traces(**W, tags=[TAG], score_config=False)
     assert report.uploaded == 30 and len(lf.store.all_scores()) == 30
     posts = [r for r in lf.faults.requests if r.endpoint == "scores.create"]
-    # 8 chunks of at most 4, but POSTs filled to the batch size: 3, not 8
-    assert len(posts) == 3 and all(p.body_bytes <= 10_000 for p in posts)
+    assert len(posts) == 8  # one POST per chunk of 4
+    assert len(tlm.calls) == 30 and all(p.body_bytes <= 10_000 for p in posts)

@@ -12,8 +12,8 @@ import pytest
 from flows.evaluate_traces import evaluate_traces
 from sandbox.langfuse_app import LangfuseSandbox
 from sandbox.tlm_app import TLMSandbox, synthetic_score
+from tasks.models import score_id
 from tasks.report import EVENT_EVALUATED, EVENT_LOW_TRUST
-from tasks.upload import score_id
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

@@ -1,0 +1,181 @@
+"""Langfuse access shared by every stage: the client, request counting, filters, paging, server."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+from langfuse.api import LangfuseAPI
+from langfuse.api.core.api_error import ApiError
+
+from tasks.config import ConfigError, LangfuseSettings, Tuning
+from tasks.retry import retrying
+
+T = TypeVar("T")
+NO_RETRY: Any = {"max_retries": 0}  # the generated client's own retries are off: ours count
+# the first server version whose score POST takes a list (SDK 5: Cloud or self-hosted v4.59+)
+BATCH_SCORES_SINCE = (4, 59)
+ID_BATCH = 100  # ids per filtered GET: v3 scores pages hold 100, and URLs stay short
+
+
+def make_api(cfg: LangfuseSettings) -> LangfuseAPI:
+    """The SDK's generated REST client. Retries are ours (tasks.retry), not the client's."""
+    return LangfuseAPI(
+        base_url=cfg.base_url,
+        username=cfg.public_key,
+        password=cfg.secret_key.get_secret_value(),
+        x_langfuse_public_key=cfg.public_key,
+        x_langfuse_sdk_name="langfuse-tlm-evals",
+        timeout=cfg.timeout_s,
+    )
+
+
+class Calls:
+    """The REST client plus a count of every request made through it, retries included."""
+
+    def __init__(self, cfg: LangfuseSettings, tuning: Tuning, logger: Any) -> None:
+        self.cfg, self.tuning, self.logger = cfg, tuning, logger
+        self.api = make_api(cfg)
+        self.requests = 0
+        self._lock = threading.Lock()  # single-score POSTs count from several threads
+
+    def __call__(self, what: str, fn: Callable[[], T]) -> T:
+        def counted() -> T:
+            with self._lock:
+                self.requests += 1
+            return fn()
+
+        return retrying(self.tuning, self.logger, what, counted)
+
+
+def tag_filter(tags: Sequence[str]) -> str | None:
+    if not tags:
+        return None
+    return json.dumps(
+        [{"type": "arrayOptions", "column": "tags", "operator": "any of", "value": list(tags)}]
+    )
+
+
+def trace_id_filter(trace_ids: Sequence[str]) -> str:
+    return json.dumps(
+        [
+            {
+                "type": "stringOptions",
+                "column": "traceId",
+                "operator": "any of",
+                "value": list(trace_ids),
+            }
+        ]
+    )
+
+
+def batches(items: Sequence[T], size: int = ID_BATCH) -> list[Sequence[T]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+class CursorGuard:
+    """Stops a cursor loop that would never end: a repeated cursor, or an empty page with one."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.seen: set[str] = set()
+
+    def next(self, cursor: Any, rows: int) -> str | None:
+        cursor = cursor or None
+        if cursor is None:
+            return None
+        if not rows:
+            return None  # an empty page ends the listing, whatever its cursor says
+        if cursor in self.seen:
+            raise RuntimeError(f"{self.what}: Langfuse returned the same cursor twice")
+        self.seen.add(cursor)
+        return str(cursor)
+
+
+def page_cursor(resp: Any) -> Any:
+    meta = getattr(resp, "meta", None)
+    return getattr(meta, "cursor", None)
+
+
+def scores_by_id(calls: Calls, score_ids: Sequence[str], what: str) -> list[Any]:
+    """The scores among ``score_ids`` that Langfuse shows (one GET per 100 ids)."""
+    found: list[Any] = []
+    for ids in batches(list(score_ids)):
+
+        def get(chunk: Sequence[str] = ids) -> Any:
+            return calls.api.scores.get_many(
+                id=",".join(chunk), fields="subject", limit=ID_BATCH, request_options=NO_RETRY
+            )
+
+        found.extend(calls(f"{what} (GET v3/scores by id)", get).data)
+    return found
+
+
+# --- what the server is ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    version: str | None
+    batch_scores: bool  # POST /scores takes a list (and keeps the score timestamp)
+
+    @property
+    def label(self) -> str:
+        return f"Langfuse {self.version}" if self.version else "Langfuse (version unknown)"
+
+
+def parse_version(text: str | None) -> tuple[int, ...] | None:
+    match = re.match(r"v?(\d+)\.(\d+)(?:\.(\d+))?", (text or "").strip())
+    return tuple(int(p or 0) for p in match.groups()) if match else None
+
+
+def server_of(version: str | None, mode: str = "auto") -> Server:
+    """How to write scores to a server reporting ``version``.
+
+    Self-hosted v4.16 takes ONE score per POST and stamps it on arrival; SDK 5's list POST
+    needs v4.59+ (or Cloud). An unknown version gets the list POST, and a refused list falls
+    back to single POSTs (see tasks.upload).
+    """
+    if mode in ("batch", "single"):
+        return Server(version, batch_scores=mode == "batch")
+    parsed = parse_version(version)
+    return Server(version, batch_scores=parsed is None or parsed[:2] >= BATCH_SCORES_SINCE)
+
+
+def read_server(cfg: LangfuseSettings, tuning: Tuning, calls: Calls) -> Server:
+    """GET /api/public/health (no auth, no side effect): the server's version."""
+
+    def get() -> Any:
+        resp = httpx.get(f"{cfg.base_url}/api/public/health", timeout=cfg.timeout_s)
+        if resp.status_code >= 500 or resp.status_code == 429:
+            raise ApiError(status_code=resp.status_code, headers=dict(resp.headers), body=resp.text)
+        return resp
+
+    try:
+        resp = calls(f"asking {cfg.base_url} for its version (GET health)", get)
+    except httpx.TransportError as err:
+        raise ConfigError(
+            f"cannot reach Langfuse at {cfg.base_url} ({type(err).__name__}): "
+            "check LANGFUSE_BASE_URL"
+        ) from None
+    version = None
+    if resp.status_code == 200:
+        try:
+            version = str(resp.json().get("version") or "") or None
+        except (ValueError, AttributeError):
+            version = None
+    return server_of(version, tuning.score_write)
+
+
+def v2_observations_missing(cfg: LangfuseSettings, server: Server) -> str:
+    """The one-line refusal for a server without GET /api/public/v2/observations."""
+    return (
+        f"{server.label} at {cfg.base_url} answered 404 on /api/public/v2/observations. "
+        "Self-hosted Langfuse v4 serves it only with LANGFUSE_MIGRATION_V4_ALLOW_PREVIEW_OPT_IN"
+        "=true set on the server (or upgrade to v4.59+, or use Langfuse Cloud)."
+    )
