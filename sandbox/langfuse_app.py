@@ -44,7 +44,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from fastapi import FastAPI
 from google.protobuf import json_format
@@ -61,7 +61,11 @@ from starlette.responses import JSONResponse, Response
 from sandbox.faults import FaultState, RateLimit, install
 from sandbox.runner import ServerThread
 
-SERVER_VERSION = "4.16.0"
+# Server profiles: "current" is Langfuse Cloud / self-hosted v4.59+ (the SDK 5 contract);
+# "v4.16" is self-hosted v4.16.0 as its source shows.
+PROFILES = ("current", "v4.16")
+PROFILE_VERSIONS = {"current": "4.59.0", "v4.16": "4.16.0"}
+SERVER_VERSION = PROFILE_VERSIONS["current"]
 MAX_BODY_BYTES = 1024 * 1024  # Next.js "1mb" body limit of POST /api/public/scores
 OBSERVATIONS_DEFAULT_LIMIT = 50
 OBSERVATIONS_MAX_LIMIT = 1000
@@ -73,12 +77,15 @@ METADATA_TRUNCATE_AT = 200
 METADATA_TRUNCATION_SUFFIX = "..."
 TEXT_SCORE_MAX = 500
 
-# Langfuse Cloud's "general API" rate-limit group (PROTOCOLS.md): what set_rate_limit() covers.
-# The score-config and annotation-queue endpoints are general API endpoints too.
+# Langfuse Cloud's rate-limit buckets (createAuthedProjectAPIRoute's rateLimitResource, default
+# "public-api"; Hobby: 30/min). The annotation-queue routes name "annotation-queues" (Hobby:
+# 100/min, web/src/features/public-api/server/RateLimitService.ts); score configs are public-api.
 GENERAL_API_ENDPOINTS = frozenset(
     {"observations", "scores.create", "scores.list", "projects"}
     | {"score_configs.create", "score_configs.list", "score_configs.get", "score_configs.update"}
-    | {"annotation_queues.create", "annotation_queues.list", "annotation_queues.get"}
+)
+ANNOTATION_QUEUE_ENDPOINTS = frozenset(
+    {"annotation_queues.create", "annotation_queues.list", "annotation_queues.get"}
     | {
         "annotation_queue_items.create",
         "annotation_queue_items.list",
@@ -86,6 +93,16 @@ GENERAL_API_ENDPOINTS = frozenset(
         "annotation_queue_items.update",
         "annotation_queue_items.delete",
     }
+)
+RATE_LIMIT_BUCKETS: dict[str, frozenset[str]] = {
+    "public-api": GENERAL_API_ENDPOINTS,
+    "annotation-queues": ANNOTATION_QUEUE_ENDPOINTS,
+}
+# v2 observations without LANGFUSE_MIGRATION_V4_ALLOW_PREVIEW_OPT_IN=true (v4.16.0,
+# web/src/pages/api/public/v2/observations/index.ts: LangfuseNotFoundError)
+OBSERVATIONS_V2_DISABLED = (
+    "The observations v2 API is only available in a Langfuse v4 write mode. "
+    "Learn more at: https://langfuse.com/docs/v4"
 )
 # page/limit paging of the score-config and annotation-queue lists (publicApiPaginationZod)
 PAGE_DEFAULT_LIMIT = 50
@@ -190,13 +207,21 @@ def _io_text(value: Any) -> str | None:
 
 
 class BadRequest(Exception):
-    """A 400 answer with ``message``."""
+    """A 400 answer with ``message``; ``error`` overrides the body's ``error`` field."""
+
+    def __init__(self, message: str, error: Any = None) -> None:
+        super().__init__(message)
+        self.error = error
 
 
 class ApiError(Exception):
-    """An error answer other than 400: ``status`` and the message."""
+    """An error answer other than 400: ``status`` and the message (``error`` as above)."""
 
     status = 500
+
+    def __init__(self, message: str, error: Any = None) -> None:
+        super().__init__(message)
+        self.error = error
 
 
 class NotFound(ApiError):
@@ -254,6 +279,8 @@ class ObservationRecord:
     completion_start_ms: int | None = None
     prompt_name: str | None = None
     prompt_version: int | None = None
+    # the observation's OWN tags (v4 events rows: OTel span attributes, not the trace's union)
+    tags: tuple[str, ...] = ()
     created_ms: int = 0
     updated_ms: int = 0
 
@@ -332,14 +359,50 @@ class QueueItemRecord:
 # --------------------------------------------------------------------------- the store
 
 
+@dataclass(slots=True)
+class DroppedScore:
+    """A score the HTTP answer accepted that ingestion then dropped (a configId problem)."""
+
+    score: ScoreRecord
+    reason: str
+    dropped_ms: int
+
+
+class ScoreDropped(Exception):
+    """Raised by the config checks of ingestion: the score is dropped, not refused."""
+
+
+def _check_profile(profile: str) -> str:
+    if profile not in PROFILES:
+        raise ValueError(f"unknown Langfuse profile {profile!r}; one of {PROFILES}")
+    return profile
+
+
 class LangfuseStore:
     """One in-memory Langfuse project: traces, observations, scores. Thread-safe.
 
     Every store gets fresh random API keys (the SDK keeps one client per public key per
     process, so a new sandbox must not reuse an old key).
+
+    ``profile`` picks the server modelled ("current" or "v4.16", see ``PROFILES``). The store
+    also holds the server's settings (``preview_opt_in``, ``version``), its clock
+    (``advance_clock``) and the score read lag (``set_score_read_lag``).
     """
 
-    def __init__(self, *, project_id: str | None = None, project_name: str = "sandbox") -> None:
+    def __init__(
+        self,
+        *,
+        project_id: str | None = None,
+        project_name: str = "sandbox",
+        profile: str = "current",
+    ) -> None:
+        self._profile = _check_profile(profile)
+        # LANGFUSE_MIGRATION_V4_ALLOW_PREVIEW_OPT_IN (v4.16 only: v2 observations need it)
+        self.preview_opt_in = True
+        self.version: str | None = None  # None: the profile's version
+        self._clock_offset_ms = 0
+        self._score_read_lag_ms = 0
+        self._dropped: list[DroppedScore] = []
         self.project_id = project_id or f"sandbox-project-{secrets.token_hex(4)}"
         self.project_name = project_name
         self.organization_id = "sandbox-org"
@@ -361,6 +424,52 @@ class LangfuseStore:
         # Langfuse Cloud Hobby allows one annotation queue (405 beyond); None: no limit
         self.max_annotation_queues: int | None = None
 
+    # ----------------------------------------------------------- profile, clock, read lag
+
+    @property
+    def profile(self) -> str:
+        return self._profile
+
+    @profile.setter
+    def profile(self, value: str) -> None:
+        self._profile = _check_profile(value)
+
+    @property
+    def server_version(self) -> str:
+        """What GET /api/public/health reports."""
+        return self.version or PROFILE_VERSIONS[self._profile]
+
+    def now_ms(self) -> int:
+        """The sandbox clock: wall-clock time plus every ``advance_clock``."""
+        return _now_ms() + self._clock_offset_ms
+
+    def now(self) -> datetime:
+        return ms_to_datetime(self.now_ms())
+
+    def advance_clock(self, seconds: float) -> None:
+        """Shift the server's "now" (arrival timestamps, read lag, day keys) by ``seconds``."""
+        with self._lock:
+            self._clock_offset_ms += round(seconds * 1000)
+
+    def set_score_read_lag(self, seconds: float) -> None:
+        """Score reads (GET v3/scores) show a score only ``seconds`` after it was written."""
+        if seconds < 0:
+            raise ValueError("the read lag cannot be negative")
+        self._score_read_lag_ms = round(seconds * 1000)
+
+    @property
+    def score_read_lag(self) -> float:
+        return self._score_read_lag_ms / 1000
+
+    def score_visible(self, score: ScoreRecord) -> bool:
+        return score.created_ms + self._score_read_lag_ms <= self.now_ms()
+
+    @property
+    def dropped_scores(self) -> list[DroppedScore]:
+        """Scores accepted over HTTP and then dropped by ingestion, oldest first (copies)."""
+        with self._lock:
+            return [replace(d, score=replace(d.score)) for d in self._dropped]
+
     # ----------------------------------------------------------- seeding: traces
 
     def add_trace(
@@ -381,6 +490,9 @@ class LangfuseStore:
         root_observation_id: str | None = None,
     ) -> str:
         """Create a trace and its root observation (type SPAN, ``isRootObservation`` true).
+
+        ``tags`` land on the trace and on the root observation only (as when only the root span
+        carries ``langfuse.trace.tags``); give a child its own with ``add_observation(tags=)``.
 
         ``input``/``output`` are stored the way the SDK exports them: a ``str`` as it is,
         anything else as its JSON text. ``metadata`` lands on the trace and its root span.
@@ -416,6 +528,7 @@ class LangfuseStore:
                     input=_io_text(input),
                     output=_io_text(output),
                     metadata=dict(meta) if meta else None,
+                    tags=tuple(dict.fromkeys(tags)),
                     created_ms=start_ms,
                     updated_ms=start_ms,
                 )
@@ -442,8 +555,10 @@ class LangfuseStore:
         cost_details: Mapping[str, float] | None = None,
         observation_id: str | None = None,
         environment: str | None = None,
+        tags: Iterable[str] = (),
     ) -> str:
-        """Add a (non-root) observation to an existing trace. Returns the observation id."""
+        """Add a (non-root) observation to an existing trace. Returns the observation id.
+        ``tags`` are the observation's own (what the v2 tag filter looks at)."""
         kind = type.upper()
         if kind not in OBSERVATION_TYPES:
             raise ValueError(f"unknown observation type {type!r}")
@@ -473,6 +588,7 @@ class LangfuseStore:
                 model_parameters=model_parameters,
                 usage_details=dict(usage_details) if usage_details else None,
                 cost_details=dict(cost_details) if cost_details else None,
+                tags=tuple(dict.fromkeys(tags)),
                 created_ms=start_ms,
                 updated_ms=start_ms,
             )
@@ -528,7 +644,7 @@ class LangfuseStore:
     def ingest_otlp(self, request: ExportTraceServiceRequest) -> int:
         """Turn the spans of an OTLP export into traces and observations. Returns span count."""
         count = 0
-        now = _now_ms()
+        now = self.now_ms()
         with self._lock:
             for resource_spans in request.resource_spans:
                 resource = _attributes(resource_spans.resource.attributes)
@@ -552,7 +668,14 @@ class LangfuseStore:
         session_id = _opt_str(attrs.get(A_SESSION_ID))
         trace_meta = _prefixed_metadata(attrs, A_TRACE_METADATA)
         obs_meta = _prefixed_metadata(attrs, A_OBS_METADATA)
-        tags = _as_str_list(attrs.get(A_TRACE_TAGS))
+        # OtelIngestionProcessor.extractTags (packages/shared/src/server/otel/): each span's
+        # event row takes the tags of its OWN attributes
+        tags = _as_str_list(
+            attrs.get(A_TRACE_TAGS)
+            or attrs.get("langfuse.tags")
+            or attrs.get(f"{A_OBS_METADATA}.langfuse_tags")
+            or attrs.get(f"{A_TRACE_METADATA}.langfuse_tags")
+        )
         is_root = parent_id is None or attrs.get(A_IS_APP_ROOT) is True
 
         # the trace: created by its first span, enriched by every later one
@@ -619,6 +742,7 @@ class LangfuseStore:
                 completion_start_ms=_iso_attr_ms(attrs.get(A_COMPLETION_START)),
                 prompt_name=_opt_str(attrs.get(A_PROMPT_NAME)),
                 prompt_version=int(prompt_version) if isinstance(prompt_version, int) else None,
+                tags=tuple(dict.fromkeys(tags)),
                 created_ms=old.created_ms if old is not None else now,
                 updated_ms=now,
             )
@@ -665,25 +789,56 @@ class LangfuseStore:
     # ----------------------------------------------------------- scores
 
     def upsert_score(self, score: ScoreRecord) -> ScoreRecord:
-        """Store a score. Same id, timestamp and name as a stored row: update that row in
-        place; otherwise add a row (so a resend with another timestamp duplicates)."""
-        now = _now_ms()
+        """Store a score row.
+
+        current: a stored row with the same id, timestamp and name is updated in place;
+        otherwise a row is added (a resend with another timestamp duplicates).
+        v4.16: rows are keyed (project, day of timestamp, name, id), the ClickHouse ORDER BY of
+        ``scores`` (packages/shared/clickhouse/migrations/clustered/0003_scores.up.sql): the same
+        key replaces the row, timestamp included; another day adds a row.
+        """
+        now = self.now_ms()
+        by_day = self._profile == "v4.16"
         with self._lock:
             for seq in self._score_ids.get(score.id, []):
                 row = self._scores[seq]
-                if row.timestamp_ms == score.timestamp_ms and row.name == score.name:
+                if row.name != score.name:
+                    continue
+                if by_day and _day(row.timestamp_ms) == _day(score.timestamp_ms):
+                    updated = replace(score, seq=seq, created_ms=now, updated_ms=now)
+                    if row.timestamp_ms != score.timestamp_ms:
+                        self._score_order.remove((row.timestamp_ms, seq))
+                        self._add_score_order(updated)
+                    self._scores[seq] = updated
+                    return replace(updated)
+                if not by_day and row.timestamp_ms == score.timestamp_ms:
                     updated = replace(score, seq=seq, created_ms=row.created_ms, updated_ms=now)
                     self._scores[seq] = updated
-                    return updated
+                    return replace(updated)
             self._seq += 1
             stored = replace(score, seq=self._seq, created_ms=now, updated_ms=now)
             self._scores[stored.seq] = stored
             self._score_ids.setdefault(stored.id, []).append(stored.seq)
-            key = (stored.timestamp_ms, stored.seq)
-            if self._score_order and key < self._score_order[-1]:
-                self._scores_sorted = False
-            self._score_order.append(key)
-            return stored
+            self._add_score_order(stored)
+            return replace(stored)
+
+    def _add_score_order(self, score: ScoreRecord) -> None:
+        key = (score.timestamp_ms, score.seq)
+        if self._score_order and key < self._score_order[-1]:
+            self._scores_sorted = False
+        self._score_order.append(key)
+
+    def ingest_score(self, item: Mapping[str, Any], score: ScoreRecord) -> ScoreRecord | None:
+        """What ingestion does with a score the HTTP answer already accepted: apply its config
+        (:meth:`inflate_with_config`) and store it, or drop it silently (kept in
+        ``dropped_scores``) and return None."""
+        try:
+            final = self.inflate_with_config(item, score)
+        except ScoreDropped as e:
+            with self._lock:
+                self._dropped.append(DroppedScore(replace(score), str(e), self.now_ms()))
+            return None
+        return self.upsert_score(final)
 
     def add_score(
         self,
@@ -708,7 +863,7 @@ class LangfuseStore:
                 name=name,
                 value=value,
                 data_type=data_type,
-                timestamp_ms=to_ms(timestamp) if timestamp is not None else _now_ms(),
+                timestamp_ms=to_ms(timestamp) if timestamp is not None else self.now_ms(),
                 trace_id=trace_id,
                 observation_id=observation_id,
                 session_id=session_id,
@@ -727,9 +882,17 @@ class LangfuseStore:
         to_ms: int | None,
         before: tuple[int, int] | None,
         limit: int,
+        one_per_id: bool = False,
     ) -> tuple[list[ScoreRecord], bool]:
-        """Newest timestamp first; same keyset rules as :meth:`query_observations`."""
+        """Newest timestamp first; same keyset rules as :meth:`query_observations`.
+
+        ``one_per_id``: only the newest matching row of an id, as v4.16's v3 list query does
+        (``ORDER BY s.timestamp DESC, s.id DESC, s.event_ts DESC LIMIT 1 BY s.id, s.project_id``
+        in packages/shared/src/server/repositories/scores.ts): per query, after the filters and
+        the cursor, so an older row of an id on one page can still show on a later page.
+        """
         rows: list[ScoreRecord] = []
+        seen: set[str] = set()
         with self._lock:
             if not self._scores_sorted:
                 self._score_order.sort()
@@ -744,6 +907,10 @@ class LangfuseStore:
             for i in range(hi - 1, lo - 1, -1):
                 score = self._scores[order[i][1]]
                 if predicate(score):
+                    if one_per_id:
+                        if score.id in seen:
+                            continue
+                        seen.add(score.id)
                     rows.append(score)
                     if len(rows) > limit:
                         return rows[:limit], True
@@ -777,7 +944,7 @@ class LangfuseStore:
         min_value, max_value, cats = _checked_config_values(
             data_type, min_value, max_value, categories
         )
-        now = _now_ms()
+        now = self.now_ms()
         with self._lock:
             config = ScoreConfigRecord(
                 id=str(uuid.uuid4()),
@@ -857,7 +1024,7 @@ class LangfuseStore:
                 min_value=min_value,
                 max_value=max_value,
                 categories=cats,
-                updated_ms=_now_ms(),
+                updated_ms=self.now_ms(),
             )
             self._score_configs[config_id] = new
             return _copy_config(new)
@@ -872,57 +1039,64 @@ class LangfuseStore:
         with self._lock:
             return [_copy_config(c) for c in self._score_configs.values()]
 
-    def checked_score(self, item: Any) -> ScoreRecord:
-        """:func:`validate_score` plus, when the item names a ``configId``, the checks of
-        Langfuse's ingestion (``validateAndInflateScore``): the config must exist (NotFound),
-        not be archived, and agree on dataType; the value must fit its range or categories; the
-        score takes the config's name and dataType."""
-        config_id = item.get("configId") if isinstance(item, dict) else None
+    def inflate_with_config(self, item: Mapping[str, Any], score: ScoreRecord) -> ScoreRecord:
+        """The configId checks of Langfuse's ingestion worker, run after the HTTP answer
+        (packages/shared/src/server/ingestion/validateAndInflateScore.ts; the worker's
+        processScoreEventList catches the error and "rejects silently"): the config must exist,
+        not be archived and agree on dataType; the value must fit its range or categories; the
+        score takes the config's name and dataType. Raises ScoreDropped."""
+        config_id = item.get("configId")
         if not config_id:
-            return validate_score(item)
-        assert isinstance(item, dict)
+            return score
         config = self.score_config(config_id) if isinstance(config_id, str) else None
         if config is None:
-            raise NotFound(
+            raise ScoreDropped(
                 "The configId you provided does not match a valid config in this project"
             )
         data_type = item.get("dataType")
         if data_type and data_type != config.data_type:
-            raise BadRequest(
+            raise ScoreDropped(
                 f"Data type mismatch based on config: expected {config.data_type}, got {data_type}"
             )
         if config.is_archived:
-            raise BadRequest(
+            raise ScoreDropped(
                 "Config is archived and cannot be used to create new scores. "
                 "Please restore the config first."
             )
-        score = validate_score({**item, "name": config.name, "dataType": config.data_type})
+        try:
+            inflated = validate_score(
+                {**item, "name": config.name, "dataType": config.data_type},
+                now_ms=score.timestamp_ms,
+            )
+        except BadRequest as e:
+            raise ScoreDropped(f"Ingested score body not valid against provided config: {e}") from e
+        inflated = replace(inflated, id=score.id, timestamp_ms=score.timestamp_ms)
         problem: str | None = None
-        if config.data_type == "NUMERIC" and isinstance(score.value, float):
-            if config.max_value is not None and score.value > config.max_value:
+        if config.data_type == "NUMERIC" and isinstance(inflated.value, float):
+            if config.max_value is not None and inflated.value > config.max_value:
                 problem = f"Value exceeds maximum value of {_js_num(config.max_value)}"
-            elif config.min_value is not None and score.value < config.min_value:
+            elif config.min_value is not None and inflated.value < config.min_value:
                 problem = f"Value is below minimum value of {_js_num(config.min_value)}"
             if problem:
                 problem += " defined in config"
         elif config.data_type == "CATEGORICAL":
             labels = [c["label"] for c in config.categories or []]
-            if score.value not in labels:
+            if inflated.value not in labels:
                 problem = (
-                    f"Value {score.value} does not map to a valid category. "
+                    f"Value {inflated.value} does not map to a valid category. "
                     "Pass a valid category value."
                 )
         if problem:
-            raise BadRequest(f"Ingested score body not valid against provided config: {problem}")
-        return score
+            raise ScoreDropped(f"Ingested score body not valid against provided config: {problem}")
+        return inflated
 
     # ----------------------------------------------------------- annotation queues
 
     def create_annotation_queue(
         self, *, name: str, score_config_ids: Iterable[str], description: str | None = None
     ) -> AnnotationQueueRecord:
-        """A new queue. Conflict if the project has a queue of that name; BadRequest if a
-        score config id is unknown; NotAllowed beyond ``max_annotation_queues``."""
+        """A new queue. BadRequest if the project has a queue of that name or a score config id
+        is unknown; NotAllowed beyond ``max_annotation_queues``."""
         config_ids = list(score_config_ids)
         if not config_ids:
             raise BadRequest("scoreConfigIds must hold at least one score config id")
@@ -932,13 +1106,18 @@ class LangfuseStore:
                 and len(self._queues) >= self.max_annotation_queues
             ):
                 raise NotAllowed("Maximum number of annotation queues reached on Hobby plan.")
-            if any(q.name == name for q in self._queues.values()):
-                raise Conflict("A queue with this name already exists.")
             if any(cid not in self._score_configs for cid in config_ids):
                 raise BadRequest(
-                    "At least one of the score config IDs cannot be found for the given project."
+                    "At least one of the score config IDs cannot be found for the given project.",
+                    error="InvalidRequestError",
                 )
-            now = _now_ms()
+            if any(q.name == name for q in self._queues.values()):
+                # Prisma P2002 -> InvalidRequestError (v4.16.0, web/src/features/
+                # annotation-queues/server/publicAnnotationQueueService.ts)
+                raise BadRequest(
+                    "A queue with this name already exists.", error="InvalidRequestError"
+                )
+            now = self.now_ms()
             queue = AnnotationQueueRecord(
                 id=str(uuid.uuid4()),
                 name=name,
@@ -982,7 +1161,7 @@ class LangfuseStore:
             raise BadRequest(f"status must be one of {sorted(QUEUE_ITEM_STATUSES)}")
         with self._lock:
             items = self._items_of(queue_id)
-            now = _now_ms()
+            now = self.now_ms()
             item = QueueItemRecord(
                 id=str(uuid.uuid4()),
                 queue_id=queue_id,
@@ -1021,7 +1200,7 @@ class LangfuseStore:
             item = items.get(item_id)
             if item is None:
                 raise NotFound("Annotation queue item not found")
-            now = _now_ms()
+            now = self.now_ms()
             new = replace(
                 item,
                 status=status or item.status,
@@ -1130,6 +1309,10 @@ def _score_key(s: ScoreRecord) -> tuple[int, int]:
     return (s.timestamp_ms, s.seq)
 
 
+def _day(ms: int) -> int:
+    return ms // 86_400_000
+
+
 # --------------------------------------------------------------------------- OTLP decoding
 
 
@@ -1174,6 +1357,8 @@ def _as_str_list(value: Any) -> list[str]:
             return [value]
         if isinstance(parsed, list):
             return [str(v) for v in parsed]
+        if "," in value:
+            return [part.strip() for part in value.split(",")]
         return [value]
     return [str(value)]
 
@@ -1289,8 +1474,11 @@ def error_body(status: int, message: str | None = None) -> dict[str, Any]:
     return {"message": message or default, "error": reason}
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse(error_body(status, message), status_code=status)
+def _error(status: int, message: str, error: Any = None) -> JSONResponse:
+    body = error_body(status, message)
+    if error is not None:
+        body["error"] = error
+    return JSONResponse(body, status_code=status)
 
 
 def _encode_cursor(payload: list[Any]) -> str:
@@ -1367,7 +1555,8 @@ _FILTER_COLUMNS: dict[str, Callable[[ObservationRecord, TraceRecord | None], Any
     "parentObservationId": lambda o, t: o.parent_observation_id,
     "isRootObservation": lambda o, t: o.is_root,
     "traceName": lambda o, t: t.name if t else None,
-    "tags": lambda o, t: t.tags if t else (),
+    # e."tags" for both tags and traceTags (mapEventsTable.ts): the observation's own tags
+    "tags": lambda o, t: o.tags,
     "startTime": lambda o, t: o.start_ms,
     "endTime": lambda o, t: o.end_ms,
     "model": lambda o, t: o.model,
@@ -1537,6 +1726,7 @@ def observation_json(
     groups: set[str],
     expand: set[str],
     project_id: str,
+    profile: str = "current",
 ) -> dict[str, Any]:
     """One ObservationV2, with the requested field groups (core always)."""
     row: dict[str, Any] = {
@@ -1577,13 +1767,13 @@ def observation_json(
     if "metadata" in groups:
         row["metadata"] = _truncate_metadata(obs.metadata, expand) or {}
     if "model" in groups:
-        # spec v4.16.0 names it providedModelName; SDK 5 (newer servers) reads ``model``
-        row.update(
-            providedModelName=obs.model,
-            model=obs.model,
-            internalModelId=None,
-            modelParameters=obs.model_parameters,
-        )
+        row.update(model=obs.model, internalModelId=None, modelParameters=obs.model_parameters)
+        if profile == "current":
+            # spec v4.16.0 names it providedModelName; SDK 5 (newer servers) reads ``model``
+            row["providedModelName"] = obs.model
+        # v4.16.0 puts only ``model`` on the wire: convertObservationPartial maps
+        # provided_model_name -> model (packages/shared/src/server/repositories/
+        # observations_converters.ts); providedModelName is only in its zod/OpenAPI types
     if "usage" in groups:
         cost = obs.cost_details or {}
         row.update(
@@ -1604,7 +1794,7 @@ def observation_json(
         row.update(latency=latency, timeToFirstToken=ttft)
     if "trace_context" in groups:
         row.update(
-            tags=list(trace.tags) if trace else [],
+            tags=list(obs.tags),  # e.tags, the event row's own (event-query-builder.ts)
             release=trace.release if trace else None,
             traceName=trace.name if trace else None,
         )
@@ -1614,10 +1804,10 @@ def observation_json(
 def _observations_page(store: LangfuseStore, request: Request, fault_repeat: int) -> Response:
     params = request.query_params
     fields = _csv(params.get("fields"))
-    groups = set(fields) if fields else {"core", "basic"}
-    unknown = groups - FIELD_GROUPS
-    if unknown:
-        raise BadRequest(f"Invalid fields: unknown field group(s) {sorted(unknown)}")
+    # unknown groups are dropped silently (commaSeparatedEnumArray(..., {unknownValues:
+    # "filter"}) in web/src/features/public-api/types/observations.ts); only unknown ones
+    # leave core alone ([] is not null: no core,basic default)
+    groups = {"core", "basic"} if fields is None else {f for f in fields if f in FIELD_GROUPS}
     expand = set(_csv(params.get("expandMetadata")) or [])
     limit = _int_param(params, "limit", OBSERVATIONS_DEFAULT_LIMIT, OBSERVATIONS_MAX_LIMIT)
     if _bool_param(params.get("parseIoAsJson"), "parseIoAsJson"):
@@ -1663,6 +1853,10 @@ def _observations_page(store: LangfuseStore, request: Request, fault_repeat: int
             raise BadRequest("Invalid cursor")
         before = (ms, oid)
 
+    if store.profile == "v4.16" and not store.preview_opt_in:
+        # checked inside the handler, after auth and the query schema
+        raise NotFound(OBSERVATIONS_V2_DISABLED, error="LangfuseNotFoundError")
+
     def predicate(o: ObservationRecord, t: TraceRecord | None) -> bool:
         return all(p(o, t) for p in predicates)
 
@@ -1674,15 +1868,18 @@ def _observations_page(store: LangfuseStore, request: Request, fault_repeat: int
         # fault: the next page starts with the last N rows of this one (an unmerged store)
         last = rows[-1 - min(fault_repeat, len(rows) - 1)][0]
         meta["cursor"] = _encode_cursor([last.start_ms, last.id])
-    data = [observation_json(o, t, groups, expand, store.project_id) for o, t in rows]
+    data = [
+        observation_json(o, t, groups, expand, store.project_id, store.profile) for o, t in rows
+    ]
     return JSONResponse({"data": data, "meta": meta})
 
 
 # --------------------------------------------------------------------------- scores
 
 
-def validate_score(item: Any) -> ScoreRecord:
-    """Check one score of a POST body; raise BadRequest with the reason."""
+def validate_score(item: Any, *, now_ms: int | None = None) -> ScoreRecord:
+    """Check one score of a POST body; raise BadRequest with the reason. A missing timestamp
+    is ``now_ms`` (default: wall-clock now)."""
     if not isinstance(item, dict):
         raise BadRequest("Each score must be a JSON object")
     name = item.get("name")
@@ -1757,7 +1954,7 @@ def validate_score(item: Any) -> ScoreRecord:
         raise BadRequest("id must be a non-empty string")
     raw_ts = item.get("timestamp")
     if raw_ts is None:
-        timestamp_ms = _now_ms()
+        timestamp_ms = now_ms if now_ms is not None else _now_ms()
     else:
         if not isinstance(raw_ts, str):
             raise BadRequest("timestamp must be an ISO 8601 datetime")
@@ -1876,12 +2073,14 @@ def _scores_page(store: LangfuseStore, request: Request) -> Response:
         if not isinstance(ms, int) or not isinstance(seq, int):
             raise BadRequest("Invalid cursor")
         before = (ms, seq)
+    checks.append(store.score_visible)  # the read lag
     rows, more = store.query_scores(
         predicate=lambda s: all(c(s) for c in checks),
         from_ms=from_ms,
         to_ms=to_ms_,
         before=before,
         limit=limit,
+        one_per_id=store.profile == "v4.16",
     )
     meta: dict[str, Any] = {"limit": limit}
     if more and rows:
@@ -2014,7 +2213,8 @@ async def _json_object(request: Request, allowed: frozenset[str] | None = None) 
 
 def _api_error(e: Exception) -> Response:
     status = e.status if isinstance(e, ApiError) else 400
-    return _error(status, str(e))
+    error = e.error if isinstance(e, ApiError | BadRequest) else None
+    return _error(status, str(e), error)
 
 
 _QUEUE_BODY_KEYS = frozenset({"name", "description", "scoreConfigIds"})
@@ -2068,6 +2268,55 @@ def _queue_items_page(store: LangfuseStore, queue_id: str, params: Mapping[str, 
     items = [i for i in store.queue_items(queue_id) if status is None or i.status == status]
     items.sort(key=lambda i: i.seq, reverse=True)  # createdAt desc, id desc
     return _paged(items, params, queue_item_json)
+
+
+# --------------------------------------------------------------------------- v4.16 score POST
+
+# zod's issues for a JSON list given to PostScoresBody (an object intersected with a
+# discriminated union, zod 4.3): one invalid_type issue from each side
+_LIST_BODY_ISSUES: tuple[dict[str, Any], ...] = (
+    {
+        "expected": "object",
+        "code": "invalid_type",
+        "path": [],
+        "message": "Invalid input: expected object, received array",
+    },
+    {
+        "code": "invalid_type",
+        "expected": "object",
+        "path": [],
+        "message": "Invalid input: expected object, received array",
+    },
+)
+
+
+def _invalid_request_data(issues: list[dict[str, Any]]) -> JSONResponse:
+    """withMiddlewares' answer to a ZodError (web/src/features/public-api/server/)."""
+    return JSONResponse({"message": "Invalid request data", "error": issues}, status_code=400)
+
+
+def _create_score_v416(store: LangfuseStore, payload: Any, rejected: set[str]) -> Response:
+    """POST /api/public/scores of v4.16.0 (web/src/pages/api/public/scores/index.ts): one
+    score object (PostScoresBodyV1) in, 200 ``{"id"}`` out. The body has no ``timestamp``
+    (zod strips it): the ingestion event is stamped on arrival and the worker takes that as the
+    score's timestamp (worker/src/services/IngestionService, processScoreEventList)."""
+    if not isinstance(payload, dict):
+        if isinstance(payload, list):
+            return _invalid_request_data([dict(i) for i in _LIST_BODY_ISSUES])
+        return _invalid_request_data(
+            [{"code": "invalid_type", "expected": "object", "path": [], "message": "Invalid input"}]
+        )
+    item = {k: v for k, v in payload.items() if k != "timestamp"}
+    item["id"] = item.get("id") or str(uuid.uuid4())  # body.id || randomUUID()
+    try:
+        score = validate_score(item, now_ms=store.now_ms())
+    except BadRequest as e:
+        # the sandbox's reason in zod's shape (the issue itself is not zod's own)
+        return _invalid_request_data([{"code": "custom", "path": [], "message": str(e)}])
+    if score.trace_id in rejected:
+        return _error(400, f"Score for trace {score.trace_id} was rejected")
+    store.ingest_score(item, score)
+    return JSONResponse({"id": score.id})
 
 
 # --------------------------------------------------------------------------- the app
@@ -2138,7 +2387,7 @@ def create_langfuse_app(store: LangfuseStore) -> FastAPI:
 
     @app.get("/api/public/health")
     async def health() -> Response:
-        return JSONResponse({"status": "OK", "version": SERVER_VERSION})
+        return JSONResponse({"status": "OK", "version": store.server_version})
 
     @app.get("/api/public/projects")
     async def projects(request: Request) -> Response:
@@ -2180,8 +2429,8 @@ def create_langfuse_app(store: LangfuseStore) -> FastAPI:
         fault = faults.faults.get("observations")
         try:
             return _observations_page(store, request, fault.repeat_rows if fault else 0)
-        except BadRequest as e:
-            return _error(400, str(e))
+        except (BadRequest, ApiError) as e:
+            return _api_error(e)
 
     @app.post("/api/public/scores")
     async def create_scores(request: Request) -> Response:
@@ -2196,30 +2445,37 @@ def create_langfuse_app(store: LangfuseStore) -> FastAPI:
             return _error(400, "Invalid JSON body")
         fault = faults.faults.get("scores.create")
         rejected_traces = fault.reject_trace_ids if fault else set()
+        if store.profile == "v4.16":
+            return _create_score_v416(store, payload, rejected_traces)
         if isinstance(payload, dict):  # the older single-score form
             try:
-                score = store.checked_score(payload)
-            except (BadRequest, ApiError) as e:
+                score = validate_score(payload, now_ms=store.now_ms())
+            except BadRequest as e:
                 return _api_error(e)
             if score.trace_id in rejected_traces:
                 return _error(400, f"Score for trace {score.trace_id} was rejected")
-            return JSONResponse({"id": store.upsert_score(score).id})
+            store.ingest_score(payload, score)
+            return JSONResponse({"id": score.id})
         if not isinstance(payload, list) or not payload:
             return _error(400, "Body must be a non-empty JSON list of scores")
-        accepted, errors = 0, []
+        # schema problems are refused per item (207); configId problems are not seen here:
+        # ingestion drops those scores after this answer (LangfuseStore.ingest_score)
+        accepted: list[tuple[dict[str, Any], ScoreRecord]] = []
+        errors: list[dict[str, str]] = []
         for item in payload:
             try:
-                score = store.checked_score(item)
+                score = validate_score(item, now_ms=store.now_ms())
                 if score.trace_id in rejected_traces:
                     raise BadRequest("Score rejected: the trace is not accepting scores")
-            except (BadRequest, ApiError) as e:
+            except BadRequest as e:
                 errors.append({"message": str(e)})
                 continue
-            store.upsert_score(score)
-            accepted += 1
+            accepted.append((item, score))
+        for item, score in accepted:
+            store.ingest_score(item, score)
         if errors:
             return JSONResponse(
-                {"accepted": accepted, "rejected": len(errors), "errors": errors},
+                {"accepted": len(accepted), "rejected": len(errors), "errors": errors},
                 status_code=207,
             )
         return JSONResponse({"message": "Accepted"}, status_code=202)
@@ -2371,13 +2627,65 @@ class LangfuseSandbox(ServerThread):
     """The Langfuse sandbox on 127.0.0.1:<free port>, served from a thread.
 
     ``with LangfuseSandbox() as lf: Langfuse(**lf.client_kwargs())`` or export ``lf.env()``.
+
+    ``profile``: the server modelled, "current" (Cloud / self-hosted v4.59+, the SDK 5
+    contract) or "v4.16" (self-hosted v4.16.0). ``preview_opt_in=False`` models a v4.16 server
+    started without ``LANGFUSE_MIGRATION_V4_ALLOW_PREVIEW_OPT_IN=true``. ``version`` overrides
+    what /api/public/health reports. With a ``store``, these settings are written onto it.
     """
 
-    def __init__(self, store: LangfuseStore | None = None, port: int | None = None) -> None:
-        self.store = store or LangfuseStore()
+    def __init__(
+        self,
+        store: LangfuseStore | None = None,
+        port: int | None = None,
+        profile: str = "current",
+        preview_opt_in: bool = True,
+        version: str | None = None,
+    ) -> None:
+        self.store = store or LangfuseStore(profile=profile)
+        self.store.profile = profile
+        self.store.preview_opt_in = preview_opt_in
+        self.store.version = version
         app = create_langfuse_app(self.store)
         super().__init__(app, port=port)
         self.faults: FaultState = app.state.faults
+
+    @property
+    def profile(self) -> str:
+        return self.store.profile
+
+    @profile.setter
+    def profile(self, value: str) -> None:
+        self.store.profile = value
+
+    @property
+    def preview_opt_in(self) -> bool:
+        return self.store.preview_opt_in
+
+    @preview_opt_in.setter
+    def preview_opt_in(self, value: bool) -> None:
+        self.store.preview_opt_in = value
+
+    @property
+    def version(self) -> str:
+        """What GET /api/public/health reports."""
+        return self.store.server_version
+
+    @version.setter
+    def version(self, value: str | None) -> None:
+        self.store.version = value
+
+    def advance_clock(self, seconds: float) -> None:
+        """Shift the server's "now" by ``seconds`` (see :meth:`LangfuseStore.advance_clock`)."""
+        self.store.advance_clock(seconds)
+
+    def set_score_read_lag(self, seconds: float) -> None:
+        """GET v3/scores shows a score only ``seconds`` (sandbox clock) after it was written."""
+        self.store.set_score_read_lag(seconds)
+
+    @property
+    def dropped_scores(self) -> list[DroppedScore]:
+        return self.store.dropped_scores
 
     @property
     def public_key(self) -> str:
@@ -2402,16 +2710,28 @@ class LangfuseSandbox(ServerThread):
         self,
         per_minute: int = 30,
         window_s: float = 60.0,
-        endpoints: Iterable[str] | None = GENERAL_API_ENDPOINTS,
+        endpoints: Iterable[str] | Literal["bucket"] | None = "bucket",
+        bucket: str = "public-api",
     ) -> RateLimit:
-        """Langfuse Cloud style limit: ``per_minute`` calls per ``window_s`` over ``endpoints``
-        (default: the general API group; None: every endpoint)."""
+        """Langfuse Cloud style limit: ``per_minute`` calls per ``window_s`` in one ``bucket``.
+
+        Buckets are independent (a call counts against one): "public-api" (the general API,
+        Hobby 30/min) and "annotation-queues" (Hobby 100/min) cover their endpoints
+        (``RATE_LIMIT_BUCKETS``) by default; ``endpoints`` overrides that (None: every
+        endpoint). Any other bucket name needs ``endpoints``."""
+        if endpoints == "bucket":
+            if bucket not in RATE_LIMIT_BUCKETS:
+                raise ValueError(f"bucket {bucket!r} needs endpoints")
+            endpoints = RATE_LIMIT_BUCKETS[bucket]
         limit = RateLimit(
             limit=per_minute,
             window_s=window_s,
             endpoints=frozenset(endpoints) if endpoints is not None else None,
         )
-        self.faults.rate_limit = limit
+        if bucket == "public-api":
+            self.faults.rate_limit = limit
+        else:
+            self.faults.rate_limits[bucket] = limit
         return limit
 
     def start(self) -> Self:
