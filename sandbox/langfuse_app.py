@@ -8,6 +8,7 @@ It speaks the parts of the Langfuse public API the project uses (wire facts in
 - ``POST /api/public/otel/v1/traces``    OTLP protobuf (gzip or not) or OTLP JSON, from the SDK
 - ``GET  /api/public/v2/observations``   field groups, filters, keyset cursor, newest first
 - ``POST /api/public/scores``            a JSON list of scores -> 202 / 207, upsert by id+timestamp
+                                          (v4.16: one object -> 200 ``{"id"}``)
 - ``GET  /api/public/v3/scores``         filters, field groups, base64url cursor
 - ``POST/GET /api/public/score-configs``, ``GET/PATCH /api/public/score-configs/{configId}``
 - ``GET/POST /api/public/annotation-queues``, ``GET /api/public/annotation-queues/{queueId}``
@@ -15,9 +16,21 @@ It speaks the parts of the Langfuse public API the project uses (wire facts in
   ``GET/PATCH/DELETE /api/public/annotation-queues/{queueId}/items/{itemId}``
   (page/limit paging with ``meta`` = page, limit, totalItems, totalPages)
 
-Scores POSTed with a ``configId`` are checked against that config the way Langfuse's ingestion
-does (unknown or archived config, dataType mismatch, value out of range or not a category label:
-refused; the score takes the config's name).
+Server profiles (``LangfuseStore(profile=...)``, ``LangfuseSandbox(profile=...)``):
+
+- ``current`` (default): Langfuse Cloud / self-hosted v4.59+, the contract SDK 5 is built for.
+- ``v4.16``: self-hosted v4.16.0 as its source shows: ``POST /api/public/scores`` takes one object
+  (a list is a 400), stamped on arrival; score rows keyed by (day, name, id) and the v3 list shows
+  one row per id; v2 observations answer 404 without the preview opt-in (``preview_opt_in``);
+  the model name comes back only as ``model``.
+
+On both: scores with a ``configId`` are checked the way Langfuse's ingestion worker does, AFTER
+the answer said OK (unknown or archived config, dataType mismatch, value out of range or not a
+category label: silently dropped, kept in ``store.dropped_scores``; the score takes the config's
+name); tags are each observation's own (its span's attributes); unknown ``fields`` groups are
+dropped; a duplicate annotation queue name is a 400; the annotation-queue endpoints have their own
+rate-limit bucket. ``advance_clock`` moves the server's "now"; ``set_score_read_lag`` hides scores
+from reads for a while after they are written.
 
 Every call but health needs HTTP Basic auth with the store's key pair. Data lives in a
 :class:`LangfuseStore` (thread-safe, in memory), which tests and benchmarks can also seed directly
@@ -138,7 +151,9 @@ FIELD_GROUPS = frozenset(
     | {"trace_context"}
 )
 SCORE_DATA_TYPES = frozenset({"NUMERIC", "BOOLEAN", "CATEGORICAL", "TEXT", "CORRECTION"})
-SCORE_FIELD_GROUPS = frozenset({"details", "subject", "annotation"})
+# v3 scores: unknown groups are a 400 here, unlike v2 observations (SCORE_FIELD_GROUPS_V3 in
+# packages/shared/src/features/scores/interfaces/api/v3/endpoints.ts)
+SCORE_FIELD_GROUPS = frozenset({"core", "details", "subject", "annotation"})
 ENVIRONMENT_RE = re.compile(r"^(?!langfuse)[a-z0-9_-]{1,40}$")
 
 # OTel span attributes written by the Langfuse SDK (langfuse/_client/attributes.py)
@@ -226,10 +241,6 @@ class ApiError(Exception):
 
 class NotFound(ApiError):
     status = 404
-
-
-class Conflict(ApiError):
-    status = 409
 
 
 class NotAllowed(ApiError):
