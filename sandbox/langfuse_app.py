@@ -502,8 +502,8 @@ class LangfuseStore:
     ) -> str:
         """Create a trace and its root observation (type SPAN, ``isRootObservation`` true).
 
-        ``tags`` land on the trace and on the root observation only (as when only the root span
-        carries ``langfuse.trace.tags``); give a child its own with ``add_observation(tags=)``.
+        ``tags`` land on the trace and its root observation; children seeded later inherit them
+        unless ``add_observation(tags=())`` says otherwise (see there).
 
         ``input``/``output`` are stored the way the SDK exports them: a ``str`` as it is,
         anything else as its JSON text. ``metadata`` lands on the trace and its root span.
@@ -566,10 +566,13 @@ class LangfuseStore:
         cost_details: Mapping[str, float] | None = None,
         observation_id: str | None = None,
         environment: str | None = None,
-        tags: Iterable[str] = (),
+        tags: Iterable[str] | None = None,
     ) -> str:
         """Add a (non-root) observation to an existing trace. Returns the observation id.
-        ``tags`` are the observation's own (what the v2 tag filter looks at)."""
+
+        ``tags`` are the observation's own (what the v2 tag filter looks at). None: the trace's
+        tags, the shape SDK 5's ``propagate_attributes(tags=...)`` gives every span; ``()``:
+        none, as when only the root span carries ``langfuse.trace.tags``."""
         kind = type.upper()
         if kind not in OBSERVATION_TYPES:
             raise ValueError(f"unknown observation type {type!r}")
@@ -599,7 +602,7 @@ class LangfuseStore:
                 model_parameters=model_parameters,
                 usage_details=dict(usage_details) if usage_details else None,
                 cost_details=dict(cost_details) if cost_details else None,
-                tags=tuple(dict.fromkeys(tags)),
+                tags=trace.tags if tags is None else tuple(dict.fromkeys(tags)),
                 created_ms=start_ms,
                 updated_ms=start_ms,
             )

@@ -324,6 +324,20 @@ def test_tags_are_each_observations_own(
     assert trace is not None and trace.tags == ("root-only",)
 
 
+def test_seeded_children_inherit_the_trace_tags_unless_told(
+    langfuse_sandbox: LangfuseSandbox, langfuse_client: Langfuse
+) -> None:
+    store = langfuse_sandbox.store
+    trace_id = store.add_trace(tags=["t"], start_time=store.now())
+    store.add_observation(trace_id=trace_id, name="propagated", start_time=store.now())
+    store.add_observation(trace_id=trace_id, name="untagged", start_time=store.now(), tags=())
+    store.add_observation(trace_id=trace_id, name="own", start_time=store.now(), tags=["o"])
+    api = langfuse_client.api.observations
+    tagged = {o.name for o in api.get_many(**_tag_query("t")).data}
+    assert tagged == {None, "propagated"}  # the root (named after the trace: None) and one child
+    assert [o.name for o in api.get_many(**_tag_query("o")).data] == ["own"]
+
+
 # --------------------------------------------------------------------------- both: clock, lag
 
 
