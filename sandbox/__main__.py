@@ -11,7 +11,7 @@ import contextlib
 import signal
 import threading
 
-from sandbox.langfuse_app import LangfuseSandbox
+from sandbox.langfuse_app import PROFILES, LangfuseSandbox
 from sandbox.openai_app import OpenAISandbox
 from sandbox.tlm_app import TLMSandbox
 
@@ -21,16 +21,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--langfuse-port", type=int, default=3030)
     parser.add_argument("--tlm-port", type=int, default=3031)
     parser.add_argument("--openai-port", type=int, default=3032)
+    parser.add_argument(
+        "--langfuse-profile",
+        choices=PROFILES,
+        default="current",
+        help="the Langfuse server modelled: current (Cloud / v4.59+) or v4.16 (self-hosted)",
+    )
     args = parser.parse_args(argv)
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with (
-        LangfuseSandbox(port=args.langfuse_port) as lf,
+        LangfuseSandbox(port=args.langfuse_port, profile=args.langfuse_profile) as lf,
         TLMSandbox(port=args.tlm_port) as tlm,
         OpenAISandbox(port=args.openai_port) as oai,
     ):
         print(f"Langfuse sandbox: {lf.url}  (health: {lf.url}/api/public/health)")
+        print(f"                  profile {lf.profile}, server version {lf.version}")
         print(f"TLM sandbox:      {tlm.base_url}  (scores are SYNTHETIC)")
         print(f"OpenAI sandbox:   {oai.base_url}  (recorded answers)")
         print("\n# point the SDKs and the flows at them:")

@@ -92,7 +92,10 @@ class FaultState:
 
     def __init__(self) -> None:
         self.faults: dict[str, Fault] = {}
-        self.rate_limit: RateLimit | None = None
+        self.rate_limit: RateLimit | None = None  # the general bucket
+        # further named buckets (e.g. Langfuse's "annotation-queues"), checked before the general
+        # one: a call counts against the first bucket that covers its endpoint, and only that one
+        self.rate_limits: dict[str, RateLimit] = {}
         self.requests: list[RequestRecord] = []
         self._lock = threading.Lock()
         self._hang_events: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
@@ -106,6 +109,7 @@ class FaultState:
     def clear(self) -> None:
         self.faults.clear()
         self.rate_limit = None
+        self.rate_limits.clear()
         self.release_hangs()
 
     def count(self, endpoint: str | None = None, *, status: int | None = None) -> int:
@@ -174,8 +178,15 @@ def install(app: Any, endpoint_of: Any, error_body: Any) -> FaultState:
     async def _apply(
         state: FaultState, endpoint: str, fault: Fault | None, request: Request, call_next: Any
     ) -> Response:
-        rl = state.rate_limit
-        if rl is not None and (rl.endpoints is None or endpoint in rl.endpoints):
+        rl = next(
+            (
+                b
+                for b in (*state.rate_limits.values(), state.rate_limit)
+                if b is not None and (b.endpoints is None or endpoint in b.endpoints)
+            ),
+            None,
+        )
+        if rl is not None:
             wait = rl.check(time.monotonic())
             if wait is not None:
                 return JSONResponse(

@@ -40,7 +40,13 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT4
 
 from sandbox.faults import Fault
-from sandbox.langfuse_app import GENERAL_API_ENDPOINTS, LangfuseSandbox, iso, to_ms
+from sandbox.langfuse_app import (
+    ANNOTATION_QUEUE_ENDPOINTS,
+    GENERAL_API_ENDPOINTS,
+    LangfuseSandbox,
+    iso,
+    to_ms,
+)
 
 NO_RETRY: dict[str, Any] = {"max_retries": 0}
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -263,7 +269,7 @@ def test_score_config_update(langfuse_sandbox: LangfuseSandbox, langfuse_client:
 # --------------------------------------------------------------------------- scores against configs
 
 
-def test_scores_with_config_accepted_and_refused(
+def test_scores_with_config_accepted_then_dropped(
     langfuse_sandbox: LangfuseSandbox, langfuse_client: Langfuse
 ) -> None:
     configs = _configs(langfuse_client)
@@ -281,29 +287,37 @@ def test_scores_with_config_accepted_and_refused(
     answer = api.create(request=accepted, request_options=NO_RETRY)
     assert isinstance(answer, CreateScoreBatchResponse)
 
-    refused = [
+    # configId problems are checked by ingestion AFTER the answer: accepted, then dropped
+    dropped = [
         _score("t2", "trust", 1.5, configId=trust),  # above max
         _score("t2", "trust", -0.1, configId=trust),  # below min
-        _score("t2", "trust", 0.5, configId=trust, dataType="CATEGORICAL"),  # dataType mismatch
+        _score("t2", "trust", "x", configId=trust, dataType="CATEGORICAL"),  # dataType mismatch
         _score("t2", "verdict", "maybe", configId=verdict),  # not a category label
         _score("t2", "verdict", 1, configId=verdict),  # a category value is not a label
         _score("t2", "flag", 0.5, configId=flag),  # BOOLEAN: 0 or 1
         _score("t2", "trust", 0.5, configId="no-such-config"),  # unknown config
         _score("t2", "note", 3, configId=note),  # TEXT needs a string
     ]
+    answer = api.create(
+        request=[_score("t2", "trust", 0.5, configId=trust, id="ok-2"), *dropped],
+        request_options=NO_RETRY,
+    )
+    assert isinstance(answer, CreateScoreBatchResponse)
+    assert langfuse_sandbox.faults.requests[-1].status == 202
+    reasons = [d.reason for d in langfuse_sandbox.store.dropped_scores]
+    assert len(reasons) == len(dropped)
+    assert "Value exceeds maximum value of 1 defined in config" in reasons[0]
+    assert "Value is below minimum value of 0 defined in config" in reasons[1]
+    assert "Data type mismatch based on config: expected NUMERIC, got CATEGORICAL" in reasons[2]
+    assert "does not map to a valid category" in reasons[3]
+    assert "does not match a valid config" in reasons[6]
+    # a schema problem is still refused in the answer (207)
     mixed = api.create(
-        request=[_score("t2", "trust", 0.5, configId=trust, id="ok-2"), *refused],
+        request=[_score("t2", "trust", "high", configId=trust, dataType="NUMERIC")],
         request_options=NO_RETRY,
     )
     assert isinstance(mixed, CreateScoreBatchResults)
-    assert (mixed.accepted, mixed.rejected, len(mixed.errors)) == (1, len(refused), len(refused))
-    messages = [e.message for e in mixed.errors]
-    assert "Value exceeds maximum value of 1 defined in config" in messages[0]
-    assert "Value is below minimum value of 0 defined in config" in messages[1]
-    assert "Data type mismatch based on config: expected NUMERIC, got CATEGORICAL" in messages[2]
-    assert "does not map to a valid category" in messages[3]
-    assert "does not match a valid config" in messages[6]
-    assert langfuse_sandbox.faults.requests[-1].status == 207
+    assert (mixed.accepted, mixed.rejected) == (0, 1)
 
     stored = {s.id: s for s in langfuse_sandbox.store.all_scores()}
     assert set(stored) == {*(s["id"] for s in accepted), "ok-2"}
@@ -321,7 +335,7 @@ def test_scores_with_config_accepted_and_refused(
     assert getattr(no_details, "config_id", None) is None  # configId only with fields=details
 
 
-def test_archived_config_refuses_scores(
+def test_archived_config_drops_scores(
     langfuse_sandbox: LangfuseSandbox, langfuse_client: Langfuse
 ) -> None:
     trust = _configs(langfuse_client)["trust"]
@@ -329,26 +343,26 @@ def test_archived_config_refuses_scores(
     answer = langfuse_client.api.scores.create(
         request=[_score("t1", "trust", 0.5, configId=trust.id)], request_options=NO_RETRY
     )
-    assert isinstance(answer, CreateScoreBatchResults)
-    assert (answer.accepted, answer.rejected) == (0, 1)
-    assert "archived" in answer.errors[0].message
+    assert isinstance(answer, CreateScoreBatchResponse)  # accepted, then dropped
+    (dropped,) = langfuse_sandbox.store.dropped_scores
+    assert "archived" in dropped.reason
     assert langfuse_sandbox.store.all_scores() == []
 
 
 def test_single_score_form_with_a_bad_config(langfuse_sandbox: LangfuseSandbox) -> None:
-    """The older one-object body answers 404 (unknown config) or 400 (value refused)."""
+    """The older one-object body answers 200 with the id, then ingestion drops a bad one."""
     trust = langfuse_sandbox.store.add_score_config(name="trust", min_value=0, max_value=1)
     path = "/api/public/scores"
-    assert (
-        _raw(langfuse_sandbox, "POST", path, _score("t", "trust", 2, configId=trust.id)).status_code
-        == 400
-    )
-    assert (
-        _raw(langfuse_sandbox, "POST", path, _score("t", "trust", 1, configId="x")).status_code
-        == 404
-    )
+    for score in (
+        _score("t", "trust", 2, configId=trust.id, id="over"),
+        _score("t", "trust", 1, configId="x", id="no-config"),
+    ):
+        answer = _raw(langfuse_sandbox, "POST", path, score)
+        assert answer.status_code == 200 and answer.json() == {"id": score["id"]}
+    assert [d.score.id for d in langfuse_sandbox.store.dropped_scores] == ["over", "no-config"]
     good = _raw(langfuse_sandbox, "POST", path, _score("t", "trust", 1, configId=trust.id))
     assert good.status_code == 200 and good.json()["id"]
+    assert [s.id for s in langfuse_sandbox.store.all_scores()] == [good.json()["id"]]
 
 
 # --------------------------------------------------------------------------- observation scores
@@ -454,11 +468,14 @@ def test_annotation_queue_create_refusals(
     api = langfuse_client.api.annotation_queues
     api.create_queue(name="review", score_config_ids=[trust.id])
 
-    # duplicate name: 409 Conflict (which the generated client retries, so no retries here)
+    # duplicate name: 400 InvalidRequestError (publicAnnotationQueueService.ts, Prisma P2002)
     with pytest.raises(ApiError) as caught:
         api.create_queue(name="review", score_config_ids=[trust.id], request_options=NO_RETRY)
-    assert caught.value.status_code == 409
-    assert "already exists" in caught.value.body["message"]
+    assert caught.value.status_code == 400
+    assert caught.value.body == {
+        "message": "A queue with this name already exists.",
+        "error": "InvalidRequestError",
+    }
 
     with pytest.raises(Error):  # unknown score config
         api.create_queue(name="other", score_config_ids=["nope"], request_options=NO_RETRY)
@@ -588,14 +605,16 @@ def test_annotation_queue_items(
 # --------------------------------------------------------------------------- faults, rate limit
 
 
-def test_review_endpoints_take_faults_and_the_general_rate_limit(
+def test_review_endpoints_take_faults_and_their_rate_limits(
     langfuse_sandbox: LangfuseSandbox, langfuse_client: Langfuse
 ) -> None:
-    names = {
+    assert {
         "score_configs.create",
         "score_configs.list",
         "score_configs.get",
         "score_configs.update",
+    } <= GENERAL_API_ENDPOINTS
+    names = {
         "annotation_queues.create",
         "annotation_queues.list",
         "annotation_queues.get",
@@ -605,7 +624,8 @@ def test_review_endpoints_take_faults_and_the_general_rate_limit(
         "annotation_queue_items.update",
         "annotation_queue_items.delete",
     }
-    assert names <= GENERAL_API_ENDPOINTS
+    assert names == ANNOTATION_QUEUE_ENDPOINTS  # their own bucket ("annotation-queues")
+    assert not names & GENERAL_API_ENDPOINTS
 
     langfuse_sandbox.faults.set("annotation_queues.list", Fault(status=503, first=1))
     with pytest.raises(ApiError) as caught:
@@ -620,7 +640,8 @@ def test_review_endpoints_take_faults_and_the_general_rate_limit(
     with pytest.raises(ApiError) as caught:
         api.get(request_options=NO_RETRY)
     assert caught.value.status_code == 429
-    assert limit.endpoints is not None and "annotation_queue_items.create" in limit.endpoints
+    assert limit.endpoints is not None and "score_configs.get" in limit.endpoints
+    assert "annotation_queue_items.create" not in limit.endpoints
 
 
 def test_review_endpoints_need_auth(langfuse_sandbox: LangfuseSandbox) -> None:
