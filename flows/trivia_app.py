@@ -62,10 +62,13 @@ def trace_answers(
     tags: list[str] | None = None,
     system_prompt: str = SYSTEM_PROMPT,
     langfuse_public_key: str | None = None,
+    tag_root_only: bool = False,
 ) -> list[str]:
     """Answer each question through the traced app; flushes the traces before returning.
 
     ``langfuse_public_key`` picks the Langfuse client when a process holds several (tests).
+    ``tag_root_only`` tags the root span alone, as apps that set tags once per request do:
+    the generation then carries no tag of its own.
     """
     from langfuse import Langfuse, get_client, observe, propagate_attributes
     from langfuse.openai import OpenAI  # type: ignore[attr-defined]  # set at import
@@ -75,20 +78,28 @@ def trace_answers(
     client = OpenAI()
     tag_list = tags or [TAG]
 
+    def ask(question: str) -> str:
+        completion: Any = client.chat.completions.create(
+            model=MODEL,
+            messages=[
+                {"role": "system", "content": system_prompt},
+                {"role": "user", "content": question},
+            ],
+            temperature=0,
+        )
+        return str(completion.choices[0].message.content)
+
     @observe(name="answer_trivia")
     def answer(question: str) -> str:
-        with propagate_attributes(
+        attrs = propagate_attributes(
             tags=tag_list, trace_name="trivia", metadata={"system_prompt": system_prompt}
-        ):
-            completion: Any = client.chat.completions.create(
-                model=MODEL,
-                messages=[
-                    {"role": "system", "content": system_prompt},
-                    {"role": "user", "content": question},
-                ],
-                temperature=0,
-            )
-            return str(completion.choices[0].message.content)
+        )
+        if tag_root_only:
+            with attrs:  # sets them on the current (root) span; spans started later lack them
+                pass
+            return ask(question)
+        with attrs:
+            return ask(question)
 
     key_kw: dict[str, Any] = (
         {"langfuse_public_key": langfuse_public_key} if langfuse_public_key else {}

@@ -169,7 +169,33 @@ def read_server(cfg: LangfuseSettings, tuning: Tuning, calls: Calls) -> Server:
             version = str(resp.json().get("version") or "") or None
         except (ValueError, AttributeError):
             version = None
-    return server_of(version, tuning.score_write)
+    server = server_of(version, tuning.score_write)
+    if tuning.score_write == "auto" and parse_version(version) is None:
+        server = Server(version, batch_scores=takes_lists(cfg, calls))
+    return server
+
+
+def takes_lists(cfg: LangfuseSettings, calls: Calls) -> bool:
+    """For a server that does not say its version: POST an empty list, which writes nothing.
+
+    A server that takes one object per POST refuses it as "expected object" (zod's message,
+    web/src/features/public-api/server/withMiddlewares.ts at v4.16.0); anything else: lists.
+    """
+    auth = (cfg.public_key, cfg.secret_key.get_secret_value())
+
+    def post() -> httpx.Response:
+        resp = httpx.post(
+            f"{cfg.base_url}/api/public/scores", json=[], auth=auth, timeout=cfg.timeout_s
+        )
+        if resp.status_code >= 500 or resp.status_code == 429:
+            raise ApiError(status_code=resp.status_code, headers=dict(resp.headers), body=resp.text)
+        return resp
+
+    resp = calls("asking Langfuse which score POST it takes (POST scores [])", post)
+    text = resp.text.replace(" ", "").lower()
+    return not (
+        resp.status_code == 400 and ('"expected":"object"' in text or "expectedobject" in text)
+    )
 
 
 def v2_observations_missing(cfg: LangfuseSettings, server: Server) -> str:

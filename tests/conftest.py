@@ -73,14 +73,18 @@ _LANGFUSE_ENV_CLEARED = (
 
 @pytest.fixture
 def langfuse_sandbox(
-    monkeypatch: pytest.MonkeyPatch, no_external_network: None
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, no_external_network: None
 ) -> Iterator[LangfuseSandbox]:
-    """A fresh Langfuse sandbox (fresh keys) on 127.0.0.1, with LANGFUSE_* pointing at it."""
+    """A fresh Langfuse sandbox (fresh keys) on 127.0.0.1, with LANGFUSE_* pointing at it.
+
+    Its server profile is "current" unless the test is parametrized
+    (``tests.profiles.ON_BOTH_SERVERS``).
+    """
     for name in _LANGFUSE_ENV_CLEARED:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.setenv("LANGFUSE_TIMEOUT", "5")
-    with LangfuseSandbox() as sandbox:
+    with LangfuseSandbox(profile=getattr(request, "param", "current")) as sandbox:
         for name, value in sandbox.env().items():
             monkeypatch.setenv(name, value)
         yield sandbox

@@ -23,6 +23,7 @@ from sandbox.faults import Fault
 from sandbox.langfuse_app import LangfuseSandbox
 from sandbox.tlm_app import TLMSandbox
 from tasks.config import ConfigError
+from tests.profiles import ON_BOTH_SERVERS
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -68,6 +69,7 @@ def children(parent_id: str) -> list[Any]:
         )
 
 
+@ON_BOTH_SERVERS
 def test_three_days_scored_once_then_rerun_adds_nothing(
     langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox
 ) -> None:

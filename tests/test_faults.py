@@ -35,6 +35,7 @@ from sandbox.faults import Fault, FaultState, RequestRecord
 from sandbox.langfuse_app import LangfuseSandbox
 from sandbox.tlm_app import TLMSandbox, synthetic_score
 from tasks.report import EvalReport
+from tests.profiles import ON_BOTH_SERVERS
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -209,6 +210,7 @@ def fast(
 # --------------------------------------------------------------------------- Langfuse reads
 
 
+@ON_BOTH_SERVERS
 def test_read_429_retry_after_is_honoured(
     langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox
 ) -> None:
@@ -222,6 +224,7 @@ def test_read_429_retry_after_is_honoured(
     assert 0.9 <= gap <= 2.5, f"waited {gap:.2f} s after a 429 with Retry-After: 1"
 
 
+@ON_BOTH_SERVERS
 def test_read_transient_5xx_recovers(langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox) -> None:
     lf = langfuse_sandbox
     seeded = seed(lf, 6)
@@ -231,6 +234,7 @@ def test_read_transient_5xx_recovers(langfuse_sandbox: LangfuseSandbox, tlm: TLM
     assert lf.faults.count("observations", status=503) == 2
 
 
+@ON_BOTH_SERVERS
 def test_read_persistent_5xx_fails_loudly_with_what_landed(
     langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -291,6 +295,7 @@ def test_read_hang_is_bounded_by_langfuse_timeout(
     assert r.elapsed_s < 20, f"a hung read held the run for {r.elapsed_s:.1f} s"
 
 
+@ON_BOTH_SERVERS
 def test_rows_repeated_across_pages_are_counted_once(
     langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -324,9 +329,16 @@ def test_rate_limit_across_endpoints_is_waited_out(
 # --------------------------------------------------------------------------- score writes
 
 
+def posts_for(lf: LangfuseSandbox, scores: int) -> int:
+    """POSTs that write ``scores`` scores of one chunk: one list, or one each on v4.16."""
+    return 1 if lf.profile == "current" else scores
+
+
+@ON_BOTH_SERVERS
 def test_write_429_retry_after_is_honoured(
-    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("TRUST_EVAL_SINGLE_POST_CONCURRENCY", "1")  # the retry is the next POST
     lf = langfuse_sandbox
     seeded = seed(lf, 6)
     lf.faults.set("scores.create", Fault(status=429, retry_after=1, first=1))
@@ -336,6 +348,7 @@ def test_write_429_retry_after_is_honoured(
     assert 0.9 <= gap <= 2.5, f"waited {gap:.2f} s after a 429 with Retry-After: 1"
 
 
+@ON_BOTH_SERVERS
 def test_write_transient_5xx_recovers(langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox) -> None:
     lf = langfuse_sandbox
     seeded = seed(lf, 6)
@@ -345,6 +358,7 @@ def test_write_transient_5xx_recovers(langfuse_sandbox: LangfuseSandbox, tlm: TL
     assert lf.faults.count("scores.create", status=502) == 2
 
 
+@ON_BOTH_SERVERS
 def test_write_persistent_5xx_fails_loudly_with_what_landed(
     langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -352,7 +366,8 @@ def test_write_persistent_5xx_fails_loudly_with_what_landed(
     monkeypatch.setenv("TRUST_EVAL_PAGE_SIZE", "5")
     lf = langfuse_sandbox
     seeded = seed(lf, 12)
-    lf.faults.set("scores.create", FailWhen(status=500, when=lambda f: f.calls >= 2))
+    chunk1 = posts_for(lf, 5)
+    lf.faults.set("scores.create", FailWhen(status=500, when=lambda f: f.calls > chunk1))
     r = run()
     assert_failed_loudly(r, mentions="writing scores failed")
     report = r.report
@@ -361,11 +376,12 @@ def test_write_persistent_5xx_fails_loudly_with_what_landed(
     assert ids_in(report.failed_to_upload) == chunk2
     assert all(k.startswith("upload_error: HTTP 500") for k in report.failed_to_upload)
     assert {s.trace_id for s in lf.store.all_scores()} == set(seeded.order[-5:])
-    assert lf.faults.count("scores.create", status=500) == RETRIES + 1
+    assert lf.faults.count("scores.create", status=500) == (RETRIES + 1) * posts_for(lf, 5)
     assert_invariants(lf, tlm, seeded, r)
 
 
 @pytest.mark.parametrize("mode", ["transient", "persistent"])
+@ON_BOTH_SERVERS
 def test_write_hang_is_bounded_and_never_duplicates(
     langfuse_sandbox: LangfuseSandbox,
     tlm: TLMSandbox,
@@ -388,9 +404,10 @@ def test_write_hang_is_bounded_and_never_duplicates(
     else:
         assert_failed_loudly(r, mentions="writing scores failed")
         assert ids_in(r.report.failed_to_upload) == set(seeded.pairs)
-        assert fault.calls == RETRIES + 1
+        sent = (RETRIES + 1) * posts_for(lf, 5)
+        assert fault.calls == sent
         lf.faults.clear()  # release the held POSTs: they land late, as upserts
-        wait_logged(lf.faults, "scores.create", RETRIES + 1)
+        wait_logged(lf.faults, "scores.create", sent)
         assert len(lf.store.all_scores()) == 5  # landed after all, once each
         assert_invariants(lf, tlm, seeded, r)
     assert r.elapsed_s < 20, f"a hung write held the run for {r.elapsed_s:.1f} s"
@@ -425,6 +442,7 @@ def test_207_refuses_only_some_traces(
     assert {s.trace_id for s in lf.store.all_scores()} == set(seeded.pairs)
 
 
+@ON_BOTH_SERVERS
 def test_lost_answer_is_retried_without_duplicating(
     langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox
 ) -> None:
@@ -434,7 +452,7 @@ def test_lost_answer_is_retried_without_duplicating(
     r = run()
     assert_recovered(lf, tlm, seeded, r)
     assert lf.faults.count("scores.create", status=502) == 1  # landed, answer lost...
-    assert lf.faults.count("scores.create") == 2  # ...sent again: an upsert
+    assert lf.faults.count("scores.create") == posts_for(lf, 7) + 1  # ...sent again: an upsert
     assert len(lf.store.all_scores()) == 7
 
 
@@ -464,6 +482,7 @@ def test_tlm_transient_5xx_recovers(langfuse_sandbox: LangfuseSandbox, tlm: TLMS
     assert r.report.tlm_requests == 6
 
 
+@ON_BOTH_SERVERS
 def test_tlm_per_item_errors_fail_only_those_items(
     langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox
 ) -> None:

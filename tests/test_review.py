@@ -14,6 +14,7 @@ from sandbox.langfuse_app import LangfuseSandbox
 from sandbox.tlm_app import TLMSandbox, synthetic_score
 from tasks.models import score_id
 from tasks.report import EVENT_EVALUATED, EVENT_LOW_TRUST
+from tests.profiles import ON_BOTH_SERVERS
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -157,6 +158,7 @@ def test_run_events_carry_the_figures(langfuse_sandbox: LangfuseSandbox, tlm: TL
     assert names == [EVENT_EVALUATED]  # under the alert share: no alert
 
 
+@ON_BOTH_SERVERS
 def test_generation_scope_scores_land_on_the_observations(
     langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox
 ) -> None:
