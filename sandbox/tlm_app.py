@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import hashlib
 import math
 import os
@@ -379,6 +380,13 @@ class _Recorder:
         self.load = self.default_load
         self.scoring = 0  # score calls past the ceiling check, not yet answered
         self.spans: list[Span] = []
+        # latency sleeps in progress: reset() cuts them short
+        self.sleepers: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+
+    def wake_sleepers(self) -> None:
+        with self.lock:
+            for loop, wake in self.sleepers:
+                loop.call_soon_threadsafe(wake.set)
 
     def clear(self) -> None:
         with self.lock:
@@ -422,6 +430,12 @@ def create_app(api_key: str, load: Load | None = None) -> FastAPI:
         return ENDPOINTS.get(request.url.path)
 
     faults: FaultState = install(app, endpoint_of, error_body)
+
+    def release_all() -> None:  # what ServerThread.stop() calls: hangs and latency sleeps
+        faults.release_hangs()
+        rec.wake_sleepers()
+
+    app.state.release_hangs = release_all
     app.add_middleware(_InFlight, recorder=rec)  # outermost: counts every request
 
     def fault(endpoint: str) -> Fault | None:
@@ -476,6 +490,18 @@ def create_app(api_key: str, load: Load | None = None) -> FastAPI:
                 rec.scoring -= 1
                 rec.spans.append(Span(started, time.time(), status))
 
+    async def sleep(seconds: float) -> None:
+        wake = asyncio.Event()
+        entry = (asyncio.get_running_loop(), wake)
+        with rec.lock:
+            rec.sleepers.add(entry)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=seconds)
+        finally:
+            with rec.lock:
+                rec.sleepers.discard(entry)
+
     async def score(request: Request, load: Load) -> JSONResponse:
         body = await json_body(request)
         if isinstance(body, JSONResponse):
@@ -485,7 +511,7 @@ def create_app(api_key: str, load: Load | None = None) -> FastAPI:
         if load.latency is not None:
             delay = load.latency.for_item(prompt, response)
             if delay > 0:
-                await asyncio.sleep(delay)
+                await sleep(delay)
         with rec.lock:
             rec.prompts.append(prompt)
             rec.calls.append(body)
@@ -658,6 +684,7 @@ class TLMSandbox(ServerThread):
         that they do not land in the next test's log.
         """
         self.faults.clear()
+        self._rec.wake_sleepers()
         deadline = time.monotonic() + drain_s
         while self._rec.in_flight > 0 and time.monotonic() < deadline:
             time.sleep(0.005)
