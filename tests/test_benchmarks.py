@@ -65,6 +65,12 @@ def test_quick_run_writes_results_and_lands_every_score(tmp_path: Path) -> None:
         assert run["tlm_requests"] >= SIZE
         assert isinstance(run["work_s"], float) and run["work_s"] > 0
         assert run["peak_rss_mb"] > 0
+        assert run["tlm_in_flight"]["peak"] >= 4  # the client's first window
+        assert len(run["tlm_in_flight"]["t"]) == len(run["tlm_in_flight"]["n"])
+        assert run["tlm_refused"] == 0
+    [png] = tmp_path.glob("inflight-*.png")
+    assert result["meta"]["charts"] == [png.name]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     [flow] = [r for r in result["runs"] if r["contender"] == "flow"]
     assert flow["fetched"] == SIZE
     assert flow["scored"] == SIZE
