@@ -5,7 +5,12 @@ from __future__ import annotations
 from statistics import median
 from typing import Any
 
-CONTENDER_LABELS = {"flow": "our flow", "floor": "floor", "seed": "seed's approach"}
+CONTENDER_LABELS = {
+    "flow": "our flow",
+    "floor": "floor",
+    "seed": "seed's approach",
+    "engine": "TLMEngine, no Prefect",
+}
 
 # the targets (floors, not ceilings)
 MAX_LF_REQUESTS_PER_1K = 3.0
@@ -236,24 +241,25 @@ def marginal_markdown(rows: list[dict[str, Any]]) -> list[str]:
             f"| {m['scenario']} | {CONTENDER_LABELS.get(m['contender'], m['contender'])} "
             f"| {m['small']:,} → {m['big']:,} | {walls} | {m['ms_per_trace']:.2f} | {rss} |"
         )
-    for label in dict.fromkeys(m["scenario"] for m in rows):
-        flow = next((m for m in rows if m["scenario"] == label and m["contender"] == "flow"), None)
+    for m in rows:
         floor = next(
-            (m for m in rows if m["scenario"] == label and m["contender"] == "floor"), None
+            (f for f in rows if f["scenario"] == m["scenario"] and f["contender"] == "floor"), None
         )
-        if flow and floor:
-            extra = flow["ms_per_trace"] - floor["ms_per_trace"]
-            ratio = (
-                f"{flow['ms_per_trace'] / floor['ms_per_trace']:.2f}×"
-                if floor["ms_per_trace"] > 0
-                else "–"
-            )
-            lines.append(
-                f"\n**Marginal time per trace, flow over floor** ({label}, "
-                f"{flow['small']:,} → {flow['big']:,} traces, medians): "
-                f"{extra:+.2f} ms/trace ({flow['ms_per_trace']:.2f} vs "
-                f"{floor['ms_per_trace']:.2f} ms/trace, {ratio})."
-            )
+        if floor is None or m is floor:
+            continue
+        extra = m["ms_per_trace"] - floor["ms_per_trace"]
+        ratio = (
+            f"{m['ms_per_trace'] / floor['ms_per_trace']:.2f}×"
+            if floor["ms_per_trace"] > 0
+            else "–"
+        )
+        label = CONTENDER_LABELS.get(m["contender"], m["contender"])
+        lines.append(
+            f"\n**Marginal time per trace, {label} over floor** ({m['scenario']}, "
+            f"{m['small']:,} → {m['big']:,} traces, medians): "
+            f"{extra:+.2f} ms/trace ({m['ms_per_trace']:.2f} vs "
+            f"{floor['ms_per_trace']:.2f} ms/trace, {ratio})."
+        )
     return lines
 
 

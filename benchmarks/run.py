@@ -43,7 +43,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 README = Path(__file__).resolve().parent / "README.md"
 README_BEGIN = "<!-- bench:begin -->"
 README_END = "<!-- bench:end -->"
-CONTENDERS = ("flow", "floor", "seed")
+CONTENDERS = ("flow", "floor", "seed", "engine")
+DEFAULT_CONTENDERS = ("flow", "floor", "seed")
 CACHE = Path(tempfile.gettempdir()) / "langfuse-tlm-evals-bench"  # Prefect home template, .pyc
 HOBBY_PER_MINUTE = 30  # Langfuse Cloud Hobby tier, general API (PROTOCOLS.md)
 _ENV_DROPPED = ("PREFECT_", "LANGFUSE_", "CLEANLAB_", "TRUST_EVAL_", "OTEL_")
@@ -53,14 +54,14 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "marginal-50ms": {
         "sizes": "2000,10000",
         "hobby": "",
-        "contenders": "flow,floor",
+        "contenders": "flow,engine,floor",
         "repeat": 3,
         "tlm_latency": 0.05,
     },
     "marginal-tail": {
         "sizes": "2000,10000",
         "hobby": "",
-        "contenders": "flow,floor",
+        "contenders": "flow,engine,floor",
         "repeat": 3,
         "tlm_latency": 2.0,
         "tlm_latency_p99": 15.0,
@@ -68,7 +69,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "chart-smoke": {
         "sizes": "1500",
         "hobby": "",
-        "contenders": "flow,floor",
+        "contenders": "flow,engine,floor",
         "repeat": 1,
         "tlm_latency": 0.3,
         "tlm_latency_p99": 3.0,
@@ -363,7 +364,10 @@ def main(argv: list[str] | None = None) -> int:
         "3 repeats, 50 ms or log-normal mean 2 s p99 15 s), "
         "chart-smoke (1,500 traces, mean 0.3 s p99 3 s)",
     )
-    parser.add_argument("--contenders", help=f"default {','.join(CONTENDERS)}")
+    parser.add_argument(
+        "--contenders",
+        help=f"of {','.join(CONTENDERS)} (default {','.join(DEFAULT_CONTENDERS)})",
+    )
     parser.add_argument(
         "--seed-max",
         type=int,
@@ -418,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in SCENARIOS.get(args.scenario or "", {}).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    args.contenders = args.contenders or ",".join(CONTENDERS)
+    args.contenders = args.contenders or ",".join(DEFAULT_CONTENDERS)
     args.repeat = 2 if args.repeat is None else args.repeat
     args.tlm_latency = 0.05 if args.tlm_latency is None else args.tlm_latency
     latency = (
