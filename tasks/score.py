@@ -28,8 +28,10 @@ from tasks.models import Bucket, Outcome, Pair, Scored, outcome_for
 from tasks.retry import StageError
 
 MAX_IN_FLIGHT = 512  # cleanlab-tlm's own cap (TlmRateHandler.MAX_CONCURRENT_REQUESTS)
+DOWN_AFTER = 8  # at least this many items in a row timed out or ran out of retries: TLM is down
 REFUSED_KEY = "Cleanlab TLM refused the API key: check CLEANLAB_TLM_API_KEY"
 NOT_SENT = "not sent: TLM refused the API key"
+FAILED = Bucket.FAILED_TO_SCORE
 
 
 @dataclass(slots=True)
@@ -87,6 +89,13 @@ def _auth_error() -> type[BaseException]:
     from cleanlab_tlm.errors import AuthError
 
     return AuthError
+
+
+def _service_errors() -> tuple[type[BaseException], ...]:
+    # timeouts, and 5xx or connection errors after the client's retries (not 4xx item errors)
+    from cleanlab_tlm.errors import APIError, APITimeoutError
+
+    return (APITimeoutError, APIError, TimeoutError)
 
 
 def _error_reason(err: BaseException) -> str:
@@ -186,7 +195,9 @@ class TLMEngine:
     chunk after chunk, as many at a time as the client's congestion window allows (so an item's
     ``timeout_s`` counts its service time, not a wait behind thousands of others). The very
     first item is sent alone: a refused key fails the run after one request, and every item
-    after that fails without a request.
+    after that fails without a request. When a whole window of items in a row (at least
+    ``DOWN_AFTER``) times out or exhausts its retries, TLM is taken as down: what is still
+    queued fails without a request (not fatal: ``all_failed``); the next chunk tries again.
     """
 
     def __init__(self, cfg: TLMSettings, *, quality_preset: str, timeout_s: float) -> None:
@@ -200,6 +211,8 @@ class TLMEngine:
         self._probed = False
         self._probing = False
         self._refused: str | None = None
+        self._failed_in_row = 0  # timeouts and exhausted retries since the last score
+        self._down: str | None = None
         self._dispatcher: asyncio.Task[None] | None = None
         self._closed = False
         self._lock = threading.Lock()
@@ -212,6 +225,8 @@ class TLMEngine:
             self._closed = True
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
+            if not self._thread.is_alive():
+                self._loop.close()
             raise
 
     def _run(self) -> None:
@@ -281,6 +296,7 @@ class TLMEngine:
         return window if isinstance(window, int) and window > 0 else MAX_IN_FLIGHT
 
     def _enqueue(self, chunk: _Chunk) -> None:
+        self._down, self._failed_in_row = None, 0  # a new chunk gives TLM another try
         self._chunks.add(chunk)
         self._pending.extend((chunk, i) for i in range(len(chunk.pairs)))
         self._wake.set()
@@ -294,6 +310,10 @@ class TLMEngine:
                         chunk.fatal = chunk.fatal or self._refused
                         pair = chunk.pairs[i]
                         self._finish(chunk, i, outcome_for(pair, Bucket.FAILED_TO_SCORE, NOT_SENT))
+                        continue
+                    if self._down is not None:
+                        reason = f"not sent: {self._down}"[:500]
+                        self._finish(chunk, i, outcome_for(chunk.pairs[i], FAILED, reason))
                         continue
                     probe = not self._probed
                     if probe:  # the first item goes alone
@@ -321,6 +341,10 @@ class TLMEngine:
             out = outcome_for(pair, Bucket.FAILED_TO_SCORE, reason)
         except Exception as err:  # timeouts, exhausted retries, bad answers: this item only
             out = outcome_for(pair, Bucket.FAILED_TO_SCORE, _error_reason(err))
+            if isinstance(err, _service_errors()):
+                self._failed_in_row += 1
+                if self._down is None and self._failed_in_row >= max(self._window(), DOWN_AFTER):
+                    self._down = f"TLM failed {self._failed_in_row} items in a row ({out.reason})"
         finally:
             task = asyncio.current_task()
             if task is not None:
@@ -328,6 +352,8 @@ class TLMEngine:
             if probe:
                 self._probing = False
             self._wake.set()
+        if isinstance(out, Scored):
+            self._failed_in_row = 0
         self._finish(chunk, i, out)
 
     def _finish(self, chunk: _Chunk, i: int, out: Scored | Outcome) -> None:
@@ -381,7 +407,12 @@ def _log(chunk_no: int, result: ScoreResult) -> None:
 
 
 def _score_task(pairs: list[Pair], engine: TLMEngine, chunk_no: int) -> ScoreResult:
-    result = engine.submit(pairs).result()
+    try:
+        result = engine.submit(pairs).result()
+    except Exception as err:  # e.g. the engine was closed: every pair still gets an outcome
+        reason = _error_reason(err)
+        failed = [outcome_for(p, Bucket.FAILED_TO_SCORE, reason) for p in pairs]
+        result = ScoreResult([], failed, 0, f"the TLM call failed: {reason}", bool(pairs))
     _log(chunk_no, result)
     return result
 

@@ -197,15 +197,46 @@ def test_score_task_overlaps_chunks_with_a_quoted_engine(
     from prefect import flow
     from prefect.utilities.annotations import quote
 
+    closed = TLMEngine(
+        TLMSettings(api_key=SecretStr(tlm.api_key)), quality_preset="medium", timeout_s=5
+    )
+    closed.close()
+
     @flow
     def two_chunks() -> list[ScoreResult]:
         futures = [
             score_task.submit(cast(Any, quote(pairs(f"f{n}", 20))), cast(Any, quote(engine)), n)
             for n in (1, 2)
         ]
-        return [f.result() for f in futures]
+        late = score_task(cast(Any, quote(pairs("late", 2))), cast(Any, quote(closed)), 3)
+        return [f.result() for f in futures] + [late]
 
     tlm.set_latency(0.05)
-    results = two_chunks()
+    *results, late = two_chunks()
     assert [len(r.scored) for r in results] == [20, 20]
     assert all(r.fatal is None for r in results)
+    assert late.fatal == "the TLM call failed: tlm_error: the TLM engine is closed"
+    assert late.all_failed and len(late.failed) == 2 and late.tlm_requests == 0
+
+
+def test_a_tlm_that_stops_answering_fails_the_queue_fast(tlm: TLMSandbox) -> None:
+    tlm.faults.set("tlm.score", Fault(hang=True))
+    cfg = TLMSettings(api_key=SecretStr(tlm.api_key))
+    started = time.monotonic()
+    with TLMEngine(cfg, quality_preset="medium", timeout_s=0.3) as engine:
+        first = engine.submit(pairs("d1", 100))
+        second = engine.submit(pairs("d2", 100))
+        r1, r2 = first.result(timeout=10), second.result(timeout=10)
+        sent = tlm.faults.count("tlm.score")
+        assert sent == 0  # hung requests are logged when released
+        assert time.monotonic() - started < 2.5
+        r3 = engine.submit(pairs("d3", 10)).result(timeout=10)  # tries again
+    for r in (r1, r2):
+        assert r.all_failed and r.fatal is None
+    # the probe, then the window (4: timeouts do not move it) until DOWN_AFTER failed in a row
+    assert 9 <= r1.tlm_requests <= 1 + 8 + 3 and r2.tlm_requests == 0
+    assert r1.failed[0].reason and "Timeout" in r1.failed[0].reason
+    assert r1.failed[-1].reason and r1.failed[-1].reason.startswith(
+        "not sent: TLM failed 8 items in a row (tlm_error: Timeout"
+    )
+    assert r3.all_failed and 8 <= r3.tlm_requests <= 8 + 3  # then the rest is not sent
