@@ -240,3 +240,16 @@ def test_a_tlm_that_stops_answering_fails_the_queue_fast(tlm: TLMSandbox) -> Non
         "not sent: TLM failed 8 items in a row (tlm_error: Timeout"
     )
     assert r3.all_failed and 8 <= r3.tlm_requests <= 8 + 3  # then the rest is not sent
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_concurrency_ceiling_slows_the_engine_but_every_item_scores(
+    tlm: TLMSandbox, engine: TLMEngine, status: int
+) -> None:
+    tlm.set_latency(0.05)
+    tlm.set_ceiling(6, status=status)
+    futures = [engine.submit(pairs(f"x{n}", 30)) for n in range(2)]
+    results = [f.result(timeout=40) for f in futures]
+    assert [len(r.scored) for r in results] == [30, 30]
+    assert tlm.faults.count("tlm.score", status=status) >= 1
+    assert tlm.peak_in_flight() <= 6
