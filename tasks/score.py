@@ -10,6 +10,7 @@ failed, and ``all_failed`` lets the flow decide when TLM is down.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import threading
 import warnings
@@ -244,13 +245,13 @@ class TLMEngine:
         """Score ``pairs``; the Future's result has one score or failure per pair."""
         future: Future[ScoreResult] = Future()
         future.set_running_or_notify_cancel()
-        if not pairs:
-            future.set_result(ScoreResult([], [], 0))
-            return future
         with self._lock:
             if self._closed:
                 raise RuntimeError("the TLM engine is closed")
-            self._loop.call_soon_threadsafe(self._enqueue, _Chunk(list(pairs), future))
+            if not pairs:
+                future.set_result(ScoreResult([], [], 0))
+            else:
+                self._loop.call_soon_threadsafe(self._enqueue, _Chunk(list(pairs), future))
         return future
 
     def stats(self) -> dict[str, int]:
@@ -270,7 +271,8 @@ class TLMEngine:
                 return
             self._closed = True
         try:
-            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=30)
+            with contextlib.suppress(TimeoutError):  # stuck: stop the loop all the same
+                asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=30)
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=30)
