@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from statistics import median
 from typing import Any
 
-CONTENDER_LABELS = {"flow": "our flow", "floor": "floor", "seed": "seed's approach"}
+CONTENDER_LABELS = {
+    "flow": "our flow",
+    "floor": "floor",
+    "seed": "seed's approach",
+    "engine": "TLMEngine, no Prefect",
+}
 
 # the issue's targets (floors, not ceilings)
 MAX_LF_REQUESTS_PER_1K = 3.0
@@ -181,13 +187,97 @@ def _targets(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def marginal(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per scenario and contender: the marginal wall time per trace between the smallest and
+    the largest window (median of the repetitions at each), and peak RSS per size."""
+    groups: dict[tuple[str, str], dict[int, list[dict[str, Any]]]] = {}
+    for r in runs:
+        if r.get("error") or r.get("work_s") is None:
+            continue
+        key = (scenario_label(r), r["contender"])
+        groups.setdefault(key, {}).setdefault(r["size"], []).append(r)
+    out = []
+    for (label, contender), by_size in groups.items():
+        if len(by_size) < 2:
+            continue
+        small, big = min(by_size), max(by_size)
+        walls = {n: [r["work_s"] for r in rs] for n, rs in by_size.items()}
+        t_small, t_big = median(walls[small]), median(walls[big])
+        out.append(
+            {
+                "scenario": label,
+                "contender": contender,
+                "small": small,
+                "big": big,
+                "wall_small_s": t_small,
+                "wall_big_s": t_big,
+                "walls": {n: walls[n] for n in sorted(walls)},
+                "ms_per_trace": (t_big - t_small) / (big - small) * 1000,
+                "peak_rss_mb": {
+                    n: max((r.get("peak_rss_mb") or 0) for r in rs)
+                    for n, rs in sorted(by_size.items())
+                },
+            }
+        )
+    return out
+
+
+def marginal_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    lines = [
+        "",
+        "| scenario | contender | window sizes | median wall s (each run) | marginal ms/trace "
+        "| peak RSS MB per size |",
+        "|---|---|---|---|--:|---|",
+    ]
+    for m in rows:
+        walls = "; ".join(
+            f"{n:,}: {median(w):.1f} ({', '.join(f'{x:.1f}' for x in w)})"
+            for n, w in m["walls"].items()
+        )
+        rss = ", ".join(f"{n:,}: {v:.0f}" for n, v in m["peak_rss_mb"].items())
+        lines.append(
+            f"| {m['scenario']} | {CONTENDER_LABELS.get(m['contender'], m['contender'])} "
+            f"| {m['small']:,} → {m['big']:,} | {walls} | {m['ms_per_trace']:.2f} | {rss} |"
+        )
+    for m in rows:
+        floor = next(
+            (f for f in rows if f["scenario"] == m["scenario"] and f["contender"] == "floor"), None
+        )
+        if floor is None or m is floor:
+            continue
+        extra = m["ms_per_trace"] - floor["ms_per_trace"]
+        ratio = (
+            f"{m['ms_per_trace'] / floor['ms_per_trace']:.2f}×"
+            if floor["ms_per_trace"] > 0
+            else "–"
+        )
+        label = CONTENDER_LABELS.get(m["contender"], m["contender"])
+        lines.append(
+            f"\n**Marginal time per trace, {label} over floor** ({m['scenario']}, "
+            f"{m['small']:,} → {m['big']:,} traces, medians): "
+            f"{extra:+.2f} ms/trace ({m['ms_per_trace']:.2f} vs "
+            f"{floor['ms_per_trace']:.2f} ms/trace, {ratio})."
+        )
+    return lines
+
+
+def latency_text(meta: dict[str, Any]) -> str:
+    text = meta.get("tlm_latency") or f"{meta['tlm_latency_s'] * 1000:.0f} ms/item"
+    ceiling = meta.get("tlm_ceiling")
+    if ceiling:
+        text += f", ceiling {ceiling['max_in_flight']} in flight ({ceiling['status']})"
+    return str(text)
+
+
 def markdown(result: dict[str, Any]) -> str:
     meta = result["meta"]
     runs = best_runs(result["runs"])
     load = meta.get("load_1m")
     lines = [
         f"Run {meta['started']} · {meta['duration_s'] / 60:.1f} min · {meta['cpus']} CPUs · "
-        f"TLM sandbox latency {meta['tlm_latency_s'] * 1000:.0f} ms/item · "
+        f"TLM sandbox latency {latency_text(meta)} · "
         f"commit {meta.get('git_commit') or '?'}{' (dirty tree)' if meta.get('git_dirty') else ''}"
         f"{' · QUICK' if meta.get('quick') else ''}"
         + (f" · load (1 min) at start {load:.1f}" if load is not None else ""),
@@ -211,6 +301,10 @@ def markdown(result: dict[str, Any]) -> str:
             notes.append(f"best of {r['reps']} ({walls} s)")
         if r.get("aux_peak_rss_mb"):
             notes.append(f"Prefect server {r['aux_peak_rss_mb']:.0f} MB")
+        if r.get("tlm_in_flight"):
+            notes.append(f"TLM peak in flight {r['tlm_in_flight']['peak']}")
+        if r.get("tlm_refused"):
+            notes.append(f"TLM refused {r['tlm_refused']:,} (ceiling)")
         if r.get("load_1m_before") is not None:
             notes.append(f"load {r['load_1m_before']:.1f}→{r.get('load_1m_after', 0):.1f}")
         lines.append(
@@ -221,6 +315,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {_fmt(r.get('peak_rss_mb'), 0)} | {tasks_txt} "
             f"| {s['landed']:,} / {s['intended']:,} | {s['duplicates']:,} | {'; '.join(notes)} |"
         )
+    lines += marginal_markdown(marginal(result["runs"]))
     targets = result.get("targets") or []
     if targets:
         lines += ["", "| target | where | measured | met |", "|---|---|---|---|"]

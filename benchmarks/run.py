@@ -6,8 +6,9 @@ a fresh child process (:mod:`benchmarks.contender_flow`, ``_seed``, ``_floor``).
 live in this process: their memory is not the contender's. Figures come from the sandboxes'
 request logs and stores (requests, scores landed) and from the child (timings, peak RSS).
 
-Writes ``benchmarks/results/run-<UTC stamp>.json`` and ``.md``; a full run (not ``--quick``)
-also replaces the table in ``benchmarks/README.md``.
+Writes ``benchmarks/results/run-<UTC stamp>.json`` and ``.md``, and a PNG per scenario of TLM
+requests in flight over time; a full run (not ``--quick``, no ``--scenario``) also replaces the
+table in ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -33,21 +34,47 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from benchmarks import report, workload
-from sandbox.faults import Fault
+from benchmarks import charts, report, workload
 from sandbox.langfuse_app import LangfuseSandbox, LangfuseStore
-from sandbox.tlm_app import TLMSandbox
+from sandbox.tlm_app import Latency, TLMSandbox
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
 README = Path(__file__).resolve().parent / "README.md"
 README_BEGIN = "<!-- bench:begin -->"
 README_END = "<!-- bench:end -->"
-CONTENDERS = ("flow", "floor", "seed")
+CONTENDERS = ("flow", "floor", "seed", "engine")
+DEFAULT_CONTENDERS = ("flow", "floor", "seed")
 CACHE = Path(tempfile.gettempdir()) / "langfuse-tlm-evals-bench"  # Prefect home template, .pyc
 HOBBY_PER_MINUTE = 30  # Langfuse Cloud Hobby tier, general API (PROTOCOLS.md)
 _ENV_DROPPED = ("PREFECT_", "LANGFUSE_", "CLEANLAB_", "TRUST_EVAL_", "OTEL_")
 _PROXIES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+# --scenario NAME: defaults for the options not given on the command line
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "marginal-50ms": {
+        "sizes": "2000,10000",
+        "hobby": "",
+        "contenders": "flow,engine,floor",
+        "repeat": 3,
+        "tlm_latency": 0.05,
+    },
+    "marginal-tail": {
+        "sizes": "2000,10000",
+        "hobby": "",
+        "contenders": "flow,engine,floor",
+        "repeat": 3,
+        "tlm_latency": 2.0,
+        "tlm_latency_p99": 15.0,
+    },
+    "chart-smoke": {
+        "sizes": "1500",
+        "hobby": "",
+        "contenders": "flow,engine,floor",
+        "repeat": 1,
+        "tlm_latency": 0.3,
+        "tlm_latency_p99": 3.0,
+    },
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +192,8 @@ def run_one(
     scenario: Scenario,
     tlm: TLMSandbox,
     *,
-    tlm_latency: float,
+    latency: Latency,
+    ceiling: tuple[int, int] | None,
     timeout_s: float,
     log_dir: Path,
     prefect_home: Path | None,
@@ -187,7 +215,9 @@ def run_one(
             if rl is not None:
                 lf.set_rate_limit(per_minute=rl["limit"], window_s=rl["window_s"])
             tlm.reset()
-            tlm.faults.set("tlm.score", Fault(latency=tlm_latency))
+            tlm.set_latency(latency)
+            if ceiling is not None:
+                tlm.set_ceiling(ceiling[0], status=ceiling[1])
             spec = work / "spec.json"
             out = work / "out.json"
             spec.write_text(
@@ -258,6 +288,9 @@ def run_one(
                 "bytes_sent": sum(r.body_bytes for r in reqs),
             }
             result["tlm_requests"] = tlm.faults.count("tlm.score")
+            spans = tlm.spans()
+            result["tlm_refused"] = sum(1 for sp in spans if sp.status in (429, 503))
+            result["tlm_in_flight"] = charts.series(spans)
             scores = [s for s in store.all_scores() if s.name == workload.SCORE_NAME]
             traced = {s.trace_id for s in scores}
             result["scores"] = {
@@ -324,7 +357,17 @@ def main(argv: list[str] | None = None) -> int:
         help="Hobby-tier runs as SIZE@SCALE, comma separated: 30 requests per 60/SCALE s "
         "(default 1000@1,10000@10; quick: none; '' for none)",
     )
-    parser.add_argument("--contenders", default=",".join(CONTENDERS))
+    parser.add_argument(
+        "--scenario",
+        choices=sorted(SCENARIOS),
+        help="preset defaults: marginal-50ms / marginal-tail (flow vs floor at 2k and 10k, "
+        "3 repeats, 50 ms or log-normal mean 2 s p99 15 s), "
+        "chart-smoke (1,500 traces, mean 0.3 s p99 3 s)",
+    )
+    parser.add_argument(
+        "--contenders",
+        help=f"of {','.join(CONTENDERS)} (default {','.join(DEFAULT_CONTENDERS)})",
+    )
     parser.add_argument(
         "--seed-max",
         type=int,
@@ -334,12 +377,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--repeat",
         type=int,
-        default=2,
         help="repetitions (interleaved) of each unlimited scenario up to --repeat-max-size "
         "traces; the table keeps the fastest (default 2; quick: 1)",
     )
     parser.add_argument("--repeat-max-size", type=int, default=10_000)
-    parser.add_argument("--tlm-latency", type=float, default=0.05, help="s per TLM item")
+    parser.add_argument(
+        "--tlm-latency",
+        type=float,
+        help="s per TLM item (default 0.05); the mean with --tlm-latency-p99",
+    )
+    parser.add_argument(
+        "--tlm-latency-p99", type=float, help="log-normal per-item latency with this p99 (s)"
+    )
+    parser.add_argument("--tlm-seed", type=int, default=0, help="seed of the latency draws")
+    parser.add_argument(
+        "--tlm-ceiling",
+        type=int,
+        help="TLM sandbox answers --tlm-ceiling-status above this many requests in flight",
+    )
+    parser.add_argument("--tlm-ceiling-status", type=int, choices=(429, 503), default=429)
+    parser.add_argument(
+        "--charts",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="write a PNG per scenario of TLM requests in flight (default on)",
+    )
     parser.add_argument("--timeout", type=float, default=1800.0, help="s per contender run")
     parser.add_argument("--quick", action="store_true", help="a tiny smoke run (200 traces)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
@@ -357,6 +419,18 @@ def main(argv: list[str] | None = None) -> int:
         help="replace the table in benchmarks/README.md (default: on for full runs)",
     )
     args = parser.parse_args(argv)
+    for name, value in SCENARIOS.get(args.scenario or "", {}).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    args.contenders = args.contenders or ",".join(DEFAULT_CONTENDERS)
+    args.repeat = 2 if args.repeat is None else args.repeat
+    args.tlm_latency = 0.05 if args.tlm_latency is None else args.tlm_latency
+    latency = (
+        Latency.lognormal(args.tlm_latency, args.tlm_latency_p99, args.tlm_seed)
+        if args.tlm_latency_p99 is not None
+        else Latency.fixed(args.tlm_latency)
+    )
+    ceiling = (args.tlm_ceiling, args.tlm_ceiling_status) if args.tlm_ceiling else None
 
     sizes = parse_sizes(args.sizes or ("200" if args.quick else "1000,10000,100000"))
     hobby_text = args.hobby if args.hobby is not None else ("" if args.quick else "1000@1,10000@10")
@@ -365,11 +439,15 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown contenders {sorted(unknown)}")
     scenarios = [Scenario(n) for n in sizes] + parse_hobby(hobby_text)
-    write_readme = args.readme if args.readme is not None else not args.quick
+    write_readme = args.readme if args.readme is not None else not (args.quick or args.scenario)
     repeat = 1 if args.quick else max(args.repeat, 1)
 
     started = datetime.now(UTC)
-    stamp = started.strftime("%Y%m%dT%H%M%SZ") + ("-quick" if args.quick else "")
+    stamp = (
+        started.strftime("%Y%m%dT%H%M%SZ")
+        + ("-quick" if args.quick else "")
+        + (f"-{args.scenario}" if args.scenario else "")
+    )
     args.out_dir.mkdir(parents=True, exist_ok=True)
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
@@ -379,7 +457,10 @@ def main(argv: list[str] | None = None) -> int:
         "started": started.isoformat(timespec="seconds"),
         "argv": sys.argv[1:] if argv is None else argv,
         "quick": args.quick,
+        "scenario": args.scenario,
         "tlm_latency_s": args.tlm_latency,
+        "tlm_latency": latency.describe(),
+        "tlm_ceiling": {"max_in_flight": ceiling[0], "status": ceiling[1]} if ceiling else None,
         "repeat": repeat,
         "seed_max": args.seed_max,
         "cpus": os.cpu_count(),
@@ -423,7 +504,8 @@ def main(argv: list[str] | None = None) -> int:
                         contender,
                         sc,
                         tlm,
-                        tlm_latency=args.tlm_latency,
+                        latency=latency,
+                        ceiling=ceiling,
                         timeout_s=args.timeout,
                         log_dir=log_dir,
                         prefect_home=template,
@@ -431,6 +513,9 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     runs.append(run | {"rep": rep})
     meta["duration_s"] = round(time.perf_counter() - t0, 1)
+    if args.charts:
+        pngs = charts.write_charts(runs, args.out_dir, stamp, report.latency_text(meta))
+        meta["charts"] = [p.name for p in pngs]
     result = {"meta": meta, "runs": runs, "targets": report.evaluate_targets(runs)}
     table = report.markdown(result)
     json_path = args.out_dir / f"run-{stamp}.json"
@@ -440,6 +525,8 @@ def main(argv: list[str] | None = None) -> int:
         update_readme(table)
     print("\n" + table)
     print(f"results: {json_path}  (child logs: {log_dir})")
+    for name in meta.get("charts", []):
+        print(f"chart: {args.out_dir / name}")
     return 0 if all(r.get("scores") for r in runs) else 1
 
 

@@ -13,7 +13,7 @@ import threading
 
 from sandbox.langfuse_app import PROFILES, LangfuseSandbox
 from sandbox.openai_app import OpenAISandbox
-from sandbox.tlm_app import TLMSandbox
+from sandbox.tlm_app import Latency, TLMSandbox
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,11 +27,45 @@ def main(argv: list[str] | None = None) -> int:
         default="current",
         help="the Langfuse server modelled: current (Cloud / v4.59+) or v4.16 (self-hosted)",
     )
+    tlm_load = parser.add_argument_group("TLM load")
+    tlm_load.add_argument("--tlm-latency", type=float, default=0.0, help="s per item (mean)")
+    tlm_load.add_argument("--tlm-latency-p99", type=float, help="log-normal with this p99 (s)")
+    tlm_load.add_argument("--tlm-seed", type=int, default=0, help="seed of the latency draws")
+    tlm_load.add_argument("--tlm-max-in-flight", type=int, help="concurrency ceiling")
+    tlm_load.add_argument("--tlm-over-status", type=int, choices=(429, 503), default=429)
     args = parser.parse_args(argv)
+    latency = (
+        Latency.lognormal(args.tlm_latency, args.tlm_latency_p99, args.tlm_seed)
+        if args.tlm_latency_p99 is not None
+        else Latency.fixed(args.tlm_latency)
+    )
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with (
+        LangfuseSandbox(port=args.langfuse_port, profile=args.langfuse_profile) as lf,
+        TLMSandbox(
+            port=args.tlm_port,
+            latency=latency,
+            max_in_flight=args.tlm_max_in_flight,
+            over_status=args.tlm_over_status,
+        ) as tlm,
+        OpenAISandbox(port=args.openai_port) as oai,
+    ):
+        print(f"Langfuse sandbox: {lf.url}  (health: {lf.url}/api/public/health)")
+        print(f"                  profile {lf.profile}, server version {lf.version}")
+        print(f"TLM sandbox:      {tlm.base_url}  (scores are SYNTHETIC; {latency.describe()})")
+    args = parser.parse_args(argv)
+    latency = (
+        Latency.lognormal(args.tlm_latency, args.tlm_latency_p99, args.tlm_seed)
+        if args.tlm_latency_p99 is not None
+        else Latency.fixed(args.tlm_latency)
+    )
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with (
+<<<<<<< HEAD
         LangfuseSandbox(port=args.langfuse_port, profile=args.langfuse_profile) as lf,
         TLMSandbox(port=args.tlm_port) as tlm,
         OpenAISandbox(port=args.openai_port) as oai,
@@ -39,6 +73,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Langfuse sandbox: {lf.url}  (health: {lf.url}/api/public/health)")
         print(f"                  profile {lf.profile}, server version {lf.version}")
         print(f"TLM sandbox:      {tlm.base_url}  (scores are SYNTHETIC)")
+=======
+        LangfuseSandbox(port=args.langfuse_port) as lf,
+        TLMSandbox(
+            port=args.tlm_port,
+            latency=latency,
+            max_in_flight=args.tlm_max_in_flight,
+            over_status=args.tlm_over_status,
+        ) as tlm,
+        OpenAISandbox(port=args.openai_port) as oai,
+    ):
+        print(f"Langfuse sandbox: {lf.url}  (health: {lf.url}/api/public/health)")
+        print(f"TLM sandbox:      {tlm.base_url}  (scores are SYNTHETIC; {latency.describe()})")
         print(f"OpenAI sandbox:   {oai.base_url}  (recorded answers)")
         print("\n# point the SDKs and the flows at them:")
         for name, value in (lf.env() | tlm.env() | oai.env()).items():

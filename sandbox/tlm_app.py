@@ -30,6 +30,12 @@ default: the client retries it 4 times over 1+2+4 s, then the item's slot carrie
 :attr:`TLMSandbox.fail_status` to 422 for a fast, non-retried per-item failure).
 ``Fault.missing_log`` drops ``log`` from answers.
 
+Load knobs (constructor arguments, setters, restored by ``reset``): ``latency`` (a
+:class:`Latency`: fixed, or log-normal from a mean and a p99, drawn per item from a seeded hash)
+and a concurrency ceiling (``max_in_flight``: above it a score call is answered ``over_status``,
+429 with ``Retry-After`` or 503, as the real service does when pushed). Every score call's start,
+end and status are kept (:meth:`TLMSandbox.spans`) to chart requests in flight over time.
+
 IMPORTANT: cleanlab-tlm reads ``CLEANLAB_API_BASE_URL`` ONCE, when
 ``cleanlab_tlm.internal.api.api`` is first imported (module globals ``base_url``,
 ``tlm_base_url``, ``tlm_explanation_base_url``...). A process can therefore point it at one
@@ -39,14 +45,18 @@ and :meth:`TLMSandbox.reset` between tests.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import contextlib
 import hashlib
+import math
 import os
 import secrets
 import sys
 import threading
 import time
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any
 
 from fastapi import FastAPI
@@ -222,6 +232,95 @@ def synthetic_explanation(
     return text + RICH_SUFFIX if rich else text
 
 
+Z99 = NormalDist().inv_cdf(0.99)
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    """Per-item service time: ``fixed(s)`` or ``lognormal(mean, p99)``, reproducible by ``seed``.
+
+    An item's latency is the distribution's quantile at a hash of (seed, prompt, response): the
+    same item waits the same time in every run and for every contender.
+    """
+
+    mean_s: float = 0.0
+    p99_s: float | None = None  # None: fixed at mean_s
+    seed: int = 0
+
+    @classmethod
+    def fixed(cls, seconds: float) -> Latency:
+        return cls(mean_s=seconds)
+
+    @classmethod
+    def lognormal(cls, mean_s: float, p99_s: float, seed: int = 0) -> Latency:
+        return cls(mean_s=mean_s, p99_s=p99_s, seed=seed)
+
+    def __post_init__(self) -> None:
+        if self.mean_s < 0:
+            raise ValueError("latency mean must be >= 0")
+        if self.p99_s is not None:
+            if not 0 < self.mean_s < self.p99_s:
+                raise ValueError("log-normal latency needs 0 < mean < p99")
+            if 2 * math.log(self.p99_s / self.mean_s) > Z99**2:
+                raise ValueError("log-normal latency: p99 can be at most ~15x the mean")
+
+    @property
+    def params(self) -> tuple[float, float]:
+        """(mu, sigma) of the log-normal: mean = exp(mu + sigma²/2), p99 = exp(mu + z99·sigma)."""
+        assert self.p99_s is not None
+        gap = math.log(self.p99_s / self.mean_s)
+        sigma = Z99 - math.sqrt(Z99**2 - 2 * gap)
+        return math.log(self.mean_s) - sigma**2 / 2, sigma
+
+    def quantile(self, u: float) -> float:
+        if self.p99_s is None:
+            return self.mean_s
+        mu, sigma = self.params
+        return math.exp(mu + sigma * NormalDist().inv_cdf(min(max(u, 1e-12), 1 - 1e-12)))
+
+    def for_item(self, prompt: str, response: str) -> float:
+        if self.p99_s is None:
+            return self.mean_s
+        digest = hashlib.sha256(
+            f"{self.seed}".encode() + b"\x00" + _digest(prompt, response)
+        ).digest()
+        return self.quantile((int.from_bytes(digest[:8], "big") + 0.5) / 2**64)
+
+    def describe(self) -> str:
+        if self.p99_s is None:
+            return f"{self.mean_s * 1000:g} ms fixed"
+        return f"log-normal mean {self.mean_s:g} s, p99 {self.p99_s:g} s (seed {self.seed})"
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """One score call as the server saw it (``time.time()`` seconds)."""
+
+    start: float
+    end: float
+    status: int
+
+
+def in_flight_series(spans: list[Span], *, accepted_only: bool = True) -> list[tuple[float, int]]:
+    """Step series (time, requests in flight from then on) from spans, in time order."""
+    events: list[tuple[float, int]] = []
+    for s in spans:
+        if accepted_only and s.status in (429, 503):
+            continue
+        events.append((s.start, 1))
+        events.append((s.end, -1))
+    events.sort(key=lambda e: (e[0], e[1]))
+    out: list[tuple[float, int]] = []
+    n = 0
+    for t, d in events:
+        n += d
+        if out and out[-1][0] == t:
+            out[-1] = (t, n)
+        else:
+            out.append((t, n))
+    return out
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
@@ -249,10 +348,26 @@ def error_body(status: int) -> dict[str, Any]:
     return {"error": f"TLM sandbox injected error {status}."}
 
 
+@dataclass(slots=True)
+class Load:
+    """The load knobs: per-item latency and the concurrency ceiling."""
+
+    latency: Latency | None = None
+    max_in_flight: int | None = None  # None: no ceiling
+    over_status: int = 429  # answered above the ceiling: 429 (with Retry-After) or 503
+    retry_after: int = 1  # whole seconds (the client parses it with int())
+
+    def __post_init__(self) -> None:
+        if self.over_status not in (429, 503):
+            raise ValueError("over_status must be 429 or 503")
+        if self.max_in_flight is not None and self.max_in_flight < 1:
+            raise ValueError("max_in_flight must be >= 1")
+
+
 class _Recorder:
     """Thread-safe request capture shared by the app handlers and the test thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, load: Load | None = None) -> None:
         self.lock = threading.Lock()
         self.prompts: list[str] = []
         self.calls: list[dict[str, Any]] = []
@@ -261,6 +376,17 @@ class _Recorder:
         self.fail_status = 500
         self.rich_explanations = False
         self.in_flight = 0
+        self.default_load = load or Load()
+        self.load = self.default_load
+        self.scoring = 0  # score calls past the ceiling check, not yet answered
+        self.spans: list[Span] = []
+        # latency sleeps in progress: reset() cuts them short
+        self.sleepers: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+
+    def wake_sleepers(self) -> None:
+        with self.lock:
+            for loop, wake in self.sleepers:
+                loop.call_soon_threadsafe(wake.set)
 
     def clear(self) -> None:
         with self.lock:
@@ -268,8 +394,10 @@ class _Recorder:
             self.calls.clear()
             self.explain_calls.clear()
             self.headers.clear()
+            self.spans.clear()
             self.fail_status = 500
             self.rich_explanations = False
+            self.load = self.default_load
 
 
 class _InFlight:
@@ -292,16 +420,22 @@ class _InFlight:
                 self.rec.in_flight -= 1
 
 
-def create_app(api_key: str) -> FastAPI:
+def create_app(api_key: str, load: Load | None = None) -> FastAPI:
     """A FastAPI app emulating the two TLM endpoints, accepting only ``api_key``."""
     app = FastAPI(title="Cleanlab TLM sandbox", docs_url=None, redoc_url=None, openapi_url=None)
-    rec = _Recorder()
+    rec = _Recorder(load)
     app.state.recorder = rec
 
     def endpoint_of(request: Request) -> str | None:
         return ENDPOINTS.get(request.url.path)
 
     faults: FaultState = install(app, endpoint_of, error_body)
+
+    def release_all() -> None:  # what ServerThread.stop() calls: hangs and latency sleeps
+        faults.release_hangs()
+        rec.wake_sleepers()
+
+    app.state.release_hangs = release_all
     app.add_middleware(_InFlight, recorder=rec)  # outermost: counts every request
 
     def fault(endpoint: str) -> Fault | None:
@@ -332,11 +466,52 @@ def create_app(api_key: str) -> FastAPI:
     async def get_confidence_score(request: Request) -> JSONResponse:
         if not authorized(request):
             return _auth_error()
+        started = time.time()
+        with rec.lock:
+            load = rec.load
+            over = load.max_in_flight is not None and rec.scoring >= load.max_in_flight
+            if over:
+                rec.spans.append(Span(started, started, load.over_status))
+            else:
+                rec.scoring += 1
+        if over:
+            return JSONResponse(
+                error_body(load.over_status),
+                status_code=load.over_status,
+                headers={"Retry-After": str(load.retry_after)},
+            )
+        status = 500
+        try:
+            answer = await score(request, load)
+            status = answer.status_code
+            return answer
+        finally:
+            with rec.lock:
+                rec.scoring -= 1
+                rec.spans.append(Span(started, time.time(), status))
+
+    async def sleep(seconds: float) -> None:
+        wake = asyncio.Event()
+        entry = (asyncio.get_running_loop(), wake)
+        with rec.lock:
+            rec.sleepers.add(entry)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=seconds)
+        finally:
+            with rec.lock:
+                rec.sleepers.discard(entry)
+
+    async def score(request: Request, load: Load) -> JSONResponse:
         body = await json_body(request)
         if isinstance(body, JSONResponse):
             return body
         prompt: str = body["prompt"]
         response: str = body["response"]["response"]
+        if load.latency is not None:
+            delay = load.latency.for_item(prompt, response)
+            if delay > 0:
+                await sleep(delay)
         with rec.lock:
             rec.prompts.append(prompt)
             rec.calls.append(body)
@@ -386,6 +561,12 @@ def create_app(api_key: str) -> FastAPI:
     return app
 
 
+def _as_latency(latency: Latency | float | None) -> Latency | None:
+    if latency is None or isinstance(latency, Latency):
+        return latency
+    return Latency.fixed(float(latency))
+
+
 class TLMSandbox(ServerThread):
     """The TLM sandbox served on 127.0.0.1 from a background thread.
 
@@ -395,9 +576,19 @@ class TLMSandbox(ServerThread):
     (injected statuses) or refused by auth are not in them: see ``faults.requests`` for those.
     """
 
-    def __init__(self, port: int | None = None, api_key: str | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        api_key: str | None = None,
+        *,
+        latency: Latency | float | None = None,
+        max_in_flight: int | None = None,
+        over_status: int = 429,
+        retry_after: int = 1,
+    ) -> None:
         self.api_key = api_key or f"tlm-sandbox-{secrets.token_hex(16)}"
-        app = create_app(self.api_key)
+        load = Load(_as_latency(latency), max_in_flight, over_status, retry_after)
+        app = create_app(self.api_key, load)
         self._rec: _Recorder = app.state.recorder
         self.faults: FaultState = app.state.faults
         super().__init__(app, port=port)
@@ -444,16 +635,56 @@ class TLMSandbox(ServerThread):
     def rich_explanations(self, on: bool) -> None:
         self._rec.rich_explanations = on
 
+    @property
+    def latency(self) -> Latency | None:
+        return self._rec.load.latency
+
+    def set_latency(self, latency: Latency | float | None) -> None:
+        """Per-item latency from now on (a float: fixed seconds; None: none)."""
+        with self._rec.lock:
+            self._rec.load = Load(
+                _as_latency(latency),
+                self._rec.load.max_in_flight,
+                self._rec.load.over_status,
+                self._rec.load.retry_after,
+            )
+
+    @property
+    def max_in_flight(self) -> int | None:
+        return self._rec.load.max_in_flight
+
+    def set_ceiling(
+        self, max_in_flight: int | None, *, status: int = 429, retry_after: int = 1
+    ) -> None:
+        """Answer ``status`` to score calls arriving while ``max_in_flight`` are being served."""
+        with self._rec.lock:
+            self._rec.load = Load(self._rec.load.latency, max_in_flight, status, retry_after)
+
+    def spans(self) -> list[Span]:
+        """Every score call since the last reset, as (start, end, status), in order of end."""
+        with self._rec.lock:
+            return list(self._rec.spans)
+
+    @property
+    def scoring(self) -> int:
+        """Score calls being served right now (past the ceiling check)."""
+        return self._rec.scoring
+
+    def peak_in_flight(self) -> int:
+        return max((n for _, n in in_flight_series(self.spans())), default=0)
+
     def env(self) -> dict[str, str]:
         return {"CLEANLAB_TLM_API_KEY": self.api_key, "CLEANLAB_API_BASE_URL": self.base_url}
 
     def reset(self, drain_s: float = 5.0) -> None:
-        """Clear faults, the rate limit, the request log and the captures; release hangs.
+        """Clear faults, the rate limit, the request log, the captures and the spans; restore
+        the constructor's latency and ceiling; release hangs.
 
         Requests still being served (e.g. released hangs) are waited for, up to ``drain_s``, so
         that they do not land in the next test's log.
         """
         self.faults.clear()
+        self._rec.wake_sleepers()
         deadline = time.monotonic() + drain_s
         while self._rec.in_flight > 0 and time.monotonic() < deadline:
             time.sleep(0.005)

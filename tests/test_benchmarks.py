@@ -65,6 +65,12 @@ def test_quick_run_writes_results_and_lands_every_score(tmp_path: Path) -> None:
         assert run["tlm_requests"] >= SIZE
         assert isinstance(run["work_s"], float) and run["work_s"] > 0
         assert run["peak_rss_mb"] > 0
+        assert run["tlm_in_flight"]["peak"] >= 4  # the client's first window
+        assert len(run["tlm_in_flight"]["t"]) == len(run["tlm_in_flight"]["n"])
+        assert run["tlm_refused"] == 0
+    [png] = tmp_path.glob("inflight-*.png")
+    assert result["meta"]["charts"] == [png.name]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     [flow] = [r for r in result["runs"] if r["contender"] == "flow"]
     assert flow["fetched"] == SIZE
     assert flow["scored"] == SIZE
@@ -107,3 +113,18 @@ def test_targets_are_computed_against_the_same_run() -> None:
     assert not any("200 traces" in where for _, where in met)
     failed = report.evaluate_targets([_run("flow", 1_000, error="boom")])
     assert [t["met"] for t in failed] == [None, None]
+
+
+def test_marginal_time_per_trace_uses_medians_of_the_repeats() -> None:
+    runs = [_run("flow", 2_000, work_s=w, peak_rss_mb=250.0 + w) for w in (10.0, 12.0, 30.0)] + [
+        _run("flow", 10_000, work_s=w) for w in (50.0, 52.0, 51.0)
+    ]
+    runs += [_run("floor", 2_000, work_s=5.0), _run("floor", 10_000, work_s=37.0)]
+    runs.append(_run("floor", 10_000, work_s=1.0, error="boom"))  # failed runs do not count
+    rows = {m["contender"]: m for m in report.marginal(runs)}
+    assert rows["flow"]["wall_small_s"] == 12.0 and rows["flow"]["wall_big_s"] == 51.0
+    assert rows["flow"]["ms_per_trace"] == pytest.approx((51.0 - 12.0) / 8)
+    assert rows["floor"]["ms_per_trace"] == pytest.approx(4.0)
+    assert rows["flow"]["peak_rss_mb"] == {2_000: 280.0, 10_000: 300.0}
+    text = "\n".join(report.marginal_markdown(list(rows.values())))
+    assert "our flow over floor" in text and "+0.88 ms/trace" in text

@@ -11,6 +11,7 @@ one transient 5xx (1 s), one 429 with ``Retry-After: 1`` (1 s) and one exhausted
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -24,7 +25,10 @@ from sandbox.tlm_app import (
     EXPLAIN_PATH,
     RICH_SUFFIX,
     SCORE_PATH,
+    Latency,
+    Span,
     TLMSandbox,
+    in_flight_series,
     session_tlm_sandbox,
     synthetic_explanation,
     synthetic_score,
@@ -425,3 +429,95 @@ def test_wire_errors_are_json(tlm_sandbox: TLMSandbox) -> None:
         assert "error" in injected.json()
     tlm_sandbox.reset()
     assert tlm_sandbox.calls == [] and tlm_sandbox.faults.requests == []
+
+
+# --------------------------------------------------------------------------- latency and ceiling
+
+
+def test_lognormal_latency_has_the_asked_mean_and_p99() -> None:
+    lat = Latency.lognormal(2.0, 15.0, seed=7)
+    assert lat.quantile(0.99) == pytest.approx(15.0, rel=1e-6)
+    draws = sorted(lat.for_item(f"Q{i}?", "A.") for i in range(20_000))
+    assert sum(draws) / len(draws) == pytest.approx(2.0, rel=0.08)
+    assert draws[int(0.99 * len(draws))] == pytest.approx(15.0, rel=0.15)
+    assert draws == sorted(
+        Latency.lognormal(2.0, 15.0, seed=7).for_item(f"Q{i}?", "A.") for i in range(20_000)
+    )
+    assert lat.for_item("Q1?", "A.") != Latency.lognormal(2.0, 15.0, seed=8).for_item("Q1?", "A.")
+    assert Latency.fixed(0.05).for_item("Q?", "A.") == 0.05
+    with pytest.raises(ValueError):
+        Latency.lognormal(1.0, 30.0)  # p99 beyond what a log-normal with that mean allows
+
+
+def test_in_flight_series_counts_overlaps() -> None:
+    spans = [Span(0.0, 2.0, 200), Span(1.0, 3.0, 200), Span(1.5, 1.5, 429), Span(2.0, 4.0, 200)]
+    assert in_flight_series(spans) == [(0.0, 1), (1.0, 2), (2.0, 2), (3.0, 1), (4.0, 0)]
+
+
+def test_fixed_latency_is_honoured_per_item(tlm_sandbox: TLMSandbox) -> None:
+    tlm_sandbox.set_latency(0.2)
+    started = time.monotonic()
+    results = score_list(make_tlm(tlm_sandbox), ["Q1?", "Q2?", "Q3?"], ["A.", "A.", "A."])
+    elapsed = time.monotonic() - started
+    assert all(r["trustworthiness_score"] is not None for r in results)
+    assert 0.2 <= elapsed < 1.5  # concurrent: about one latency, not three
+    spans = tlm_sandbox.spans()
+    assert len(spans) == 3 and all(0.2 <= s.end - s.start < 1.0 for s in spans)
+    assert tlm_sandbox.peak_in_flight() == 3
+    tlm_sandbox.reset()
+    assert tlm_sandbox.latency is None and tlm_sandbox.spans() == []
+
+
+def test_lognormal_latency_is_honoured_per_item(tlm_sandbox: TLMSandbox) -> None:
+    lat = Latency.lognormal(0.03, 0.2, seed=3)
+    tlm_sandbox.set_latency(lat)
+    prompts = [f"Question {i}?" for i in range(24)]
+    results = score_list(make_tlm(tlm_sandbox), prompts, ["A."] * len(prompts))
+    assert all(r["trustworthiness_score"] is not None for r in results)
+    assert sorted(tlm_sandbox.prompts) == sorted(prompts)
+    spans = tlm_sandbox.spans()
+    want = sorted(lat.for_item(p, "A.") for p in prompts)
+    got = sorted(s.end - s.start for s in spans)
+    for w, g in zip(want, got, strict=True):
+        assert w <= g < w + 0.5
+    assert max(want) > 2 * min(want)  # a spread, not a constant
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_ceiling_refuses_then_the_client_finishes_every_item(
+    tlm_sandbox: TLMSandbox, status: int
+) -> None:
+    tlm_sandbox.set_latency(0.1)
+    tlm_sandbox.set_ceiling(2, status=status, retry_after=1)
+    prompts = [f"Q{i}?" for i in range(8)]
+    results = score_list(make_tlm(tlm_sandbox), prompts, ["A."] * len(prompts))
+    assert [r["trustworthiness_score"] for r in results] == [
+        synthetic_score(p, "A.") for p in prompts
+    ]
+    refused = tlm_sandbox.faults.count("tlm.score", status=status)
+    assert refused >= 1  # the client started at 4 in flight
+    assert tlm_sandbox.faults.count("tlm.score", status=200) == len(prompts)
+    assert tlm_sandbox.peak_in_flight() <= 2
+    assert sum(1 for s in tlm_sandbox.spans() if s.status == status) == refused
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_ceiling_answer_on_the_wire(tlm_sandbox: TLMSandbox, status: int) -> None:
+    tlm_sandbox.set_latency(0.5)
+    tlm_sandbox.set_ceiling(1, status=status, retry_after=2)
+    auth = {"Authorization": f"bearer {tlm_sandbox.api_key}"}
+    body = {"prompt": "Q?", "response": {"response": "A."}, "options": {}}
+    with httpx.Client(base_url=tlm_sandbox.url, timeout=5) as http:
+        first = threading.Thread(
+            target=http.post, args=(SCORE_PATH,), kwargs={"json": body, "headers": auth}
+        )
+        first.start()
+        deadline = time.monotonic() + 2
+        while tlm_sandbox.scoring < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        over = http.post(SCORE_PATH, json=body, headers=auth)
+        first.join()
+    assert over.status_code == status
+    assert over.headers["retry-after"] == "2"
+    assert over.headers["content-type"] == "application/json"
+    assert "error" in over.json()
