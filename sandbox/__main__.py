@@ -55,36 +55,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Langfuse sandbox: {lf.url}  (health: {lf.url}/api/public/health)")
         print(f"                  profile {lf.profile}, server version {lf.version}")
         print(f"TLM sandbox:      {tlm.base_url}  (scores are SYNTHETIC; {latency.describe()})")
-    args = parser.parse_args(argv)
-    latency = (
-        Latency.lognormal(args.tlm_latency, args.tlm_latency_p99, args.tlm_seed)
-        if args.tlm_latency_p99 is not None
-        else Latency.fixed(args.tlm_latency)
-    )
-
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with (
-<<<<<<< HEAD
-        LangfuseSandbox(port=args.langfuse_port, profile=args.langfuse_profile) as lf,
-        TLMSandbox(port=args.tlm_port) as tlm,
-        OpenAISandbox(port=args.openai_port) as oai,
-    ):
-        print(f"Langfuse sandbox: {lf.url}  (health: {lf.url}/api/public/health)")
-        print(f"                  profile {lf.profile}, server version {lf.version}")
-        print(f"TLM sandbox:      {tlm.base_url}  (scores are SYNTHETIC)")
-=======
-        LangfuseSandbox(port=args.langfuse_port) as lf,
-        TLMSandbox(
-            port=args.tlm_port,
-            latency=latency,
-            max_in_flight=args.tlm_max_in_flight,
-            over_status=args.tlm_over_status,
-        ) as tlm,
-        OpenAISandbox(port=args.openai_port) as oai,
-    ):
-        print(f"Langfuse sandbox: {lf.url}  (health: {lf.url}/api/public/health)")
-        print(f"TLM sandbox:      {tlm.base_url}  (scores are SYNTHETIC; {latency.describe()})")
         print(f"OpenAI sandbox:   {oai.base_url}  (recorded answers)")
         print("\n# point the SDKs and the flows at them:")
         for name, value in (lf.env() | tlm.env() | oai.env()).items():
