@@ -8,9 +8,11 @@ deterministic id) and cheap (units already scored, or recorded as written, skip 
 from __future__ import annotations
 
 import re
+import sys
 import time
+from collections import deque
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
@@ -23,6 +25,7 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
+from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
 
@@ -45,7 +48,7 @@ from tasks.pairs import build_pairs_task
 from tasks.report import EvalReport, Lowest, emit_run_events, lowest_table, summary_markdown
 from tasks.retry import StageError, describe
 from tasks.review import ensure_configs_task, review_task
-from tasks.score import score_task
+from tasks.score import ScoreResult, TLMEngine, score_task
 from tasks.select import Known, select, split_resends
 from tasks.upload import LabelSpec, ScoreSpec, upload_task
 from tasks.windows import resolve_window
@@ -276,6 +279,16 @@ def evaluate_traces(
     return report
 
 
+@dataclass(slots=True)
+class Job:
+    """A chunk sent to TLM: what to land when its scores come back."""
+
+    chunk: int
+    pairs: int
+    again: list[Scored]  # scores paid for by an earlier run, re-sent with this chunk
+    future: PrefectFuture[ScoreResult] | None
+
+
 class Run:
     """The chunk loop of one window run, and the report it fills."""
 
@@ -303,6 +316,7 @@ class Run:
         self.low: dict[str, tuple[float, str, str]] = {}  # key -> (score, object id, type)
         self.accepted: dict[str, tuple[str, date]] = {}  # key -> (score id, day) it wrote
         self.failed_chunks = 0  # chunks in a row in which TLM scored nothing
+        self.in_flight: deque[Job] = deque()  # chunks at TLM, oldest first
         self.scored_any: bool | None = None  # None: TLM not asked yet
         self.ledger_writes = 0
         self.run_id = str(flow_run.id) if flow_run.id else "local"
@@ -362,28 +376,54 @@ class Run:
     def go(self) -> None:
         self.progress(self.window.end)
         self.prepare()
-        for chunk, page in enumerate(self.pages(), start=1):
-            sel = select(
-                [rec for rec in page.records if self.first_sight(rec)],
-                known=self.known,
-                observations=self.opts.observations,
-                rescore=self.opts.rescore,
-                sample_rate=self.opts.sample_rate,
-            )
-            self.report.fetched += sel.units
-            self.values |= sel.values
-            self.record(sel.outcomes)
-            if sel.todo:
-                self.process(sel.todo, chunk)
-            if self.report.capped:
-                break
-            self.progress(min((rec.start_time for rec in page.records), default=None))
+        with self.engine() as engine:
+            try:
+                for chunk, page in enumerate(self.pages(), start=1):
+                    sel = select(
+                        [rec for rec in page.records if self.first_sight(rec)],
+                        known=self.known,
+                        observations=self.opts.observations,
+                        rescore=self.opts.rescore,
+                        sample_rate=self.opts.sample_rate,
+                    )
+                    self.report.fetched += sel.units
+                    self.values |= sel.values
+                    self.record(sel.outcomes)
+                    if sel.todo:
+                        self.start(sel.todo, chunk, engine)
+                    while len(self.in_flight) >= self.tuning.chunks_in_flight:
+                        self.land(self.in_flight.popleft())
+                    if self.report.capped:
+                        break
+                    self.progress(min((rec.start_time for rec in page.records), default=None))
+            finally:  # whatever stopped the loop, the scores already paid for still land
+                self.drain()
         r = self.report
         if r.tlm_requests and self.scored_any is False:
             reasons = sorted(r.failed_to_score, key=lambda k: -len(r.failed_to_score[k]))
             raise StageError(
                 f"TLM scored none of {r.tlm_requests} items: {reasons[0] if reasons else '?'}"
             )
+
+    def engine(self) -> AbstractContextManager[TLMEngine | None]:
+        """One TLM client for the run: its concurrency carries over from chunk to chunk."""
+        if self.opts.dry_run or self.tlm_cfg is None:
+            return nullcontext()
+        return TLMEngine(
+            self.tlm_cfg, quality_preset=self.opts.quality_preset,
+            timeout_s=self.tuning.tlm_timeout_s,
+        )  # fmt: skip
+
+    def drain(self) -> None:
+        errors: list[str] = []
+        while self.in_flight:
+            try:
+                self.land(self.in_flight.popleft())
+            except Exception as err:
+                errors.append(str(err) if isinstance(err, StageError) else describe(err))
+        if errors and sys.exc_info()[0] is None:
+            raise StageError("; ".join(dict.fromkeys(errors)))
+        self.report.errors.extend(e for e in dict.fromkeys(errors) if e not in self.report.errors)
 
     def first_sight(self, rec: TraceRecord) -> bool:
         """A row repeated across pages is counted once."""
@@ -468,7 +508,8 @@ class Run:
             if cursor is None:
                 return
 
-    def process(self, records: list[TraceRecord], chunk: int) -> None:
+    def start(self, records: list[TraceRecord], chunk: int, engine: TLMEngine | None) -> None:
+        """Pair a chunk and send it to TLM; its scores are landed later (``land``)."""
         r, o = self.report, self.opts
         # quote(): big inputs are not walked by Prefect's parameter introspection (~15% of CPU)
         paired = build_pairs_task(bulk(records), self.tuning, chunk)
@@ -483,31 +524,38 @@ class Run:
                 r.capped = True
                 self.record([outcome_for(p, Bucket.SKIPPED, "over_max_traces") for p in over])
         self.selected += len(pairs)
-        if o.dry_run:
+        if engine is None:  # a dry run
             r.would_score += len(pairs) + len(again)
             r.would_score_chars += sum(len(p.prompt) + len(p.response) for p in pairs)
             return
-        scored: list[Scored] = []
+        future = score_task.submit(bulk(pairs), bulk(engine), chunk) if pairs else None
         if pairs:
-            assert self.tlm_cfg is not None
-            result = score_task(bulk(pairs), self.tlm_cfg, o.quality_preset, self.tuning, chunk)
-            r.tlm_requests += result.tlm_requests
+            r.tlm_requests += len(pairs)
+        self.in_flight.append(Job(chunk, len(pairs), again, future))
+
+    def land(self, job: Job) -> None:
+        """Wait for a chunk's scores and write them (with the re-sends) to Langfuse."""
+        scored: list[Scored] = []
+        if job.future is not None:
+            result = job.future.result()
             self.record(result.failed)
             scored = result.scored
-            self.tlm_health(result.fatal, bool(scored), len(pairs))
-        if again:
-            r.resent += len(again)
+            self.tlm_health(result, job.pairs)
+        if job.again:
+            self.report.resent += len(job.again)
             self.logger.info(
                 "chunk %d: re-sending %d scores paid for earlier that Langfuse does not show",
-                chunk, len(again),
+                job.chunk, len(job.again),
             )  # fmt: skip
-        if scored or again:
-            self.upload(again + scored, chunk)
+        if scored or job.again:
+            self.upload(job.again + scored, job.chunk)
 
-    def tlm_health(self, fatal: str | None, any_scored: bool, n: int) -> None:
-        """A bad key stops the run at once; so do several chunks in a row with no score."""
-        if fatal and any(h in fatal for h in ("API key", "TLM call failed")):
-            raise StageError(fatal)
+    def tlm_health(self, result: ScoreResult, n: int) -> None:
+        """A refused key or a failed call stops the run; so do N chunks in a row with no score."""
+        if result.fatal:
+            raise StageError(result.fatal)
+        any_scored = not result.all_failed
+        fatal = result.failed[0].reason if result.all_failed and result.failed else None
         self.scored_any = bool(self.scored_any) or any_scored
         self.failed_chunks = 0 if any_scored else self.failed_chunks + 1
         if self.failed_chunks >= self.tuning.tlm_down_after_chunks:

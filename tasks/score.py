@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from prefect import Task, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from tasks.config import TLMSettings, Tuning, check_preset
+from tasks.config import TLMSettings, check_preset
 from tasks.models import Bucket, Outcome, Pair, Scored, outcome_for
 from tasks.retry import StageError
 
@@ -408,7 +408,10 @@ def _log(chunk_no: int, result: ScoreResult) -> None:
     )
 
 
-def _score_task(pairs: list[Pair], engine: TLMEngine, chunk_no: int) -> ScoreResult:
+@task(name="score-with-tlm", task_run_name="score chunk {chunk_no}", cache_policy=NO_CACHE)
+def score_task(pairs: list[Pair], engine: TLMEngine, chunk_no: int) -> ScoreResult:
+    """Submit the chunk to the run's engine and wait for it (``.submit()`` this task so chunks
+    overlap; pass the engine as ``quote(engine)``)."""
     try:
         result = engine.submit(pairs).result()
     except Exception as err:  # e.g. the engine was closed: every pair still gets an outcome
@@ -417,35 +420,3 @@ def _score_task(pairs: list[Pair], engine: TLMEngine, chunk_no: int) -> ScoreRes
         result = ScoreResult([], failed, 0, f"the TLM call failed: {reason}", bool(pairs))
     _log(chunk_no, result)
     return result
-
-
-@task(name="score-with-tlm", task_run_name="score chunk {chunk_no}", cache_policy=NO_CACHE)
-def _legacy_score_task(
-    pairs: list[Pair], cfg: TLMSettings, quality_preset: str, tuning: Tuning, chunk_no: int
-) -> ScoreResult:
-    tlm = make_tlm(cfg, quality_preset=quality_preset, timeout_s=tuning.tlm_timeout_s)
-    result = score_pairs(pairs, tlm, probe_first=chunk_no == 1)
-    if result.all_failed and not result.fatal:  # today's flow stops on the first such chunk
-        result.fatal = f"TLM scored none of {len(pairs)} items: {result.failed[0].reason}"
-    _log(chunk_no, result)
-    return result
-
-
-class _ScoreTask(Task[[list[Pair], TLMEngine, int], ScoreResult]):
-    # until the flow hands it an engine, today's flow calls
-    # score_task(pairs, cfg, quality_preset, tuning, chunk_no): a TLM per chunk, as before
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if len(args) == 5 and isinstance(args[1], TLMSettings):
-            return _legacy_score_task(*args, **kwargs)
-        return super().__call__(*args, **kwargs)
-
-
-# @task(name="score-with-tlm", task_run_name="score chunk {chunk_no}", cache_policy=NO_CACHE)
-score_task = _ScoreTask(
-    _score_task,
-    name="score-with-tlm",
-    task_run_name="score chunk {chunk_no}",
-    cache_policy=NO_CACHE,
-)
-"""Submit the chunk to the engine and wait for its result (``.submit()`` it to overlap chunks);
-pass the engine as ``quote(engine)``."""
