@@ -9,11 +9,11 @@ live one: docs/RELIABILITY.md, "The window lock".
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -139,6 +139,8 @@ def _holder(value: Any) -> str:
 
 
 def _take_file(path: Path, deadline: float, window: str, client: SyncPrefectClient) -> IO[bytes]:
+    import fcntl  # POSIX only; on Windows a killed run's lock is taken over after a lease
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fh = path.open("ab")
     told = False
@@ -281,7 +283,7 @@ def window_lock(
     )
     deadline = time.monotonic() + (env_timeout if timeout_s is None else timeout_s)
     names = lock_names(start, end, tags, score_name)
-    local = PREFECT_API_URL.value() is None  # an ephemeral server: no shared lease keeper
+    local = PREFECT_API_URL.value() is None and sys.platform != "win32"  # an ephemeral server
     base = {
         "flow_run_id": str(flow_run.id) if flow_run.id else None,
         "window": lock.window,
