@@ -151,9 +151,11 @@ def _take_file(path: Path, deadline: float, window: str, client: SyncPrefectClie
                 return fh
             except BlockingIOError:
                 pass
-            var = client.read_variable_by_name(path.stem)
-            holder = _holder(var.value) if var is not None else "unknown"
-            if time.monotonic() >= deadline:
+            timed_out = time.monotonic() >= deadline
+            if timed_out or not told:  # who holds it, for the message
+                var = client.read_variable_by_name(path.stem)
+                holder = _holder(var.value) if var is not None else "unknown"
+            if timed_out:
                 raise WindowLockTimeout(
                     f"window {window} is still being evaluated by flow run {holder} "
                     f"({path.stem}, OS lock {path}); gave up waiting"

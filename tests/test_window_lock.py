@@ -81,6 +81,25 @@ def test_lock_knobs_are_validated(monkeypatch: pytest.MonkeyPatch) -> None:
         wl.lock_settings()
 
 
+def test_the_os_lock_wait_times_out_naming_the_holder(tmp_path: Path) -> None:
+    """Without a server the wait is on the OS lock first: bounded, and it names the holder."""
+    import fcntl
+    from types import SimpleNamespace
+
+    path = tmp_path / "trust_window_2026-11-28_abc.lock"
+    path.touch()
+    record = {"flow_run_id": "0f0e", "pid": 7, "host": "h"}
+    client: Any = SimpleNamespace(read_variable_by_name=lambda name: SimpleNamespace(value=record))
+    with path.open("ab") as other:
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX)  # another run (another open file) holds it
+        began = time.monotonic()
+        with pytest.raises(WindowLockTimeout, match=r"window W .* flow run 0f0e \(pid 7 on h\)"):
+            wl._take_file(path, began + 0.5, "W", client)
+        assert 0.5 <= time.monotonic() - began < 2
+    with wl._take_file(path, time.monotonic(), "W", client):  # released: taken at once
+        pass
+
+
 # --------------------------------------------------------------------------- helpers
 
 
