@@ -12,8 +12,8 @@ How the days run: as SUBFLOWS of this flow, a bounded number at a time.
   persisted as a result and read back from storage.
 * Concurrency is bounded by a thread pool of ``max_concurrency`` threads, each calling the
   window flow (sync flows, each thread with its own copy of the run context, so every child is
-  linked to this run). Each window also holds its own per-window concurrency limit
-  (:mod:`flows.window_lock`), so a backfill overlapping a daily run never scores a day twice.
+  linked to this run). Each window also locks its UTC day (:mod:`flows.window_lock`), so a
+  backfill overlapping a daily run never scores a day twice, and its days run side by side.
 
 The alternative, ``run_deployment(..., idempotency_key=...)`` per day, spreads the days over
 many workers/machines (one process per day) and survives the backfill process dying, at the

@@ -14,6 +14,13 @@ Exit codes: 0 everything landed; 1 a run failed or some traces failed to score o
 
 from __future__ import annotations
 
+import os
+
+# Offline by default, as `make` runs it: no telemetry from Prefect's SDK or from the ephemeral
+# server it starts, unless the user set these. Before anything imports Prefect.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
 import argparse
 import re
 import sys
@@ -108,6 +115,7 @@ def flow_params(args: argparse.Namespace) -> dict[str, Any]:
 def preflight(params: dict[str, Any]) -> None:
     """The flows' own configuration checks, before Prefect starts (a clean one-line error)."""
     from flows.evaluate_traces import validate_params
+    from flows.window_lock import lock_settings
 
     validate_params(
         params["tags"],
@@ -121,6 +129,7 @@ def preflight(params: dict[str, Any]) -> None:
     if not params["dry_run"]:
         check_preset(params["quality_preset"])
         load_tlm()
+        lock_settings()
 
 
 def cli_window(args: argparse.Namespace) -> tuple[datetime, datetime]:
@@ -164,6 +173,7 @@ def print_report(report: EvalReport, show: int, failed: str | None = None) -> No
 
 def run_window(args: argparse.Namespace) -> int:
     from flows.evaluate_traces import EvaluationFailed, evaluate_traces
+    from flows.window_lock import WindowLockTimeout
 
     params = flow_params(args)
     preflight(params)
@@ -173,6 +183,9 @@ def run_window(args: argparse.Namespace) -> int:
         report = evaluate_traces(window_start=start, window_end=end, **params)
     except EvaluationFailed as err:
         print_report(err.report, args.show, failed=str(err))
+        return EXIT_FAILED
+    except WindowLockTimeout as err:
+        print(f"\nFAILED: {err}")
         return EXIT_FAILED
     print_report(report, args.show)
     return EXIT_OK if report.ok else EXIT_FAILED

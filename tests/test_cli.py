@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from flows.cli import main, parse_duration
+from flows.window_lock import window_lock
 from sandbox.faults import Fault
 from sandbox.langfuse_app import LangfuseSandbox
 from sandbox.tlm_app import TLMSandbox
@@ -159,6 +160,23 @@ def test_backfill_ok_then_failed_day(
     assert "2026-09-14  failed" in out
 
 
+def test_a_window_held_past_the_wait_timeout_fails_naming_it(
+    langfuse_sandbox: LangfuseSandbox,
+    tlm: TLMSandbox,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seed(langfuse_sandbox, START, 2, timedelta(hours=2))
+    monkeypatch.setenv("TRUST_EVAL_LOCK_TIMEOUT_S", "1")
+    evening = START + timedelta(hours=20)  # another run's window overlapping the 14th
+    with window_lock(evening, evening + timedelta(hours=10), [TAG], "trust_score"):
+        assert main(window_args()) == 1
+    out = capsys.readouterr().out
+    assert "FAILED: window 2026-09-14T00:00:00Z..2026-09-15T00:00:00Z is still being" in out
+    assert tlm.prompts == [] and langfuse_sandbox.store.all_scores() == []
+    assert main(window_args()) == 0  # released: the same run now goes through
+
+
 def test_parse_duration() -> None:
     assert parse_duration("24h") == timedelta(hours=24)
     assert parse_duration("90m") == timedelta(minutes=90)
@@ -190,3 +208,33 @@ def test_subprocess_exit_codes_and_usage() -> None:
     assert missing.returncode == 2, missing.stderr
     assert missing.stderr.startswith("error: Langfuse configuration: ")
     assert "LANGFUSE_PUBLIC_KEY" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_the_cli_turns_prefect_telemetry_off_unless_the_user_set_it() -> None:
+    """``python -m flows.cli`` run directly (not through make) is offline too."""
+    probe = (
+        "import os, flows.cli; from prefect.settings import get_current_settings as s; "
+        "print(os.environ['PREFECT_SERVER_ANALYTICS_ENABLED'], os.environ['DO_NOT_TRACK'], "
+        "s().server.analytics_enabled)"
+    )
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK")
+    }
+
+    def run(extra: dict[str, str]) -> str:
+        out = subprocess.run(
+            [sys.executable, "-c", probe],
+            cwd=REPO,
+            env=env | extra,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
+
+    assert run({}) == "false 1 False"
+    user = {"PREFECT_SERVER_ANALYTICS_ENABLED": "true", "DO_NOT_TRACK": "0"}
+    assert run(user) == "true 0 True"

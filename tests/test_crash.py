@@ -11,8 +11,7 @@ Then the window is run again, twice:
 - on another Prefect server (this session's test server): the data-level guarantee, one score
   per trace, nothing re-sent to TLM that had landed;
 - in the crashed run's own PREFECT_HOME, as an operator re-running the CLI would: it must not
-  wait forever for the window lock the killed run held (its lease died with the killed
-  run's ephemeral server, its slot did not).
+  wait for the window lock the killed run held (its record outlives it in the database).
 """
 
 from __future__ import annotations
@@ -232,8 +231,8 @@ def test_rerun_in_the_crashed_prefect_home_is_not_blocked(crash: Crash) -> None:
         crash.go.touch()
         began = "Beginning flow run"
         wait_for(lambda: began in log.read_text(errors="replace"), 60, "the flow run", proc)
-        # a running flow reads Langfuse within seconds (the window lock finds the dead
-        # holder's slot stale after flows.window_lock.STALE_CHECK_S); a blocked one never does
+        # a running flow reads Langfuse within seconds (the dead run's OS lock on the day died
+        # with it, so its lock record is taken over at once); a blocked one never does
         deadline = time.monotonic() + 30
         while len(crash.lf.faults.requests) == requests_before and proc.poll() is None:
             assert time.monotonic() < deadline, "the re-run is blocked before its first call"
