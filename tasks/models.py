@@ -15,7 +15,7 @@ SCORE_NAMESPACE = uuid.UUID("6f1c3a52-8a47-4d0e-9a8e-3d1f0b6c2e11")
 def score_id(trace_id: str, score_name: str, observation_id: str | None = None) -> str:
     """The same (trace, [observation,] name) always gets the same score id."""
     key = f"{trace_id}\x1f{observation_id or ''}\x1f{score_name}"
-    return str(uuid.uuid5(SCORE_NAMESPACE, key))
+    return str(uuid.uuid5(SCORE_NAMESPACE, safe_text(key)))
 
 
 @dataclass(slots=True, frozen=True)
