@@ -205,13 +205,17 @@ def synthetic_score(prompt: str, response: str) -> float:
     return round(0.02 + 0.96 * x, 4)
 
 
+# the hand-picked demo explanations read like a model's: say plainly where they come from
+SYNTHETIC_LABEL = "[Synthetic: hand-written for the sandbox demo, not TLM output] "
+
+
 def synthetic_explanation(
     prompt: str, response: str, score: float | None = None, *, rich: bool = False
 ) -> str:
     """The sandbox's deterministic explanation for a pair (plain text unless ``rich``)."""
     pair = known_pair(prompt, response)
     if pair is not None:
-        text = pair.explanation
+        text = SYNTHETIC_LABEL + pair.explanation
     else:
         s = synthetic_score(prompt, response) if score is None else score
         ref = _digest(prompt, response).hex()[:12]

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import math
 import threading
-import warnings
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -26,7 +25,6 @@ from prefect.logging import get_run_logger
 
 from tasks.config import TLMSettings, check_preset
 from tasks.models import Bucket, Outcome, Pair, Scored, outcome_for
-from tasks.retry import StageError
 
 MAX_IN_FLIGHT = 512  # cleanlab-tlm's own cap (TlmRateHandler.MAX_CONCURRENT_REQUESTS)
 DOWN_AFTER = 8  # at least this many items in a row timed out or ran out of retries: TLM is down
@@ -106,70 +104,12 @@ def _error_reason(err: BaseException) -> str:
     return f"tlm_error: {text or type(err).__name__}"[:500]
 
 
-def _is_auth_slot(answer: Any) -> bool:
-    """A list call's slot for a refused key: the client flattens its AuthError (raised on a 401
-    ``invalid_api_key``) into a non-retryable error with its fixed message. An item error that
-    merely mentions 401 ("query at index 401") is not one."""
-    log = _as_dict(answer).get("log")
-    error = log.get("error") if isinstance(log, dict) else None
-    if not isinstance(error, dict) or error.get("retryable") is not False:
-        return False
-    return str(error.get("message", "")).startswith("Invalid API key")
-
-
 def _split(outs: list[Scored | Outcome], result: ScoreResult) -> None:
     for out in outs:
         if isinstance(out, Outcome):
             result.failed.append(out)
         else:
             result.scored.append(out)
-
-
-def score_pairs(pairs: list[Pair], tlm: Any, *, probe_first: bool = False) -> ScoreResult:
-    """Score ``pairs`` with one sync TLM list call (after a one-item probe when ``probe_first``).
-
-    The probe is a single-item call, which raises the client's ``AuthError`` for a bad key: the
-    stage then fails after one request instead of a thousand.
-    """
-    result = ScoreResult([], [], 0)
-    rest = pairs
-    if probe_first and pairs:
-        first, rest = pairs[0], pairs[1:]
-        result.tlm_requests += 1
-        try:
-            answer = tlm.get_trustworthiness_score(first.prompt, first.response)
-            _split([interpret(first, answer)], result)
-        except _auth_error() as err:
-            result.fatal = f"{REFUSED_KEY} ({_error_reason(err)})"
-            result.failed.append(outcome_for(first, Bucket.FAILED_TO_SCORE, _error_reason(err)))
-            result.failed.extend(outcome_for(p, Bucket.FAILED_TO_SCORE, NOT_SENT) for p in rest)
-            result.all_failed = True
-            return result
-        except Exception as err:  # this one item failed; the rest still goes
-            result.failed.append(outcome_for(first, Bucket.FAILED_TO_SCORE, _error_reason(err)))
-    if rest:
-        result.tlm_requests += len(rest)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the client warns per failed item; we record
-                answers = tlm.get_trustworthiness_score(
-                    [p.prompt for p in rest], [p.response for p in rest]
-                )
-        except Exception as err:  # the whole call failed: no item of it has a score
-            reason = _error_reason(err)
-            result.failed.extend(outcome_for(p, Bucket.FAILED_TO_SCORE, reason) for p in rest)
-            result.fatal = f"the TLM call failed: {reason}"
-            answers = None
-        if answers is not None:
-            if not isinstance(answers, list) or len(answers) != len(rest):
-                raise StageError(f"TLM answered {type(answers).__name__} for {len(rest)} items")
-            _split([interpret(p, a) for p, a in zip(rest, answers, strict=True)], result)
-            refused = next((a for a in answers if _is_auth_slot(a)), None)
-            if refused is not None:
-                message = refused["log"]["error"]["message"]
-                result.fatal = f"{REFUSED_KEY} (tlm_error: {message})"
-    result.all_failed = bool(pairs) and not result.scored
-    return result
 
 
 # --------------------------------------------------------------------------- the engine

@@ -14,7 +14,7 @@ from sandbox.faults import Fault
 from sandbox.tlm_app import Latency, TLMSandbox, synthetic_score
 from tasks.config import TLMSettings
 from tasks.models import Pair
-from tasks.score import REFUSED_KEY, ScoreResult, TLMEngine, _is_auth_slot, score_task
+from tasks.score import REFUSED_KEY, ScoreResult, TLMEngine, score_task
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -153,21 +153,6 @@ def test_a_refused_key_is_fatal_after_one_request(tlm: TLMSandbox) -> None:
     assert len(r1.failed) == 50 and len(r2.failed) == 50
     assert "Invalid API key" in (r1.failed[0].reason or "")
     assert r1.failed[1].reason == "not sent: TLM refused the API key"
-
-
-def test_an_item_error_mentioning_401_is_not_a_refused_key() -> None:
-    slot = {
-        "trustworthiness_score": None,
-        "log": {
-            "error": {"message": "Error executing query at index 401:\nboom", "retryable": False}
-        },
-    }
-    assert not _is_auth_slot(slot)
-    refused = {
-        "trustworthiness_score": None,
-        "log": {"error": {"message": "Invalid API key. Check ...", "retryable": False}},
-    }
-    assert _is_auth_slot(refused)
 
 
 def test_close_with_work_in_flight_does_not_hang(tlm: TLMSandbox) -> None:
