@@ -266,6 +266,7 @@ def evaluate_traces(
         except Exception as err:  # whatever failed, the report of what landed comes back
             known_kind = isinstance(err, StageError | ConfigError)
             report.errors.append(str(err) if known_kind else f"unexpected {describe(err)}")
+            report.errors += [e for e in run.late_errors if e not in report.errors]
         finally:
             run.finish()
     logger.info(
@@ -317,6 +318,7 @@ class Run:
         self.accepted: dict[str, tuple[str, date]] = {}  # key -> (score id, day) it wrote
         self.failed_chunks = 0  # chunks in a row in which TLM scored nothing
         self.in_flight: deque[Job] = deque()  # chunks at TLM, oldest first
+        self.late_errors: list[str] = []  # failures while landing after the run had failed
         self.scored_any: bool | None = None  # None: TLM not asked yet
         self.ledger_writes = 0
         self.run_id = str(flow_run.id) if flow_run.id else "local"
@@ -415,6 +417,8 @@ class Run:
         )  # fmt: skip
 
     def drain(self) -> None:
+        """Land every chunk still at TLM; with a failure already on its way, its errors follow
+        that one in the report (``late_errors``)."""
         errors: list[str] = []
         while self.in_flight:
             try:
@@ -423,7 +427,7 @@ class Run:
                 errors.append(str(err) if isinstance(err, StageError) else describe(err))
         if errors and sys.exc_info()[0] is None:
             raise StageError("; ".join(dict.fromkeys(errors)))
-        self.report.errors.extend(e for e in dict.fromkeys(errors) if e not in self.report.errors)
+        self.late_errors = list(dict.fromkeys(errors))
 
     def first_sight(self, rec: TraceRecord) -> bool:
         """A row repeated across pages is counted once."""

@@ -362,7 +362,9 @@ def test_write_transient_5xx_recovers(langfuse_sandbox: LangfuseSandbox, tlm: TL
 def test_write_persistent_5xx_fails_loudly_with_what_landed(
     langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Chunk 1 lands; every write of chunk 2 fails: the run fails and names what did not land."""
+    """Chunk 1 lands; every write after it fails: the run fails and names what did not land.
+    Chunk 3 was already at TLM (two chunks in flight) when chunk 2's write failed: paid for,
+    it is still tried, and reported."""
     monkeypatch.setenv("TRUST_EVAL_PAGE_SIZE", "5")
     lf = langfuse_sandbox
     seeded = seed(lf, 12)
@@ -371,12 +373,14 @@ def test_write_persistent_5xx_fails_loudly_with_what_landed(
     r = run()
     assert_failed_loudly(r, mentions="writing scores failed")
     report = r.report
-    assert report.fetched == 10 and report.uploaded == 5
-    chunk2 = set(seeded.order[-10:-5])
-    assert ids_in(report.failed_to_upload) == chunk2
+    assert ["chunk 2" in e for e in report.errors] == [True, False]  # the first failure first
+    assert "chunk 3" in report.errors[1]
+    assert report.fetched == 12 and report.uploaded == 5
+    assert ids_in(report.failed_to_upload) == set(seeded.order[:-5])
     assert all(k.startswith("upload_error: HTTP 500") for k in report.failed_to_upload)
     assert {s.trace_id for s in lf.store.all_scores()} == set(seeded.order[-5:])
-    assert lf.faults.count("scores.create", status=500) == (RETRIES + 1) * posts_for(lf, 5)
+    sent = (RETRIES + 1) * (posts_for(lf, 5) + posts_for(lf, 2))
+    assert lf.faults.count("scores.create", status=500) == sent
     assert_invariants(lf, tlm, seeded, r)
 
 
