@@ -5,8 +5,6 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from pydantic import SecretStr
-
 from tasks.config import LangfuseSettings
 from tasks.ledger import Entry, Ledger, days_of, stream_of
 from tasks.models import Bucket, Pair, TraceRecord
@@ -38,10 +36,9 @@ def test_an_unreadable_ledger_file_is_skipped(tmp_path: Path) -> None:
 
 
 def test_streams_are_per_project_and_score_name() -> None:
-    cfg = LangfuseSettings(
-        LANGFUSE_PUBLIC_KEY="pk", LANGFUSE_SECRET_KEY=SecretStr("sk"),
-        LANGFUSE_BASE_URL="http://x",
-    )  # fmt: skip
+    cfg = LangfuseSettings.model_validate(
+        {"LANGFUSE_PUBLIC_KEY": "pk", "LANGFUSE_SECRET_KEY": "sk", "LANGFUSE_BASE_URL": "http://x"}
+    )
     other = cfg.model_copy(update={"public_key": "pk2"})
     assert stream_of(cfg, "trust") != stream_of(cfg, "trust2") != stream_of(other, "trust")
     assert days_of(T0, T0 + timedelta(days=1)) == [DAY, DAY + timedelta(days=1)]
