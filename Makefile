@@ -5,6 +5,8 @@
 
 PYTHON ?= python3
 UV := $(PYTHON) -m uv
+# test files spread over this many processes (each starts its own Prefect test server)
+TEST_WORKERS ?= 2
 # offline by default: no telemetry from the Prefect servers the demo and the tests start
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
@@ -19,7 +21,7 @@ demo: setup
 	$(UV) run --locked python -m flows.demo
 
 test: setup
-	$(UV) run --locked pytest -q
+	$(UV) run --locked pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: setup
 	$(UV) run --locked ruff check .
@@ -29,7 +31,7 @@ lint: setup
 check: lint test
 
 test-fast: setup  ## everything but the end-to-end Prefect server test
-	$(UV) run --locked pytest -q -m 'not e2e'
+	$(UV) run --locked pytest -q -n $(TEST_WORKERS) --dist loadfile -m 'not e2e'
 
 sandbox: setup
 	$(UV) run --locked python -m sandbox
