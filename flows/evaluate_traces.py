@@ -25,7 +25,7 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
-from prefect.futures import PrefectFuture
+from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
 
@@ -394,7 +394,7 @@ class Run:
                     if sel.todo:
                         self.start(sel.todo, chunk, engine)
                     while len(self.in_flight) >= self.tuning.chunks_in_flight:
-                        self.land(self.in_flight.popleft())
+                        self.land_first_done()
                     if self.report.capped:
                         break
                     self.progress(min((rec.start_time for rec in page.records), default=None))
@@ -536,6 +536,16 @@ class Run:
         if pairs:
             r.tlm_requests += len(pairs)
         self.in_flight.append(Job(chunk, len(pairs), again, future))
+
+    def land_first_done(self) -> None:
+        """Land whichever chunk TLM finished first: a chunk waiting on its slowest item does not
+        hold back the next one, so TLM always has a chunk's items to work on."""
+        ready = next((j for j in self.in_flight if j.future is None), None)
+        if ready is None:
+            done = next(as_completed([j.future for j in self.in_flight if j.future is not None]))
+            ready = next(j for j in self.in_flight if j.future is done)
+        self.in_flight.remove(ready)
+        self.land(ready)
 
     def land(self, job: Job) -> None:
         """Wait for a chunk's scores and write them (with the re-sends) to Langfuse."""
