@@ -458,18 +458,20 @@ class Run:
             except Exception as err:
                 raise StageError(f"ensuring the score configs failed: {describe(err)}") from err
             r.langfuse_requests += n
-        if o.rescore and not o.review_queue:
-            return  # a re-run's review needs the existing values
+        lookup_end = self.window.end + timedelta(
+            seconds=self.tuning.trace_max_duration_s if o.observations else 0
+        )
         try:
             self.ledger = Ledger.of(self.lf_cfg, self.tuning, o.score_name)
-            lookup_end = self.window.end + timedelta(
-                seconds=self.tuning.trace_max_duration_s if o.observations else 0
-            )
-            self.known.ledger = self.ledger.read(days_of(self.window.start, lookup_end))
+            if not o.rescore or o.review_queue:  # a re-run's review needs the existing values
+                self.known.now = time.time()
+                self.known.ledger = self.ledger.read(days_of(self.window.start, lookup_end))
         except Exception as err:  # without it a re-run within the read lag may pay again
             self.logger.warning("could not read the score ledger: %s", describe(err))
             r.warnings.append(f"score ledger unavailable: {describe(err)}")
             self.ledger = None
+        if o.rescore and not o.review_queue:
+            return
         if self.server.batch_scores:  # the server keeps our timestamps: one range look-up
             try:
                 self.known.in_langfuse, n = find_scored_task(

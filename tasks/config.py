@@ -72,9 +72,9 @@ class Tuning(BaseSettings):
     retry_base_delay_s: Annotated[float, Field(ge=0)] = 1.0  # exponential backoff base
     retry_max_delay_s: Annotated[float, Field(ge=0)] = 60.0  # cap, Retry-After included
     tlm_timeout_s: Annotated[float, Field(gt=0)] = 120.0  # per TLM item
-    # chunks at TLM at once: the next chunk's items start while the last one's slowest are out;
-    # a crash loses at most this many chunks of paid work
-    chunks_in_flight: Annotated[int, Field(ge=1, le=8)] = 2
+    # chunks at TLM at once: later chunks' items run while earlier ones wait on their slowest
+    # items (TLM's long tail); a crash loses at most this many chunks of paid work
+    chunks_in_flight: Annotated[int, Field(ge=1, le=32)] = 8
     max_prompt_chars: Annotated[int, Field(ge=100)] = 250_000  # ~70k tokens: skip too_large
     upload_batch_bytes: Annotated[int, Field(ge=10_000, le=1_000_000)] = 900_000
     settle_lag_s: Annotated[float, Field(ge=0)] = 600.0  # traces younger than this may run on

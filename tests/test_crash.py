@@ -46,6 +46,7 @@ CHILD = Path(__file__).with_name("crash_child.py")
 N, PAGE = 20, 5
 TUNING = {
     "TRUST_EVAL_PAGE_SIZE": str(PAGE),
+    "TRUST_EVAL_CHUNKS_IN_FLIGHT": "2",  # the kill lands while later chunks are still unsent
     "TRUST_EVAL_RETRIES": "2",
     "TRUST_EVAL_RETRY_BASE_DELAY_S": "0.01",
     "TRUST_EVAL_RETRY_MAX_DELAY_S": "1",

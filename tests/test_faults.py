@@ -366,6 +366,7 @@ def test_write_persistent_5xx_fails_loudly_with_what_landed(
     Chunk 3 was already at TLM (two chunks in flight) when chunk 2's write failed: paid for,
     it is still tried, and reported."""
     monkeypatch.setenv("TRUST_EVAL_PAGE_SIZE", "5")
+    monkeypatch.setenv("TRUST_EVAL_CHUNKS_IN_FLIGHT", "2")
     lf = langfuse_sandbox
     seeded = seed(lf, 12)
     chunk1 = posts_for(lf, 5)

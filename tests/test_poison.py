@@ -67,6 +67,7 @@ def test_tlm_down_for_several_chunks_in_a_row_stops_the_run_with_what_landed(
 ) -> None:
     monkeypatch.setenv("TRUST_EVAL_PAGE_SIZE", "2")
     monkeypatch.setenv("TRUST_EVAL_TLM_DOWN_AFTER_CHUNKS", "2")
+    monkeypatch.setenv("TRUST_EVAL_CHUNKS_IN_FLIGHT", "2")
     lf = langfuse_sandbox
     ids = seed(lf, 12)  # chunk 1 (Questions 11, 10) scores; chunks 2 and 3 all fail
     tlm.fail_status = 422
