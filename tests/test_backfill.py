@@ -12,6 +12,8 @@ import pytest
 from prefect import get_client
 from prefect.client.schemas.actions import VariableCreate
 from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
     FlowRunFilter,
     FlowRunFilterParentFlowRunId,
 )
@@ -131,13 +133,12 @@ def test_days_run_concurrently_bounded_and_show_as_children(
     kids = children(summary.flow_run_id or "")
     assert len(kids) == 4
     assert all(k.parent_task_run_id is not None for k in kids)  # nested under the backfill run
-    with get_client(sync_client=True) as client:
-        arts = client.read_artifacts()
-    summaries = [
-        a
-        for a in arts
-        if a.key == "trust-backfill-summary" and str(a.flow_run_id) == summary.flow_run_id
-    ]
+    with get_client(sync_client=True) as client:  # the session's server holds many artifacts
+        arts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["trust-backfill-summary"])),
+            limit=200,
+        )
+    summaries = [a for a in arts if str(a.flow_run_id) == summary.flow_run_id]
     assert len(summaries) == 1
     assert "| 2026-10-04 | ok | 1 | 1 | 0 | 0 | 0 |" in str(summaries[0].data)
 

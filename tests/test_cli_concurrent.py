@@ -59,6 +59,7 @@ def test_two_cli_runs_pay_tlm_once_per_trace(
     tlm.set_latency(Latency.fixed(0.5))  # each run scores for a few seconds: they overlap
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env |= lf.env() | tlm.env() | {"PREFECT_HOME": str(tmp_path / "home"), "PYTHONUNBUFFERED": "1"}
+    env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"  # a busy 2-core machine
     daily = ["window", "--start", start.isoformat(), "--end", end.isoformat()]
     other = daily if second == "same window" else ["window", "--since", "24h"]
     first = cli(daily, env, tmp_path / "a.log")
