@@ -15,43 +15,11 @@ from sandbox.tlm_app import TLMSandbox
 from tasks.config import ConfigError
 from tasks.models import score_id
 from tests.profiles import ON_BOTH_SERVERS
+from tests.seeding import DAY, TAG, WINDOW, scores_by_trace, seed
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
-DAY = datetime(2026, 11, 28, tzinfo=UTC)
-W: dict[str, Any] = {"window_start": DAY, "window_end": DAY + timedelta(days=1)}
-TAG = "TLM_eval_pipeline"
-
-
-def seed(
-    lf: LangfuseSandbox,
-    n: int,
-    *,
-    tags: tuple[str, ...] = (TAG,),
-    start: datetime = DAY,
-    step: timedelta = timedelta(minutes=7),
-    **kw: Any,
-) -> list[str]:
-    ids = []
-    for i in range(n):
-        ids.append(
-            lf.store.add_trace(
-                name=f"q{i}",
-                tags=tags,
-                start_time=start + i * step,
-                input=kw.get("input", {"args": [f"Question {i}?"], "kwargs": {}}),
-                output=kw.get("output", f"Answer {i}."),
-                metadata=kw.get("metadata", {"system_prompt": "You are a trivia master."}),
-            )
-        )
-    return ids
-
-
-def scores_by_trace(lf: LangfuseSandbox) -> dict[str, list[Any]]:
-    out: dict[str, list[Any]] = {}
-    for s in lf.store.all_scores():
-        out.setdefault(s.trace_id or "", []).append(s)
-    return out
+W = WINDOW
 
 
 @ON_BOTH_SERVERS
