@@ -11,10 +11,9 @@ from typing import Any, TypeVar
 
 import httpx
 from langfuse.api import LangfuseAPI
-from langfuse.api.core.api_error import ApiError
 
 from tasks.config import ConfigError, LangfuseSettings, Tuning
-from tasks.retry import retrying
+from tasks.retry import raise_if_transient, retrying
 
 T = TypeVar("T")
 NO_RETRY: Any = {"max_retries": 0}  # the generated client's own retries are off: ours count
@@ -150,11 +149,10 @@ def server_of(version: str | None, mode: str = "auto") -> Server:
 def read_server(cfg: LangfuseSettings, tuning: Tuning, calls: Calls) -> Server:
     """GET /api/public/health (no auth, no side effect): the server's version."""
 
-    def get() -> Any:
-        resp = httpx.get(f"{cfg.base_url}/api/public/health", timeout=cfg.timeout_s)
-        if resp.status_code >= 500 or resp.status_code == 429:
-            raise ApiError(status_code=resp.status_code, headers=dict(resp.headers), body=resp.text)
-        return resp
+    def get() -> httpx.Response:
+        return raise_if_transient(
+            httpx.get(f"{cfg.base_url}/api/public/health", timeout=cfg.timeout_s)
+        )
 
     try:
         resp = calls(f"asking {cfg.base_url} for its version (GET health)", get)
@@ -184,12 +182,11 @@ def takes_lists(cfg: LangfuseSettings, calls: Calls) -> bool:
     auth = (cfg.public_key, cfg.secret_key.get_secret_value())
 
     def post() -> httpx.Response:
-        resp = httpx.post(
-            f"{cfg.base_url}/api/public/scores", json=[], auth=auth, timeout=cfg.timeout_s
+        return raise_if_transient(
+            httpx.post(
+                f"{cfg.base_url}/api/public/scores", json=[], auth=auth, timeout=cfg.timeout_s
+            )
         )
-        if resp.status_code >= 500 or resp.status_code == 429:
-            raise ApiError(status_code=resp.status_code, headers=dict(resp.headers), body=resp.text)
-        return resp
 
     resp = calls("asking Langfuse which score POST it takes (POST scores [])", post)
     text = resp.text.replace(" ", "").lower()

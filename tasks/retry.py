@@ -44,6 +44,13 @@ def retry_after_s(headers: dict[str, str] | None) -> float | None:
         return max(parsed.timestamp() - time.time(), 0.0) if parsed else None
 
 
+def raise_if_transient(resp: httpx.Response) -> httpx.Response:
+    """A raw answer (outside the SDK) the retry policy should retry, raised as the SDK would."""
+    if resp.status_code in TRANSIENT_STATUS:
+        raise ApiError(status_code=resp.status_code, headers=dict(resp.headers), body=resp.text)
+    return resp
+
+
 def is_transient(err: BaseException) -> bool:
     if isinstance(err, ApiError):
         return err.status_code in TRANSIENT_STATUS

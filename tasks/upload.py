@@ -34,7 +34,7 @@ from tasks.models import (
     safe_text,
     score_id,
 )
-from tasks.retry import TRANSIENT_STATUS, describe
+from tasks.retry import describe, raise_if_transient
 
 TRUNCATED = " … [truncated]"
 _WIRE = {
@@ -207,13 +207,7 @@ class Writer:
                 wire = {_WIRE.get(k, k): v for k, v in body.items() if k != "timestamp"}
 
                 def post() -> httpx.Response:
-                    resp = client.post(url, json=wire)
-                    if resp.status_code in TRANSIENT_STATUS:
-                        raise ApiError(
-                            status_code=resp.status_code, headers=dict(resp.headers),
-                            body=resp.text,
-                        )  # fmt: skip
-                    return resp
+                    return raise_if_transient(client.post(url, json=wire))
 
                 try:
                     resp = self.calls(f"writing score {body['id']} (POST scores)", post)
