@@ -39,7 +39,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
-from flows.evaluate_traces import EvaluationFailed, evaluate_traces, validate_params
+from flows.evaluate_traces import EvaluationFailed, evaluate_traces
+from flows.options import validate_params
 from tasks.config import ConfigError, check_preset, load_langfuse, load_tlm, load_tuning
 from tasks.report import EvalReport, md_escape
 from tasks.retry import describe

@@ -114,7 +114,7 @@ def flow_params(args: argparse.Namespace) -> dict[str, Any]:
 
 def preflight(params: dict[str, Any]) -> None:
     """The flows' own configuration checks, before Prefect starts (a clean one-line error)."""
-    from flows.evaluate_traces import validate_params
+    from flows.options import validate_params
     from flows.window_lock import lock_settings
 
     validate_params(

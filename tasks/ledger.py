@@ -16,22 +16,14 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 import fsspec
 
 from tasks.config import LangfuseSettings, Tuning
+from tasks.models import Entry
 
 logger = logging.getLogger("trust.ledger")
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    value: float | None
-    comment: str | None
-    written_at: float  # epoch seconds
-    missing: bool = False  # the run knows Langfuse did not take it (refused, lost, dropped)
 
 
 def default_url() -> str:

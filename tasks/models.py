@@ -9,6 +9,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from tasks.failures import Reason, why
+
 SCORE_NAMESPACE = uuid.UUID("6f1c3a52-8a47-4d0e-9a8e-3d1f0b6c2e11")
 
 
@@ -81,6 +83,16 @@ class Scored:
     explanation: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A score a run wrote, as the score ledger recorded it."""
+
+    value: float | None
+    comment: str | None
+    written_at: float  # epoch seconds
+    missing: bool = False  # the run knows Langfuse did not take it (refused, lost, dropped)
+
+
 class Bucket(StrEnum):
     ALREADY_SCORED = "already_scored"
     SKIPPED = "skipped"
@@ -95,7 +107,8 @@ class Outcome:
 
     trace_id: str
     bucket: Bucket
-    reason: str | None = None  # skip or failure reason
+    reason: Reason | None = None  # why it was skipped or failed (PENDING: already scored)
+    detail: str = ""  # more about the reason (an error message)
     score: float | None = None  # only for uploaded
     explanation: str | None = None
     name: str | None = None
@@ -107,6 +120,10 @@ class Outcome:
     @property
     def key(self) -> str:
         return self.observation_id or self.trace_id
+
+    @property
+    def why(self) -> str:
+        return why(self.reason, self.detail)
 
 
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
@@ -140,13 +157,18 @@ def preview(text: str, limit: int = 160, *, tail: bool = False) -> str:
 
 
 def outcome_for(
-    unit: Pair | TraceRecord, bucket: Bucket, reason: str | None = None, **extra: Any
+    unit: Pair | TraceRecord,
+    bucket: Bucket,
+    reason: Reason | None = None,
+    detail: str = "",
+    **extra: Any,
 ) -> Outcome:
     """The outcome of one scored unit (a trace, or an observation in observation scope)."""
     return Outcome(
         trace_id=unit.trace_id,
         bucket=bucket,
         reason=reason,
+        detail=detail[:500],
         name=unit.name,
         start_time=unit.start_time,
         observation_id=unit.observation_id if isinstance(unit, Pair) else unit.score_observation,

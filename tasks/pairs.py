@@ -31,6 +31,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from tasks.config import Tuning
+from tasks.failures import Part, Reason, SkipError, unreadable, unrecognised
 from tasks.models import (
     Bucket,
     Outcome,
@@ -46,23 +47,14 @@ CHAT_ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
-class SkipError(Exception):
-    """The trace cannot be paired; ``reason`` is a short stable code, ``detail`` says more."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
-
-
-def parse_io(raw: Any, what: str = "input") -> Any:
+def parse_io(raw: Any, what: Part = "input") -> Any:
     """Langfuse returns io as raw strings, usually JSON text. Non-JSON text is plain text."""
     if not isinstance(raw, str):
         return raw
     try:
         return json.loads(raw)
     except RecursionError:
-        raise SkipError(f"unrecognised_{what}", f"{what} nested too deeply to read") from None
+        raise SkipError(unrecognised(what), f"{what} nested too deeply to read") from None
     except ValueError:
         return raw
 
@@ -73,17 +65,17 @@ def clean_text(text: str) -> str:
 
 
 @contextmanager
-def reading(where: str) -> Iterator[None]:
+def reading(where: Part) -> Iterator[None]:
     """Any failure while reading one part of a trace becomes that trace's skip, saying where."""
     try:
         yield
     except SkipError:
         raise
     except RecursionError:
-        raise SkipError(f"unrecognised_{where}", f"{where} nested too deeply to read") from None
+        raise SkipError(unrecognised(where), f"{where} nested too deeply to read") from None
     except Exception as err:
         raise SkipError(
-            f"unreadable_{where}", f"{type(err).__name__} in {where}: {str(err)[:200]}"
+            unreadable(where), f"{type(err).__name__} in {where}: {str(err)[:200]}"
         ) from None
 
 
@@ -109,15 +101,19 @@ def content_text(content: Any, *, where: str) -> str:
                     texts.append(part["text"])
                 elif kind in ("image_url", "input_image", "image", "input_audio", "file"):
                     # TLM judges text only: a score without what the model saw would mislead
-                    raise SkipError("unsupported_content", f"{where} has a {kind} part")
+                    raise SkipError(Reason.UNSUPPORTED_CONTENT, f"{where} has a {kind} part")
                 elif isinstance(part.get("text"), str):
                     texts.append(part["text"])
                 else:
-                    raise SkipError("unsupported_content", f"{where} has a part of type {kind!r}")
+                    raise SkipError(
+                        Reason.UNSUPPORTED_CONTENT, f"{where} has a part of type {kind!r}"
+                    )
             else:
-                raise SkipError("unsupported_content", f"{where} has a {type(part).__name__} part")
+                raise SkipError(
+                    Reason.UNSUPPORTED_CONTENT, f"{where} has a {type(part).__name__} part"
+                )
         return "\n".join(texts)
-    raise SkipError("unsupported_content", f"{where} content is a {type(content).__name__}")
+    raise SkipError(Reason.UNSUPPORTED_CONTENT, f"{where} content is a {type(content).__name__}")
 
 
 def is_chat(value: Any) -> bool:
@@ -134,7 +130,7 @@ def tool_calls(calls: Any, *, where: str) -> list[dict[str, Any]]:
     for call in calls if isinstance(calls, list) else [calls]:
         fn = call.get("function") if isinstance(call, dict) else None
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-            raise SkipError("bad_tool_call", f"{where} has a malformed tool call")
+            raise SkipError(Reason.BAD_TOOL_CALL, f"{where} has a malformed tool call")
         args = fn.get("arguments")
         if isinstance(args, dict | list):
             args = json.dumps(args)
@@ -142,7 +138,7 @@ def tool_calls(calls: Any, *, where: str) -> list[dict[str, Any]]:
             try:
                 json.loads(args)
             except ValueError:
-                raise SkipError("bad_tool_call", f"{where}: arguments are not JSON") from None
+                raise SkipError(Reason.BAD_TOOL_CALL, f"{where}: arguments are not JSON") from None
         out.append(
             {
                 "id": str(call.get("id") or f"call_{len(out)}"),
@@ -179,18 +175,18 @@ def chat_prompt(
     while msgs and msgs[-1]["role"] == "assistant":
         msgs.pop()
     if not msgs:
-        raise SkipError("missing_input", "the message list has no user turn")
+        raise SkipError(Reason.MISSING_INPUT, "the message list has no user turn")
     if system_prompt and not any(m["role"] in ("system", "developer") for m in msgs):
         msgs.insert(0, {"role": "system", "content": system_prompt})
     if not any(m["content"].strip() or m.get("tool_calls") for m in msgs if m["role"] != "system"):
-        raise SkipError("empty_input", "every message is empty")
+        raise SkipError(Reason.EMPTY_INPUT, "every message is empty")
     tool_list = tools if isinstance(tools, list) and tools else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             return form_prompt_string(msgs, tools=tool_list, use_responses=False)
         except (KeyError, TypeError, ValueError) as err:
-            raise SkipError("unreadable_chat", f"{type(err).__name__}: {err}") from None
+            raise SkipError(Reason.UNREADABLE_CHAT, f"{type(err).__name__}: {err}") from None
 
 
 # --- prompt ----------------------------------------------------------------------------------
@@ -198,7 +194,7 @@ def chat_prompt(
 
 def _text_prompt(text: str, system_prompt: str | None) -> str:
     if not text.strip():
-        raise SkipError("empty_input", "the input text is empty")
+        raise SkipError(Reason.EMPTY_INPUT, "the input text is empty")
     if system_prompt:
         return chat_prompt([{"role": "user", "content": text}], system_prompt=system_prompt)
     return text
@@ -207,24 +203,24 @@ def _text_prompt(text: str, system_prompt: str | None) -> str:
 def prompt_from_input(value: Any, *, system_prompt: str | None, depth: int = 0) -> tuple[str, str]:
     """(prompt, source shape) from a parsed input value."""
     if depth > 4:
-        raise SkipError("unrecognised_input", "input nested too deeply")
+        raise SkipError(Reason.UNRECOGNISED_INPUT, "input nested too deeply")
     if value is None:
-        raise SkipError("missing_input", "the trace has no input")
+        raise SkipError(Reason.MISSING_INPUT, "the trace has no input")
     if isinstance(value, str):
         return _text_prompt(value, system_prompt), "text"
     if isinstance(value, bool | int | float):
-        raise SkipError("unsupported_input", f"input is a {type(value).__name__}")
+        raise SkipError(Reason.UNSUPPORTED_INPUT, f"input is a {type(value).__name__}")
     if isinstance(value, list):
         if not value:
-            raise SkipError("missing_input", "input is an empty list")
+            raise SkipError(Reason.MISSING_INPUT, "input is an empty list")
         if is_chat(value):
             return chat_prompt(value, system_prompt=system_prompt), "chat"
         if len(value) == 1:
             return prompt_from_input(value[0], system_prompt=system_prompt, depth=depth + 1)
-        raise SkipError("unrecognised_input", "input is a list that is not a chat")
+        raise SkipError(Reason.UNRECOGNISED_INPUT, "input is a list that is not a chat")
     if isinstance(value, dict):
         if not value:
-            raise SkipError("missing_input", "input is an empty object")
+            raise SkipError(Reason.MISSING_INPUT, "input is an empty object")
         if "args" in value or "kwargs" in value:  # @observe
             return _observe_prompt(value, system_prompt=system_prompt, depth=depth)
         if "role" in value and "content" in value:  # a single message
@@ -238,8 +234,8 @@ def prompt_from_input(value: Any, *, system_prompt: str | None, depth: int = 0) 
             if key in value and value[key] not in (None, "", [], {}):
                 prompt, src = prompt_from_input(value[key], system_prompt=sp, depth=depth + 1)
                 return prompt, f"{key}:{src}"
-        raise SkipError("unrecognised_input", f"no prompt among keys {sorted(value)[:8]}")
-    raise SkipError("unsupported_input", f"input is a {type(value).__name__}")
+        raise SkipError(Reason.UNRECOGNISED_INPUT, f"no prompt among keys {sorted(value)[:8]}")
+    raise SkipError(Reason.UNSUPPORTED_INPUT, f"input is a {type(value).__name__}")
 
 
 def _observe_prompt(
@@ -248,14 +244,14 @@ def _observe_prompt(
     args = value.get("args") or []
     kwargs = value.get("kwargs") or {}
     if not isinstance(args, list) or not isinstance(kwargs, dict):
-        raise SkipError("unrecognised_input", "@observe input with malformed args/kwargs")
+        raise SkipError(Reason.UNRECOGNISED_INPUT, "@observe input with malformed args/kwargs")
     candidates: list[Any] = [a for a in args if a not in (None, "", [], {})]
     for key in PROMPT_KEYS:
         if kwargs.get(key) not in (None, "", [], {}):
             candidates.insert(0, kwargs[key])
             break
     if not candidates:
-        raise SkipError("missing_input", "@observe call had no usable argument")
+        raise SkipError(Reason.MISSING_INPUT, "@observe call had no usable argument")
     # the first argument (or the prompt-like keyword) is what the function sent to the model
     prompt, src = prompt_from_input(candidates[0], system_prompt=system_prompt, depth=depth + 1)
     return prompt, f"observe:{src}"
@@ -266,29 +262,29 @@ def _observe_prompt(
 
 def response_from_output(value: Any, depth: int = 0) -> str:
     if depth > 4:
-        raise SkipError("unrecognised_output", "output nested too deeply")
+        raise SkipError(Reason.UNRECOGNISED_OUTPUT, "output nested too deeply")
     if value is None:
-        raise SkipError("missing_output", "the trace has no output")
+        raise SkipError(Reason.MISSING_OUTPUT, "the trace has no output")
     if isinstance(value, str):
         if not value.strip():
-            raise SkipError("empty_output", "the output text is empty")
+            raise SkipError(Reason.EMPTY_OUTPUT, "the output text is empty")
         return value
     if isinstance(value, bool | int | float):
-        raise SkipError("unsupported_output", f"output is a {type(value).__name__}")
+        raise SkipError(Reason.UNSUPPORTED_OUTPUT, f"output is a {type(value).__name__}")
     if isinstance(value, list):
         if not value:
-            raise SkipError("missing_output", "output is an empty list")
+            raise SkipError(Reason.MISSING_OUTPUT, "output is an empty list")
         if is_chat(value):
             assistants = [m for m in value if m.get("role") == "assistant"]
             if not assistants:
-                raise SkipError("missing_output", "output messages hold no assistant turn")
+                raise SkipError(Reason.MISSING_OUTPUT, "output messages hold no assistant turn")
             return response_from_output(assistants[-1], depth + 1)
         if len(value) == 1:
             return response_from_output(value[0], depth + 1)
-        raise SkipError("unrecognised_output", "output is a list that is not a chat")
+        raise SkipError(Reason.UNRECOGNISED_OUTPUT, "output is a list that is not a chat")
     if isinstance(value, dict):
         if not value:
-            raise SkipError("missing_output", "output is an empty object")
+            raise SkipError(Reason.MISSING_OUTPUT, "output is an empty object")
         choices = value.get("choices")
         if isinstance(choices, list) and choices:
             first = choices[0]
@@ -297,7 +293,7 @@ def response_from_output(value: Any, depth: int = 0) -> str:
                     return response_from_output(first["message"], depth + 1)
                 if isinstance(first.get("text"), str):
                     return response_from_output(first["text"], depth + 1)
-            raise SkipError("unrecognised_output", "completion choice without message or text")
+            raise SkipError(Reason.UNRECOGNISED_OUTPUT, "completion choice without message or text")
         if "role" in value or "tool_calls" in value:  # an assistant message
             msg: dict[str, Any] = {
                 "content": content_text(value.get("content"), where="output message")
@@ -308,7 +304,7 @@ def response_from_output(value: Any, depth: int = 0) -> str:
                 warnings.simplefilter("ignore")
                 text = form_response_string_chat_completions_api(msg)
             if not text.strip():
-                raise SkipError("empty_output", "the assistant message has no content")
+                raise SkipError(Reason.EMPTY_OUTPUT, "the assistant message has no content")
             return text
         for key in RESPONSE_KEYS:
             if key in value and value[key] not in (None, "", [], {}):
@@ -316,8 +312,8 @@ def response_from_output(value: Any, depth: int = 0) -> str:
                 if key == "content" and isinstance(inner, list):
                     return response_from_output(content_text(inner, where="output"), depth + 1)
                 return response_from_output(inner, depth + 1)
-        raise SkipError("unrecognised_output", f"no response among keys {sorted(value)[:8]}")
-    raise SkipError("unsupported_output", f"output is a {type(value).__name__}")
+        raise SkipError(Reason.UNRECOGNISED_OUTPUT, f"no response among keys {sorted(value)[:8]}")
+    raise SkipError(Reason.UNSUPPORTED_OUTPUT, f"output is a {type(value).__name__}")
 
 
 # --- the pair --------------------------------------------------------------------------------
@@ -415,7 +411,7 @@ def build_pair(
     size = len(prompt) + len(response)
     if size > max_prompt_chars:
         raise SkipError(
-            "too_large", f"{size} characters of prompt and response, budget {max_prompt_chars}"
+            Reason.TOO_LARGE, f"{size} characters of prompt and response, budget {max_prompt_chars}"
         )
     return Pair(
         trace_id=trace.trace_id,
@@ -459,9 +455,11 @@ def build_pairs(
                 )
             )
         except Exception as err:
-            skip = err if isinstance(err, SkipError) else SkipError("unreadable_trace", repr(err))
+            skip = (
+                err if isinstance(err, SkipError) else SkipError(Reason.UNREADABLE_TRACE, repr(err))
+            )
             out.skipped.append(outcome_for(rec, Bucket.SKIPPED, skip.reason))
-            if logger is not None and skip.reason.startswith("unreadable"):
+            if logger is not None and skip.reason.unexpected:
                 logger.warning("skipped trace %s: %s", rec.trace_id, skip)
     return out
 
@@ -476,7 +474,7 @@ def build_pairs_task(records: list[TraceRecord], tuning: Tuning, chunk_no: int) 
         context_keys=tuning.context_keys,
         logger=logger,
     )
-    reasons = Counter(o.reason for o in result.skipped)
+    reasons = Counter(o.why for o in result.skipped)
     logger.info(
         "chunk %d: %d pairs, %d skipped %s",
         chunk_no,

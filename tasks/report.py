@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, Field
 
+from tasks.failures import Reason
 from tasks.models import Bucket, Outcome, preview
 
 HIST_BINS = 10
@@ -100,10 +101,10 @@ class EvalReport(BaseModel):
 
     def add(self, outcome: Outcome) -> None:
         b = outcome.bucket
-        reason = outcome.reason or "unknown"
+        reason = outcome.why
         if b is Bucket.ALREADY_SCORED:
             self.already_scored += 1
-            self.already_pending += outcome.reason == "pending"
+            self.already_pending += outcome.reason is Reason.PENDING
         elif b is Bucket.SKIPPED:
             self.skipped.setdefault(reason, []).append(outcome.key)
         elif b is Bucket.FAILED_TO_SCORE:
@@ -351,27 +352,3 @@ def event_payload(report: EvalReport) -> dict[str, Any]:
         "mean_score": report.mean_score,
         "ok": report.ok,
     }
-
-
-def emit_run_events(report: EvalReport, alert_share: float | None) -> list[Any]:
-    """The run's figures as a Prefect event, plus an alert event past the low-trust share."""
-    from prefect.events import emit_event
-
-    payload = event_payload(report)
-    resource = {
-        "prefect.resource.id": "trust-eval.window."
-        + f"{report.window_start:%Y%m%dT%H%M}-{report.window_end:%Y%m%dT%H%M}",
-        "prefect.resource.name": f"{','.join(report.tags)} {report.window_start:%Y-%m-%d}",
-        "trust-eval.score-name": report.score_name,
-        "trust-eval.tags": ",".join(report.tags),
-    }
-    events = [emit_event(event=EVENT_EVALUATED, resource=resource, payload=payload)]
-    if alert_share is not None and report.uploaded and payload["low_trust_share"] > alert_share:
-        events.append(
-            emit_event(
-                event=EVENT_LOW_TRUST,
-                resource=resource,
-                payload=payload | {"alert_low_trust_share": alert_share},
-            )
-        )
-    return events

@@ -20,10 +20,6 @@ T = TypeVar("T")
 TRANSIENT_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
 
-class StageError(RuntimeError):
-    """A stage failed as a whole (after its retries): the run reports, then fails."""
-
-
 def retry_after_s(headers: dict[str, str] | None) -> float | None:
     if not headers:
         return None

@@ -24,12 +24,12 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from tasks.config import TLMSettings, check_preset
+from tasks.failures import Reason
 from tasks.models import Bucket, Outcome, Pair, Scored, outcome_for
 
 MAX_IN_FLIGHT = 512  # cleanlab-tlm's own cap (TlmRateHandler.MAX_CONCURRENT_REQUESTS)
 DOWN_AFTER = 8  # at least this many items in a row timed out or ran out of retries: TLM is down
 REFUSED_KEY = "Cleanlab TLM refused the API key: check CLEANLAB_TLM_API_KEY"
-NOT_SENT = "not sent: TLM refused the API key"
 FAILED = Bucket.FAILED_TO_SCORE
 
 
@@ -69,13 +69,10 @@ def interpret(pair: Pair, result: Any) -> Scored | Outcome:
     score = data.get("trustworthiness_score")
     if error is not None or not isinstance(score, int | float) or isinstance(score, bool):
         message = error.get("message") if isinstance(error, dict) else None
-        reason = f"tlm_error: {message}" if message else "tlm_error: no score returned"
-        return outcome_for(pair, Bucket.FAILED_TO_SCORE, reason[:500])
+        return outcome_for(pair, FAILED, Reason.TLM_ERROR, message or "no score returned")
     value = float(score)
     if math.isnan(value) or not 0.0 <= value <= 1.0:
-        return outcome_for(
-            pair, Bucket.FAILED_TO_SCORE, f"tlm_error: score {value!r} outside [0, 1]"
-        )
+        return outcome_for(pair, FAILED, Reason.TLM_ERROR, f"score {value!r} outside [0, 1]")
     explanation = log.get("explanation")
     return Scored(
         pair=pair,
@@ -97,11 +94,11 @@ def _service_errors() -> tuple[type[BaseException], ...]:
     return (APITimeoutError, APIError, TimeoutError)
 
 
-def _error_reason(err: BaseException) -> str:
+def _error_detail(err: BaseException) -> str:
     # the message the client itself puts in a list call's error slot
     message = getattr(err, "message", None)
     text = str(message) if message is not None else str(err)
-    return f"tlm_error: {text or type(err).__name__}"[:500]
+    return (text or type(err).__name__)[:500]
 
 
 def _split(outs: list[Scored | Outcome], result: ScoreResult) -> None:
@@ -251,11 +248,15 @@ class TLMEngine:
                     if self._refused is not None:
                         chunk.fatal = chunk.fatal or self._refused
                         pair = chunk.pairs[i]
-                        self._finish(chunk, i, outcome_for(pair, Bucket.FAILED_TO_SCORE, NOT_SENT))
+                        self._finish(
+                            chunk,
+                            i,
+                            outcome_for(pair, FAILED, Reason.NOT_SENT, "TLM refused the API key"),
+                        )
                         continue
                     if self._down is not None:
-                        reason = f"not sent: {self._down}"[:500]
-                        self._finish(chunk, i, outcome_for(chunk.pairs[i], FAILED, reason))
+                        out = outcome_for(chunk.pairs[i], FAILED, Reason.NOT_SENT, self._down)
+                        self._finish(chunk, i, out)
                         continue
                     probe = not self._probed
                     if probe:  # the first item goes alone
@@ -277,16 +278,15 @@ class TLMEngine:
             answer = await self._tlm.get_trustworthiness_score_async(pair.prompt, pair.response)
             out = interpret(pair, answer)
         except _auth_error() as err:
-            reason = _error_reason(err)
-            self._refused = self._refused or f"{REFUSED_KEY} ({reason})"
+            out = outcome_for(pair, FAILED, Reason.TLM_ERROR, _error_detail(err))
+            self._refused = self._refused or f"{REFUSED_KEY} ({out.why})"
             chunk.fatal = chunk.fatal or self._refused
-            out = outcome_for(pair, Bucket.FAILED_TO_SCORE, reason)
         except Exception as err:  # timeouts, exhausted retries, bad answers: this item only
-            out = outcome_for(pair, Bucket.FAILED_TO_SCORE, _error_reason(err))
+            out = outcome_for(pair, FAILED, Reason.TLM_ERROR, _error_detail(err))
             if isinstance(err, _service_errors()):
                 self._failed_in_row += 1
                 if self._down is None and self._failed_in_row >= max(self._window(), DOWN_AFTER):
-                    self._down = f"TLM failed {self._failed_in_row} items in a row ({out.reason})"
+                    self._down = f"TLM failed {self._failed_in_row} items in a row ({out.why})"
         finally:
             task = asyncio.current_task()
             if task is not None:
@@ -319,9 +319,7 @@ class TLMEngine:
             for i, out in enumerate(chunk.outs):
                 if out is None:
                     pair = chunk.pairs[i]
-                    chunk.outs[i] = outcome_for(
-                        pair, Bucket.FAILED_TO_SCORE, f"not scored: {reason}"
-                    )
+                    chunk.outs[i] = outcome_for(pair, FAILED, Reason.NOT_SCORED, reason)
             chunk.fatal = chunk.fatal or reason
             self._resolve(chunk)
         self._pending.clear()
@@ -355,8 +353,14 @@ def score_task(pairs: list[Pair], engine: TLMEngine, chunk_no: int) -> ScoreResu
     try:
         result = engine.submit(pairs).result()
     except Exception as err:  # e.g. the engine was closed: every pair still gets an outcome
-        reason = _error_reason(err)
-        failed = [outcome_for(p, Bucket.FAILED_TO_SCORE, reason) for p in pairs]
-        result = ScoreResult([], failed, 0, f"the TLM call failed: {reason}", bool(pairs))
+        detail = _error_detail(err)
+        failed = [outcome_for(p, FAILED, Reason.TLM_ERROR, detail) for p in pairs]
+        result = ScoreResult(
+            [],
+            failed,
+            0,
+            f"the TLM call failed: {failed[0].why if failed else detail}",
+            bool(pairs),
+        )
     _log(chunk_no, result)
     return result

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from tasks.ledger import Entry
-from tasks.models import Bucket, Outcome, Pair, Scored, TraceRecord, outcome_for
+from tasks.failures import Reason
+from tasks.models import Bucket, Entry, Outcome, Pair, Scored, TraceRecord, outcome_for
 
 
 def sampled(key: str, rate: float) -> bool:
@@ -82,7 +82,7 @@ def select(
         units = expand_generations(rec) if observations else [rec]
         if not units:
             out.units += 1
-            out.outcomes.append(outcome_for(rec, Bucket.SKIPPED, "no_generation"))
+            out.outcomes.append(outcome_for(rec, Bucket.SKIPPED, Reason.NO_GENERATION))
         for unit in units:
             out.units += 1
             key = unit.key
@@ -92,9 +92,9 @@ def select(
                 out.outcomes.append(outcome_for(unit, Bucket.ALREADY_SCORED))
             elif pending is not None:
                 out.values[key] = pending.value
-                out.outcomes.append(outcome_for(unit, Bucket.ALREADY_SCORED, "pending"))
+                out.outcomes.append(outcome_for(unit, Bucket.ALREADY_SCORED, Reason.PENDING))
             elif not sampled(key, sample_rate):
-                out.outcomes.append(outcome_for(unit, Bucket.SKIPPED, "not_sampled"))
+                out.outcomes.append(outcome_for(unit, Bucket.SKIPPED, Reason.NOT_SAMPLED))
             else:
                 out.todo.append(unit)
     return out
@@ -113,3 +113,27 @@ def split_resends(
         else:
             fresh.append(p)
     return again, fresh
+
+
+def cap(pairs: list[Pair], room: int | None) -> tuple[list[Pair], list[Outcome]]:
+    """At most ``room`` pairs go to TLM (None: no cap); the rest are skipped as over the cap."""
+    if room is None or len(pairs) <= room:
+        return pairs, []
+    room = max(room, 0)
+    over = [outcome_for(p, Bucket.SKIPPED, Reason.OVER_MAX_TRACES) for p in pairs[room:]]
+    return pairs[:room], over
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class LowTrust:
+    """A unit below the low-trust threshold: what a review queue receives."""
+
+    score: float
+    object_id: str  # the trace, or the observation in observation scope
+    object_type: str  # "TRACE" or "OBSERVATION"
+
+
+def review_order(low: list[LowTrust], limit: int | None) -> list[LowTrust]:
+    """Lowest score first (ties by id, so re-runs agree), at most ``limit`` of them."""
+    ranked = sorted(low)
+    return ranked if limit is None else ranked[:limit]

@@ -23,6 +23,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from tasks.config import LangfuseSettings, Tuning
+from tasks.failures import Reason
 from tasks.langfuse_api import NO_RETRY, Calls, Server, scores_by_id
 from tasks.models import (
     Bucket,
@@ -136,6 +137,9 @@ def _is_label(body: dict[str, Any]) -> bool:
     return body.get("data_type") == "CATEGORICAL"
 
 
+Verdict = tuple[Reason, str] | None  # a score's fate: None when accepted
+
+
 class ListRefused(Exception):
     """The server answered a list POST with 400: it takes one score per POST (v4.16)."""
 
@@ -148,7 +152,7 @@ class Writer:
         self.logger = calls.logger
         self.read_back = 0  # scores looked up after a 207
 
-    def send(self, batch: list[dict[str, Any]]) -> dict[str, str | None]:
+    def send(self, batch: list[dict[str, Any]]) -> dict[str, Verdict]:
         if self.server.batch_scores:
             try:
                 return self._send_list(batch)
@@ -162,7 +166,7 @@ class Writer:
         return self._send_singly(batch)
 
     # --- list POSTs (SDK 5) ---
-    def _send_list(self, batch: list[dict[str, Any]]) -> dict[str, str | None]:
+    def _send_list(self, batch: list[dict[str, Any]]) -> dict[str, Verdict]:
         request = [CreateScoreRequest(**b) for b in batch]
         what = f"writing {len(batch)} scores (POST scores)"
         try:
@@ -173,9 +177,9 @@ class Writer:
         except ApiError as err:
             if err.status_code == 400:
                 raise ListRefused(describe(err)) from None
-            return {b["id"]: f"upload_error: {describe(err)}" for b in batch}
+            return {b["id"]: (Reason.UPLOAD_ERROR, describe(err)) for b in batch}
         except Exception as err:
-            return {b["id"]: f"upload_error: {describe(err)}" for b in batch}
+            return {b["id"]: (Reason.UPLOAD_ERROR, describe(err)) for b in batch}
         if not isinstance(answer, CreateScoreBatchResults) or answer.rejected == 0:
             return {b["id"]: None for b in batch}
         # 207: some refused, not saying which; re-sending is discouraged, so read them back
@@ -191,18 +195,17 @@ class Writer:
             errors += f"; reading back failed: {describe(err)}"
         self.read_back += len(batch)
         return {
-            b["id"]: None if b["id"] in found else f"not confirmed after a 207: {errors}"
-            for b in batch
+            b["id"]: None if b["id"] in found else (Reason.NOT_CONFIRMED, errors) for b in batch
         }
 
     # --- one score per POST (v4.16) ---
-    def _send_singly(self, batch: list[dict[str, Any]]) -> dict[str, str | None]:
+    def _send_singly(self, batch: list[dict[str, Any]]) -> dict[str, Verdict]:
         cfg = self.calls.cfg
         url = f"{cfg.base_url}/api/public/scores"
         auth = (cfg.public_key, cfg.secret_key.get_secret_value())
         with httpx.Client(timeout=cfg.timeout_s, auth=auth) as client:
 
-            def one(body: dict[str, Any]) -> tuple[str, str | None]:
+            def one(body: dict[str, Any]) -> tuple[str, Verdict]:
                 # the single-object body has no timestamp: the server stamps the score itself
                 wire = {_WIRE.get(k, k): v for k, v in body.items() if k != "timestamp"}
 
@@ -212,10 +215,10 @@ class Writer:
                 try:
                     resp = self.calls(f"writing score {body['id']} (POST scores)", post)
                 except Exception as err:
-                    return body["id"], f"upload_error: {describe(err)}"
+                    return body["id"], (Reason.UPLOAD_ERROR, describe(err))
                 if resp.status_code < 300:
                     return body["id"], None
-                return body["id"], f"refused: HTTP {resp.status_code}: {resp.text[:300]}"
+                return body["id"], (Reason.REFUSED, f"HTTP {resp.status_code}: {resp.text[:300]}")
 
             workers = min(self.tuning.single_post_concurrency, len(batch)) or 1
             with ThreadPoolExecutor(workers, thread_name_prefix="score-post") as pool:
@@ -235,7 +238,7 @@ class UploadResult:
 def upload_scores(items: list[Scored], spec: ScoreSpec, writer: Writer) -> UploadResult:
     """POST the scores of ``items``; every unit ends uploaded or failed, with its reason."""
     groups = [score_bodies(s, spec) for s in items]
-    verdicts: dict[str, str | None] = {}
+    verdicts: dict[str, Verdict] = {}
     for batch in pack(groups, writer.tuning.upload_batch_bytes):
         verdicts |= writer.send(batch)
     uploaded: list[Outcome] = []
@@ -244,18 +247,18 @@ def upload_scores(items: list[Scored], spec: ScoreSpec, writer: Writer) -> Uploa
     for s, group in zip(items, groups, strict=True):
         main, labels = group[0], group[1:]
         labels_failed += sum(verdicts.get(b["id"]) is not None for b in labels if _is_label(b))
-        reason = verdicts.get(main["id"], "upload_error: not sent")
-        bucket = Bucket.UPLOADED if reason is None else Bucket.FAILED_TO_UPLOAD
+        verdict = verdicts.get(main["id"], (Reason.UPLOAD_ERROR, "not sent"))
+        bucket = Bucket.UPLOADED if verdict is None else Bucket.FAILED_TO_UPLOAD
         outcome = outcome_for(
             s.pair,
             bucket,
-            reason,
+            *(verdict or (None, "")),
             score=s.score,
             explanation=s.explanation,
             question=preview(s.pair.prompt, tail=True),
             answer=preview(s.pair.response),
         )
-        (uploaded if reason is None else failed).append(outcome)
+        (uploaded if verdict is None else failed).append(outcome)
     return UploadResult(
         uploaded, failed, writer.calls.requests, writer.server, labels_failed, writer.read_back
     )

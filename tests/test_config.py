@@ -133,7 +133,7 @@ def test_dry_run_needs_no_tlm_key_but_checks_the_rest(
 
 
 def test_a_score_name_langfuse_cannot_use_for_a_config_is_refused_up_front() -> None:
-    from flows.evaluate_traces import Options, validate_options
+    from flows.options import Options, validate_options
 
     long_name = "trust_score_for_the_customer_support_bot"  # 40 characters
     with pytest.raises(ConfigError, match="cannot name a Langfuse score config"):

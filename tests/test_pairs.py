@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from tasks.failures import SkipError
 from tasks.models import GenerationRecord, TraceRecord
-from tasks.pairs import SkipError, build_pair, build_pairs
+from tasks.pairs import build_pair, build_pairs
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 KEYS = ("system_prompt", "system")

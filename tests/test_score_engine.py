@@ -120,7 +120,7 @@ def test_per_item_timeout_is_a_recorded_failure(tlm: TLMSandbox) -> None:
     assert [s.pair for s in result.scored] == fast
     [failed] = result.failed
     assert failed.trace_id == slow[0].trace_id
-    assert failed.reason and failed.reason.startswith("tlm_error: Timeout while waiting")
+    assert failed.why.startswith("tlm_error: Timeout while waiting")
     assert result.fatal is None and not result.all_failed
 
 
@@ -131,7 +131,7 @@ def test_a_chunk_where_every_item_failed_is_not_fatal(tlm: TLMSandbox, engine: T
     assert result.scored == [] and len(result.failed) == 5
     assert result.all_failed and result.fatal is None
     assert result.tlm_requests == 5
-    assert all("injected failure" in (o.reason or "") for o in result.failed)
+    assert all("injected failure" in o.why for o in result.failed)
     tlm.faults.clear()
     again = engine.submit(pairs("good", 3)).result(timeout=10)
     assert len(again.scored) == 3 and not again.all_failed
@@ -151,8 +151,8 @@ def test_a_refused_key_is_fatal_after_one_request(tlm: TLMSandbox) -> None:
         assert r.all_failed and r.scored == []
     assert r1.tlm_requests == 1 and r2.tlm_requests == 0 and r3.tlm_requests == 0
     assert len(r1.failed) == 50 and len(r2.failed) == 50
-    assert "Invalid API key" in (r1.failed[0].reason or "")
-    assert r1.failed[1].reason == "not sent: TLM refused the API key"
+    assert "Invalid API key" in r1.failed[0].why
+    assert r1.failed[1].why == "not sent: TLM refused the API key"
 
 
 def test_close_with_work_in_flight_does_not_hang(tlm: TLMSandbox) -> None:
@@ -169,7 +169,7 @@ def test_close_with_work_in_flight_does_not_hang(tlm: TLMSandbox) -> None:
     result = future.result(timeout=1)
     assert result.fatal == "the TLM engine was closed"
     assert len(result.failed) == 10 and result.scored == []
-    assert result.failed[0].reason == "not scored: the TLM engine was closed"
+    assert result.failed[0].why == "not scored: the TLM engine was closed"
     engine.close()  # idempotent
     with pytest.raises(RuntimeError, match="closed"):
         engine.submit(pairs("late", 1))
@@ -220,10 +220,8 @@ def test_a_tlm_that_stops_answering_fails_the_queue_fast(tlm: TLMSandbox) -> Non
         assert r.all_failed and r.fatal is None
     # the probe, then the window (4: timeouts do not move it) until DOWN_AFTER failed in a row
     assert 9 <= r1.tlm_requests <= 1 + 8 + 3 and r2.tlm_requests == 0
-    assert r1.failed[0].reason and "Timeout" in r1.failed[0].reason
-    assert r1.failed[-1].reason and r1.failed[-1].reason.startswith(
-        "not sent: TLM failed 8 items in a row (tlm_error: Timeout"
-    )
+    assert "Timeout" in r1.failed[0].why
+    assert r1.failed[-1].why.startswith("not sent: TLM failed 8 items in a row (tlm_error: Timeout")
     assert r3.all_failed and 8 <= r3.tlm_requests <= 8 + 3  # then the rest is not sent
 
 

@@ -6,8 +6,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from tasks.config import LangfuseSettings
-from tasks.ledger import Entry, Ledger, days_of, stream_of
-from tasks.models import Bucket, Pair, TraceRecord
+from tasks.ledger import Ledger, days_of, stream_of
+from tasks.models import Bucket, Entry, Pair, TraceRecord
 from tasks.select import Known, sampled, select, split_resends
 
 DAY = date(2026, 11, 28)
