@@ -4,7 +4,6 @@ and the events that automations (the low-trust alert) listen for."""
 from __future__ import annotations
 
 from datetime import datetime
-from logging import Logger, LoggerAdapter
 from typing import Any
 from uuid import UUID
 
@@ -16,6 +15,7 @@ from prefect.artifacts import (
 )
 from prefect.events import emit_event
 
+from tasks.config import RunLogger
 from tasks.models import Window
 from tasks.report import (
     EVENT_EVALUATED,
@@ -26,8 +26,6 @@ from tasks.report import (
     summary_markdown,
 )
 from tasks.retry import describe
-
-RunLogger = Logger | LoggerAdapter[Logger]
 
 
 class Progress:

@@ -6,11 +6,13 @@ network call, with a message that names the variable to set.
 
 from __future__ import annotations
 
+from logging import Logger, LoggerAdapter
 from typing import Annotated, Literal, get_args
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+RunLogger = Logger | LoggerAdapter[Logger]  # what Prefect's get_run_logger() returns
 QualityPreset = Literal["best", "high", "medium", "low", "base"]
 EXPLAINING_PRESETS = ("best", "high", "medium")
 

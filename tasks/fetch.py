@@ -12,6 +12,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from langfuse.api import (
+    GetScoresV3Response,
+    ObservationsV2Response,
+    ObservationV2,
+    ScoreV3,
+    ScoreV3_Numeric,
+)
 from langfuse.api.core.api_error import ApiError
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -50,7 +57,7 @@ class Page:
     scored: dict[str, float | None] | None = None  # units already scored (by-id look-up)
 
 
-def _to_record(obs: Any) -> TraceRecord:
+def _to_record(obs: ObservationV2) -> TraceRecord:
     return TraceRecord(
         trace_id=obs.trace_id or obs.id,
         observation_id=obs.id,
@@ -75,9 +82,9 @@ def child_query(
     end: datetime,
     trace_ids: Sequence[str] | None = None,
     **params: Any,
-) -> Any:
+) -> ObservationsV2Response:
     """GET v2/observations over [start, end) for the window's tags (or these trace ids)."""
-    return calls.api.observations.get_many(
+    return calls.observations.get_many(
         from_start_time=start,
         to_start_time=end,
         environment=list(environment) if environment else None,
@@ -173,7 +180,9 @@ def attach_children(
         cursor: str | None = None
         while True:
 
-            def call(page_cursor: str | None = cursor, trace_ids: Any = ids) -> Any:
+            def call(
+                page_cursor: str | None = cursor, trace_ids: Sequence[str] | None = ids
+            ) -> ObservationsV2Response:
                 return child_query(
                     calls, window, environment, start=lo, end=hi, trace_ids=trace_ids,
                     fields=CHILD_FIELDS, limit=1000, cursor=page_cursor, type=kind,
@@ -192,8 +201,8 @@ def attach_children(
                             start_time=obs.start_time,
                             input=obs.input,
                             output=obs.output,
-                            model=getattr(obs, "model", None)
-                            or getattr(obs, "provided_model_name", None),
+                            # v4.16 sends ``model``; an older shape named it otherwise
+                            model=obs.model or getattr(obs, "provided_model_name", None),
                         )
                     )
                 else:
@@ -212,8 +221,8 @@ def fetch_page(
     server: Server,
     environment: Sequence[str] | None = None,
 ) -> Page:
-    def call() -> Any:
-        return calls.api.observations.get_many(
+    def call() -> ObservationsV2Response:
+        return calls.observations.get_many(
             fields=ROOT_FIELDS,
             expand_metadata=",".join((*tuning.system_prompt_keys, *tuning.context_keys)) or None,
             limit=tuning.page_size,
@@ -254,8 +263,8 @@ def scored_in_range(
     cursor: str | None = None
     while True:
 
-        def call(page_cursor: str | None = cursor) -> Any:
-            return calls.api.scores.get_many(
+        def call(page_cursor: str | None = cursor) -> GetScoresV3Response:
+            return calls.scores.get_many(
                 name=score_name,
                 from_timestamp=start,
                 to_timestamp=end,
@@ -280,15 +289,13 @@ def scored_by_id(
     return _subjects(rows, observations)
 
 
-def _subjects(rows: list[Any], observations: bool) -> dict[str, float | None]:
+def _subjects(rows: Sequence[ScoreV3], observations: bool) -> dict[str, float | None]:
     want = "observation" if observations else "trace"
     found: dict[str, float | None] = {}
     for score in rows:
-        subject = getattr(score, "subject", None)
-        key = getattr(subject, "id", None) if getattr(subject, "kind", None) == want else None
-        if key:
-            value = getattr(score, "value", None)
-            found[key] = float(value) if isinstance(value, int | float) else None
+        if score.subject is not None and score.subject.kind == want and score.subject.id:
+            value = score.value if isinstance(score, ScoreV3_Numeric) else None
+            found[score.subject.id] = float(value) if value is not None else None
     return found
 
 

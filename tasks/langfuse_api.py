@@ -7,12 +7,14 @@ import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import httpx
-from langfuse.api import LangfuseAPI
+from langfuse.api import GetScoresV3Response, LangfuseAPI, ObservationsV2Response, ScoreV3
+from langfuse.api.observations.client import ObservationsClient
+from langfuse.api.scores.client import ScoresClient
 
-from tasks.config import ConfigError, LangfuseSettings, Tuning
+from tasks.config import ConfigError, LangfuseSettings, RunLogger, Tuning
 from tasks.retry import raise_if_transient, retrying
 
 T = TypeVar("T")
@@ -37,11 +39,20 @@ def make_api(cfg: LangfuseSettings) -> LangfuseAPI:
 class Calls:
     """The REST client plus a count of every request made through it, retries included."""
 
-    def __init__(self, cfg: LangfuseSettings, tuning: Tuning, logger: Any) -> None:
+    def __init__(self, cfg: LangfuseSettings, tuning: Tuning, logger: RunLogger) -> None:
         self.cfg, self.tuning, self.logger = cfg, tuning, logger
         self.api = make_api(cfg)
         self.requests = 0
         self._lock = threading.Lock()  # single-score POSTs count from several threads
+
+    # the generated client's resource properties are untyped: these give them their types
+    @property
+    def observations(self) -> ObservationsClient:
+        return cast(ObservationsClient, self.api.observations)
+
+    @property
+    def scores(self) -> ScoresClient:
+        return cast(ScoresClient, self.api.scores)
 
     def __call__(self, what: str, fn: Callable[[], T]) -> T:
         def counted() -> T:
@@ -96,18 +107,17 @@ class CursorGuard:
         return str(cursor)
 
 
-def page_cursor(resp: Any) -> Any:
-    meta = getattr(resp, "meta", None)
-    return getattr(meta, "cursor", None)
+def page_cursor(resp: ObservationsV2Response | GetScoresV3Response) -> str | None:
+    return resp.meta.cursor
 
 
-def scores_by_id(calls: Calls, score_ids: Sequence[str], what: str) -> list[Any]:
+def scores_by_id(calls: Calls, score_ids: Sequence[str], what: str) -> list[ScoreV3]:
     """The scores among ``score_ids`` that Langfuse shows (one GET per 100 ids)."""
-    found: list[Any] = []
+    found: list[ScoreV3] = []
     for ids in batches(list(score_ids)):
 
-        def get(chunk: Sequence[str] = ids) -> Any:
-            return calls.api.scores.get_many(
+        def get(chunk: Sequence[str] = ids) -> GetScoresV3Response:
+            return calls.scores.get_many(
                 id=",".join(chunk), fields="subject", limit=ID_BATCH, request_options=NO_RETRY
             )
 

@@ -30,7 +30,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from tasks.config import Tuning
+from tasks.config import RunLogger, Tuning
 from tasks.failures import Part, Reason, SkipError, unreadable, unrecognised
 from tasks.models import (
     Bucket,
@@ -440,7 +440,7 @@ def build_pairs(
     system_prompt_keys: Sequence[str],
     max_prompt_chars: int,
     context_keys: Sequence[str] = (),
-    logger: Any = None,
+    logger: RunLogger | None = None,
 ) -> PairResult:
     """A pair or a recorded skip for every record: one bad trace never stops the others."""
     out = PairResult([], [])

@@ -17,7 +17,7 @@ from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -26,6 +26,10 @@ from prefect.logging import get_run_logger
 from tasks.config import TLMSettings, check_preset
 from tasks.failures import Reason
 from tasks.models import Bucket, Outcome, Pair, Scored, outcome_for
+
+if TYPE_CHECKING:  # imported at run time only where used: it reads its base URL at import
+    from cleanlab_tlm import TLM
+    from cleanlab_tlm.tlm import TLMScore
 
 MAX_IN_FLIGHT = 512  # cleanlab-tlm's own cap (TlmRateHandler.MAX_CONCURRENT_REQUESTS)
 DOWN_AFTER = 8  # at least this many items in a row timed out or ran out of retries: TLM is down
@@ -42,7 +46,7 @@ class ScoreResult:
     all_failed: bool = False  # pairs were given and none scored (per-item errors)
 
 
-def make_tlm(cfg: TLMSettings, *, quality_preset: str, timeout_s: float) -> Any:
+def make_tlm(cfg: TLMSettings, *, quality_preset: str, timeout_s: float) -> TLM:
     check_preset(quality_preset)
     # imported here: cleanlab_tlm reads CLEANLAB_API_BASE_URL once, at import
     from cleanlab_tlm import TLM
@@ -56,13 +60,10 @@ def make_tlm(cfg: TLMSettings, *, quality_preset: str, timeout_s: float) -> Any:
     )
 
 
-def _as_dict(result: Any) -> dict[str, Any]:
-    return dict(result) if isinstance(result, dict) else {}
-
-
-def interpret(pair: Pair, result: Any) -> Scored | Outcome:
-    """One TLM answer as a score, or as a failure when it carries no valid score."""
-    data = _as_dict(result)
+def interpret(pair: Pair, result: TLMScore | object) -> Scored | Outcome:
+    """One TLM answer as a score, or as a failure when it carries no valid score (the client
+    returns a ``TLMScore``; anything else it might hand back is a failure, not a crash)."""
+    data: dict[str, Any] = dict(result) if isinstance(result, dict) else {}
     log = data.get("log") if isinstance(data.get("log"), dict) else {}
     assert isinstance(log, dict)
     error = log.get("error")
@@ -141,7 +142,7 @@ class TLMEngine:
     def __init__(self, cfg: TLMSettings, *, quality_preset: str, timeout_s: float) -> None:
         check_preset(quality_preset)
         self._cfg, self._preset, self._timeout_s = cfg, quality_preset, timeout_s
-        self._tlm: Any = None
+        self._tlm: TLM | None = None
         self._pending: deque[tuple[_Chunk, int]] = deque()
         self._running: set[asyncio.Task[None]] = set()
         self._chunks: set[_Chunk] = set()
@@ -274,6 +275,7 @@ class TLMEngine:
     async def _score(self, chunk: _Chunk, i: int, probe: bool) -> None:
         pair = chunk.pairs[i]
         chunk.requests += 1
+        assert self._tlm is not None  # made before the first item is dispatched
         try:
             answer = await self._tlm.get_trustworthiness_score_async(pair.prompt, pair.response)
             out = interpret(pair, answer)

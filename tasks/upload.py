@@ -172,7 +172,7 @@ class Writer:
         try:
             answer = self.calls(
                 what,
-                lambda: self.calls.api.scores.create(request=request, request_options=NO_RETRY),
+                lambda: self.calls.scores.create(request=request, request_options=NO_RETRY),
             )
         except ApiError as err:
             if err.status_code == 400:
