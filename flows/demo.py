@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from sandbox.langfuse_app import LangfuseSandbox
     from sandbox.openai_app import OpenAISandbox
-    from sandbox.tlm_app import TLMSandbox
+    from sandbox.tlm import TLMSandbox
 
     with LangfuseSandbox() as lf, TLMSandbox() as tlm, OpenAISandbox() as oai:
         # before anything imports cleanlab_tlm (it reads its base URL once, at import)

@@ -13,7 +13,7 @@ import threading
 
 from sandbox.langfuse_app import PROFILES, LangfuseSandbox
 from sandbox.openai_app import OpenAISandbox
-from sandbox.tlm_app import Latency, TLMSandbox
+from sandbox.tlm import Latency, TLMSandbox
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,7 @@ from flows.evaluate_traces import evaluate_traces
 from flows.window_lock import lock_names
 from sandbox.faults import Fault
 from sandbox.langfuse_app import LangfuseSandbox
-from sandbox.tlm_app import TLMSandbox
+from sandbox.tlm import TLMSandbox
 from tasks.config import ConfigError
 from tests.profiles import ON_BOTH_SERVERS
 

@@ -20,7 +20,7 @@ import pytest
 from deployments import local
 from sandbox.langfuse_app import LangfuseSandbox
 from sandbox.runner import free_port
-from sandbox.tlm_app import Latency, TLMSandbox, synthetic_score
+from sandbox.tlm import Latency, TLMSandbox, synthetic_score
 from tests.seeding import DAY, TAG
 
 pytestmark = pytest.mark.e2e

@@ -10,7 +10,7 @@ import pytest
 
 from flows.evaluate_traces import EvaluationFailed, evaluate_traces
 from sandbox.langfuse_app import LangfuseSandbox
-from sandbox.tlm_app import TLMSandbox
+from sandbox.tlm import TLMSandbox
 from tests.seeding import TAG, WINDOW, scores_by_trace, seed
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

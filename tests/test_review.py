@@ -11,7 +11,7 @@ import pytest
 
 from flows.evaluate_traces import evaluate_traces
 from sandbox.langfuse_app import LangfuseSandbox
-from sandbox.tlm_app import TLMSandbox, synthetic_score
+from sandbox.tlm import TLMSandbox, synthetic_score
 from tasks.models import score_id
 from tasks.report import EVENT_EVALUATED, EVENT_LOW_TRUST
 from tests.profiles import ON_BOTH_SERVERS

@@ -34,7 +34,7 @@ import pytest
 
 from flows.evaluate_traces import evaluate_traces
 from sandbox.langfuse_app import LangfuseSandbox
-from sandbox.tlm_app import TLMSandbox
+from sandbox.tlm import TLMSandbox
 from tasks.config import ConfigError
 from tasks.report import EVENT_EVALUATED, EvalReport
 
