@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import charts, report, workload
-from sandbox.langfuse_app import LangfuseSandbox, LangfuseStore
+from sandbox.langfuse import LangfuseSandbox, LangfuseStore
 from sandbox.tlm import Latency, TLMSandbox
 
 ROOT = Path(__file__).resolve().parents[1]

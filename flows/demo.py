@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
 
-    from sandbox.langfuse_app import LangfuseSandbox
+    from sandbox.langfuse import LangfuseSandbox
     from sandbox.openai_app import OpenAISandbox
     from sandbox.tlm import TLMSandbox
 

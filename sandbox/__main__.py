@@ -11,7 +11,7 @@ import contextlib
 import signal
 import threading
 
-from sandbox.langfuse_app import PROFILES, LangfuseSandbox
+from sandbox.langfuse import PROFILES, LangfuseSandbox
 from sandbox.openai_app import OpenAISandbox
 from sandbox.tlm import Latency, TLMSandbox
 

@@ -30,7 +30,7 @@ _TLM = session_tlm_sandbox()
 
 from langfuse import Langfuse  # noqa: E402
 
-from sandbox.langfuse_app import LangfuseSandbox  # noqa: E402
+from sandbox.langfuse import LangfuseSandbox  # noqa: E402
 
 # --------------------------------------------------------------------------- network guard
 

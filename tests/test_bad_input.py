@@ -31,7 +31,7 @@ from uuid import UUID
 import pytest
 
 from flows.evaluate_traces import evaluate_traces
-from sandbox.langfuse_app import LangfuseSandbox
+from sandbox.langfuse import LangfuseSandbox
 from sandbox.tlm import TLMSandbox, session_tlm_sandbox
 from tasks.report import EvalReport, md_escape
 

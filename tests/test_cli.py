@@ -13,7 +13,7 @@ import pytest
 from flows.cli import main, parse_duration
 from flows.window_lock import window_lock
 from sandbox.faults import Fault
-from sandbox.langfuse_app import LangfuseSandbox
+from sandbox.langfuse import LangfuseSandbox
 from sandbox.tlm import TLMSandbox
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.langfuse_app import LangfuseSandbox
+from sandbox.langfuse import LangfuseSandbox
 from sandbox.tlm import Latency, TLMSandbox
 
 pytestmark = pytest.mark.e2e

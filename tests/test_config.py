@@ -17,7 +17,7 @@ import pytest
 from prefect.exceptions import ParameterTypeError
 
 from flows.evaluate_traces import evaluate_traces
-from sandbox.langfuse_app import LangfuseSandbox
+from sandbox.langfuse import LangfuseSandbox
 from sandbox.tlm import TLMSandbox
 from tasks.config import ConfigError
 

@@ -35,7 +35,7 @@ import pytest
 
 from flows.evaluate_traces import evaluate_traces
 from sandbox.faults import Fault
-from sandbox.langfuse_app import LangfuseSandbox
+from sandbox.langfuse import LangfuseSandbox
 from sandbox.tlm import TLMSandbox, session_tlm_sandbox, synthetic_score
 from tasks.report import EvalReport
 

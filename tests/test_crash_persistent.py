@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from deployments import local
-from sandbox.langfuse_app import LangfuseSandbox
+from sandbox.langfuse import LangfuseSandbox
 from sandbox.runner import free_port
 from sandbox.tlm import Latency, TLMSandbox, synthetic_score
 from tests.seeding import DAY, TAG

@@ -34,7 +34,7 @@ from prefect.states import Scheduled
 
 from deployments import local
 from deployments.serve import runner_deployments
-from sandbox.langfuse_app import LangfuseSandbox
+from sandbox.langfuse import LangfuseSandbox
 from sandbox.runner import free_port
 from sandbox.tlm import session_tlm_sandbox
 

@@ -10,7 +10,7 @@ import pytest
 
 from flows.evaluate_traces import EvaluationFailed, evaluate_traces
 from sandbox.faults import Fault
-from sandbox.langfuse_app import LangfuseSandbox
+from sandbox.langfuse import LangfuseSandbox
 from sandbox.tlm import TLMSandbox
 from tasks.config import ConfigError
 from tasks.models import score_id

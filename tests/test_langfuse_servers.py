@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from flows.evaluate_traces import EvaluationFailed, evaluate_traces
-from sandbox.langfuse_app import LangfuseSandbox
+from sandbox.langfuse import LangfuseSandbox
 from sandbox.tlm import TLMSandbox
 from tests.seeding import TAG, WINDOW, scores_by_trace, seed
 
