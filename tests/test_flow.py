@@ -292,8 +292,8 @@ def test_prompt_comes_from_the_generation_the_integration_recorded(
     openai_sandbox: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from flows.trivia_app import SEED_QUESTIONS, synthetic_questions, trace_answers
     from sandbox.openai_app import TRIVIA
+    from sandbox.trivia_app import SEED_QUESTIONS, synthetic_questions, trace_answers
 
     lf = langfuse_sandbox
     monkeypatch.setenv("TRUST_EVAL_PAGE_SIZE", "4")

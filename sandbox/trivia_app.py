@@ -1,4 +1,5 @@
-"""The seed's trivia app, instrumented the way real Langfuse users do it.
+"""The seed's trivia app, instrumented the way real Langfuse users do it (an example app that
+feeds the demo, the tests and ``python -m sandbox seed``; not shipped in the wheel).
 
 An ``@observe`` function calls the model through Langfuse's OpenAI integration
 (``langfuse.openai.OpenAI``), which records the call as a GENERATION observation holding the full
@@ -8,7 +9,7 @@ message list, system prompt included. Tags and the trace name are set with
 Against the sandbox (``OPENAI_BASE_URL`` pointing at ``python -m sandbox``) the answers are
 recorded ones; with a real ``OPENAI_API_KEY`` and no ``OPENAI_BASE_URL`` the same code asks OpenAI.
 
-    python -m flows.trivia_app --synthetic 50     # trace the seed's 5 questions + 50 more
+    python -m sandbox.trivia_app --synthetic 50     # trace the seed's 5 questions + 50 more
 """
 
 from __future__ import annotations
