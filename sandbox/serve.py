@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m sandbox",
         description=__doc__.split("\n\n")[0],
+        epilog="`python -m sandbox seed --help`: past-dated traces into a running sandbox.",
     )
     parser.add_argument("--langfuse-port", type=int, default=DEFAULT_LANGFUSE_PORT)
     parser.add_argument("--tlm-port", type=int, default=DEFAULT_TLM_PORT)
@@ -125,7 +126,11 @@ def main(argv: list[str] | None = None) -> int:
             path = Path(args.env_file)
             write_env_file(path, env)
             print(f"\n# or, in any shell: source {shlex.quote(str(path.resolve()))}")
-        print("\nCtrl-C to stop.", flush=True)
+        print(
+            "# past-dated traces to score: python -m sandbox seed --days 7 --per-day 20"
+            "\n\nCtrl-C to stop.",
+            flush=True,
+        )
         with contextlib.suppress(KeyboardInterrupt):
             stop.wait()
     return 0
