@@ -18,7 +18,7 @@ setup:
 	@$(UV) sync --locked --quiet
 
 demo: setup
-	$(UV) run --locked python -m flows.demo
+	$(UV) run --locked python -m sandbox.demo
 
 test: setup
 	$(UV) run --locked pytest -q -n $(TEST_WORKERS) --dist loadfile

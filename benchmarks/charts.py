@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.report import CONTENDER_LABELS, scenario_label
-from sandbox.tlm_app import Span, in_flight_series
+from sandbox.tlm import Span, in_flight_series
 
 MAX_POINTS = 1500
 

@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import charts, report, workload
-from sandbox.langfuse_app import LangfuseSandbox, LangfuseStore
-from sandbox.tlm_app import Latency, TLMSandbox
+from sandbox.langfuse import LangfuseSandbox, LangfuseStore
+from sandbox.tlm import Latency, TLMSandbox
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"

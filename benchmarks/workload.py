@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sandbox.langfuse_app import LangfuseStore
+from sandbox.langfuse import LangfuseStore
 
 TAG = "TLM_eval_pipeline"
 OTHER_TAG = "other_pipeline"  # noise traces in the same window: every contender must skip them

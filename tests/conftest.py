@@ -24,13 +24,13 @@ if str(REPO_ROOT) not in sys.path:
 
 # cleanlab_tlm reads CLEANLAB_API_BASE_URL once, when first imported: point it at the one
 # process-wide TLM sandbox before any test module (or the code under test) imports it.
-from sandbox.tlm_app import TLMSandbox, session_tlm_sandbox  # noqa: E402
+from sandbox.tlm import TLMSandbox, session_tlm_sandbox  # noqa: E402
 
 _TLM = session_tlm_sandbox()
 
 from langfuse import Langfuse  # noqa: E402
 
-from sandbox.langfuse_app import LangfuseSandbox  # noqa: E402
+from sandbox.langfuse import LangfuseSandbox  # noqa: E402
 
 # --------------------------------------------------------------------------- network guard
 

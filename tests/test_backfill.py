@@ -22,8 +22,8 @@ from flows.backfill import BackfillFailed, backfill, day_range, summary_markdown
 from flows.evaluate_traces import evaluate_traces
 from flows.window_lock import lock_names
 from sandbox.faults import Fault
-from sandbox.langfuse_app import LangfuseSandbox
-from sandbox.tlm_app import TLMSandbox
+from sandbox.langfuse import LangfuseSandbox
+from sandbox.tlm import TLMSandbox
 from tasks.config import ConfigError
 from tests.profiles import ON_BOTH_SERVERS
 

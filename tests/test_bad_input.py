@@ -31,8 +31,8 @@ from uuid import UUID
 import pytest
 
 from flows.evaluate_traces import evaluate_traces
-from sandbox.langfuse_app import LangfuseSandbox
-from sandbox.tlm_app import TLMSandbox, session_tlm_sandbox
+from sandbox.langfuse import LangfuseSandbox
+from sandbox.tlm import TLMSandbox, session_tlm_sandbox
 from tasks.report import EvalReport, md_escape
 
 DAY = datetime(2026, 11, 28, tzinfo=UTC)

@@ -13,8 +13,8 @@ import pytest
 from flows.cli import main, parse_duration
 from flows.window_lock import window_lock
 from sandbox.faults import Fault
-from sandbox.langfuse_app import LangfuseSandbox
-from sandbox.tlm_app import TLMSandbox
+from sandbox.langfuse import LangfuseSandbox
+from sandbox.tlm import TLMSandbox
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.langfuse_app import LangfuseSandbox
-from sandbox.tlm_app import Latency, TLMSandbox
+from sandbox.langfuse import LangfuseSandbox
+from sandbox.tlm import Latency, TLMSandbox
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[1]

@@ -17,8 +17,8 @@ import pytest
 from prefect.exceptions import ParameterTypeError
 
 from flows.evaluate_traces import evaluate_traces
-from sandbox.langfuse_app import LangfuseSandbox
-from sandbox.tlm_app import TLMSandbox
+from sandbox.langfuse import LangfuseSandbox
+from sandbox.tlm import TLMSandbox
 from tasks.config import ConfigError
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

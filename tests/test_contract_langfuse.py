@@ -27,7 +27,7 @@ from langfuse.api.core import ApiError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from sandbox.faults import Fault
-from sandbox.langfuse_app import LangfuseSandbox, iso, to_ms
+from sandbox.langfuse import LangfuseSandbox, iso, to_ms
 
 NO_RETRY: dict[str, Any] = {"max_retries": 0}
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)

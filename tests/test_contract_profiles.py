@@ -23,7 +23,7 @@ from langfuse.api import (
 )
 from langfuse.api.core import ApiError
 
-from sandbox.langfuse_app import OBSERVATIONS_V2_DISABLED, LangfuseSandbox
+from sandbox.langfuse import OBSERVATIONS_V2_DISABLED, LangfuseSandbox
 
 NO_RETRY: dict[str, Any] = {"max_retries": 0}
 DAY_S = 86_400.0

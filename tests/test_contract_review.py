@@ -40,7 +40,7 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT4
 
 from sandbox.faults import Fault
-from sandbox.langfuse_app import (
+from sandbox.langfuse import (
     ANNOTATION_QUEUE_ENDPOINTS,
     GENERAL_API_ENDPOINTS,
     LangfuseSandbox,

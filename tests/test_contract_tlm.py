@@ -21,7 +21,7 @@ import pytest
 
 from sandbox.faults import Fault
 from sandbox.openai_app import TRIVIA
-from sandbox.tlm_app import (
+from sandbox.tlm import (
     EXPLAIN_PATH,
     RICH_SUFFIX,
     SCORE_PATH,

@@ -35,8 +35,8 @@ import pytest
 
 from flows.evaluate_traces import evaluate_traces
 from sandbox.faults import Fault
-from sandbox.langfuse_app import LangfuseSandbox
-from sandbox.tlm_app import TLMSandbox, session_tlm_sandbox, synthetic_score
+from sandbox.langfuse import LangfuseSandbox
+from sandbox.tlm import TLMSandbox, session_tlm_sandbox, synthetic_score
 from tasks.report import EvalReport
 
 DAY = datetime(2026, 11, 28, tzinfo=UTC)

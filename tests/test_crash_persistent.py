@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from deployments import local
-from sandbox.langfuse_app import LangfuseSandbox
+from sandbox.langfuse import LangfuseSandbox
 from sandbox.runner import free_port
-from sandbox.tlm_app import Latency, TLMSandbox, synthetic_score
+from sandbox.tlm import Latency, TLMSandbox, synthetic_score
 from tests.seeding import DAY, TAG
 
 pytestmark = pytest.mark.e2e

@@ -34,9 +34,9 @@ from prefect.states import Scheduled
 
 from deployments import local
 from deployments.serve import runner_deployments
-from sandbox.langfuse_app import LangfuseSandbox
+from sandbox.langfuse import LangfuseSandbox
 from sandbox.runner import free_port
-from sandbox.tlm_app import session_tlm_sandbox
+from sandbox.tlm import session_tlm_sandbox
 
 REPO = Path(__file__).resolve().parents[1]
 TAG = "TLM_eval_pipeline"

@@ -32,8 +32,8 @@ import pytest
 
 from flows.evaluate_traces import EvaluationFailed, evaluate_traces
 from sandbox.faults import Fault, FaultState, RequestRecord
-from sandbox.langfuse_app import LangfuseSandbox
-from sandbox.tlm_app import TLMSandbox, synthetic_score
+from sandbox.langfuse import LangfuseSandbox
+from sandbox.tlm import TLMSandbox, synthetic_score
 from tasks.report import EvalReport
 from tests.profiles import ON_BOTH_SERVERS
 

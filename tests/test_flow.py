@@ -10,8 +10,8 @@ import pytest
 
 from flows.evaluate_traces import EvaluationFailed, evaluate_traces
 from sandbox.faults import Fault
-from sandbox.langfuse_app import LangfuseSandbox
-from sandbox.tlm_app import TLMSandbox
+from sandbox.langfuse import LangfuseSandbox
+from sandbox.tlm import TLMSandbox
 from tasks.config import ConfigError
 from tasks.models import score_id
 from tests.profiles import ON_BOTH_SERVERS
@@ -292,8 +292,8 @@ def test_prompt_comes_from_the_generation_the_integration_recorded(
     openai_sandbox: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from flows.trivia_app import SEED_QUESTIONS, synthetic_questions, trace_answers
     from sandbox.openai_app import TRIVIA
+    from sandbox.trivia_app import SEED_QUESTIONS, synthetic_questions, trace_answers
 
     lf = langfuse_sandbox
     monkeypatch.setenv("TRUST_EVAL_PAGE_SIZE", "4")

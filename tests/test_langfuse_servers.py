@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from flows.evaluate_traces import EvaluationFailed, evaluate_traces
-from sandbox.langfuse_app import LangfuseSandbox
-from sandbox.tlm_app import TLMSandbox
+from sandbox.langfuse import LangfuseSandbox
+from sandbox.tlm import TLMSandbox
 from tests.seeding import TAG, WINDOW, scores_by_trace, seed
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -146,7 +146,7 @@ def openai_sandbox(monkeypatch: pytest.MonkeyPatch) -> Any:
 def test_an_app_that_tags_only_its_root_span_is_scored_from_its_generations(
     langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, openai_sandbox: Any
 ) -> None:
-    from flows.trivia_app import SEED_QUESTIONS, trace_answers
+    from sandbox.trivia_app import SEED_QUESTIONS, trace_answers
 
     lf = langfuse_sandbox
     start = datetime.now(UTC) - timedelta(seconds=1)

@@ -10,8 +10,8 @@ import pytest
 
 from flows.evaluate_traces import evaluate_traces
 from sandbox.faults import Fault
-from sandbox.langfuse_app import LangfuseSandbox
-from sandbox.tlm_app import TLMSandbox
+from sandbox.langfuse import LangfuseSandbox
+from sandbox.tlm import TLMSandbox
 from tests.seeding import DAY, TAG, WINDOW, scores_by_trace, seed
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

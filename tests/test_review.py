@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from flows.evaluate_traces import evaluate_traces
-from sandbox.langfuse_app import LangfuseSandbox
-from sandbox.tlm_app import TLMSandbox, synthetic_score
+from sandbox.langfuse import LangfuseSandbox
+from sandbox.tlm import TLMSandbox, synthetic_score
 from tasks.models import score_id
 from tasks.report import EVENT_EVALUATED, EVENT_LOW_TRUST
 from tests.profiles import ON_BOTH_SERVERS

@@ -11,7 +11,7 @@ import pytest
 from pydantic import SecretStr
 
 from sandbox.faults import Fault
-from sandbox.tlm_app import Latency, TLMSandbox, synthetic_score
+from sandbox.tlm import Latency, TLMSandbox, synthetic_score
 from tasks.config import TLMSettings
 from tasks.models import Pair
 from tasks.score import REFUSED_KEY, ScoreResult, TLMEngine, score_task

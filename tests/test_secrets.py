@@ -33,8 +33,8 @@ from typing import Any
 import pytest
 
 from flows.evaluate_traces import evaluate_traces
-from sandbox.langfuse_app import LangfuseSandbox
-from sandbox.tlm_app import TLMSandbox
+from sandbox.langfuse import LangfuseSandbox
+from sandbox.tlm import TLMSandbox
 from tasks.config import ConfigError
 from tasks.report import EVENT_EVALUATED, EvalReport
 

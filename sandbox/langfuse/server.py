@@ -21,7 +21,8 @@ class LangfuseSandbox(ServerThread):
     ``profile``: the server modelled, "current" (Cloud / self-hosted v4.59+, the SDK 5
     contract) or "v4.16" (self-hosted v4.16.0). ``preview_opt_in=False`` models a v4.16 server
     started without ``LANGFUSE_MIGRATION_V4_ALLOW_PREVIEW_OPT_IN=true``. ``version`` overrides
-    what /api/public/health reports. With a ``store``, these settings are written onto it.
+    what /api/public/health reports. ``public_key``/``secret_key``: the key pair (default: the
+    store's, random). With a ``store``, these settings are written onto it.
     """
 
     def __init__(
@@ -31,9 +32,15 @@ class LangfuseSandbox(ServerThread):
         profile: str = "current",
         preview_opt_in: bool = True,
         version: str | None = None,
+        public_key: str | None = None,
+        secret_key: str | None = None,
     ) -> None:
         self.store = store or LangfuseStore(profile=profile)
         self.store.profile = profile
+        if public_key:
+            self.store.public_key = public_key
+        if secret_key:
+            self.store.secret_key = secret_key
         self.store.preview_opt_in = preview_opt_in
         self.store.version = version
         app = create_langfuse_app(self.store)

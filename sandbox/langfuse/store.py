@@ -10,8 +10,9 @@ from sandbox.langfuse.store_scores import ScoreStore
 class LangfuseStore(ObservationStore, ScoreStore, QueueStore):
     """One in-memory Langfuse project: traces, observations, scores. Thread-safe.
 
-    Every store gets fresh random API keys (the SDK keeps one client per public key per
-    process, so a new sandbox must not reuse an old key).
+    Every store gets fresh random API keys unless ``public_key``/``secret_key`` are given (the
+    SDK keeps one client per public key per process, so a new in-process sandbox must not reuse
+    an old key; ``python -m sandbox`` passes stable ones, one process per sandbox).
 
     ``profile`` picks the server modelled ("current" or "v4.16", see ``PROFILES``). The store
     also holds the server's settings (``preview_opt_in``, ``version``), its clock

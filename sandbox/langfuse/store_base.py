@@ -40,6 +40,8 @@ class StoreBase:
         project_id: str | None = None,
         project_name: str = "sandbox",
         profile: str = "current",
+        public_key: str | None = None,
+        secret_key: str | None = None,
     ) -> None:
         self._profile = _check_profile(profile)
         # LANGFUSE_MIGRATION_V4_ALLOW_PREVIEW_OPT_IN (v4.16 only: v2 observations need it)
@@ -51,8 +53,8 @@ class StoreBase:
         self.project_id = project_id or f"sandbox-project-{secrets.token_hex(4)}"
         self.project_name = project_name
         self.organization_id = "sandbox-org"
-        self.public_key = f"pk-lf-sandbox-{secrets.token_hex(8)}"
-        self.secret_key = f"sk-lf-sandbox-{secrets.token_hex(16)}"
+        self.public_key = public_key or f"pk-lf-sandbox-{secrets.token_hex(8)}"
+        self.secret_key = secret_key or f"sk-lf-sandbox-{secrets.token_hex(16)}"
         self._lock = threading.RLock()
         self._traces: dict[str, TraceRecord] = {}
         self._observations: dict[str, ObservationRecord] = {}

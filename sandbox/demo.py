@@ -1,7 +1,7 @@
-"""The offline demo: `make demo` (or `python -m flows.demo`).
+"""The offline demo: `make demo` (or `python -m sandbox.demo`).
 
 1. starts the sandbox Langfuse, TLM and OpenAI servers on 127.0.0.1 (no keys, no network);
-2. creates traces the way a real app does (flows/trivia_app.py): an ``@observe`` function tagged
+2. creates traces the way a real app does (sandbox/trivia_app.py): an ``@observe`` function tagged
    ``TLM_eval_pipeline`` that asks the model through ``langfuse.openai`` (system prompt
    ``You are a trivia master.``, also kept in trace metadata as the seed did), for the seed's
    five trivia questions and a few hundred varied synthetic ones;
@@ -23,7 +23,10 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from flows.trivia_app import SEED_QUESTIONS, TAG, synthetic_questions, trace_answers
+from sandbox.langfuse import LangfuseSandbox
+from sandbox.openai_app import OpenAISandbox
+from sandbox.tlm import TLMSandbox
+from sandbox.trivia_app import SEED_QUESTIONS, TAG, synthetic_questions, trace_answers
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,10 +36,6 @@ def main(argv: list[str] | None = None) -> int:
     # offline: no telemetry from Prefect's embedded server
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
-
-    from sandbox.langfuse_app import LangfuseSandbox
-    from sandbox.openai_app import OpenAISandbox
-    from sandbox.tlm_app import TLMSandbox
 
     with LangfuseSandbox() as lf, TLMSandbox() as tlm, OpenAISandbox() as oai:
         # before anything imports cleanlab_tlm (it reads its base URL once, at import)

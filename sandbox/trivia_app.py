@@ -1,4 +1,5 @@
-"""The seed's trivia app, instrumented the way real Langfuse users do it.
+"""The seed's trivia app, instrumented the way real Langfuse users do it (an example app that
+feeds the demo, the tests and ``python -m sandbox seed``; not shipped in the wheel).
 
 An ``@observe`` function calls the model through Langfuse's OpenAI integration
 (``langfuse.openai.OpenAI``), which records the call as a GENERATION observation holding the full
@@ -8,7 +9,7 @@ message list, system prompt included. Tags and the trace name are set with
 Against the sandbox (``OPENAI_BASE_URL`` pointing at ``python -m sandbox``) the answers are
 recorded ones; with a real ``OPENAI_API_KEY`` and no ``OPENAI_BASE_URL`` the same code asks OpenAI.
 
-    python -m flows.trivia_app --synthetic 50     # trace the seed's 5 questions + 50 more
+    python -m sandbox.trivia_app --synthetic 50     # trace the seed's 5 questions + 50 more
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from sandbox.openai_app import TRIVIA
 TAG = "TLM_eval_pipeline"
 SYSTEM_PROMPT = "You are a trivia master."
 MODEL = "gpt-4o-mini"
+TRACE_NAME = "trivia"  # the trace's name (propagate_attributes)
+ROOT_NAME = "answer_trivia"  # the @observe'd function: the root span's name
 
 # the seed notebook's five questions (the sandbox model gives the seed's recorded answers)
 SEED_QUESTIONS: list[str] = list(TRIVIA)
@@ -56,6 +59,11 @@ def synthetic_questions(n: int, seed: int = 7) -> list[str]:
     return out
 
 
+def messages_for(question: str, system_prompt: str = SYSTEM_PROMPT) -> list[dict[str, str]]:
+    """The chat messages the app sends for a question."""
+    return [{"role": "system", "content": system_prompt}, {"role": "user", "content": question}]
+
+
 def trace_answers(
     questions: Iterable[str],
     *,
@@ -79,20 +87,16 @@ def trace_answers(
     tag_list = tags or [TAG]
 
     def ask(question: str) -> str:
+        messages: Any = messages_for(question, system_prompt)  # the SDK's typed-dict union
         completion: Any = client.chat.completions.create(
-            model=MODEL,
-            messages=[
-                {"role": "system", "content": system_prompt},
-                {"role": "user", "content": question},
-            ],
-            temperature=0,
+            model=MODEL, messages=messages, temperature=0
         )
         return str(completion.choices[0].message.content)
 
-    @observe(name="answer_trivia")
+    @observe(name=ROOT_NAME)
     def answer(question: str) -> str:
         attrs = propagate_attributes(
-            tags=tag_list, trace_name="trivia", metadata={"system_prompt": system_prompt}
+            tags=tag_list, trace_name=TRACE_NAME, metadata={"system_prompt": system_prompt}
         )
         if tag_root_only:
             with attrs:  # sets them on the current (root) span; spans started later lack them

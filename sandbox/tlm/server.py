@@ -1,0 +1,144 @@
+"""The TLM sandbox served on 127.0.0.1 from a background thread (:class:`TLMSandbox`)."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+from sandbox.faults import FaultState
+from sandbox.runner import ServerThread
+from sandbox.tlm.app import Recorder, create_app
+from sandbox.tlm.load import Latency, Load, Span, as_latency, in_flight_series
+
+
+class TLMSandbox(ServerThread):
+    """The TLM sandbox served on 127.0.0.1 from a background thread.
+
+    ``base_url`` is the value for ``CLEANLAB_API_BASE_URL``; ``api_key`` is fresh per instance.
+    ``prompts``/``calls``/``explain_calls``/``headers`` are snapshots (copies) of what the
+    handlers received, in arrival order. Requests answered by the fault middleware alone
+    (injected statuses) or refused by auth are not in them: see ``faults.requests`` for those.
+    """
+
+    def __init__(
+        self,
+        port: int | None = None,
+        api_key: str | None = None,
+        *,
+        latency: Latency | float | None = None,
+        max_in_flight: int | None = None,
+        over_status: int = 429,
+        retry_after: int = 1,
+    ) -> None:
+        self.api_key = api_key or f"tlm-sandbox-{secrets.token_hex(16)}"
+        load = Load(as_latency(latency), max_in_flight, over_status, retry_after)
+        app = create_app(self.api_key, load)
+        self._rec: Recorder = app.state.recorder
+        self.faults: FaultState = app.state.faults
+        super().__init__(app, port=port)
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/api"
+
+    @property
+    def prompts(self) -> list[str]:
+        with self._rec.lock:
+            return list(self._rec.prompts)
+
+    @property
+    def calls(self) -> list[dict[str, Any]]:
+        with self._rec.lock:
+            return list(self._rec.calls)
+
+    @property
+    def explain_calls(self) -> list[dict[str, Any]]:
+        with self._rec.lock:
+            return list(self._rec.explain_calls)
+
+    @property
+    def headers(self) -> list[dict[str, str]]:
+        with self._rec.lock:
+            return list(self._rec.headers)
+
+    @property
+    def fail_status(self) -> int:
+        """Status answered for ``Fault.fail_items`` matches (500: retried; 422: not retried)."""
+        return self._rec.fail_status
+
+    @fail_status.setter
+    def fail_status(self, status: int) -> None:
+        self._rec.fail_status = status
+
+    @property
+    def rich_explanations(self) -> bool:
+        """Append markup-ish characters (``<``, ``|``, ``*``...) to every explanation."""
+        return self._rec.rich_explanations
+
+    @rich_explanations.setter
+    def rich_explanations(self, on: bool) -> None:
+        self._rec.rich_explanations = on
+
+    @property
+    def latency(self) -> Latency | None:
+        return self._rec.load.latency
+
+    def set_latency(self, latency: Latency | float | None) -> None:
+        """Per-item latency from now on (a float: fixed seconds; None: none)."""
+        with self._rec.lock:
+            self._rec.load = Load(
+                as_latency(latency),
+                self._rec.load.max_in_flight,
+                self._rec.load.over_status,
+                self._rec.load.retry_after,
+            )
+
+    @property
+    def max_in_flight(self) -> int | None:
+        return self._rec.load.max_in_flight
+
+    def set_ceiling(
+        self, max_in_flight: int | None, *, status: int = 429, retry_after: int = 1
+    ) -> None:
+        """Answer ``status`` to score calls arriving while ``max_in_flight`` are being served."""
+        with self._rec.lock:
+            self._rec.load = Load(self._rec.load.latency, max_in_flight, status, retry_after)
+
+    def spans(self) -> list[Span]:
+        """Every score call since the last reset, as (start, end, status), in order of end."""
+        with self._rec.lock:
+            return list(self._rec.spans)
+
+    @property
+    def scoring(self) -> int:
+        """Score calls being served right now (past the ceiling check)."""
+        return self._rec.scoring
+
+    def peak_in_flight(self) -> int:
+        return max((n for _, n in in_flight_series(self.spans())), default=0)
+
+    def env(self) -> dict[str, str]:
+        return {"CLEANLAB_TLM_API_KEY": self.api_key, "CLEANLAB_API_BASE_URL": self.base_url}
+
+    def reset(self, drain_s: float = 5.0) -> None:
+        """Clear faults, the rate limit, the request log, the captures and the spans; restore
+        the constructor's latency and ceiling; release hangs.
+
+        Requests still being served (e.g. released hangs) are waited for, up to ``drain_s``, so
+        that they do not land in the next test's log.
+        """
+        self.faults.clear()
+        self._rec.wake_sleepers()
+        deadline = time.monotonic() + drain_s
+        while self._rec.in_flight > 0 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        self.faults.reset_log()
+        self._rec.clear()
+
+    def start(self) -> TLMSandbox:
+        super().start()
+        return self
+
+    def __enter__(self) -> TLMSandbox:
+        return self.start()
