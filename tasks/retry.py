@@ -95,7 +95,14 @@ def call_with_retries(
             sleep(delay)
 
 
-def retrying(tuning: Any, logger: Any, what: str, fn: Callable[[], T]) -> T:
+def retrying(
+    tuning: Any,
+    logger: Any,
+    what: str,
+    fn: Callable[[], T],
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
     """``call_with_retries`` with the run's tuning (retries, base and max delay)."""
     return call_with_retries(
         fn,
@@ -104,4 +111,5 @@ def retrying(tuning: Any, logger: Any, what: str, fn: Callable[[], T]) -> T:
         base_delay_s=tuning.retry_base_delay_s,
         max_delay_s=tuning.retry_max_delay_s,
         logger=logger,
+        sleep=sleep,
     )

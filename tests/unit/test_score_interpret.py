@@ -1,0 +1,182 @@
+"""How one TLM answer becomes a score or a recorded failure, and how the engine's results are
+split. No TLM client: answers are hand-built dicts shaped like cleanlab-tlm's.
+
+cleanlab_tlm itself is not imported here: it reads CLEANLAB_API_BASE_URL once, at import, and a
+unit test must not fix that for the rest of a test process."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from tasks.models import Bucket, Outcome, Pair, Scored
+from tasks.score import ScoreResult, _error_reason, _split, interpret
+
+T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+PAIR = Pair("trace-1", T0, "trivia", "production", "Q: why?", "Because.", "chat")
+OBS_PAIR = Pair("trace-2", T0, "trivia", None, "Q", "A", "generation", observation_id="gen-9")
+
+
+def answer(score: Any = 0.5, **log: Any) -> dict[str, Any]:
+    return {"trustworthiness_score": score, "log": log}
+
+
+def failed(pair: Pair, reason: str) -> Outcome:
+    return Outcome(
+        trace_id=pair.trace_id,
+        bucket=Bucket.FAILED_TO_SCORE,
+        reason=reason,
+        name=pair.name,
+        start_time=pair.start_time,
+        observation_id=pair.observation_id,
+    )
+
+
+# --------------------------------------------------------------------------- valid scores
+
+
+def test_a_valid_score_keeps_its_explanation() -> None:
+    out = interpret(PAIR, answer(0.82, explanation="The answer is unsupported."))
+    assert out == Scored(pair=PAIR, score=0.82, explanation="The answer is unsupported.")
+    assert isinstance(out, Scored) and out.pair is PAIR
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        answer(0.82),  # log without an explanation
+        answer(0.82, explanation=""),
+        answer(0.82, explanation=None),
+        answer(0.82, explanation=["not", "text"]),
+        {"trustworthiness_score": 0.82},  # no log at all
+        {"trustworthiness_score": 0.82, "log": "explained elsewhere"},  # a log that is no dict
+        {"trustworthiness_score": 0.82, "log": None},
+    ],
+)
+def test_a_valid_score_without_a_usable_explanation_has_none(result: dict[str, Any]) -> None:
+    assert interpret(PAIR, result) == Scored(pair=PAIR, score=0.82, explanation=None)
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"), [(0, 0.0), (1, 1.0), (0.0, 0.0), (1.0, 1.0), (-0.0, 0.0)]
+)
+def test_the_bounds_are_valid_scores_and_ints_become_floats(raw: float, value: float) -> None:
+    out = interpret(PAIR, answer(raw))
+    assert isinstance(out, Scored)
+    assert out.score == value and type(out.score) is float
+
+
+def test_a_dict_subclass_answer_is_read_like_a_dict() -> None:
+    class TLMScore(dict[str, Any]):
+        pass
+
+    out = interpret(PAIR, TLMScore(trustworthiness_score=0.3, log={"explanation": "why"}))
+    assert out == Scored(pair=PAIR, score=0.3, explanation="why")
+
+
+# --------------------------------------------------------------------------- failures
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        answer(0.9, error={"message": "rate limited", "retryable": True}),  # error wins
+        answer(None, error={"message": "prompt too long"}),
+        answer(None, error={}),
+        answer(None, error="boom"),
+        answer(None),
+        {"log": {"explanation": "no score"}},
+        {},
+        answer(True),  # bool is an int, not a score
+        answer(False),
+        answer("0.9"),
+        answer(math.nan),
+        answer(math.inf),
+        answer(-math.inf),
+        answer(-0.01),
+        answer(1.0000001),
+        answer(2),
+        None,  # not a dict at all
+        0.9,
+        "0.9",
+        [("trustworthiness_score", 0.9)],
+    ],
+)
+def test_an_answer_without_a_valid_score_fails_to_score(result: Any) -> None:
+    out = interpret(OBS_PAIR, result)
+    assert isinstance(out, Outcome)
+    assert out.bucket is Bucket.FAILED_TO_SCORE
+    assert (out.trace_id, out.observation_id, out.key) == ("trace-2", "gen-9", "gen-9")
+    assert (out.name, out.start_time, out.score, out.explanation) == ("trivia", T0, None, None)
+    assert out.reason is not None and out.reason.startswith("tlm_error: ")
+
+
+def test_failure_reasons_say_what_tlm_answered() -> None:
+    # every reason text of interpret in one place: Outcome.reason is due to become typed
+    reasons = {
+        "error message": answer(0.9, error={"message": "rate limited"}),
+        "error without message": answer(None, error={"message": ""}),
+        "error not a dict": answer(None, error="boom"),
+        "no score": answer(None),
+        "bool": answer(True),
+        "not a dict": "0.9",
+        "nan": answer(math.nan),
+        "above 1": answer(1.5),
+        "below 0": answer(-0.25),
+        "long message": answer(None, error={"message": "x" * 1000}),
+    }
+    got = {k: interpret(PAIR, v) for k, v in reasons.items()}
+    assert got == {
+        "error message": failed(PAIR, "tlm_error: rate limited"),
+        "error without message": failed(PAIR, "tlm_error: no score returned"),
+        "error not a dict": failed(PAIR, "tlm_error: no score returned"),
+        "no score": failed(PAIR, "tlm_error: no score returned"),
+        "bool": failed(PAIR, "tlm_error: no score returned"),
+        "not a dict": failed(PAIR, "tlm_error: no score returned"),
+        "nan": failed(PAIR, "tlm_error: score nan outside [0, 1]"),
+        "above 1": failed(PAIR, "tlm_error: score 1.5 outside [0, 1]"),
+        "below 0": failed(PAIR, "tlm_error: score -0.25 outside [0, 1]"),
+        "long message": failed(PAIR, ("tlm_error: " + "x" * 1000)[:500]),
+    }
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class WithMessage(Exception):
+    """Like cleanlab-tlm's RateLimitError: the text is in ``.message``, ``str()`` is empty."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__()
+        self.message = message
+
+
+@pytest.mark.parametrize(
+    ("err", "reason"),
+    [
+        (WithMessage("Rate limit exceeded"), "tlm_error: Rate limit exceeded"),
+        (WithMessage(""), "tlm_error: WithMessage"),  # no text at all: the type
+        (TimeoutError("item timed out after 120 s"), "tlm_error: item timed out after 120 s"),
+        (TimeoutError(), "tlm_error: TimeoutError"),
+        (RuntimeError("y" * 1000), ("tlm_error: " + "y" * 1000)[:500]),
+    ],
+)
+def test_an_exception_becomes_a_bounded_reason(err: BaseException, reason: str) -> None:
+    assert _error_reason(err) == reason
+    assert len(_error_reason(err)) <= 500
+
+
+def test_split_sends_scores_and_failures_to_their_lists_in_order() -> None:
+    a, b, c = (Pair(f"t{i}", T0, None, None, "p", "r", "chat") for i in range(3))
+    s_a, s_c = Scored(a, 0.1, None), Scored(c, 0.9, "ok")
+    f_b, f_x = failed(b, "tlm_error: x"), failed(OBS_PAIR, "tlm_error: y")
+    result = ScoreResult(scored=[], failed=[], tlm_requests=4)
+    _split([s_a, f_b, s_c, f_x], result)
+    assert result.scored == [s_a, s_c]
+    assert result.failed == [f_b, f_x]
+    assert (result.tlm_requests, result.fatal, result.all_failed) == (4, None, False)
+    _split([], result)
+    assert len(result.scored) == 2 and len(result.failed) == 2
