@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -21,23 +22,30 @@ TRANSIENT_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
 
 def retry_after_s(headers: dict[str, str] | None) -> float | None:
+    """The server's requested wait, in seconds; None when absent or unreadable (then the
+    policy's own backoff applies)."""
     if not headers:
         return None
     lowered = {k.lower(): v for k, v in headers.items()}
-    raw = lowered.get("retry-after-ms")
-    if raw is not None:
+    for name, unit in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        raw = lowered.get(name)
+        if raw is None:
+            continue
         try:
-            return max(float(raw) / 1000, 0.0)
+            value = float(raw) / unit
         except ValueError:
-            pass
-    raw = lowered.get("retry-after")
-    if raw is None:
-        return None
+            value = _http_date_wait(raw) if name == "retry-after" else None
+        if value is not None and math.isfinite(value):
+            return max(value, 0.0)
+    return None
+
+
+def _http_date_wait(raw: str) -> float | None:
     try:
-        return max(float(raw), 0.0)
-    except ValueError:
-        parsed = email.utils.parsedate_to_datetime(raw) if raw else None
-        return max(parsed.timestamp() - time.time(), 0.0) if parsed else None
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return when.timestamp() - time.time()
 
 
 def raise_if_transient(resp: httpx.Response) -> httpx.Response:

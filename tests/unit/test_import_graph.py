@@ -49,5 +49,4 @@ def test_the_product_never_imports_the_sandbox_or_the_benchmarks() -> None:
         for m in imported_modules(p)
         if m.split(".")[0] in {"sandbox", "benchmarks", "tests"}
     }
-    # the demo and the example app move to the sandbox side; until then they are the exceptions
-    assert set(found) <= {"flows/demo.py", "flows/trivia_app.py"}, found
+    assert found == {}

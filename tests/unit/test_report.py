@@ -1,8 +1,5 @@
 """The run report's accounting (one bucket per unit, histogram, low-trust count, means), the
-lowest-N table, and the text helpers not already covered by test_poison_and_text.py.
-
-Outcome.reason is due to become a typed enum: the assertions that depend on reason texts are
-kept to ``test_reasons_group_the_skips_and_failures`` only."""
+lowest-N table, and the text helpers not already covered by test_poison_and_text.py."""
 
 from __future__ import annotations
 
@@ -11,6 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from tasks.failures import Reason
 from tasks.models import Bucket, Outcome, Pair, outcome_for
 from tasks.report import (
     EvalReport,
@@ -44,7 +42,7 @@ def uploaded(key: str, score: float, observation_id: str | None = None) -> Outco
 
 
 def settled(key: str, bucket: Bucket, observation_id: str | None = None) -> Outcome:
-    return outcome_for(unit(key, observation_id), bucket, "some reason")
+    return outcome_for(unit(key, observation_id), bucket, Reason.NOT_SAMPLED)
 
 
 # --------------------------------------------------------------------------- add and counts
@@ -139,17 +137,17 @@ def test_ok_only_without_failures_or_errors() -> None:
 
 def test_reasons_group_the_skips_and_failures() -> None:
     r = report()
-    for key, bucket, reason in [
-        ("a", Bucket.SKIPPED, "not_sampled"),
-        ("b", Bucket.SKIPPED, "no_generation"),
-        ("c", Bucket.SKIPPED, "not_sampled"),
-        ("d", Bucket.SKIPPED, None),
-        ("e", Bucket.FAILED_TO_SCORE, "tlm_error: timeout"),
-        ("f", Bucket.FAILED_TO_UPLOAD, None),
-        ("g", Bucket.ALREADY_SCORED, "pending"),
-        ("h", Bucket.ALREADY_SCORED, None),
+    for key, bucket, reason, detail in [
+        ("a", Bucket.SKIPPED, Reason.NOT_SAMPLED, ""),
+        ("b", Bucket.SKIPPED, Reason.NO_GENERATION, ""),
+        ("c", Bucket.SKIPPED, Reason.NOT_SAMPLED, ""),
+        ("d", Bucket.SKIPPED, None, ""),
+        ("e", Bucket.FAILED_TO_SCORE, Reason.TLM_ERROR, "timeout"),
+        ("f", Bucket.FAILED_TO_UPLOAD, None, ""),
+        ("g", Bucket.ALREADY_SCORED, Reason.PENDING, ""),
+        ("h", Bucket.ALREADY_SCORED, None, ""),
     ]:
-        r.add(outcome_for(unit(key), bucket, reason))
+        r.add(outcome_for(unit(key), bucket, reason, detail))
     assert r.skipped == {"not_sampled": ["a", "c"], "no_generation": ["b"], "unknown": ["d"]}
     assert r.failed_to_score == {"tlm_error: timeout": ["e"]}
     assert r.failed_to_upload == {"unknown": ["f"]}

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
+from tasks.failures import Reason
 from tasks.models import Bucket, Outcome, Pair, Scored
-from tasks.score import ScoreResult, _error_reason, _split, interpret
+from tasks.score import ScoreResult, _error_detail, _split, interpret
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 PAIR = Pair("trace-1", T0, "trivia", "production", "Q: why?", "Because.", "chat")
@@ -24,11 +25,12 @@ def answer(score: Any = 0.5, **log: Any) -> dict[str, Any]:
     return {"trustworthiness_score": score, "log": log}
 
 
-def failed(pair: Pair, reason: str) -> Outcome:
+def failed(pair: Pair, detail: str) -> Outcome:
     return Outcome(
         trace_id=pair.trace_id,
         bucket=Bucket.FAILED_TO_SCORE,
-        reason=reason,
+        reason=Reason.TLM_ERROR,
+        detail=detail,
         name=pair.name,
         start_time=pair.start_time,
         observation_id=pair.observation_id,
@@ -111,11 +113,11 @@ def test_an_answer_without_a_valid_score_fails_to_score(result: Any) -> None:
     assert out.bucket is Bucket.FAILED_TO_SCORE
     assert (out.trace_id, out.observation_id, out.key) == ("trace-2", "gen-9", "gen-9")
     assert (out.name, out.start_time, out.score, out.explanation) == ("trivia", T0, None, None)
-    assert out.reason is not None and out.reason.startswith("tlm_error: ")
+    assert out.reason is Reason.TLM_ERROR and out.why.startswith("tlm_error: ")
 
 
 def test_failure_reasons_say_what_tlm_answered() -> None:
-    # every reason text of interpret in one place: Outcome.reason is due to become typed
+    # every failure text of interpret in one place
     reasons = {
         "error message": answer(0.9, error={"message": "rate limited"}),
         "error without message": answer(None, error={"message": ""}),
@@ -130,16 +132,16 @@ def test_failure_reasons_say_what_tlm_answered() -> None:
     }
     got = {k: interpret(PAIR, v) for k, v in reasons.items()}
     assert got == {
-        "error message": failed(PAIR, "tlm_error: rate limited"),
-        "error without message": failed(PAIR, "tlm_error: no score returned"),
-        "error not a dict": failed(PAIR, "tlm_error: no score returned"),
-        "no score": failed(PAIR, "tlm_error: no score returned"),
-        "bool": failed(PAIR, "tlm_error: no score returned"),
-        "not a dict": failed(PAIR, "tlm_error: no score returned"),
-        "nan": failed(PAIR, "tlm_error: score nan outside [0, 1]"),
-        "above 1": failed(PAIR, "tlm_error: score 1.5 outside [0, 1]"),
-        "below 0": failed(PAIR, "tlm_error: score -0.25 outside [0, 1]"),
-        "long message": failed(PAIR, ("tlm_error: " + "x" * 1000)[:500]),
+        "error message": failed(PAIR, "rate limited"),
+        "error without message": failed(PAIR, "no score returned"),
+        "error not a dict": failed(PAIR, "no score returned"),
+        "no score": failed(PAIR, "no score returned"),
+        "bool": failed(PAIR, "no score returned"),
+        "not a dict": failed(PAIR, "no score returned"),
+        "nan": failed(PAIR, "score nan outside [0, 1]"),
+        "above 1": failed(PAIR, "score 1.5 outside [0, 1]"),
+        "below 0": failed(PAIR, "score -0.25 outside [0, 1]"),
+        "long message": failed(PAIR, "x" * 500),
     }
 
 
@@ -157,16 +159,16 @@ class WithMessage(Exception):
 @pytest.mark.parametrize(
     ("err", "reason"),
     [
-        (WithMessage("Rate limit exceeded"), "tlm_error: Rate limit exceeded"),
-        (WithMessage(""), "tlm_error: WithMessage"),  # no text at all: the type
-        (TimeoutError("item timed out after 120 s"), "tlm_error: item timed out after 120 s"),
-        (TimeoutError(), "tlm_error: TimeoutError"),
-        (RuntimeError("y" * 1000), ("tlm_error: " + "y" * 1000)[:500]),
+        (WithMessage("Rate limit exceeded"), "Rate limit exceeded"),
+        (WithMessage(""), "WithMessage"),  # no text at all: the type
+        (TimeoutError("item timed out after 120 s"), "item timed out after 120 s"),
+        (TimeoutError(), "TimeoutError"),
+        (RuntimeError("y" * 1000), "y" * 500),
     ],
 )
 def test_an_exception_becomes_a_bounded_reason(err: BaseException, reason: str) -> None:
-    assert _error_reason(err) == reason
-    assert len(_error_reason(err)) <= 500
+    assert _error_detail(err) == reason
+    assert len(_error_detail(err)) <= 500
 
 
 def test_split_sends_scores_and_failures_to_their_lists_in_order() -> None:

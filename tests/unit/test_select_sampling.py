@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tasks.ledger import Entry, days_of
-from tasks.models import Bucket, GenerationRecord, Pair, TraceRecord
+from tasks.ledger import days_of
+from tasks.models import Bucket, Entry, GenerationRecord, Pair, TraceRecord
 from tasks.select import Known, sampled, select, split_resends
 
 T0 = datetime(2026, 11, 28, 12, tzinfo=UTC)

@@ -24,6 +24,7 @@ from langfuse.api.scores.types.create_score_request import CreateScoreRequest
 from pydantic import SecretStr
 
 from tasks.config import LangfuseSettings, Tuning
+from tasks.failures import Reason
 from tasks.langfuse_api import Calls, Server
 from tasks.models import Bucket, Pair, Scored, preview, score_id
 from tasks.upload import (
@@ -263,7 +264,7 @@ class FakeCalls:
     def __init__(
         self, scores: FakeScores, single: Mapping[str, httpx.Response | Exception] | None = None
     ) -> None:
-        self.api = SimpleNamespace(scores=scores)
+        self.scores = scores
         self.cfg = LANGFUSE
         self.logger = logging.getLogger("tests.unit.upload")
         self.single = dict(single or {})
@@ -394,24 +395,24 @@ def test_writer_verdict_texts() -> None:
     # the refusal texts in one place (they become the failed units' reasons)
     w207 = writer(FakeScores(results(0, 2, "bad a", "bad b", "bad c", "bad d"), shown=()))
     assert set(w207.send(bodies("a", "b")).values()) == {
-        "not confirmed after a 207: bad a; bad b; bad c"
+        (Reason.NOT_CONFIRMED, "bad a; bad b; bad c")
     }
     no_msg = writer(FakeScores(results(0, 1), shown=()))
-    assert set(no_msg.send(bodies("a")).values()) == {"not confirmed after a 207: refused"}
+    assert set(no_msg.send(bodies("a")).values()) == {(Reason.NOT_CONFIRMED, "refused")}
     lost = writer(FakeScores(results(0, 1), read_error=httpx.ReadTimeout("slow")))
     assert set(lost.send(bodies("a")).values()) == {
-        "not confirmed after a 207: refused; reading back failed: ReadTimeout: slow"
+        (Reason.NOT_CONFIRMED, "refused; reading back failed: ReadTimeout: slow")
     }
     down = writer(FakeScores(ApiError(status_code=500, body="busy")))
-    assert set(down.send(bodies("a")).values()) == {"upload_error: HTTP 500: busy"}
+    assert set(down.send(bodies("a")).values()) == {(Reason.UPLOAD_ERROR, "HTTP 500: busy")}
     single: dict[str, httpx.Response | Exception] = {
         sid("a"): httpx.Response(422, text="v" * 500),
         sid("b"): httpx.ConnectError("no"),
     }
     one = writer(FakeScores(), SINGLE_SERVER, single=single)
     assert one.send(bodies("a", "b")) == {
-        sid("a"): "refused: HTTP 422: " + "v" * 300,
-        sid("b"): "upload_error: ConnectError: no",
+        sid("a"): (Reason.REFUSED, "HTTP 422: " + "v" * 300),
+        sid("b"): (Reason.UPLOAD_ERROR, "ConnectError: no"),
     }
 
 
@@ -438,7 +439,7 @@ def test_every_unit_ends_uploaded_or_failed_and_refused_labels_are_counted() -> 
     assert (a.question, a.answer) == (preview("User: why?\nAssistant:", tail=True), "Because.")
     c = result.failed[0]
     assert (c.bucket, c.score) == (Bucket.FAILED_TO_UPLOAD, 0.9)
-    assert c.reason == "not confirmed after a 207: refused"
+    assert c.why == "not confirmed after a 207: refused"
 
 
 def test_nothing_to_upload_sends_nothing() -> None:
