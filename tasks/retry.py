@@ -31,6 +31,7 @@ def retry_after_s(headers: dict[str, str] | None) -> float | None:
         raw = lowered.get(name)
         if raw is None:
             continue
+        value: float | None
         try:
             value = float(raw) / unit
         except ValueError:
