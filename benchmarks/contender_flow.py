@@ -48,6 +48,7 @@ def work(spec: Spec, figures: dict[str, Any]) -> None:
     with get_client(sync_client=True) as client:  # starts the ephemeral server
         client.hello()
     from flows.evaluate_traces import evaluate_traces
+    from flows.options import EvalOptions
 
     figures["server_start_s"] = round(time.perf_counter() - t_warm, 3)
     clock = Clock()
@@ -55,7 +56,7 @@ def work(spec: Spec, figures: dict[str, Any]) -> None:
         window_start=spec.window_start,
         window_end=spec.window_end,
         tags=[spec.tag],
-        score_name=spec.score_name,
+        options=EvalOptions(score_name=spec.score_name),
         return_state=True,
     )
     clock.stop(figures)

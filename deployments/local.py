@@ -177,12 +177,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Creating the work pool {args.pool!r} (process) ...", flush=True)
         create_pool(env, args.pool)
         worker = start_worker(env, home / "worker.log", args.pool)  # starts while we deploy
-        print("Deploying prefect.yaml (daily, window, backfill) ...", flush=True)
+        print("Deploying prefect.yaml (daily, window, backfill, notify-low-trust) ...", flush=True)
         print(deploy(env), flush=True)
         print(
             f"\nPrefect UI:  http://127.0.0.1:{args.port}\n"
             f"API:         {env['PREFECT_API_URL']}   (export PREFECT_API_URL to use the CLI)\n"
             f"Logs:        {home / 'server.log'}, {home / 'worker.log'}\n"
+            "Alerts:      notify-low-trust logs low-trust alerts in its run; set its `block`\n"
+            "             parameter to send them (README, 'Closing the loop')\n"
             "Ctrl-C stops the worker and the server.",
             flush=True,
         )

@@ -3,7 +3,8 @@
 A window run emits ``trust-eval.window.low-trust`` when the share of low-trust answers passes its
 ``alert_low_trust_share``. The ``notify-low-trust`` deployment in prefect.yaml is triggered by
 that event and runs this flow with the event's figures, which it sends through a notification
-block you create once, e.g.::
+block you create once and name in the deployment's ``block`` parameter (unset, the alert is only
+logged by the run), e.g.::
 
     from prefect.blocks.notifications import SlackWebhook
     SlackWebhook(url="https://hooks.slack.com/services/...").save("trust-alerts")
@@ -43,13 +44,30 @@ def alert_message(figures: dict[str, Any]) -> tuple[str, str]:
 
 
 @flow(name="notify-low-trust")
-def notify_low_trust(figures: dict[str, Any], block: str = "slack-webhook/trust-alerts") -> str:
-    """Send the alert for ``figures`` through the notification block ``block`` (type/name)."""
+def notify_low_trust(figures: dict[str, Any], block: str | None = None) -> str:
+    """Send the alert for a window's figures through a notification block.
+
+    Args:
+        figures: The low-trust event's payload (the trigger fills it in).
+        block: The notification block to send through, as "type/name" (e.g.
+            "slack-webhook/trust-alerts"). Unset: the alert is written to this run's log only.
+            A block that is set but does not exist fails the run, naming it.
+    """
     subject, body = alert_message(figures)
-    notifier = Block.load(block)
+    logger = get_run_logger()
+    if not block:
+        logger.warning("%s\n%s\n(no notification block set: logged only)", subject, body)
+        return body
+    try:
+        notifier = Block.load(block)
+    except ValueError as err:
+        raise ValueError(
+            f"no notification block {block!r}: create it (README, 'Closing the loop') or unset "
+            f"the notify-low-trust deployment's block parameter ({err})"
+        ) from None
     if not isinstance(notifier, NotificationBlock):
         raise TypeError(f"{block!r} is a {type(notifier).__name__}, not a notification block")
     sent: Any = notifier.notify(body=body, subject=subject)  # sync-compatible: runs here
     del sent
-    get_run_logger().info("sent %r through %s", subject, block)
+    logger.info("sent %r through %s", subject, block)
     return body

@@ -32,7 +32,7 @@ from __future__ import annotations
 import contextvars
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
@@ -40,8 +40,10 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 from flows.evaluate_traces import EvaluationFailed, evaluate_traces
-from flows.options import validate_params
-from tasks.config import ConfigError, check_preset, load_langfuse, load_tlm, load_tuning
+from flows.options import EvalOptions, options_from, validate_tags
+from flows.publish import fails_in_one_line
+from tasks.config import ConfigError, load_langfuse, load_tlm, load_tuning
+from tasks.failures import RunFailed
 from tasks.report import EvalReport, md_escape
 from tasks.retry import describe
 from tasks.windows import split_days
@@ -102,7 +104,7 @@ class BackfillSummary(BaseModel):
         return sum(r.score_sum for r in reports) / n if n else None
 
 
-class BackfillFailed(RuntimeError):
+class BackfillFailed(RunFailed):
     """One or more days failed; ``summary`` holds every day's (partial) report."""
 
     def __init__(self, message: str, summary: BackfillSummary) -> None:
@@ -224,49 +226,36 @@ def run_day(start: datetime, end: datetime, params: dict[str, Any]) -> DayResult
 
 
 @flow(name="evaluate-traces-backfill", flow_run_name=_run_name, log_prints=True)
+@fails_in_one_line
 def backfill(
     start_date: date,
     end_date: date,
-    tags: list[str] | None = None,
-    score_name: str = "trust_score",
-    quality_preset: str = "medium",
-    rescore: bool = False,
-    max_traces: int | None = None,
-    sample_rate: float = 1.0,
-    dry_run: bool = False,
-    environment: list[str] | None = None,
-    low_trust_threshold: float = 0.5,
-    max_concurrency: int = 4,
+    tags: list[str],
+    options: EvalOptions = EvalOptions(),  # noqa: B008 (immutable)
+    max_concurrency: Annotated[int, Field(ge=1, le=64)] = 4,
 ) -> BackfillSummary:
-    """Evaluate every whole UTC day from ``start_date`` to ``end_date`` (both included).
+    """Evaluate every whole UTC day from ``start_date`` to ``end_date`` (both included), one
+    window run per day, and write one summary for the range.
 
-    Each day is one ``evaluate-traces`` subflow run (``max_traces`` applies per day), at most
-    ``max_concurrency`` at a time. Writes one summary artifact for the range; ends Failed
-    (raising :class:`BackfillFailed`) if any day failed, after the other days ran.
+    Args:
+        start_date: The first UTC day to evaluate.
+        end_date: The last UTC day to evaluate (included); it must be over.
+        tags: The tag(s) the traces to evaluate carry (any of them).
+        options: What is scored and how, for every day (``max_traces`` applies per day).
+        max_concurrency: How many days run at a time.
     """
     logger = get_run_logger()
     # --- refuse bad configuration before any day starts ---
-    tags = validate_params(tags, score_name, sample_rate, max_traces, low_trust_threshold)
+    opts = options_from(options)
+    tags = validate_tags(tags)
     if max_concurrency < 1:
         raise ConfigError(f"max_concurrency must be at least 1, got {max_concurrency}")
     load_tuning()
     load_langfuse()
-    if not dry_run:
-        check_preset(quality_preset)
+    if not opts.dry_run:
         load_tlm()
     windows = day_range(start_date, end_date)
-
-    params: dict[str, Any] = {
-        "tags": tags,
-        "score_name": score_name,
-        "quality_preset": quality_preset,
-        "rescore": rescore,
-        "max_traces": max_traces,
-        "sample_rate": sample_rate,
-        "dry_run": dry_run,
-        "environment": environment,
-        "low_trust_threshold": low_trust_threshold,
-    }
+    params: dict[str, Any] = {"tags": tags, "options": opts}
     workers = min(max_concurrency, len(windows))
     logger.info(
         "backfill %s → %s: %d day(s), %d at a time", start_date, end_date, len(windows), workers
@@ -296,8 +285,8 @@ def backfill(
         start_date=start_date,
         end_date=end_date,
         tags=tags,
-        score_name=score_name,
-        dry_run=dry_run,
+        score_name=opts.score_name,
+        dry_run=opts.dry_run,
         max_concurrency=workers,
         days=[results[s] for s, _ in windows],
         flow_run_id=str(flow_run.id) if flow_run.id else None,

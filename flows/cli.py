@@ -24,13 +24,14 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 import argparse
 import re
 import sys
+import typing
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 
-from tasks.config import ConfigError, check_preset, load_langfuse, load_tlm, load_tuning
+from flows.options import EvalOptions, options_from, validate_tags
+from tasks.config import ConfigError, load_langfuse, load_tlm, load_tuning
 from tasks.report import EvalReport, text_table
-from tasks.windows import aware, resolve_window
+from tasks.windows import aware, resolve_window, settle_wait_s
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -73,16 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--tag", dest="tags", action="append", required=True, help="trace tag (repeatable)"
     )
-    common.add_argument("--score-name", default="trust_score")
-    common.add_argument("--quality-preset", default="medium", help="best, high or medium")
-    common.add_argument("--rescore", action="store_true", help="re-score scored traces")
-    common.add_argument("--max-traces", type=int, default=None, help="cap TLM items (per day)")
-    common.add_argument("--sample-rate", type=float, default=1.0, help="share of traces, (0, 1]")
-    common.add_argument("--dry-run", action="store_true", help="fetch and pair, call no TLM")
-    common.add_argument(
-        "--environment", action="append", default=None, help="Langfuse environment (repeatable)"
-    )
-    common.add_argument("--low-trust-threshold", type=float, default=0.5)
+    add_option_flags(common)
     common.add_argument("--show", type=int, default=20, help="rows of the lowest-trust table")
 
     win = sub.add_parser("window", parents=[common], help="evaluate one time window")
@@ -98,36 +90,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def flow_params(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "tags": args.tags,
-        "score_name": args.score_name,
-        "quality_preset": args.quality_preset,
-        "rescore": args.rescore,
-        "max_traces": args.max_traces,
-        "sample_rate": args.sample_rate,
-        "dry_run": args.dry_run,
-        "environment": args.environment,
-        "low_trust_threshold": args.low_trust_threshold,
-    }
+def add_option_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per field of EvalOptions (``--score-name``, ``--no-score-config``...), with the
+    field's description as help: the CLI can set every option the flows take."""
+    for name, info in EvalOptions.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        help_text = info.description or ""
+        kind = info.annotation
+        args = typing.get_args(kind)
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                                help=f"{help_text} (default: {info.default})")  # fmt: skip
+        elif typing.get_origin(kind) is typing.Literal:
+            parser.add_argument(flag, choices=args, default=None,
+                                help=f"{help_text} (default: {info.default})")  # fmt: skip
+        elif list[str] in args:
+            parser.add_argument(
+                flag, action="append", default=None, help=f"{help_text} (repeatable)"
+            )
+        else:
+            number = next((t for t in (int, float) if t in (kind, *args)), str)
+            parser.add_argument(flag, type=number, default=None,
+                                help=f"{help_text} (default: {info.default})")  # fmt: skip
 
 
-def preflight(params: dict[str, Any]) -> None:
+def options_of(args: argparse.Namespace) -> EvalOptions:
+    """The options the flags set; the rest keep their defaults."""
+    given = {k: getattr(args, k) for k in EvalOptions.model_fields if getattr(args, k) is not None}
+    return options_from(given)
+
+
+def preflight(tags: list[str], opts: EvalOptions) -> None:
     """The flows' own configuration checks, before Prefect starts (a clean one-line error)."""
-    from flows.options import validate_params
     from flows.window_lock import lock_settings
 
-    validate_params(
-        params["tags"],
-        params["score_name"],
-        params["sample_rate"],
-        params["max_traces"],
-        params["low_trust_threshold"],
-    )
+    validate_tags(tags)
     load_tuning()
     load_langfuse()
-    if not params["dry_run"]:
-        check_preset(params["quality_preset"])
+    if not opts.dry_run:
         load_tlm()
         lock_settings()
 
@@ -140,23 +140,35 @@ def cli_window(args: argparse.Namespace) -> tuple[datetime, datetime]:
     if args.since is not None and args.end is not None:
         raise ConfigError("give --since or --start/--end, not --since with --end")
     start, end = aware(start, "--start"), aware(end, "--end")
-    return resolve_window(start, end, scheduled=now)
+    start, end = resolve_window(start, end, scheduled=now)
+    settle_wait_s(end, load_tuning().settle_lag_s, now)  # refuses a future end, as a run does
+    return start, end
 
 
-def counts_line(report: EvalReport) -> str:
+def counts_line(report: EvalReport, failed: bool = False) -> str:
     parts = [f"{k.replace('_', ' ')} {v}" for k, v in report.counts().items() if v]
-    mean = f", mean trust {report.mean_score:.3f}" if report.mean_score is not None else ""
-    low = f", {report.low_trust_count} below {report.low_trust_threshold}"
-    return f"fetched {report.fetched}: {', '.join(parts) or 'nothing to do'}{mean}{low}"
+    if not parts:
+        return f"fetched {report.fetched}" + ("" if failed else ": nothing to do")
+    mean = f", mean trust {report.mean_total:.3f}" if report.mean_total is not None else ""
+    low = f", {report.low_total} of {report.scored_total} below {report.low_trust_threshold}"
+    return f"fetched {report.fetched}: {', '.join(parts)}{mean}{low}"
 
 
 def print_report(report: EvalReport, show: int, failed: str | None = None) -> None:
+    start = report.window_start.strftime("%Y-%m-%d %H:%M")
     print(
-        f"\nWindow {report.window_start:%Y-%m-%d %H:%M} → {report.window_end:%Y-%m-%d %H:%M} "
-        f"UTC [{', '.join(report.tags)}]: {counts_line(report)}"
+        f"\nWindow {start} → {report.window_end:%Y-%m-%d %H:%M} UTC "
+        f"[{', '.join(report.tags)}]: {counts_line(report, failed is not None)}"
     )
     if report.dry_run:
-        print(f"Dry run: {report.would_score} trace(s) would be scored.")
+        chars = report.would_score_chars
+        cost = report.estimated_cost_usd
+        print(
+            f"Dry run: {report.would_score} TLM item(s), {chars} characters (about "
+            f"{chars // 4} tokens)"
+            + (f", about ${cost:.2f}." if cost is not None else ".")
+            + ("" if cost is not None else " Set TRUST_EVAL_PRICE_PER_1K_TOKENS for a cost.")
+        )
     for title, groups in (
         ("failed to score", report.failed_to_score),
         ("failed to upload", report.failed_to_upload),
@@ -175,12 +187,13 @@ def run_window(args: argparse.Namespace) -> int:
     from flows.evaluate_traces import EvaluationFailed, evaluate_traces
     from flows.window_lock import WindowLockTimeout
 
-    params = flow_params(args)
-    preflight(params)
+    opts = options_of(args)
+    preflight(args.tags, opts)
     start, end = cli_window(args)
-    print(f"Evaluating {start.isoformat()} → {end.isoformat()} [{', '.join(args.tags)}]")
+    span = f"{start.isoformat(timespec='seconds')} → {end.isoformat(timespec='seconds')}"
+    print(f"Evaluating {span} [{', '.join(args.tags)}]")
     try:
-        report = evaluate_traces(window_start=start, window_end=end, **params)
+        report = evaluate_traces(tags=args.tags, window_start=start, window_end=end, options=opts)
     except EvaluationFailed as err:
         print_report(err.report, args.show, failed=str(err))
         return EXIT_FAILED
@@ -194,8 +207,8 @@ def run_window(args: argparse.Namespace) -> int:
 def run_backfill(args: argparse.Namespace) -> int:
     from flows.backfill import BackfillFailed, BackfillSummary, backfill, day_range, text_summary
 
-    params = flow_params(args)
-    preflight(params)
+    opts = options_of(args)
+    preflight(args.tags, opts)
     if args.max_concurrency < 1:
         raise ConfigError(f"--max-concurrency must be at least 1, got {args.max_concurrency}")
     days = day_range(args.start_date, args.end_date)
@@ -206,8 +219,9 @@ def run_backfill(args: argparse.Namespace) -> int:
         summary = backfill(
             start_date=args.start_date,
             end_date=args.end_date,
+            tags=args.tags,
+            options=opts,
             max_concurrency=args.max_concurrency,
-            **params,
         )
     except BackfillFailed as err:
         summary, failed = err.summary, str(err)

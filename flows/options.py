@@ -1,34 +1,106 @@
-"""What a window run does besides which window it reads, and the checks made before any call."""
+"""The parameters of a window run besides its window and tags: one typed model shared by the window
+flow, the backfill and the CLI. Its bounds and choices go into the deployment's parameter schema,
+so the Prefect UI shows them as a form and the server refuses a bad value when a run is created."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tasks.config import ConfigError
 
 CONFIG_NAME = re.compile(r"[A-Za-z0-9_ .()\-]{1,35}")  # Langfuse's rule for score config names
+Share = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
-@dataclass(frozen=True)
-class Options:
-    """What a window run does, beside which window it reads."""
+class EvalOptions(BaseModel):
+    """How a window is evaluated: what is scored, how, and who hears of low trust."""
 
-    score_name: str = "trust_score"
-    quality_preset: str = "medium"
-    rescore: bool = False
-    max_traces: int | None = None
-    sample_rate: float = 1.0
-    dry_run: bool = False
-    environment: list[str] | None = None
-    low_trust_threshold: float = 0.5
-    scope: str = "trace"  # or "generation": score each GENERATION observation
-    score_config: bool = True
-    label_score: bool = False
-    untrustworthy_below: float = 0.3
-    review_queue: str | None = None
-    review_lowest_n: int | None = None
-    alert_low_trust_share: float | None = 0.2
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    score_name: str = Field(
+        default="trust_score",
+        min_length=1,
+        max_length=200,
+        description="Name of the score written to each trace in Langfuse.",
+    )
+    quality_preset: Literal["best", "high", "medium"] = Field(
+        default="medium",
+        description="TLM quality preset (these three explain their scores). Higher presets "
+        "cost more and take longer.",
+    )
+    rescore: bool = Field(
+        default=False, description="Score again the traces that already carry the score (pays TLM)."
+    )
+    max_traces: int | None = Field(
+        default=None, ge=1, description="At most this many traces go to TLM per window (cost cap)."
+    )
+    sample_rate: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=1.0,
+        description="Share of traces to score, chosen the same way on every run.",
+    )
+    dry_run: bool = Field(
+        default=False,
+        description="Fetch and pair only, call no TLM, write nothing; estimates the cost.",
+    )
+    environment: list[str] | None = Field(
+        default=None, description="Only traces of these Langfuse environments (default: all)."
+    )
+    scope: Literal["trace", "generation"] = Field(
+        default="trace",
+        description="'trace': one score per trace; 'generation': one per GENERATION observation.",
+    )
+    low_trust_threshold: Share = Field(
+        default=0.5, description="Scores below this count as low trust (report, review, alert)."
+    )
+    score_config: bool = Field(
+        default=True,
+        description="Attach the scores to a numeric Langfuse score config (made once).",
+    )
+    label_score: bool = Field(
+        default=False,
+        description="Also write a categorical <score_name>_label score: trustworthy, review or "
+        "untrustworthy.",
+    )
+    untrustworthy_below: Share = Field(
+        default=0.3, description="With label_score: below this the label is 'untrustworthy'."
+    )
+    review_queue: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Langfuse annotation queue that receives the low-trust traces, once each.",
+    )
+    review_lowest_n: int | None = Field(
+        default=None, ge=1, description="Queue at most this many low-trust traces, lowest first."
+    )
+    alert_low_trust_share: Share | None = Field(
+        default=0.2,
+        description="Emit a low-trust event (which can notify people) when this share of the "
+        "scored traces is below the threshold; unset: never.",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if not self.score_name.strip():
+            raise ValueError("score_name must not be blank")
+        if self.untrustworthy_below > self.low_trust_threshold:
+            raise ValueError("untrustworthy_below must not exceed low_trust_threshold")
+        if self.review_queue is not None and not self.review_queue.strip():
+            raise ValueError("review_queue must be a queue name (or unset)")
+        names = [self.score_name] if self.score_config else []
+        names += [self.label_name] if self.label_name else []
+        for name in names:
+            if not CONFIG_NAME.fullmatch(name):
+                raise ValueError(
+                    f"{name!r} cannot name a Langfuse score config (at most 35 letters, digits, "
+                    "spaces, _ . ( ) -): shorten score_name, or set score_config=false and "
+                    "label_score=false"
+                )
+        return self
 
     @property
     def label_name(self) -> str | None:
@@ -39,57 +111,29 @@ class Options:
         return self.scope == "generation"
 
 
-def validate_options(tags: list[str] | None, o: Options) -> list[str]:
+def options_from(values: EvalOptions | dict[str, object] | None) -> EvalOptions:
+    """Options as given by a caller; a bad value is a one-line ConfigError naming the field."""
+    if isinstance(values, EvalOptions):
+        return values
+    try:
+        return EvalOptions.model_validate(values or {})
+    except ValidationError as err:
+        raise ConfigError(one_line(err, "options.")) from None
+
+
+def one_line(err: ValidationError, prefix: str = "") -> str:
+    parts = []
+    for e in err.errors():
+        where = ".".join(str(x) for x in e["loc"])
+        parts.append(f"{prefix}{where}: {e['msg']}" if where else e["msg"])
+    return "; ".join(parts)
+
+
+def validate_tags(tags: list[str] | None) -> list[str]:
+    """The tags the traces carry: a non-empty list of non-blank strings, duplicates dropped."""
     if not tags or isinstance(tags, str):
         raise ConfigError("tags must be a non-empty list of the tag(s) the traces carry")
     bad = [t for t in tags if not isinstance(t, str) or not t.strip()]
     if bad:
         raise ConfigError(f"tags must be non-empty strings, got {bad!r}")
-    if not o.score_name or not o.score_name.strip():
-        raise ConfigError("score_name must not be empty")
-    if not 0.0 < o.sample_rate <= 1.0:
-        raise ConfigError(f"sample_rate must be in (0, 1], got {o.sample_rate}")
-    if o.max_traces is not None and o.max_traces < 1:
-        raise ConfigError(f"max_traces must be at least 1 (or unset), got {o.max_traces}")
-    for name in ("low_trust_threshold", "untrustworthy_below"):
-        if not 0.0 <= getattr(o, name) <= 1.0:
-            raise ConfigError(f"{name} must be in [0, 1], got {getattr(o, name)}")
-    if o.untrustworthy_below > o.low_trust_threshold:
-        raise ConfigError("untrustworthy_below must not exceed low_trust_threshold")
-    if o.alert_low_trust_share is not None and not 0.0 <= o.alert_low_trust_share <= 1.0:
-        raise ConfigError(f"alert_low_trust_share must be in [0, 1], got {o.alert_low_trust_share}")
-    if o.scope not in ("trace", "generation"):
-        raise ConfigError(f"scope must be 'trace' or 'generation', got {o.scope!r}")
-    if o.review_lowest_n is not None and o.review_lowest_n < 1:
-        raise ConfigError(f"review_lowest_n must be at least 1, got {o.review_lowest_n}")
-    if o.review_queue is not None and not o.review_queue.strip():
-        raise ConfigError("review_queue must be a queue name (or unset)")
-    config_names = [o.score_name] if o.score_config else []
-    config_names += [o.label_name] if o.label_name else []
-    for name in config_names:
-        if not CONFIG_NAME.fullmatch(name):
-            raise ConfigError(
-                f"{name!r} cannot name a Langfuse score config (at most 35 letters, digits, "
-                "spaces, _ . ( ) -): shorten score_name, or set score_config=false and "
-                "label_score=false"
-            )
     return list(dict.fromkeys(tags))
-
-
-def validate_params(
-    tags: list[str] | None,
-    score_name: str = "trust_score",
-    sample_rate: float = 1.0,
-    max_traces: int | None = None,
-    low_trust_threshold: float = 0.5,
-) -> list[str]:
-    """The checks of the flow's core parameters (for callers that run it later: CLI, backfill)."""
-    return validate_options(
-        tags,
-        Options(
-            score_name=score_name,
-            sample_rate=sample_rate,
-            max_traces=max_traces,
-            low_trust_threshold=low_trust_threshold,
-        ),
-    )

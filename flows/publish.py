@@ -3,10 +3,15 @@ and the events that automations (the low-trust alert) listen for."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import re
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar, cast
 from uuid import UUID
 
+from prefect import get_run_logger
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
@@ -14,8 +19,11 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.events import emit_event
+from prefect.settings import get_current_settings
+from prefect.states import Failed
 
-from tasks.config import RunLogger
+from tasks.config import ConfigError, RunLogger
+from tasks.failures import RunFailed
 from tasks.models import Window
 from tasks.report import (
     EVENT_EVALUATED,
@@ -26,6 +34,27 @@ from tasks.report import (
     summary_markdown,
 )
 from tasks.retry import describe
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def fails_in_one_line(fn: Callable[P, R]) -> Callable[P, R]:
+    """A refused setting or a failed run ends the flow run Failed with the one-line reason as
+    its state message (shown by the run page and ``--watch``), without a traceback; a caller
+    of the flow function still gets the exception raised."""
+
+    @functools.wraps(fn)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except (ConfigError, RunFailed) as err:
+            reason = " ".join(str(err).split())
+            get_run_logger().error("%s", reason)
+            # Prefect takes a returned state as the run's final state and raises its data
+            return cast(R, Failed(message=reason[:2000], data=err))
+
+    return run
 
 
 class Progress:
@@ -57,6 +86,26 @@ class Progress:
         self.update(None)
 
 
+def stream_key(kind: str, tags: list[str], score_name: str) -> str:
+    """An artifact key per stream (tags and score name), so each stream has its own history.
+    Keys take lowercase letters, digits and dashes."""
+    words = re.sub(r"[^a-z0-9]+", "-", f"{'-'.join(sorted(tags))}-{score_name}".lower())
+    words = words.strip("-")
+    if len(words) > 60:
+        words = words[:50].rstrip("-") + "-" + hashlib.sha256(words.encode()).hexdigest()[:8]
+    return f"{kind}-{words}"
+
+
+def artifact_url(artifact_id: UUID | None) -> str | None:
+    ui = get_current_settings().ui_url
+    return f"{ui.rstrip('/')}/artifacts/artifact/{artifact_id}" if ui and artifact_id else None
+
+
+def run_url(flow_run_id: str | None) -> str | None:
+    ui = get_current_settings().ui_url
+    return f"{ui.rstrip('/')}/runs/flow-run/{flow_run_id}" if ui and flow_run_id else None
+
+
 def publish(
     report: EvalReport, progress: Progress, alert_share: float | None, logger: RunLogger
 ) -> None:
@@ -64,18 +113,20 @@ def publish(
     r = report
     try:
         progress.done()
+        table_id = None
+        if r.lowest:
+            made = create_table_artifact(
+                table=lowest_table(r.lowest),
+                key=stream_key("trust-lowest", r.tags, r.score_name),
+                description=f"The {len(r.lowest)} least trustworthy traces, lowest first",
+            )
+            table_id = made if isinstance(made, UUID) else None
         create_markdown_artifact(
-            markdown=summary_markdown(r),
-            key="trust-summary",
+            markdown=summary_markdown(r, artifact_url(table_id)),
+            key=stream_key("trust-summary", r.tags, r.score_name),
             description=f"Trust scores {r.window_start:%Y-%m-%d %H:%M} → "
             f"{r.window_end:%Y-%m-%d %H:%M}",
         )
-        if r.lowest:
-            create_table_artifact(
-                table=lowest_table(r),
-                key="lowest-trust",
-                description=f"The {len(r.lowest)} least trustworthy traces, lowest first",
-            )
     except Exception as err:
         logger.warning("could not write the report artifacts: %s", describe(err))
     try:

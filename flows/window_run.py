@@ -16,7 +16,7 @@ from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
 
-from flows.options import Options
+from flows.options import EvalOptions
 from flows.publish import Progress
 from tasks.config import (
     ConfigError,
@@ -58,6 +58,17 @@ def bulk(value: T) -> T:
     return cast(T, quote(value))
 
 
+@contextmanager
+def stage(what: str) -> Iterator[None]:
+    """A stage's failure as one line saying which stage; a configuration error as it is."""
+    try:
+        yield
+    except (ConfigError, StageError):
+        raise
+    except Exception as err:
+        raise StageError(f"{what} failed: {describe(err)}") from err
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """The environment's settings; a bad one is refused before any call."""
@@ -67,7 +78,7 @@ class Settings:
     tuning: Tuning
 
     @classmethod
-    def load(cls, opts: Options) -> Settings:
+    def load(cls, opts: EvalOptions) -> Settings:
         tuning, langfuse = load_tuning(), load_langfuse()
         if opts.dry_run:
             return cls(langfuse, None, tuning)
@@ -123,7 +134,7 @@ class Scoring:
 class WindowRun:
     """One window run: its settings, what it knows of the stream's scores, and its report."""
 
-    def __init__(self, window: Window, settings: Settings, opts: Options) -> None:
+    def __init__(self, window: Window, settings: Settings, opts: EvalOptions) -> None:
         self.window, self.opts = window, opts
         self.lf_cfg, self.tlm_cfg, self.tuning = settings.langfuse, settings.tlm, settings.tuning
         self.report = EvalReport(
@@ -172,13 +183,11 @@ class WindowRun:
             "list score POSTs" if self.server.batch_scores else "one score per POST",
         )  # fmt: skip
         if not o.dry_run and (o.score_config or o.label_score):
-            try:
+            with stage("ensuring the score configs"):
                 self.config_ids, n = ensure_configs_task(
                     self.lf_cfg, o.score_name if o.score_config else None, o.label_name,
                     self.tuning,
                 )  # fmt: skip
-            except Exception as err:
-                raise StageError(f"ensuring the score configs failed: {describe(err)}") from err
             r.langfuse_requests += n
         lookup_end = self.window.end + timedelta(
             seconds=self.tuning.trace_max_duration_s if o.observations else 0
@@ -186,13 +195,11 @@ class WindowRun:
         needs_values = not o.rescore or bool(o.review_queue)  # a re-run's review needs them
         self.read_ledger(lookup_end, needs_values)
         if needs_values and self.server.batch_scores:  # it keeps our timestamps: one look-up
-            try:
+            with stage("reading existing scores"):
                 self.known.in_langfuse, n = find_scored_task(
                     self.lf_cfg, o.score_name, self.window.start, lookup_end, self.tuning,
                     o.observations,
                 )  # fmt: skip
-            except Exception as err:
-                raise StageError(f"reading existing scores failed: {describe(err)}") from err
             r.langfuse_requests += n
 
     def read_ledger(self, lookup_end: datetime, needs_values: bool) -> None:
@@ -218,17 +225,11 @@ class WindowRun:
         page_no = 0
         while True:
             page_no += 1
-            try:
+            with stage(f"reading traces (page {page_no})"):
                 page = fetch_page_task(
                     self.lf_cfg, self.window, cursor, page_no, self.tuning, self.server,
                     o.environment, kinds, lookup, o.observations,
                 )  # fmt: skip
-            except ConfigError:
-                raise
-            except Exception as err:
-                raise StageError(
-                    f"reading traces failed on page {page_no}: {describe(err)}"
-                ) from err
             r.langfuse_requests += page.requests
             kinds = page.kinds if page.kinds is not None else kinds
             if kinds:
@@ -429,13 +430,11 @@ class WindowRun:
         # a run that only scored fresh units cannot have queued them before; anything scored
         # earlier (a re-run, a rescore, a crash after upload) is checked against the queue
         earlier = o.rescore or any(k in self.values for k in self.low)
-        try:
+        with stage("adding traces to the review queue"):
             result = review_task(
                 self.lf_cfg, o.review_queue, list(self.config_ids.values()), objects, earlier,
                 self.tuning,
             )  # fmt: skip
-        except Exception as err:
-            raise StageError(f"adding traces to review queue failed: {describe(err)}") from err
         r.langfuse_requests += result.requests
         r.queued_for_review = result.added
         r.already_in_review = result.already_queued
@@ -454,10 +453,16 @@ class WindowRun:
         except Exception as err:
             r.warnings.append(f"reading the scores back failed: {describe(err)}")
         r.lowest = self.lowest.rows(self.link)
+        if self.project_id:
+            r.langfuse_traces_url = f"{self.ui_base()}/project/{self.project_id}/traces"
+        price = self.tuning.price_per_1k_tokens
+        if r.dry_run and price is not None:
+            r.estimated_cost_usd = round(r.would_score_chars / 4 / 1000 * price, 4)
         if r.accounted() != r.fetched:  # the invariant; a bug if it ever trips
             r.errors.append(f"accounting error: {r.accounted()} outcomes for {r.fetched} traces")
         self.logger.info(
-            "window %s → %s: %s", r.window_start.isoformat(), r.window_end.isoformat(),
+            "window %s → %s: %s", r.window_start.isoformat(timespec="seconds"),
+            r.window_end.isoformat(timespec="seconds"),
             ", ".join(f"{k} {v}" for k, v in r.counts().items() if v),
         )  # fmt: skip
         return r
@@ -465,9 +470,11 @@ class WindowRun:
     def link(self, trace_id: str, observation_id: str | None = None) -> str | None:
         if not self.project_id:
             return None
-        base = (self.tuning.langfuse_ui_url or self.lf_cfg.base_url).rstrip("/")
-        url = f"{base}/project/{self.project_id}/traces/{trace_id}"
+        url = f"{self.ui_base()}/project/{self.project_id}/traces/{trace_id}"
         return f"{url}?observation={observation_id}" if observation_id else url
+
+    def ui_base(self) -> str:
+        return (self.tuning.langfuse_ui_url or self.lf_cfg.base_url).rstrip("/")
 
     def verify(self) -> None:
         """Read this run's scores back until all show or ``verify_wait_s`` is up; the missing

@@ -74,6 +74,10 @@ class Tuning(BaseSettings):
     retry_base_delay_s: Annotated[float, Field(ge=0)] = 1.0  # exponential backoff base
     retry_max_delay_s: Annotated[float, Field(ge=0)] = 60.0  # cap, Retry-After included
     tlm_timeout_s: Annotated[float, Field(gt=0)] = 120.0  # per TLM item
+    # dry runs: TLM's price per 1000 tokens of prompt and response, for a cost estimate
+    price_per_1k_tokens: Annotated[float, Field(ge=0)] | None = None
+    # the first Langfuse request (its version) gives up after this long on an unreachable host
+    connect_budget_s: Annotated[float, Field(gt=0)] = 10.0
     # chunks at TLM at once: later chunks' items run while earlier ones wait on their slowest
     # items (TLM's long tail); a crash loses at most this many chunks of paid work
     chunks_in_flight: Annotated[int, Field(ge=1, le=32)] = 8

@@ -70,6 +70,10 @@ def why(reason: Reason | None, detail: str = "") -> str:
     return f"{reason}: {detail}" if detail else str(reason)
 
 
+class RunFailed(RuntimeError):
+    """A run ended with failures; it carries its report (what did and did not land)."""
+
+
 class StageError(RuntimeError):
     """A stage failed as a whole (the run stops and reports what landed)."""
 

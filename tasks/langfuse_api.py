@@ -5,17 +5,20 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit
 
 import httpx
 from langfuse.api import GetScoresV3Response, LangfuseAPI, ObservationsV2Response, ScoreV3
+from langfuse.api.core.api_error import ApiError
 from langfuse.api.observations.client import ObservationsClient
 from langfuse.api.scores.client import ScoresClient
 
 from tasks.config import ConfigError, LangfuseSettings, RunLogger, Tuning
-from tasks.retry import raise_if_transient, retrying
+from tasks.retry import AUTH_STATUS, describe, raise_if_transient, retrying
 
 T = TypeVar("T")
 NO_RETRY: Any = {"max_retries": 0}  # the generated client's own retries are off: ours count
@@ -54,13 +57,27 @@ class Calls:
     def scores(self) -> ScoresClient:
         return cast(ScoresClient, self.api.scores)
 
-    def __call__(self, what: str, fn: Callable[[], T]) -> T:
+    def __call__(self, what: str, fn: Callable[[], T], *, retry: bool = True) -> T:
         def counted() -> T:
             with self._lock:
                 self.requests += 1
             return fn()
 
-        return retrying(self.tuning, self.logger, what, counted)
+        try:
+            return retrying(self.tuning, self.logger, what, counted) if retry else counted()
+        except ApiError as err:
+            if err.status_code in AUTH_STATUS:
+                raise refused_keys(self.cfg, err.status_code) from None
+            raise
+
+
+def refused_keys(cfg: LangfuseSettings, status: int | None) -> ConfigError:
+    host = urlsplit(cfg.base_url).netloc or cfg.base_url
+    return ConfigError(
+        f"Langfuse at {host} refused the API keys (HTTP {status}): check LANGFUSE_PUBLIC_KEY "
+        "and LANGFUSE_SECRET_KEY (a key pair belongs to one project on one host: "
+        "LANGFUSE_BASE_URL)"
+    )
 
 
 def tag_filter(tags: Sequence[str]) -> str | None:
@@ -157,20 +174,27 @@ def server_of(version: str | None, mode: str = "auto") -> Server:
 
 
 def read_server(cfg: LangfuseSettings, tuning: Tuning, calls: Calls) -> Server:
-    """GET /api/public/health (no auth, no side effect): the server's version."""
+    """GET /api/public/health (no auth, no side effect): the server's version. An unreachable
+    host fails within ``tuning.connect_budget_s``, naming the URL."""
+    url = f"{cfg.base_url}/api/public/health"
+    deadline = time.monotonic() + tuning.connect_budget_s
+    while True:
+        left = deadline - time.monotonic()
+        timeout = httpx.Timeout(cfg.timeout_s, connect=max(min(left, 5.0), 0.1))
 
-    def get() -> httpx.Response:
-        return raise_if_transient(
-            httpx.get(f"{cfg.base_url}/api/public/health", timeout=cfg.timeout_s)
-        )
+        def get(t: httpx.Timeout = timeout) -> httpx.Response:
+            return raise_if_transient(httpx.get(url, timeout=t))
 
-    try:
-        resp = calls(f"asking {cfg.base_url} for its version (GET health)", get)
-    except httpx.TransportError as err:
-        raise ConfigError(
-            f"cannot reach Langfuse at {cfg.base_url} ({type(err).__name__}): "
-            "check LANGFUSE_BASE_URL"
-        ) from None
+        try:
+            resp = calls(f"asking {cfg.base_url} for its version (GET health)", get, retry=False)
+            break
+        except (httpx.TransportError, ApiError) as err:
+            if time.monotonic() + 1.0 >= deadline:
+                raise ConfigError(
+                    f"cannot reach Langfuse at {cfg.base_url} ({describe(err)}): check "
+                    "LANGFUSE_BASE_URL and the network"
+                ) from None
+            time.sleep(1.0)
     version = None
     if resp.status_code == 200:
         try:

@@ -147,6 +147,17 @@ def label_for(score: float, review_below: float, untrustworthy_below: float) -> 
     return "trustworthy"
 
 
+_USER_TURN = re.compile(r"(?m)^User: ")
+
+
+def last_user_turn(prompt: str) -> str:
+    """What the user asked last: the prompt's last ``User:`` turn (cleanlab's chat format), not
+    the system prompt before it; a plain prompt as it is."""
+    turns = list(_USER_TURN.finditer(prompt))
+    text = prompt[turns[-1].end() :] if turns else prompt
+    return text.rstrip().removesuffix("Assistant:").strip()
+
+
 def preview(text: str, limit: int = 160, *, tail: bool = False) -> str:
     """One line of ``text``: its start, or for a prompt its end (the last turn)."""
     flat = " ".join(text.split())

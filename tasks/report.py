@@ -69,6 +69,8 @@ class EvalReport(BaseModel):
     pair_sources: dict[str, int] = Field(default_factory=dict)  # what pairs were built from
     generations_by_trace_id: bool = False  # the app tags only root spans
     would_score_chars: int = 0  # dry run: characters of prompt and response
+    estimated_cost_usd: float | None = None  # dry run, when a token price is configured
+    langfuse_traces_url: str | None = None  # the project's traces in the Langfuse UI
     warnings: list[str] = Field(default_factory=list)
     errors: list[str] = Field(default_factory=list)
 
@@ -97,7 +99,22 @@ class EvalReport(BaseModel):
 
     @property
     def mean_score(self) -> float | None:
+        """Mean of the scores this run wrote."""
         return self.score_sum / self.uploaded if self.uploaded else None
+
+    @property
+    def scored_total(self) -> int:
+        """Units of the window that carry a score now: written by this run or already there."""
+        return self.uploaded + self.existing_scored
+
+    @property
+    def mean_total(self) -> float | None:
+        n = self.scored_total
+        return (self.score_sum + self.existing_sum) / n if n else None
+
+    @property
+    def low_total(self) -> int:
+        return self.low_trust_count + self.existing_low
 
     def add(self, outcome: Outcome) -> None:
         b = outcome.bucket
@@ -202,10 +219,15 @@ def histogram_lines(hist: list[int], width: int = 30) -> list[str]:
     return lines
 
 
-def summary_markdown(report: EvalReport) -> str:
+def summary_markdown(report: EvalReport, table_url: str | None = None) -> str:
+    """The run's summary; the mean and the low-trust count cover every scored unit of the
+    window, the ones already scored before this run included."""
     c = report.counts()
-    mean = f"{report.mean_score:.3f}" if report.mean_score is not None else "–"
+    mean = f"{report.mean_total:.3f}" if report.mean_total is not None else "–"
     status = "OK" if report.ok else "FAILED" if report.errors else "completed with failures"
+    links = [md_link("Lowest-trust traces", table_url)] if table_url else []
+    if report.langfuse_traces_url:
+        links.append(md_link("the traces in Langfuse", report.langfuse_traces_url))
     lines = [
         f"# Trust scores: {report.window_start:%Y-%m-%d %H:%M} → "
         f"{report.window_end:%Y-%m-%d %H:%M} UTC",
@@ -213,8 +235,9 @@ def summary_markdown(report: EvalReport) -> str:
         f"**Status:** {status}{' (dry run: nothing scored)' if report.dry_run else ''}  ",
         f"**Tags:** {md_escape(', '.join(report.tags)) or '(any)'} · "
         f"**Score:** {md_code(report.score_name)}"
-        f" · **Mean trust:** {mean} · **Below {report.low_trust_threshold}:** "
-        f"{report.low_trust_count}",
+        f" · **Mean trust:** {mean} over {report.scored_total} scored · "
+        f"**Below {report.low_trust_threshold}:** {report.low_total}  ",
+        *([" · ".join(links)] if links else []),
         "",
         "| fetched | already scored | skipped | failed to score | uploaded | failed to upload |"
         + (" would score |" if report.dry_run else ""),
@@ -290,25 +313,34 @@ def _delivery_lines(report: EvalReport) -> list[str]:
             )
     if report.dry_run and report.would_score:
         chars = report.would_score_chars
+        cost = report.estimated_cost_usd
         out.append(
             f"Dry run: {report.would_score} TLM items, {chars} characters of prompt and "
-            f"response (about {chars // 4} tokens)."
+            f"response (about {chars // 4} tokens"
+            + (f", about ${cost:.2f} at the configured price)." if cost is not None else ").")
         )
     out += [f"_Warning: {md_escape(w, 300)}_" for w in report.warnings]
     return ["", *[line + "  " for line in out]] if out else []
 
 
-def lowest_table(report: EvalReport) -> list[dict[str, Any]]:
+def short_id(trace_id: str) -> str:
+    return trace_id if len(trace_id) <= 10 else trace_id[:8] + "…"
+
+
+def lowest_table(rows: list[LowTrustRow]) -> list[dict[str, Any]]:
+    """Rank, score and the way to the trace first; then what was asked, answered and why."""
     return [
         {
             "rank": i + 1,
-            "score": round(r.score, 4),
-            "question": md_escape(r.question, 160),
-            "answer": md_escape(r.answer, 160),
-            "trace": md_link(r.name or r.trace_id, r.url) if r.url else md_code(r.trace_id),
+            "score": round(r.score, 3),
+            "trace": md_link(short_id(r.trace_id), r.url)
+            if r.url
+            else md_code(short_id(r.trace_id)),
+            "question": md_escape(r.question, 120),
+            "answer": md_escape(r.answer, 120),
             "explanation": md_escape(r.explanation, 300),
         }
-        for i, r in enumerate(report.lowest)
+        for i, r in enumerate(rows)
     ]
 
 
@@ -317,10 +349,15 @@ def text_table(report: EvalReport, limit: int = 20) -> str:
     rows = report.lowest[:limit]
     if not rows:
         return "(no scores uploaded)"
-    out = [f"{'#':>3}  {'score':>5}  {'question':<44}  answer"]
+    out = [f"{'#':>3}  {'score':>5}  {'trace':<9}  {'question':<44}  answer"]
     for i, r in enumerate(rows, 1):
-        q = preview(r.question or r.name or r.trace_id, 44, tail=True)
-        out.append(f"{i:>3}  {r.score:>5.3f}  {q:<44}  {preview(r.answer or '', 60)}")
+        q = preview(r.question or r.name or r.trace_id, 44)
+        out.append(
+            f"{i:>3}  {r.score:>5.3f}  {short_id(r.trace_id):<9}  {q:<44}  "
+            f"{preview(r.answer or '', 60)}"
+        )
+    if rows[0].url:
+        out.append(f"Lowest in Langfuse: {rows[0].url}")
     return "\n".join(out)
 
 

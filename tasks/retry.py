@@ -49,9 +49,13 @@ def _http_date_wait(raw: str) -> float | None:
     return when.timestamp() - time.time()
 
 
+AUTH_STATUS = frozenset({401, 403})  # refused keys: never retried
+
+
 def raise_if_transient(resp: httpx.Response) -> httpx.Response:
-    """A raw answer (outside the SDK) the retry policy should retry, raised as the SDK would."""
-    if resp.status_code in TRANSIENT_STATUS:
+    """A raw answer (outside the SDK) that the retry policy acts on (retry a transient one; a
+    refused key stops the run), raised as the SDK would raise it."""
+    if resp.status_code in TRANSIENT_STATUS or resp.status_code in AUTH_STATUS:
         raise ApiError(status_code=resp.status_code, headers=dict(resp.headers), body=resp.text)
     return resp
 

@@ -30,6 +30,7 @@ from tasks.models import (
     Outcome,
     Scored,
     label_for,
+    last_user_turn,
     outcome_for,
     preview,
     safe_text,
@@ -255,7 +256,7 @@ def upload_scores(items: list[Scored], spec: ScoreSpec, writer: Writer) -> Uploa
             *(verdict or (None, "")),
             score=s.score,
             explanation=s.explanation,
-            question=preview(s.pair.prompt, tail=True),
+            question=preview(last_user_turn(s.pair.prompt)),
             answer=preview(s.pair.response),
         )
         (uploaded if verdict is None else failed).append(outcome)

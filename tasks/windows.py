@@ -36,6 +36,18 @@ def resolve_window(
     return s, e
 
 
+def settle_wait_s(end: datetime, lag_s: float, now: datetime) -> float:
+    """How long a run waits for the window's last traces to settle (0: none). A window must
+    have ended: the same rule for the CLI, a deployment run and a backfill day."""
+    if end > now + timedelta(seconds=1):
+        raise ConfigError(
+            f"window_end {end.isoformat(timespec='seconds')} is in the future: a window is "
+            f"evaluated once it has ended (its traces then get {lag_s:.0f} s to settle, "
+            "TRUST_EVAL_SETTLE_LAG_S)"
+        )
+    return max((end - now).total_seconds() + lag_s, 0.0)
+
+
 def split_days(start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
     """[start, end) cut at UTC midnights into day windows."""
     s, e = aware(start, "start"), aware(end, "end")

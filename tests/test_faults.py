@@ -248,7 +248,7 @@ def test_read_persistent_5xx_fails_loudly_with_what_landed(
         "observations", FailWhen(status=500, when=lambda f: lf.faults.count("observations") >= 3)
     )
     r = run()
-    assert_failed_loudly(r, mentions="reading traces failed on page 2")
+    assert_failed_loudly(r, mentions="reading traces (page 2) failed")
     assert "HTTP 500" in str(r.error)
     assert lf.faults.count("observations", status=500) == RETRIES + 1
     assert r.report.fetched == 5 and r.report.uploaded == 5  # the page before the outage
@@ -287,7 +287,7 @@ def test_read_hang_is_bounded_by_langfuse_timeout(
     if mode == "transient":
         assert_recovered(lf, tlm, seeded, r)
     else:
-        assert_failed_loudly(r, mentions="reading traces failed on page 1")
+        assert_failed_loudly(r, mentions="reading traces (page 1) failed")
         assert "timeout" in str(r.error).lower()
         assert r.report.fetched == 0 and lf.store.all_scores() == [] and tlm.calls == []
         assert_invariants(lf, tlm, seeded, r)
