@@ -1,31 +1,6 @@
-"""The backfill flow: evaluate a range of past days, one window run per UTC day.
-
-How the days run: as SUBFLOWS of this flow, a bounded number at a time.
-
-* Subflows need nothing on the server side: no deployment, no work pool, no worker. The same
-  backfill works from ``python -m flows.cli backfill`` on Prefect's ephemeral server, from
-  ``flow.serve``, and from a ``process`` worker, and each day still shows in the UI as a child
-  flow run of the backfill (with its own artifacts and logs).
-* A day that fails raises :class:`~flows.evaluate_traces.EvaluationFailed` IN THIS PROCESS, so
-  the exception's partial report (what did and did not land) goes straight into the summary.
-  With ``run_deployment`` the parent only gets a Failed state back; the report would have to be
-  persisted as a result and read back from storage.
-* Concurrency is bounded by a thread pool of ``max_concurrency`` threads, each calling the
-  window flow (sync flows, each thread with its own copy of the run context, so every child is
-  linked to this run). Each window also locks its UTC day (:mod:`flows.window_lock`), so a
-  backfill overlapping a daily run never scores a day twice, and its days run side by side.
-
-The alternative, ``run_deployment(..., idempotency_key=...)`` per day, spreads the days over
-many workers/machines (one process per day) and survives the backfill process dying, at the
-cost of needing the ``window`` deployment to exist and of losing the in-process partial report.
-Backfills here are bounded by TLM and Langfuse throughput, not by one machine's CPU, and a
-re-run is cheap (already-scored traces are skipped), so subflows are the default.
-
-Result: one markdown artifact (``trust-backfill-summary``) with a row per day, and a typed
-:class:`BackfillSummary`. A day whose window run raised is reported as failed, with its partial
-report, without stopping the other days; after the summary is written the flow raises
-:class:`BackfillFailed` (so the run ends Failed) if any day failed.
-"""
+"""The backfill flow: evaluate a range of past UTC days, one window run per day, as subflows of
+this run, ``max_concurrency`` at a time; then one summary for the range. Why subflows and how a
+day's failure is reported: docs/DESIGN.md, "Backfills"."""
 
 from __future__ import annotations
 
@@ -33,18 +8,19 @@ import contextvars
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, Literal
+from uuid import UUID
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 from flows.evaluate_traces import EvaluationFailed, evaluate_traces
 from flows.options import EvalOptions, options_from, validate_tags
-from flows.publish import fails_in_one_line
+from flows.publish import artifact_url, fails_in_one_line, run_url, stream_key
 from tasks.config import ConfigError, load_langfuse, load_tlm, load_tuning
 from tasks.failures import RunFailed
-from tasks.report import EvalReport, md_escape
+from tasks.report import EvalReport, LowTrustRow, lowest_table, md_escape, md_link
 from tasks.retry import describe
 from tasks.windows import split_days
 
@@ -86,6 +62,7 @@ class BackfillSummary(BaseModel):
     flow_run_id: str | None = None
 
     def total(self, field: str) -> int:
+        """A report figure summed over the days (a field or a property of EvalReport)."""
         return sum(int(getattr(d.report, field)) for d in self.days if d.report is not None)
 
     @property
@@ -99,9 +76,15 @@ class BackfillSummary(BaseModel):
 
     @property
     def mean_score(self) -> float | None:
+        """Mean trust of every scored trace of the range (scored by this run or before)."""
         reports = [d.report for d in self.days if d.report is not None]
-        n = sum(r.uploaded for r in reports)
-        return sum(r.score_sum for r in reports) / n if n else None
+        n = sum(r.scored_total for r in reports)
+        return sum(r.score_sum + r.existing_sum for r in reports) / n if n else None
+
+    def lowest(self, n: int) -> list[LowTrustRow]:
+        """The ``n`` least trustworthy traces this backfill scored, over all its days."""
+        rows = [row for d in self.days if d.report is not None for row in d.report.lowest]
+        return sorted(rows, key=lambda row: (row.score, row.trace_id))[:n]
 
 
 class BackfillFailed(RunFailed):
@@ -137,8 +120,9 @@ def _cell(value: Any) -> str:
     return "–" if value is None else str(value)
 
 
-def summary_markdown(summary: BackfillSummary) -> str:
-    """One table for the whole range: a row per day, then the totals."""
+def summary_markdown(summary: BackfillSummary, table_url: str | None = None) -> str:
+    """One table for the whole range: a row per day (linked to its run), then the totals. Mean
+    and low trust count every scored trace of the day, those scored before this run included."""
     failed = len(summary.failed_days)
     status = "OK" if summary.ok else f"FAILED ({failed} of {len(summary.days)} days)"
     if not failed and not summary.ok:
@@ -148,22 +132,25 @@ def summary_markdown(summary: BackfillSummary) -> str:
         f"# Trust backfill: {summary.start_date} → {summary.end_date} (UTC days, inclusive)",
         "",
         f"**Status:** {status}{' (dry run: nothing scored)' if summary.dry_run else ''}  ",
-        f"**Tags:** {md_escape(', '.join(summary.tags))} · **Score:** `{summary.score_name}` · "
-        f"**Days:** {len(summary.days)} · **At a time:** {summary.max_concurrency}",
+        f"**Tags:** {md_escape(', '.join(summary.tags))} · **Score:** "
+        f"{md_escape(summary.score_name)} · **Days:** {len(summary.days)} · "
+        f"**At a time:** {summary.max_concurrency}  ",
+        *([md_link("Lowest-trust traces of the range", table_url)] if table_url else []),
         "",
-        "| day | status | fetched | scored (uploaded) | already scored | skipped | failed "
-        "| mean trust | low trust |",
+        "| day | status | fetched | new | already | skipped | failed | mean | low |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for d in summary.days:
         r = d.report
         c = r.counts() if r else None
+        url = run_url(r.flow_run_id if r else None)
+        day = md_link(str(d.day), url) if url else str(d.day)
         lines.append(
-            f"| {d.day} | {d.status.replace('_', ' ')} | {_cell(r and r.fetched)} "
+            f"| {day} | {d.status.replace('_', ' ')} | {_cell(r and r.fetched)} "
             f"| {_cell(r and r.uploaded)} | {_cell(r and r.already_scored)} "
             f"| {_cell(c and c['skipped'])} | {_cell(d.failed_traces if r else None)} "
-            f"| {f'{r.mean_score:.3f}' if r and r.mean_score is not None else '–'} "
-            f"| {_cell(r and r.low_trust_count)} |"
+            f"| {f'{r.mean_total:.3f}' if r and r.mean_total is not None else '–'} "
+            f"| {_cell(r and r.low_total)} |"
         )
     skipped = sum(d.report.counts()["skipped"] for d in summary.days if d.report)
     lines.append(
@@ -171,8 +158,9 @@ def summary_markdown(summary: BackfillSummary) -> str:
         f"| {summary.total('fetched')} | {summary.total('uploaded')} "
         f"| {summary.total('already_scored')} | {skipped} "
         f"| {sum(d.failed_traces for d in summary.days)} "
-        f"| {f'{mean:.3f}' if mean is not None else '–'} | {summary.total('low_trust_count')} |"
+        f"| {f'{mean:.3f}' if mean is not None else '–'} | {summary.total('low_total')} |"
     )
+    lines += ["", "_new: scored by this backfill; mean and low: every scored trace of the day._"]
     errors = [d for d in summary.days if d.error]
     if errors:
         lines += ["", "## Failed days", ""]
@@ -190,12 +178,12 @@ def text_summary(summary: BackfillSummary) -> str:
     for d in summary.days:
         r = d.report
         c = r.counts() if r else None
-        mean = f"{r.mean_score:.3f}" if r and r.mean_score is not None else "–"
+        mean = f"{r.mean_total:.3f}" if r and r.mean_total is not None else "–"
         out.append(
             f"{d.day!s:<10}  {d.status:<23}  {_cell(r and r.fetched):>7}  "
             f"{_cell(r and r.uploaded):>6}  {_cell(r and r.already_scored):>7}  "
             f"{_cell(c and c['skipped']):>7}  {_cell(d.failed_traces if r else None):>6}  "
-            f"{mean:>5}  {_cell(r and r.low_trust_count):>4}"
+            f"{mean:>5}  {_cell(r and r.low_total):>4}"
         )
     for d in summary.days:
         if d.error:
@@ -292,9 +280,18 @@ def backfill(
         flow_run_id=str(flow_run.id) if flow_run.id else None,
     )
     try:
+        rows = summary.lowest(load_tuning().lowest_n)
+        table_id = None
+        if rows:
+            made = create_table_artifact(
+                table=lowest_table(rows),
+                key=stream_key("trust-backfill-lowest", tags, opts.score_name),
+                description=f"The {len(rows)} least trustworthy traces, {start_date} → {end_date}",
+            )
+            table_id = made if isinstance(made, UUID) else None
         create_markdown_artifact(
-            markdown=summary_markdown(summary),
-            key=SUMMARY_KEY,
+            markdown=summary_markdown(summary, artifact_url(table_id)),
+            key=stream_key(SUMMARY_KEY, tags, opts.score_name),
             description=f"Trust backfill {start_date} → {end_date}",
         )
     except Exception as err:  # the artifact is a view; never lose the summary over it

@@ -226,8 +226,7 @@ def run_backfill(args: argparse.Namespace) -> int:
     except BackfillFailed as err:
         summary, failed = err.summary, str(err)
     print("\n" + text_summary(summary))
-    reports = [d.report for d in summary.days if d.report is not None]
-    rows = sorted((row for r in reports for row in r.lowest), key=lambda row: row.score)
+    rows = summary.lowest(args.show)
     if args.show > 0 and rows:
         merged = EvalReport(
             window_start=days[0][0],
