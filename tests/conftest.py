@@ -31,6 +31,7 @@ _TLM = session_tlm_sandbox()
 from langfuse import Langfuse  # noqa: E402
 
 from sandbox.langfuse_app import LangfuseSandbox  # noqa: E402
+from tests.support.env import FAST_TUNING  # noqa: E402
 
 # --------------------------------------------------------------------------- network guard
 
@@ -78,7 +79,7 @@ def langfuse_sandbox(
     """A fresh Langfuse sandbox (fresh keys) on 127.0.0.1, with LANGFUSE_* pointing at it.
 
     Its server profile is "current" unless the test is parametrized
-    (``tests.profiles.ON_BOTH_SERVERS``).
+    (``tests.support.profiles.ON_BOTH_SERVERS``).
     """
     for name in _LANGFUSE_ENV_CLEARED:
         monkeypatch.delenv(name, raising=False)
@@ -122,15 +123,6 @@ def langfuse_client(make_langfuse_client: Callable[..., Langfuse]) -> Langfuse:
 
 
 # --------------------------------------------------------------------------- flows
-
-# Production defaults wait seconds to minutes; the tests run the same code with short delays.
-FAST_TUNING = {
-    "TRUST_EVAL_RETRIES": "3",
-    "TRUST_EVAL_RETRY_BASE_DELAY_S": "0.01",
-    "TRUST_EVAL_RETRY_MAX_DELAY_S": "2",
-    "TRUST_EVAL_TLM_TIMEOUT_S": "20",
-    "TRUST_EVAL_SETTLE_LAG_S": "0",
-}
 
 
 @pytest.fixture(scope="session")

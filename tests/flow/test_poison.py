@@ -12,7 +12,7 @@ from flows.evaluate_traces import evaluate_traces
 from sandbox.faults import Fault
 from sandbox.langfuse_app import LangfuseSandbox
 from sandbox.tlm_app import TLMSandbox
-from tests.seeding import DAY, TAG, WINDOW, scores_by_trace, seed
+from tests.support.seeding import DAY, TAG, WINDOW, scores_by_trace, seed
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 DEEP = "[" * 100_000 + "]" * 100_000

@@ -14,8 +14,8 @@ from sandbox.langfuse_app import LangfuseSandbox
 from sandbox.tlm_app import TLMSandbox
 from tasks.config import ConfigError
 from tasks.models import score_id
-from tests.profiles import ON_BOTH_SERVERS
-from tests.seeding import DAY, TAG, WINDOW, scores_by_trace, seed
+from tests.support.profiles import ON_BOTH_SERVERS
+from tests.support.seeding import DAY, TAG, WINDOW, scores_by_trace, seed
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

@@ -25,7 +25,7 @@ from sandbox.faults import Fault
 from sandbox.langfuse_app import LangfuseSandbox
 from sandbox.tlm_app import TLMSandbox
 from tasks.config import ConfigError
-from tests.profiles import ON_BOTH_SERVERS
+from tests.support.profiles import ON_BOTH_SERVERS
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

@@ -35,7 +35,7 @@ from sandbox.faults import Fault, FaultState, RequestRecord
 from sandbox.langfuse_app import LangfuseSandbox
 from sandbox.tlm_app import TLMSandbox, synthetic_score
 from tasks.report import EvalReport
-from tests.profiles import ON_BOTH_SERVERS
+from tests.support.profiles import ON_BOTH_SERVERS
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -605,9 +605,9 @@ def test_tlm_total_outage_fails_loudly_and_uploads_nothing(
 
 def test_reliability_doc_names_real_tests() -> None:
     """docs/RELIABILITY.md names every reliability test, and only tests that exist."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     doc = (root / "docs" / "RELIABILITY.md").read_text()
-    refs = set(re.findall(r"(tests/test_\w+\.py)::(\w+)(?:\[([^\]]+)\])?", doc))
+    refs = set(re.findall(r"(tests/[\w/]+\.py)::(\w+)(?:\[([^\]]+)\])?", doc))
     assert refs
     for path, func, param in refs:
         source = (root / path).read_text()
@@ -615,8 +615,14 @@ def test_reliability_doc_names_real_tests() -> None:
         if param:
             assert f'"{param}"' in source, f"{path}::{func}[{param}]: no such case"
     named = {(path, func) for path, func, _ in refs}
-    for path in ("test_faults", "test_crash", "test_bad_input", "test_config", "test_secrets"):
-        source = (root / "tests" / f"{path}.py").read_text()
+    for path in (
+        "tests/flow/test_faults_langfuse.py",
+        "tests/e2e/test_crash.py",
+        "tests/flow/test_bad_input.py",
+        "tests/flow/test_config.py",
+        "tests/flow/test_secrets.py",
+    ):
+        source = (root / path).read_text()
         for func in re.findall(r"^def (test_\w+)\(", source, re.M):
             if func != "test_reliability_doc_names_real_tests":
-                assert (f"tests/{path}.py", func) in named, f"{path}::{func} missing from the doc"
+                assert (path, func) in named, f"{path}::{func} missing from the doc"

@@ -1,6 +1,6 @@
-"""Hold a window lock in a flow run of its own (tests/test_window_lock.py kills or releases it).
+"""Hold a window lock in a flow run of its own (tests/e2e/test_window_lock.py kills or releases it).
 
-``python tests/lock_child.py WINDOW_START WINDOW_END TAG``: the Prefect server (PREFECT_API_URL,
+``python tests/e2e/lock_child.py WINDOW_START WINDOW_END TAG``: the Prefect server (PREFECT_API_URL,
 or none: an ephemeral server on PREFECT_HOME) and TRUST_EVAL_LOCK_* come from the environment.
 Prints ``HELD <flow run id>`` once it holds the lock, then holds it until the file named by
 ``LOCK_CHILD_RELEASE_FILE`` exists (or forever), then prints ``RELEASED``.
@@ -14,7 +14,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
 def main(argv: list[str]) -> int:

@@ -1,6 +1,6 @@
 """A crash in the middle of uploading, then the window run again: exactly one score per trace.
 
-The flow runs in a child process (tests/crash_child.py) with its own PREFECT_HOME, so it starts
+The flow runs in a child process (tests/e2e/crash_child.py) with its own PREFECT_HOME, so it starts
 its own ephemeral Prefect server; the Langfuse and TLM sandboxes run here, in the pytest
 process, and outlive it. Writes are slowed down (``scores.create`` latency) and the window
 spans several chunks, so the kill lands while a POST is in flight: chunk 1 landed, chunk 2

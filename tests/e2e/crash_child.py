@@ -1,6 +1,6 @@
-"""Run the window flow in a process of its own (tests/test_crash.py kills it mid-upload).
+"""Run the window flow in a process of its own (tests/e2e/test_crash.py kills it mid-upload).
 
-``python tests/crash_child.py WINDOW_START WINDOW_END TAG [TAG...]``: the sandboxes' addresses
+``python tests/e2e/crash_child.py WINDOW_START WINDOW_END TAG [TAG...]``: the sandboxes' addresses
 and keys, the tuning and ``PREFECT_HOME`` come from the environment. Prefect starts its own
 ephemeral server for this process. On success the report is printed as one JSON line after
 ``REPORT:``; a loud failure prints ``FAILED:`` and its report, and exits 1.
@@ -19,7 +19,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
 def wait_for_file(path: str | None) -> None:

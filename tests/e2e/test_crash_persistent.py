@@ -21,7 +21,7 @@ from deployments import local
 from sandbox.langfuse_app import LangfuseSandbox
 from sandbox.runner import free_port
 from sandbox.tlm_app import Latency, TLMSandbox, synthetic_score
-from tests.seeding import DAY, TAG
+from tests.support.seeding import DAY, TAG
 
 pytestmark = pytest.mark.e2e
 CHILD = Path(__file__).with_name("crash_child.py")

@@ -51,7 +51,7 @@ from sandbox.langfuse_app import (
 NO_RETRY: dict[str, Any] = {"max_retries": 0}
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 SPEC_PATH = (
-    Path(__file__).resolve().parents[1]
+    Path(__file__).resolve().parents[2]
     / ".."
     / "shared"
     / "reference"

@@ -11,7 +11,7 @@ import pytest
 from flows.evaluate_traces import EvaluationFailed, evaluate_traces
 from sandbox.langfuse_app import LangfuseSandbox
 from sandbox.tlm_app import TLMSandbox
-from tests.seeding import TAG, WINDOW, scores_by_trace, seed
+from tests.support.seeding import TAG, WINDOW, scores_by_trace, seed
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 NO_RETRY: Any = {"max_retries": 0}

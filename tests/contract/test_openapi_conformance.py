@@ -21,7 +21,7 @@ from referencing.jsonschema import DRAFT4
 from sandbox.langfuse_app import LangfuseSandbox
 
 SPEC_PATH = (
-    Path(__file__).resolve().parents[1]
+    Path(__file__).resolve().parents[2]
     / ".."
     / "shared"
     / "reference"

@@ -15,7 +15,7 @@ import pytest
 
 from benchmarks import report
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SIZE = 200
 
 pytestmark = pytest.mark.timeout(240)

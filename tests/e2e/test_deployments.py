@@ -20,7 +20,6 @@ from uuid import UUID
 
 import pytest
 import yaml
-from conftest import FAST_TUNING  # tests/ is on sys.path (pytest's rootdir-relative import)
 from prefect import get_client
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import (
@@ -37,8 +36,9 @@ from deployments.serve import runner_deployments
 from sandbox.langfuse_app import LangfuseSandbox
 from sandbox.runner import free_port
 from sandbox.tlm_app import session_tlm_sandbox
+from tests.support.env import FAST_TUNING
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TAG = "TLM_eval_pipeline"
 
 # --------------------------------------------------------------------------- prefect.yaml

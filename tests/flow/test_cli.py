@@ -18,7 +18,7 @@ from sandbox.tlm_app import TLMSandbox
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TAG = "TLM_eval_pipeline"
 DAY = date(2026, 9, 14)
 START = datetime(2026, 9, 14, tzinfo=UTC)

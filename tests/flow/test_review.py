@@ -14,7 +14,7 @@ from sandbox.langfuse_app import LangfuseSandbox
 from sandbox.tlm_app import TLMSandbox, synthetic_score
 from tasks.models import score_id
 from tasks.report import EVENT_EVALUATED, EVENT_LOW_TRUST
-from tests.profiles import ON_BOTH_SERVERS
+from tests.support.profiles import ON_BOTH_SERVERS
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

@@ -304,7 +304,7 @@ def test_bad_queries_are_400(langfuse_sandbox: LangfuseSandbox, langfuse_client:
         assert err.value.status_code == 400, kwargs
         assert "message" in err.value.body
     assert len(api.get_many(limit=1000).data) == 0
-    # an unknown field group is dropped, not refused (tests/test_contract_profiles.py)
+    # an unknown field group is dropped, not refused (tests/contract/test_langfuse_profiles.py)
     assert api.get_many(fields="core,bogus", request_options=NO_RETRY).data == []
 
 

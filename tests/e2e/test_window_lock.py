@@ -1,6 +1,6 @@
 """The window lock (flows/window_lock.py) on the servers users run.
 
-A holder is a flow run in a child process (tests/lock_child.py) that takes the lock and holds
+A holder is a flow run in a child process (tests/e2e/lock_child.py) that takes the lock and holds
 it; the waiter is this process, calling ``window_lock`` directly. The server is a persistent
 ``prefect server start`` with its own PREFECT_HOME (as ``make prefect`` starts it), or, for the
 CLI's mode, no server at all: each process starts its own ephemeral server on one shared
