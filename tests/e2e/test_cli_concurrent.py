@@ -17,7 +17,6 @@ import pytest
 from sandbox.langfuse_app import LangfuseSandbox
 from sandbox.tlm_app import Latency, TLMSandbox
 
-pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 TAG = "TLM_eval_pipeline"
 N = 16

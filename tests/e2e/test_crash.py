@@ -20,7 +20,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -38,6 +37,7 @@ from sandbox.faults import Fault
 from sandbox.langfuse_app import LangfuseSandbox
 from sandbox.tlm_app import TLMSandbox, session_tlm_sandbox, synthetic_score
 from tasks.report import EvalReport
+from tests.support.env import guard_network
 
 DAY = datetime(2026, 11, 28, tzinfo=UTC)
 END = DAY + timedelta(days=1)
@@ -69,21 +69,6 @@ class Crash:
     rerun: subprocess.Popen[bytes]  # the re-run in the same PREFECT_HOME, waiting for GO
     rerun_log: Path
     go: Path
-
-
-def guard_network(mp: pytest.MonkeyPatch) -> None:
-    """As conftest's ``no_external_network``, for a module-scoped fixture: loopback only."""
-    real_connect = socket.socket.connect
-
-    def guarded(self: socket.socket, address: Any) -> Any:
-        host = str(address[0] if isinstance(address, tuple) else address)
-        if self.family in (socket.AF_INET, socket.AF_INET6) and not host.startswith(
-            ("127.", "::1", "localhost")
-        ):
-            raise ConnectionRefusedError(f"test tried to reach {address!r} beyond 127.0.0.1")
-        return real_connect(self, address)
-
-    mp.setattr(socket.socket, "connect", guarded)
 
 
 def child_env(home: Path) -> dict[str, str]:

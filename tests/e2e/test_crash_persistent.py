@@ -23,7 +23,6 @@ from sandbox.runner import free_port
 from sandbox.tlm_app import Latency, TLMSandbox, synthetic_score
 from tests.support.seeding import DAY, TAG
 
-pytestmark = pytest.mark.e2e
 CHILD = Path(__file__).with_name("crash_child.py")
 N, PAGE, LEASE_S, IN_FLIGHT = 30, 5, 3, 2
 

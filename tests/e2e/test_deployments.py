@@ -161,7 +161,6 @@ def stack(tmp_path: Path) -> Iterator[tuple[dict[str, str], LangfuseSandbox, Pat
             local.stop(server)
 
 
-@pytest.mark.e2e
 def test_schedules_manual_runs_and_backfills_on_a_real_server(
     stack: tuple[dict[str, str], LangfuseSandbox, Path],
 ) -> None:

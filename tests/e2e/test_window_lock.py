@@ -220,7 +220,6 @@ def record_of(name: str) -> Any:
 # --------------------------------------------------------------------------- persistent server
 
 
-@pytest.mark.e2e
 def test_a_sigkilled_holder_is_taken_over_within_a_lease_without_touching_its_record(
     on_server: dict[str, str],
     children: Callable[..., Child],
@@ -252,7 +251,6 @@ def test_a_sigkilled_holder_is_taken_over_within_a_lease_without_touching_its_re
     assert record_of(name) is None  # released
 
 
-@pytest.mark.e2e
 def test_a_live_holder_is_never_taken_over_and_the_waiter_times_out(
     on_server: dict[str, str], children: Callable[..., Child], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -281,7 +279,6 @@ def test_a_live_holder_is_never_taken_over_and_the_waiter_times_out(
     assert record_of(name) is None
 
 
-@pytest.mark.e2e
 def test_overlapping_windows_exclude_each_other_and_other_days_do_not(
     on_server: dict[str, str], children: Callable[..., Child]
 ) -> None:
@@ -341,7 +338,6 @@ def test_overlapping_windows_exclude_each_other_and_other_days_do_not(
 # --------------------------------------------------------------------------- no server (the CLI)
 
 
-@pytest.mark.e2e
 def test_runs_without_a_server_sharing_a_prefect_home_exclude_each_other(
     tmp_path: Path, children: Callable[..., Child]
 ) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from flows.evaluate_traces import evaluate_traces
 from sandbox.langfuse_app import LangfuseSandbox
 from sandbox.tlm_app import TLMSandbox, session_tlm_sandbox
 from tasks.report import EvalReport, md_escape
+from tests.support.env import guard_network
 
 DAY = datetime(2026, 11, 28, tzinfo=UTC)
 END = DAY + timedelta(days=1)
@@ -488,21 +488,6 @@ def _seed(lf: LangfuseSandbox) -> dict[str, str]:
         output="Fine.",
     )
     return ids
-
-
-def guard_network(mp: pytest.MonkeyPatch) -> None:
-    """As conftest's ``no_external_network``, for a module-scoped fixture: loopback only."""
-    real_connect = socket.socket.connect
-
-    def guarded(self: socket.socket, address: Any) -> Any:
-        host = str(address[0] if isinstance(address, tuple) else address)
-        if self.family in (socket.AF_INET, socket.AF_INET6) and not host.startswith(
-            ("127.", "::1", "localhost")
-        ):
-            raise ConnectionRefusedError(f"test tried to reach {address!r} beyond 127.0.0.1")
-        return real_connect(self, address)
-
-    mp.setattr(socket.socket, "connect", guarded)
 
 
 async def _read_artifacts(flow_run_id: str) -> list[Any]:
