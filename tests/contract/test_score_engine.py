@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any, cast
 
 import pytest
 from pydantic import SecretStr
@@ -14,7 +13,7 @@ from sandbox.faults import Fault
 from sandbox.tlm_app import Latency, TLMSandbox, synthetic_score
 from tasks.config import TLMSettings
 from tasks.models import Pair
-from tasks.score import REFUSED_KEY, ScoreResult, TLMEngine, score_task
+from tasks.score import REFUSED_KEY, ScoreResult, TLMEngine
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -173,35 +172,6 @@ def test_close_with_work_in_flight_does_not_hang(tlm: TLMSandbox) -> None:
     engine.close()  # idempotent
     with pytest.raises(RuntimeError, match="closed"):
         engine.submit(pairs("late", 1))
-
-
-@pytest.mark.usefixtures("prefect_harness")
-def test_score_task_overlaps_chunks_with_a_quoted_engine(
-    tlm: TLMSandbox, engine: TLMEngine
-) -> None:
-    from prefect import flow
-    from prefect.utilities.annotations import quote
-
-    closed = TLMEngine(
-        TLMSettings(api_key=SecretStr(tlm.api_key)), quality_preset="medium", timeout_s=5
-    )
-    closed.close()
-
-    @flow
-    def two_chunks() -> list[ScoreResult]:
-        futures = [
-            score_task.submit(cast(Any, quote(pairs(f"f{n}", 20))), cast(Any, quote(engine)), n)
-            for n in (1, 2)
-        ]
-        late = score_task(cast(Any, quote(pairs("late", 2))), cast(Any, quote(closed)), 3)
-        return [f.result() for f in futures] + [late]
-
-    tlm.set_latency(0.05)
-    *results, late = two_chunks()
-    assert [len(r.scored) for r in results] == [20, 20]
-    assert all(r.fatal is None for r in results)
-    assert late.fatal == "the TLM call failed: tlm_error: the TLM engine is closed"
-    assert late.all_failed and len(late.failed) == 2 and late.tlm_requests == 0
 
 
 def test_a_tlm_that_stops_answering_fails_the_queue_fast(tlm: TLMSandbox) -> None:

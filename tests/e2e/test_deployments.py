@@ -15,11 +15,9 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
 from uuid import UUID
 
 import pytest
-import yaml
 from prefect import get_client
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import (
@@ -32,58 +30,14 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Scheduled
 
 from deployments import local
-from deployments.serve import runner_deployments
 from sandbox.langfuse_app import LangfuseSandbox
 from sandbox.runner import free_port
 from sandbox.tlm_app import session_tlm_sandbox
 from tests.support.env import FAST_TUNING
+from tests.support.prefect_yaml import declared_deployments
 
 REPO = Path(__file__).resolve().parents[2]
 TAG = "TLM_eval_pipeline"
-
-# --------------------------------------------------------------------------- prefect.yaml
-
-
-def spec() -> dict[str, dict[str, Any]]:
-    data = yaml.safe_load((REPO / "prefect.yaml").read_text())
-    return {d["name"]: d for d in data["deployments"]}
-
-
-def test_prefect_yaml_declares_the_deployments_without_secrets() -> None:
-    deps = spec()
-    assert set(deps) == {"daily", "window", "backfill", "notify-low-trust"}
-    (sched,) = deps["daily"]["schedules"]
-    assert sched == {
-        "cron": "15 0 * * *",
-        "timezone": "UTC",
-        "slug": "daily-previous-utc-day",
-        "active": True,
-    }
-    assert "window_start" not in deps["daily"]["parameters"]  # derived from the scheduled time
-    assert deps["window"]["schedules"] == [] and deps["backfill"]["schedules"] == []
-    assert deps["backfill"]["entrypoint"] == "flows/backfill.py:backfill"
-    assert all(d["work_pool"]["name"] == local.POOL for d in deps.values())
-    (trigger,) = deps["notify-low-trust"]["triggers"]
-    assert trigger["expect"] == ["trust-eval.window.low-trust"]
-    text = (REPO / "prefect.yaml").read_text()
-    body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
-    assert "KEY" not in body and "SECRET" not in body and "env:" not in body
-
-
-def test_serve_builds_the_same_deployments() -> None:
-    deps = spec()
-    served = {d.name: d for d in runner_deployments()}
-    assert set(served) == set(deps)
-    for name, d in served.items():
-        assert d.parameters == deps[name].get("parameters", {})
-        assert d.entrypoint == deps[name]["entrypoint"]
-    (daily,) = served["daily"].schedules or []
-    assert daily.schedule.cron == "15 0 * * *"  # type: ignore[union-attr]
-    assert daily.slug == "daily-previous-utc-day" and daily.active
-    assert served["window"].schedules == [] and served["backfill"].schedules == []
-
-
-# --------------------------------------------------------------------------- end to end
 
 
 def midnight(d: date) -> datetime:
@@ -153,7 +107,7 @@ def stack(tmp_path: Path) -> Iterator[tuple[dict[str, str], LangfuseSandbox, Pat
             # the worker starts (imports) while prefect deploy runs
             worker = local.start_worker(env, home / "worker.log", limit=4)
             out = local.deploy(env)
-            assert out.count("successfully created") == len(spec()), out
+            assert out.count("successfully created") == len(declared_deployments()), out
             print(f"pool, worker and deployments after {time.monotonic() - t0:.1f} s")
             yield env, lf, home
         finally:

@@ -18,7 +18,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilterParentFlowRunId,
 )
 
-from flows.backfill import BackfillFailed, backfill, day_range, summary_markdown
+from flows.backfill import BackfillFailed, backfill, summary_markdown
 from flows.evaluate_traces import evaluate_traces
 from flows.window_lock import lock_names
 from sandbox.faults import Fault
@@ -188,12 +188,6 @@ def test_backfill_refuses_bad_configuration(
     with pytest.raises(ConfigError, match="CLEANLAB_TLM_API_KEY"):
         backfill(FIRST, FIRST, tags=[TAG])
     assert langfuse_sandbox.faults.requests == [] and tlm.prompts == []
-
-
-def test_day_range_is_inclusive_whole_utc_days() -> None:
-    days = day_range(date(2026, 2, 27), date(2026, 3, 1))
-    assert [s.date() for s, _ in days] == [date(2026, 2, 27), date(2026, 2, 28), date(2026, 3, 1)]
-    assert all(e - s == timedelta(days=1) and s.tzinfo is UTC for s, e in days)
 
 
 # --------------------------------------------------------------------------- the window lock

@@ -130,17 +130,3 @@ def test_dry_run_needs_no_tlm_key_but_checks_the_rest(
     with pytest.raises(ConfigError, match="LANGFUSE_SECRET_KEY"):
         evaluate_traces(**GOOD, dry_run=True)
     assert langfuse_sandbox.faults.requests == [] and tlm.faults.requests == []
-
-
-def test_a_score_name_langfuse_cannot_use_for_a_config_is_refused_up_front() -> None:
-    from flows.evaluate_traces import Options, validate_options
-
-    long_name = "trust_score_for_the_customer_support_bot"  # 40 characters
-    with pytest.raises(ConfigError, match="cannot name a Langfuse score config"):
-        validate_options(["t"], Options(score_name=long_name))
-    fits = "trust_score_of_the_support_agent"  # 32 characters: fits, its label does not
-    assert validate_options(["t"], Options(score_name=fits)) == ["t"]
-    with pytest.raises(ConfigError, match=f"{fits}_label"):
-        validate_options(["t"], Options(score_name=fits, label_score=True))
-    # without a config, any score name Langfuse takes is fine
-    assert validate_options(["t"], Options(score_name=long_name, score_config=False)) == ["t"]

@@ -17,7 +17,6 @@ timeouts, 10 ms backoff); a row that measures a ``Retry-After`` wait sets it to 
 from __future__ import annotations
 
 import itertools
-import re
 import socket
 import threading
 import time
@@ -25,7 +24,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -598,31 +596,3 @@ def test_tlm_total_outage_fails_loudly_and_uploads_nothing(
     assert tlm.calls == []
     assert_invariants(lf, tlm, seeded, r)
     assert r.elapsed_s < 20
-
-
-# --------------------------------------------------------------------------- the document
-
-
-def test_reliability_doc_names_real_tests() -> None:
-    """docs/RELIABILITY.md names every reliability test, and only tests that exist."""
-    root = Path(__file__).resolve().parents[2]
-    doc = (root / "docs" / "RELIABILITY.md").read_text()
-    refs = set(re.findall(r"(tests/[\w/]+\.py)::(\w+)(?:\[([^\]]+)\])?", doc))
-    assert refs
-    for path, func, param in refs:
-        source = (root / path).read_text()
-        assert f"def {func}(" in source, f"{path}::{func} named in the doc does not exist"
-        if param:
-            assert f'"{param}"' in source, f"{path}::{func}[{param}]: no such case"
-    named = {(path, func) for path, func, _ in refs}
-    for path in (
-        "tests/flow/test_faults_langfuse.py",
-        "tests/e2e/test_crash.py",
-        "tests/flow/test_bad_input.py",
-        "tests/flow/test_config.py",
-        "tests/flow/test_secrets.py",
-    ):
-        source = (root / path).read_text()
-        for func in re.findall(r"^def (test_\w+)\(", source, re.M):
-            if func != "test_reliability_doc_names_real_tests":
-                assert (path, func) in named, f"{path}::{func} missing from the doc"
