@@ -6,54 +6,16 @@ The spec lives outside the repository (``../shared/reference/``); without it the
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
-import yaml
-from openapi_schema_validator import OAS30Validator, oas30_format_checker
-from referencing import Registry
-from referencing.jsonschema import DRAFT4
+from langfuse import Langfuse
 
 from sandbox.langfuse_app import LangfuseSandbox
-
-SPEC_PATH = (
-    Path(__file__).resolve().parents[2]
-    / ".."
-    / "shared"
-    / "reference"
-    / "langfuse-openapi-v4.16.0.yml"
-)
-SPEC_URI = "urn:langfuse-openapi"
-T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
-
-Validate = Callable[[str, Any], None]
-
-
-@pytest.fixture(scope="module")
-def spec() -> dict[str, Any]:
-    if not SPEC_PATH.is_file():
-        pytest.skip(f"Langfuse OpenAPI spec not found at {SPEC_PATH.resolve()}")
-    with SPEC_PATH.open() as f:
-        loaded: dict[str, Any] = yaml.safe_load(f)
-    return loaded
-
-
-@pytest.fixture(scope="module")
-def validate(spec: dict[str, Any]) -> Validate:
-    """``validate(schema_name, instance)`` against ``#/components/schemas/<schema_name>``."""
-    registry: Registry[Any] = Registry().with_resource(SPEC_URI, DRAFT4.create_resource(spec))
-
-    def check(schema_name: str, instance: Any) -> None:
-        schema = {"$ref": f"{SPEC_URI}#/components/schemas/{schema_name}"}
-        validator = OAS30Validator(schema, registry=registry, format_checker=oas30_format_checker)
-        errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.path))
-        assert not errors, "\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors[:10])
-
-    return check
+from tests.support.langfuse_api import T0, config_score, make_configs, raw
+from tests.support.openapi import Validate
 
 
 def test_the_validator_rejects_a_wrong_shape(validate: Validate) -> None:
@@ -182,3 +144,76 @@ def test_otel_answer_for_json_export(seeded: LangfuseSandbox, validate: Validate
     )
     assert answer.status_code == 200
     validate("OtelTraceResponse", answer.json())
+
+
+# --------------------------------------------------------------------------- review endpoints
+
+
+def test_the_validator_rejects_wrong_shapes(validate: Validate) -> None:
+    with pytest.raises(AssertionError):
+        validate("ScoreConfig", {"id": "x", "name": "n", "dataType": "NUMERIC"})
+    with pytest.raises(AssertionError):
+        validate("PaginatedAnnotationQueueItems", {"data": [], "meta": {"page": 1}})
+
+
+def test_review_answers_match_the_spec(
+    langfuse_sandbox: LangfuseSandbox, langfuse_client: Langfuse, validate: Validate
+) -> None:
+    configs = make_configs(langfuse_client)
+    queue = langfuse_client.api.annotation_queues.create_queue(
+        name="review", score_config_ids=[c.id for c in configs.values()]
+    )
+    api = langfuse_client.api.annotation_queues
+    item = api.create_queue_item(queue.id, object_id="t1", object_type="TRACE")
+    api.create_queue_item(queue.id, object_id="g1", object_type="OBSERVATION", status="COMPLETED")
+    base = "/api/public"
+
+    def get(path: str, **params: Any) -> Any:
+        answer = raw(langfuse_sandbox, "GET", f"{base}{path}", **params)
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["content-type"].startswith("application/json")
+        return answer.json()
+
+    validate("ScoreConfigs", get("/score-configs"))
+    validate("ScoreConfigs", get("/score-configs", page=2, limit=1))
+    for config in configs.values():
+        validate("ScoreConfig", get(f"/score-configs/{config.id}"))
+    validate("PaginatedAnnotationQueues", get("/annotation-queues"))
+    validate("AnnotationQueue", get(f"/annotation-queues/{queue.id}"))
+    validate("PaginatedAnnotationQueueItems", get(f"/annotation-queues/{queue.id}/items"))
+    validate(
+        "PaginatedAnnotationQueueItems",
+        get(f"/annotation-queues/{queue.id}/items", status="COMPLETED", limit=1),
+    )
+    validate("AnnotationQueueItem", get(f"/annotation-queues/{queue.id}/items/{item.id}"))
+
+    patched = raw(
+        langfuse_sandbox,
+        "PATCH",
+        f"{base}/annotation-queues/{queue.id}/items/{item.id}",
+        {"status": "COMPLETED"},
+    )
+    validate("AnnotationQueueItem", patched.json())
+    deleted = raw(
+        langfuse_sandbox, "DELETE", f"{base}/annotation-queues/{queue.id}/items/{item.id}"
+    )
+    validate("DeleteAnnotationQueueItemResponse", deleted.json())
+    updated = raw(
+        langfuse_sandbox, "PATCH", f"{base}/score-configs/{configs['trust'].id}", {"maxValue": 5}
+    )
+    validate("ScoreConfig", updated.json())
+
+    store = langfuse_sandbox.store
+    trace_id = store.add_trace(start_time=T0)
+    obs_id = store.add_observation(trace_id=trace_id, start_time=T0)
+    langfuse_client.api.scores.create(
+        request=[
+            config_score(
+                trace_id, "trust", 0.5, observationId=obs_id, configId=configs["trust"].id
+            ),
+            config_score(trace_id, "verdict", "correct", configId=configs["verdict"].id),
+        ]
+    )
+    scores = get("/v3/scores", fields="details,subject,annotation", traceId=trace_id)
+    assert len(scores["data"]) == 2
+    validate("GetScoresV3Response", scores)

@@ -1,111 +1,28 @@
-"""Contract tests of the sandbox's review-loop endpoints, driven by the real Langfuse SDK (5.0.4).
-
-Score configs (``api.score_configs``), annotation queues and their items
-(``api.annotation_queues``), scores validated against a config, and observation-level scores. The
-GET answers are also checked against Langfuse's OpenAPI spec v4.16.0 (skipped without the spec).
+"""Score configs through the real Langfuse SDK (5.0.4) against the Langfuse sandbox, over HTTP:
+create, list, update and refuse them, scores validated against a config (accepted, then dropped
+when invalid), and observation-level scores.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 from typing import Any
 
-import httpx
 import pytest
-import yaml
 from langfuse import Langfuse
 from langfuse.api import (
-    AnnotationQueue,
-    AnnotationQueueItem,
-    AnnotationQueueObjectType,
-    AnnotationQueueStatus,
     ConfigCategory,
     CreateScoreBatchResponse,
     CreateScoreBatchResults,
-    DeleteAnnotationQueueItemResponse,
     Error,
-    MethodNotAllowedError,
     NotFoundError,
-    PaginatedAnnotationQueueItems,
-    PaginatedAnnotationQueues,
     ScoreConfig,
     ScoreConfigDataType,
     ScoreConfigs,
 )
-from langfuse.api.core import ApiError
-from openapi_schema_validator import OAS30Validator, oas30_format_checker
-from referencing import Registry
-from referencing.jsonschema import DRAFT4
 
-from sandbox.faults import Fault
-from sandbox.langfuse_app import (
-    ANNOTATION_QUEUE_ENDPOINTS,
-    GENERAL_API_ENDPOINTS,
-    LangfuseSandbox,
-    iso,
-    to_ms,
-)
-
-NO_RETRY: dict[str, Any] = {"max_retries": 0}
-T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
-SPEC_PATH = (
-    Path(__file__).resolve().parents[2]
-    / ".."
-    / "shared"
-    / "reference"
-    / "langfuse-openapi-v4.16.0.yml"
-)
-SPEC_URI = "urn:langfuse-openapi"
-
-Validate = Callable[[str, Any], None]
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _raw(
-    sandbox: LangfuseSandbox, method: str, path: str, body: Any = None, **params: Any
-) -> httpx.Response:
-    """A plain HTTP call (for bodies the SDK's types would not let through)."""
-    return httpx.request(
-        method,
-        f"{sandbox.url}{path}",
-        json=body,
-        params=params,
-        auth=(sandbox.public_key, sandbox.secret_key),
-    )
-
-
-def _configs(client: Langfuse) -> dict[str, ScoreConfig]:
-    """One config of each kind, created through the SDK."""
-    api = client.api.score_configs
-    return {
-        "trust": api.create(
-            name="trust",
-            data_type=ScoreConfigDataType.NUMERIC,
-            min_value=0,
-            max_value=1,
-            description="TLM trustworthiness",
-        ),
-        "verdict": api.create(
-            name="verdict",
-            data_type=ScoreConfigDataType.CATEGORICAL,
-            categories=[
-                ConfigCategory(label="correct", value=1),
-                ConfigCategory(label="incorrect", value=0),
-                ConfigCategory(label="unsure", value=0.5),
-            ],
-        ),
-        "flag": api.create(name="flag", data_type=ScoreConfigDataType.BOOLEAN),
-        "note": api.create(name="review note", data_type=ScoreConfigDataType.TEXT),
-    }
-
-
-def _score(trace_id: str, name: str, value: Any, **extra: Any) -> dict[str, Any]:
-    return {"traceId": trace_id, "name": name, "value": value, **extra}
-
+from sandbox.langfuse_app import LangfuseSandbox, iso, to_ms
+from tests.support.langfuse_api import NO_RETRY, T0, config_score, make_configs, raw
 
 # --------------------------------------------------------------------------- score configs
 
@@ -113,7 +30,7 @@ def _score(trace_id: str, name: str, value: Any, **extra: Any) -> dict[str, Any]
 def test_score_configs_create_get_list(
     langfuse_sandbox: LangfuseSandbox, langfuse_client: Langfuse
 ) -> None:
-    configs = _configs(langfuse_client)
+    configs = make_configs(langfuse_client)
     trust, verdict, flag, note = (configs[k] for k in ("trust", "verdict", "flag", "note"))
     assert isinstance(trust, ScoreConfig)
     assert (trust.data_type, trust.min_value, trust.max_value) == ("NUMERIC", 0, 1)
@@ -214,7 +131,7 @@ def test_score_config_create_refused_through_the_sdk(langfuse_client: Langfuse) 
     ],
 )
 def test_score_config_validation_is_400(langfuse_sandbox: LangfuseSandbox, body: Any) -> None:
-    answer = _raw(langfuse_sandbox, "POST", "/api/public/score-configs", body)
+    answer = raw(langfuse_sandbox, "POST", "/api/public/score-configs", body)
     assert answer.status_code == 400, answer.text
     assert answer.json()["message"]
     assert langfuse_sandbox.store.score_configs() == []
@@ -228,7 +145,7 @@ def test_score_config_bodies_that_pass(langfuse_sandbox: LangfuseSandbox) -> Non
         {"name": "t", "dataType": "TEXT", "description": None},
     ]
     for body in ok:
-        answer = _raw(langfuse_sandbox, "POST", "/api/public/score-configs", body)
+        answer = raw(langfuse_sandbox, "POST", "/api/public/score-configs", body)
         assert answer.status_code == 200, answer.text
     b = langfuse_sandbox.store.score_configs()[2]
     assert b.min_value is None and b.categories == [
@@ -238,7 +155,7 @@ def test_score_config_bodies_that_pass(langfuse_sandbox: LangfuseSandbox) -> Non
 
 
 def test_score_config_update(langfuse_sandbox: LangfuseSandbox, langfuse_client: Langfuse) -> None:
-    configs = _configs(langfuse_client)
+    configs = make_configs(langfuse_client)
     api = langfuse_client.api.score_configs
     trust = api.update(configs["trust"].id, max_value=10, description="0 to 10")
     assert (trust.min_value, trust.max_value, trust.description) == (0, 10, "0 to 10")
@@ -272,34 +189,34 @@ def test_score_config_update(langfuse_sandbox: LangfuseSandbox, langfuse_client:
 def test_scores_with_config_accepted_then_dropped(
     langfuse_sandbox: LangfuseSandbox, langfuse_client: Langfuse
 ) -> None:
-    configs = _configs(langfuse_client)
+    configs = make_configs(langfuse_client)
     trust, verdict, flag, note = (configs[k].id for k in ("trust", "verdict", "flag", "note"))
     api = langfuse_client.api.scores
 
     accepted = [
-        _score("t1", "trust", 0.7, configId=trust, id="ok-num"),
-        _score("t1", "trust", 1, configId=trust, dataType="NUMERIC", id="ok-edge"),
-        _score("t1", "verdict", "unsure", configId=verdict, id="ok-cat"),
-        _score("t1", "flag", 1, configId=flag, id="ok-bool"),  # dataType from the config
-        _score("t1", "review note", "looks right", configId=note, id="ok-text"),
-        _score("t1", "other name", 0.2, configId=trust, id="ok-renamed"),
+        config_score("t1", "trust", 0.7, configId=trust, id="ok-num"),
+        config_score("t1", "trust", 1, configId=trust, dataType="NUMERIC", id="ok-edge"),
+        config_score("t1", "verdict", "unsure", configId=verdict, id="ok-cat"),
+        config_score("t1", "flag", 1, configId=flag, id="ok-bool"),  # dataType from the config
+        config_score("t1", "review note", "looks right", configId=note, id="ok-text"),
+        config_score("t1", "other name", 0.2, configId=trust, id="ok-renamed"),
     ]
     answer = api.create(request=accepted, request_options=NO_RETRY)
     assert isinstance(answer, CreateScoreBatchResponse)
 
     # configId problems are checked by ingestion AFTER the answer: accepted, then dropped
     dropped = [
-        _score("t2", "trust", 1.5, configId=trust),  # above max
-        _score("t2", "trust", -0.1, configId=trust),  # below min
-        _score("t2", "trust", "x", configId=trust, dataType="CATEGORICAL"),  # dataType mismatch
-        _score("t2", "verdict", "maybe", configId=verdict),  # not a category label
-        _score("t2", "verdict", 1, configId=verdict),  # a category value is not a label
-        _score("t2", "flag", 0.5, configId=flag),  # BOOLEAN: 0 or 1
-        _score("t2", "trust", 0.5, configId="no-such-config"),  # unknown config
-        _score("t2", "note", 3, configId=note),  # TEXT needs a string
+        config_score("t2", "trust", 1.5, configId=trust),  # above max
+        config_score("t2", "trust", -0.1, configId=trust),  # below min
+        config_score("t2", "trust", "x", configId=trust, dataType="CATEGORICAL"),  # wrong type
+        config_score("t2", "verdict", "maybe", configId=verdict),  # not a category label
+        config_score("t2", "verdict", 1, configId=verdict),  # a category value is not a label
+        config_score("t2", "flag", 0.5, configId=flag),  # BOOLEAN: 0 or 1
+        config_score("t2", "trust", 0.5, configId="no-such-config"),  # unknown config
+        config_score("t2", "note", 3, configId=note),  # TEXT needs a string
     ]
     answer = api.create(
-        request=[_score("t2", "trust", 0.5, configId=trust, id="ok-2"), *dropped],
+        request=[config_score("t2", "trust", 0.5, configId=trust, id="ok-2"), *dropped],
         request_options=NO_RETRY,
     )
     assert isinstance(answer, CreateScoreBatchResponse)
@@ -313,7 +230,7 @@ def test_scores_with_config_accepted_then_dropped(
     assert "does not match a valid config" in reasons[6]
     # a schema problem is still refused in the answer (207)
     mixed = api.create(
-        request=[_score("t2", "trust", "high", configId=trust, dataType="NUMERIC")],
+        request=[config_score("t2", "trust", "high", configId=trust, dataType="NUMERIC")],
         request_options=NO_RETRY,
     )
     assert isinstance(mixed, CreateScoreBatchResults)
@@ -338,10 +255,10 @@ def test_scores_with_config_accepted_then_dropped(
 def test_archived_config_drops_scores(
     langfuse_sandbox: LangfuseSandbox, langfuse_client: Langfuse
 ) -> None:
-    trust = _configs(langfuse_client)["trust"]
+    trust = make_configs(langfuse_client)["trust"]
     langfuse_client.api.score_configs.update(trust.id, is_archived=True)
     answer = langfuse_client.api.scores.create(
-        request=[_score("t1", "trust", 0.5, configId=trust.id)], request_options=NO_RETRY
+        request=[config_score("t1", "trust", 0.5, configId=trust.id)], request_options=NO_RETRY
     )
     assert isinstance(answer, CreateScoreBatchResponse)  # accepted, then dropped
     (dropped,) = langfuse_sandbox.store.dropped_scores
@@ -354,13 +271,13 @@ def test_single_score_form_with_a_bad_config(langfuse_sandbox: LangfuseSandbox) 
     trust = langfuse_sandbox.store.add_score_config(name="trust", min_value=0, max_value=1)
     path = "/api/public/scores"
     for score in (
-        _score("t", "trust", 2, configId=trust.id, id="over"),
-        _score("t", "trust", 1, configId="x", id="no-config"),
+        config_score("t", "trust", 2, configId=trust.id, id="over"),
+        config_score("t", "trust", 1, configId="x", id="no-config"),
     ):
-        answer = _raw(langfuse_sandbox, "POST", path, score)
+        answer = raw(langfuse_sandbox, "POST", path, score)
         assert answer.status_code == 200 and answer.json() == {"id": score["id"]}
     assert [d.score.id for d in langfuse_sandbox.store.dropped_scores] == ["over", "no-config"]
-    good = _raw(langfuse_sandbox, "POST", path, _score("t", "trust", 1, configId=trust.id))
+    good = raw(langfuse_sandbox, "POST", path, config_score("t", "trust", 1, configId=trust.id))
     assert good.status_code == 200 and good.json()["id"]
     assert [s.id for s in langfuse_sandbox.store.all_scores()] == [good.json()["id"]]
 
@@ -382,10 +299,14 @@ def test_observation_level_scores_round_trip(
     api = langfuse_client.api.scores
     api.create(
         request=[
-            _score(trace_id, "trust", 0.9, id="s-obs", observationId=gen_id, timestamp=ts),
-            _score(trace_id, "trust", 0.8, id="s-trace", timestamp=ts),
-            _score(trace_id, "trust", 0.3, id="s-cfg", observationId=gen_id, configId=trust.id),
-            _score(other_trace, "trust", 0.1, id="s-other", observationId=gen_id, timestamp=ts),
+            config_score(trace_id, "trust", 0.9, id="s-obs", observationId=gen_id, timestamp=ts),
+            config_score(trace_id, "trust", 0.8, id="s-trace", timestamp=ts),
+            config_score(
+                trace_id, "trust", 0.3, id="s-cfg", observationId=gen_id, configId=trust.id
+            ),
+            config_score(
+                other_trace, "trust", 0.1, id="s-other", observationId=gen_id, timestamp=ts
+            ),
         ],
         request_options=NO_RETRY,
     )
@@ -422,327 +343,3 @@ def test_observation_score_without_trace_is_refused(langfuse_client: Langfuse) -
     )
     assert isinstance(answer, CreateScoreBatchResults)
     assert (answer.accepted, answer.rejected) == (0, 1)
-
-
-# --------------------------------------------------------------------------- annotation queues
-
-
-def test_annotation_queue_create_get_list(
-    langfuse_sandbox: LangfuseSandbox, langfuse_client: Langfuse
-) -> None:
-    configs = _configs(langfuse_client)
-    api = langfuse_client.api.annotation_queues
-    queue = api.create_queue(
-        name="low trust review",
-        description="traces TLM doubted",
-        score_config_ids=[configs["verdict"].id, configs["note"].id],
-    )
-    assert isinstance(queue, AnnotationQueue)
-    assert queue.name == "low trust review" and queue.description == "traces TLM doubted"
-    assert queue.score_config_ids == [configs["verdict"].id, configs["note"].id]
-    assert api.get_queue(queue.id) == queue
-
-    second = api.create_queue(name="second", score_config_ids=[configs["trust"].id])
-    assert second.description is None
-    listed = api.list_queues()
-    assert isinstance(listed, PaginatedAnnotationQueues)
-    assert [q.id for q in listed.data] == [second.id, queue.id]  # newest first
-    assert (listed.meta.total_items, listed.meta.total_pages, listed.meta.limit) == (2, 1, 50)
-    one = api.list_queues(page=2, limit=1)
-    assert [q.id for q in one.data] == [queue.id] and one.meta.total_pages == 2
-
-    assert [q.name for q in langfuse_sandbox.store.annotation_queues()] == [
-        "low trust review",
-        "second",
-    ]
-    with pytest.raises(NotFoundError):
-        api.get_queue("nope", request_options=NO_RETRY)
-    for name in ("annotation_queues.create", "annotation_queues.list", "annotation_queues.get"):
-        assert langfuse_sandbox.faults.count(name) >= 1
-
-
-def test_annotation_queue_create_refusals(
-    langfuse_sandbox: LangfuseSandbox, langfuse_client: Langfuse
-) -> None:
-    trust = _configs(langfuse_client)["trust"]
-    api = langfuse_client.api.annotation_queues
-    api.create_queue(name="review", score_config_ids=[trust.id])
-
-    # duplicate name: 400 InvalidRequestError (publicAnnotationQueueService.ts, Prisma P2002)
-    with pytest.raises(ApiError) as caught:
-        api.create_queue(name="review", score_config_ids=[trust.id], request_options=NO_RETRY)
-    assert caught.value.status_code == 400
-    assert caught.value.body == {
-        "message": "A queue with this name already exists.",
-        "error": "InvalidRequestError",
-    }
-
-    with pytest.raises(Error):  # unknown score config
-        api.create_queue(name="other", score_config_ids=["nope"], request_options=NO_RETRY)
-    with pytest.raises(Error):  # at least one score config
-        api.create_queue(name="other", score_config_ids=[], request_options=NO_RETRY)
-    strict = _raw(
-        langfuse_sandbox,
-        "POST",
-        "/api/public/annotation-queues",
-        {"name": "other", "scoreConfigIds": [trust.id], "color": "red"},
-    )
-    assert strict.status_code == 400  # unknown keys are refused
-    assert len(langfuse_sandbox.store.annotation_queues()) == 1
-
-
-def test_hobby_plan_queue_limit_is_405(
-    langfuse_sandbox: LangfuseSandbox, langfuse_client: Langfuse
-) -> None:
-    langfuse_sandbox.store.max_annotation_queues = 1
-    trust = _configs(langfuse_client)["trust"]
-    api = langfuse_client.api.annotation_queues
-    api.create_queue(name="one", score_config_ids=[trust.id])
-    with pytest.raises(MethodNotAllowedError):
-        api.create_queue(name="two", score_config_ids=[trust.id], request_options=NO_RETRY)
-
-
-def test_annotation_queue_items(
-    langfuse_sandbox: LangfuseSandbox, langfuse_client: Langfuse
-) -> None:
-    store = langfuse_sandbox.store
-    verdict = _configs(langfuse_client)["verdict"]
-    api = langfuse_client.api.annotation_queues
-    queue = api.create_queue(name="review", score_config_ids=[verdict.id])
-
-    first = api.create_queue_item(
-        queue.id, object_id="trace-1", object_type=AnnotationQueueObjectType.TRACE
-    )
-    assert isinstance(first, AnnotationQueueItem)
-    assert (first.queue_id, first.object_id, first.object_type) == (queue.id, "trace-1", "TRACE")
-    assert first.status == "PENDING" and first.completed_at is None
-    again = api.create_queue_item(queue.id, object_id="trace-1", object_type="TRACE")
-    assert again.id != first.id  # no de-duplication: the same object queued twice
-    obs = api.create_queue_item(queue.id, object_id="gen-1", object_type="OBSERVATION")
-    done = api.create_queue_item(
-        queue.id,
-        object_id="session-1",
-        object_type=AnnotationQueueObjectType.SESSION,
-        status=AnnotationQueueStatus.COMPLETED,
-    )
-    assert done.status == "COMPLETED" and done.completed_at is not None
-
-    listed = api.list_queue_items(queue.id)
-    assert isinstance(listed, PaginatedAnnotationQueueItems)
-    assert [i.id for i in listed.data] == [done.id, obs.id, again.id, first.id]  # newest first
-    assert (listed.meta.total_items, listed.meta.page) == (4, 1)
-    pending = api.list_queue_items(queue.id, status=AnnotationQueueStatus.PENDING)
-    assert [i.id for i in pending.data] == [obs.id, again.id, first.id]
-    assert pending.meta.total_items == 3
-    paged = api.list_queue_items(queue.id, status="PENDING", page=2, limit=2)
-    assert [i.id for i in paged.data] == [first.id]
-    assert (paged.meta.total_items, paged.meta.total_pages) == (3, 2)
-
-    assert api.get_queue_item(queue.id, obs.id) == obs
-    completed = api.update_queue_item(queue.id, obs.id, status=AnnotationQueueStatus.COMPLETED)
-    assert completed.status == "COMPLETED" and completed.completed_at is not None
-    assert completed.updated_at >= obs.updated_at
-    reopened = api.update_queue_item(queue.id, obs.id, status="PENDING")
-    assert reopened.status == "PENDING"
-    assert reopened.completed_at == completed.completed_at  # Langfuse leaves completedAt
-
-    deleted = api.delete_queue_item(queue.id, again.id)
-    assert isinstance(deleted, DeleteAnnotationQueueItemResponse)
-    assert deleted.success is True and deleted.message
-    assert [i.id for i in store.queue_items(queue.id)] == [first.id, obs.id, done.id]
-    assert store.queue_items("nope") == []
-
-    missing: list[Callable[[], object]] = [
-        lambda: api.get_queue_item(queue.id, again.id, request_options=NO_RETRY),
-        lambda: api.delete_queue_item(queue.id, again.id, request_options=NO_RETRY),
-        lambda: api.update_queue_item(queue.id, "nope", status="PENDING", request_options=NO_RETRY),
-        lambda: api.list_queue_items("nope", request_options=NO_RETRY),
-        lambda: api.create_queue_item(
-            "nope", object_id="t", object_type="TRACE", request_options=NO_RETRY
-        ),
-        lambda: api.get_queue_item("nope", first.id, request_options=NO_RETRY),
-    ]
-    for call in missing:
-        with pytest.raises(NotFoundError):
-            call()
-
-    bad = [
-        ("POST", f"/api/public/annotation-queues/{queue.id}/items", {"objectId": "t"}),
-        (
-            "POST",
-            f"/api/public/annotation-queues/{queue.id}/items",
-            {"objectId": "t", "objectType": "DATASET"},
-        ),
-        (
-            "POST",
-            f"/api/public/annotation-queues/{queue.id}/items",
-            {"objectId": "t", "objectType": "TRACE", "status": "DONE"},
-        ),
-        ("PATCH", f"/api/public/annotation-queues/{queue.id}/items/{first.id}", {"status": "X"}),
-        (
-            "PATCH",
-            f"/api/public/annotation-queues/{queue.id}/items/{first.id}",
-            {"objectId": "other"},
-        ),
-    ]
-    for method, path, body in bad:
-        assert _raw(langfuse_sandbox, method, path, body).status_code == 400, (method, body)
-    assert (
-        _raw(
-            langfuse_sandbox, "GET", f"/api/public/annotation-queues/{queue.id}/items", status="X"
-        ).status_code
-        == 400
-    )
-    assert len(store.queue_items(queue.id)) == 3
-
-    counts = {
-        name: langfuse_sandbox.faults.count(f"annotation_queue_items.{name}")
-        for name in ("create", "list", "get", "update", "delete")
-    }
-    assert all(counts.values()), counts
-
-
-# --------------------------------------------------------------------------- faults, rate limit
-
-
-def test_review_endpoints_take_faults_and_their_rate_limits(
-    langfuse_sandbox: LangfuseSandbox, langfuse_client: Langfuse
-) -> None:
-    assert {
-        "score_configs.create",
-        "score_configs.list",
-        "score_configs.get",
-        "score_configs.update",
-    } <= GENERAL_API_ENDPOINTS
-    names = {
-        "annotation_queues.create",
-        "annotation_queues.list",
-        "annotation_queues.get",
-        "annotation_queue_items.create",
-        "annotation_queue_items.list",
-        "annotation_queue_items.get",
-        "annotation_queue_items.update",
-        "annotation_queue_items.delete",
-    }
-    assert names == ANNOTATION_QUEUE_ENDPOINTS  # their own bucket ("annotation-queues")
-    assert not names & GENERAL_API_ENDPOINTS
-
-    langfuse_sandbox.faults.set("annotation_queues.list", Fault(status=503, first=1))
-    with pytest.raises(ApiError) as caught:
-        langfuse_client.api.annotation_queues.list_queues(request_options=NO_RETRY)
-    assert caught.value.status_code == 503
-    assert langfuse_client.api.annotation_queues.list_queues().data == []
-
-    limit = langfuse_sandbox.set_rate_limit(per_minute=2)
-    api = langfuse_client.api.score_configs
-    api.get()
-    api.get()
-    with pytest.raises(ApiError) as caught:
-        api.get(request_options=NO_RETRY)
-    assert caught.value.status_code == 429
-    assert limit.endpoints is not None and "score_configs.get" in limit.endpoints
-    assert "annotation_queue_items.create" not in limit.endpoints
-
-
-def test_review_endpoints_need_auth(langfuse_sandbox: LangfuseSandbox) -> None:
-    for path in ("/api/public/score-configs", "/api/public/annotation-queues"):
-        assert httpx.get(f"{langfuse_sandbox.url}{path}").status_code == 401
-
-
-def test_paging_params_are_checked(langfuse_sandbox: LangfuseSandbox) -> None:
-    for params in ({"page": 0}, {"limit": 101}, {"limit": 0}, {"page": "x"}):
-        for path in ("/api/public/score-configs", "/api/public/annotation-queues"):
-            answer = _raw(langfuse_sandbox, "GET", path, **params)
-            assert answer.status_code == 400, (path, params)
-    # the annotation-queue list queries are strict; the score-config one is not
-    assert _raw(langfuse_sandbox, "GET", "/api/public/annotation-queues", x=1).status_code == 400
-    assert _raw(langfuse_sandbox, "GET", "/api/public/score-configs", x=1).status_code == 200
-
-
-# --------------------------------------------------------------------------- OpenAPI conformance
-
-
-@pytest.fixture(scope="module")
-def validate() -> Validate:
-    """``validate(schema_name, instance)`` against ``#/components/schemas/<schema_name>``."""
-    if not SPEC_PATH.is_file():
-        pytest.skip(f"Langfuse OpenAPI spec not found at {SPEC_PATH.resolve()}")
-    with SPEC_PATH.open() as f:
-        spec: dict[str, Any] = yaml.safe_load(f)
-    registry: Registry[Any] = Registry().with_resource(SPEC_URI, DRAFT4.create_resource(spec))
-
-    def check(schema_name: str, instance: Any) -> None:
-        schema = {"$ref": f"{SPEC_URI}#/components/schemas/{schema_name}"}
-        validator = OAS30Validator(schema, registry=registry, format_checker=oas30_format_checker)
-        errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.path))
-        assert not errors, "\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors[:10])
-
-    return check
-
-
-def test_the_validator_rejects_wrong_shapes(validate: Validate) -> None:
-    with pytest.raises(AssertionError):
-        validate("ScoreConfig", {"id": "x", "name": "n", "dataType": "NUMERIC"})
-    with pytest.raises(AssertionError):
-        validate("PaginatedAnnotationQueueItems", {"data": [], "meta": {"page": 1}})
-
-
-def test_review_answers_match_the_spec(
-    langfuse_sandbox: LangfuseSandbox, langfuse_client: Langfuse, validate: Validate
-) -> None:
-    configs = _configs(langfuse_client)
-    queue = langfuse_client.api.annotation_queues.create_queue(
-        name="review", score_config_ids=[c.id for c in configs.values()]
-    )
-    api = langfuse_client.api.annotation_queues
-    item = api.create_queue_item(queue.id, object_id="t1", object_type="TRACE")
-    api.create_queue_item(queue.id, object_id="g1", object_type="OBSERVATION", status="COMPLETED")
-    base = "/api/public"
-
-    def get(path: str, **params: Any) -> Any:
-        answer = _raw(langfuse_sandbox, "GET", f"{base}{path}", **params)
-        assert answer.status_code == 200, answer.text
-        assert answer.headers["content-type"].startswith("application/json")
-        return answer.json()
-
-    validate("ScoreConfigs", get("/score-configs"))
-    validate("ScoreConfigs", get("/score-configs", page=2, limit=1))
-    for config in configs.values():
-        validate("ScoreConfig", get(f"/score-configs/{config.id}"))
-    validate("PaginatedAnnotationQueues", get("/annotation-queues"))
-    validate("AnnotationQueue", get(f"/annotation-queues/{queue.id}"))
-    validate("PaginatedAnnotationQueueItems", get(f"/annotation-queues/{queue.id}/items"))
-    validate(
-        "PaginatedAnnotationQueueItems",
-        get(f"/annotation-queues/{queue.id}/items", status="COMPLETED", limit=1),
-    )
-    validate("AnnotationQueueItem", get(f"/annotation-queues/{queue.id}/items/{item.id}"))
-
-    patched = _raw(
-        langfuse_sandbox,
-        "PATCH",
-        f"{base}/annotation-queues/{queue.id}/items/{item.id}",
-        {"status": "COMPLETED"},
-    )
-    validate("AnnotationQueueItem", patched.json())
-    deleted = _raw(
-        langfuse_sandbox, "DELETE", f"{base}/annotation-queues/{queue.id}/items/{item.id}"
-    )
-    validate("DeleteAnnotationQueueItemResponse", deleted.json())
-    updated = _raw(
-        langfuse_sandbox, "PATCH", f"{base}/score-configs/{configs['trust'].id}", {"maxValue": 5}
-    )
-    validate("ScoreConfig", updated.json())
-
-    store = langfuse_sandbox.store
-    trace_id = store.add_trace(start_time=T0)
-    obs_id = store.add_observation(trace_id=trace_id, start_time=T0)
-    langfuse_client.api.scores.create(
-        request=[
-            _score(trace_id, "trust", 0.5, observationId=obs_id, configId=configs["trust"].id),
-            _score(trace_id, "verdict", "correct", configId=configs["verdict"].id),
-        ]
-    )
-    scores = get("/v3/scores", fields="details,subject,annotation", traceId=trace_id)
-    assert len(scores["data"]) == 2
-    validate("GetScoresV3Response", scores)

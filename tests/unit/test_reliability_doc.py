@@ -20,6 +20,7 @@ def test_reliability_doc_names_real_tests() -> None:
     named = {(path, func) for path, func, _ in refs}
     for path in (
         "tests/flow/test_faults_langfuse.py",
+        "tests/flow/test_faults_tlm.py",
         "tests/e2e/test_crash.py",
         "tests/flow/test_bad_input.py",
         "tests/flow/test_config.py",
