@@ -16,9 +16,9 @@ import pytest
 
 from sandbox.langfuse_app import LangfuseSandbox
 from sandbox.tlm_app import Latency, TLMSandbox
+from tests.support.seeding import TAG, seed
 
 REPO = Path(__file__).resolve().parents[2]
-TAG = "TLM_eval_pipeline"
 N = 16
 
 
@@ -36,16 +36,7 @@ def seed_overlap(lf: LangfuseSandbox, now: datetime) -> tuple[datetime, datetime
     if hi - lo < timedelta(minutes=20):
         pytest.skip("too close to midnight UTC for the two windows to overlap usefully")
     step = (hi - lo - timedelta(minutes=10)) / N
-    ids = [
-        lf.store.add_trace(
-            name=f"q{i}",
-            tags=(TAG,),
-            start_time=lo + timedelta(minutes=5) + i * step,
-            input={"args": [f"Question {i}?"], "kwargs": {}},
-            output=f"Answer {i}.",
-        )
-        for i in range(N)
-    ]
+    ids = seed(lf, N, start=lo + timedelta(minutes=5), step=step, metadata=None)
     return today - timedelta(days=1), today, ids
 
 

@@ -35,9 +35,9 @@ from sandbox.runner import free_port
 from sandbox.tlm_app import session_tlm_sandbox
 from tests.support.env import FAST_TUNING
 from tests.support.prefect_yaml import declared_deployments
+from tests.support.seeding import TAG, seed
 
 REPO = Path(__file__).resolve().parents[2]
-TAG = "TLM_eval_pipeline"
 
 
 def midnight(d: date) -> datetime:
@@ -46,20 +46,13 @@ def midnight(d: date) -> datetime:
 
 def seed_day(lf: LangfuseSandbox, day: date, n: int = 4) -> list[str]:
     """``n`` traces over the day: at 00:00, 06:00 (+ 1 s), 12:00 ...; one untagged trace too."""
-    lf.store.add_trace(
-        tags=("other",), start_time=midnight(day) + timedelta(hours=3), input="Q", output="A"
-    )
-    return [
-        lf.store.add_trace(
-            name=f"{day} q{i}",
-            tags=(TAG,),
-            start_time=midnight(day) + timedelta(hours=6 * i, seconds=1 if i else 0),
-            input={"args": [f"Question {i} of {day}?"], "kwargs": {}},
-            output=f"Answer {i}.",
-            metadata={"system_prompt": "You are a trivia master."},
-        )
-        for i in range(n)
-    ]
+    other = midnight(day) + timedelta(hours=3)
+    seed(lf, 1, tags=("other",), start=other, name=None, input="Q", output="A", metadata=None)
+
+    def at(i: int) -> datetime:
+        return midnight(day) + timedelta(hours=6 * i, seconds=1 if i else 0)
+
+    return seed(lf, n, at=at, name=f"{day} q{{i}}", question=f"Question {{i}} of {day}?")
 
 
 def wait_final(client: SyncPrefectClient, run_id: UUID, timeout: float = 120.0) -> FlowRun:

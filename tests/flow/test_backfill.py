@@ -26,10 +26,10 @@ from sandbox.langfuse_app import LangfuseSandbox
 from sandbox.tlm_app import TLMSandbox
 from tasks.config import ConfigError
 from tests.support.profiles import ON_BOTH_SERVERS
+from tests.support.seeding import TAG, seed
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
-TAG = "TLM_eval_pipeline"
 FIRST = date(2026, 10, 1)
 
 
@@ -42,19 +42,12 @@ def seed_days(
 ) -> dict[date, list[str]]:
     """``per_day`` tagged traces spread over each day, including one right at 00:00."""
     out: dict[date, list[str]] = {}
+    step = timedelta(hours=23) / max(per_day - 1, 1)
     for d in range(days):
         day = first + timedelta(days=d)
-        out[day] = [
-            lf.store.add_trace(
-                name=f"{day} q{i}",
-                tags=(TAG,),
-                start_time=midnight(day) + i * timedelta(hours=23) / max(per_day - 1, 1),
-                input={"args": [f"{marker}Question {i} of {day}?"], "kwargs": {}},
-                output=f"Answer {i}.",
-                metadata={"system_prompt": "You are a trivia master."},
-            )
-            for i in range(per_day)
-        ]
+        question = f"{marker}Question {{i}} of {day}?"
+        name = f"{day} q{{i}}"
+        out[day] = seed(lf, per_day, start=midnight(day), step=step, name=name, question=question)
     return out
 
 

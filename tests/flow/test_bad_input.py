@@ -52,6 +52,7 @@ from tests.support.bad_input import (
     chat,
 )
 from tests.support.env import guard_network
+from tests.support.seeding import seed
 
 DAY = datetime(2026, 11, 28, tzinfo=UTC)
 END = DAY + timedelta(days=1)
@@ -409,14 +410,16 @@ def _ref(prompt: str, response: str) -> str:
     return hashlib.sha256(prompt.encode() + b"\x00" + response.encode()).hexdigest()[:12]
 
 
-def _seed(lf: LangfuseSandbox) -> dict[str, str]:
+def seed_cases(lf: LangfuseSandbox) -> dict[str, str]:
     ids: dict[str, str] = {}
     for i, case in enumerate(CASES):
         at = case.at if case.at is not None else timedelta(hours=1, minutes=i)
-        ids[case.id] = lf.store.add_trace(
-            name=case.name or case.id,
+        (ids[case.id],) = seed(
+            lf,
+            1,
             tags=case.tags,
-            start_time=DAY + at,
+            start=DAY + at,
+            name=case.name or case.id,
             input=case.input,
             output=case.output,
             metadata=case.metadata,
@@ -469,7 +472,7 @@ def catalogue(prefect_harness: None) -> Iterator[Run]:
         with LangfuseSandbox() as lf:
             for k, v in lf.env().items():
                 mp.setenv(k, v)
-            ids = _seed(lf)
+            ids = seed_cases(lf)
             tlm.rich_explanations = True  # explanations carry markup too
             report = evaluate_traces(window_start=DAY, window_end=END, tags=[TAG])
             run = Run(

@@ -1,9 +1,8 @@
-"""``python -m flows.cli``: window and backfill runs, their output and exit codes."""
+"""The CLI's ``main`` in this process: window and backfill runs, their output and exit codes."""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -12,27 +11,12 @@ from flows.window_lock import window_lock
 from sandbox.faults import Fault
 from sandbox.langfuse_app import LangfuseSandbox
 from sandbox.tlm_app import TLMSandbox
+from tests.support.seeding import TAG, seed
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
-REPO = Path(__file__).resolve().parents[2]
-TAG = "TLM_eval_pipeline"
 DAY = date(2026, 9, 14)
 START = datetime(2026, 9, 14, tzinfo=UTC)
-
-
-def seed(lf: LangfuseSandbox, start: datetime, n: int, step: timedelta) -> list[str]:
-    return [
-        lf.store.add_trace(
-            name=f"q{i}",
-            tags=(TAG,),
-            start_time=start + i * step,
-            input={"args": [f"Question {i}?"], "kwargs": {}},
-            output=f"Answer {i}.",
-            metadata={"system_prompt": "You are a trivia master."},
-        )
-        for i in range(n)
-    ]
 
 
 def window_args(*extra: str) -> list[str]:
@@ -43,8 +27,10 @@ def window_args(*extra: str) -> list[str]:
 def test_window_explicit_ok_prints_the_ranked_table(
     langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    ids = seed(langfuse_sandbox, START, 6, timedelta(hours=3))
-    seed(langfuse_sandbox, START + timedelta(days=1), 2, timedelta(hours=1))  # after: out
+    ids = seed(langfuse_sandbox, 6, start=START, step=timedelta(hours=3))
+    seed(
+        langfuse_sandbox, 2, start=START + timedelta(days=1), step=timedelta(hours=1)
+    )  # after: out
 
     assert main(window_args("--show", "3")) == 0
 
@@ -65,8 +51,8 @@ def test_window_since_uses_the_recent_past(
     langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, capsys: pytest.CaptureFixture[str]
 ) -> None:
     now = datetime.now(UTC)
-    recent = seed(langfuse_sandbox, now - timedelta(hours=20), 4, timedelta(hours=4))
-    seed(langfuse_sandbox, now - timedelta(hours=30), 2, timedelta(hours=1))  # too old
+    recent = seed(langfuse_sandbox, 4, start=now - timedelta(hours=20), step=timedelta(hours=4))
+    seed(langfuse_sandbox, 2, start=now - timedelta(hours=30), step=timedelta(hours=1))  # too old
     assert main(["window", "--since", "24h", "--tag", TAG, "--show", "0"]) == 0
     assert sorted(s.trace_id or "" for s in langfuse_sandbox.store.all_scores()) == sorted(recent)
 
@@ -74,7 +60,7 @@ def test_window_since_uses_the_recent_past(
 def test_window_pass_through_dry_run_and_caps(
     langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    seed(langfuse_sandbox, START, 5, timedelta(hours=2))
+    seed(langfuse_sandbox, 5, start=START, step=timedelta(hours=2))
     assert main(window_args("--dry-run")) == 0
     assert tlm.prompts == [] and langfuse_sandbox.store.all_scores() == []
     assert "Dry run: 5 trace(s) would be scored." in capsys.readouterr().out
@@ -89,7 +75,7 @@ def test_window_pass_through_dry_run_and_caps(
 def test_window_refused_trace_exits_nonzero(
     langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    ids = seed(langfuse_sandbox, START, 4, timedelta(hours=2))
+    ids = seed(langfuse_sandbox, 4, start=START, step=timedelta(hours=2))
     langfuse_sandbox.faults.set("scores.create", Fault(reject_trace_ids={ids[1]}))
     assert main(window_args()) == 1
     out = capsys.readouterr().out
@@ -100,7 +86,7 @@ def test_window_refused_trace_exits_nonzero(
 def test_window_stage_failure_exits_nonzero(
     langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    seed(langfuse_sandbox, START, 3, timedelta(hours=2))
+    seed(langfuse_sandbox, 3, start=START, step=timedelta(hours=2))
     tlm.fail_status = 422
     tlm.faults.set("tlm.score", Fault(fail_items={"Question"}))
     assert main(window_args()) == 1
@@ -142,7 +128,7 @@ def test_backfill_ok_then_failed_day(
 ) -> None:
     lf = langfuse_sandbox
     for d in range(3):
-        seed(lf, START + timedelta(days=d), 3, timedelta(hours=5))
+        seed(lf, 3, start=START + timedelta(days=d), step=timedelta(hours=5))
     argv = ["backfill", "--start-date", str(DAY), "--end-date", str(DAY + timedelta(days=2))]
     argv += ["--tag", TAG, "--max-concurrency", "2"]
     assert main(argv) == 0
@@ -163,7 +149,7 @@ def test_a_window_held_past_the_wait_timeout_fails_naming_it(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    seed(langfuse_sandbox, START, 2, timedelta(hours=2))
+    seed(langfuse_sandbox, 2, start=START, step=timedelta(hours=2))
     monkeypatch.setenv("TRUST_EVAL_LOCK_TIMEOUT_S", "1")
     evening = START + timedelta(hours=20)  # another run's window overlapping the 14th
     with window_lock(evening, evening + timedelta(hours=10), [TAG], "trust_score"):

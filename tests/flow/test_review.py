@@ -15,6 +15,7 @@ from sandbox.tlm_app import TLMSandbox, synthetic_score
 from tasks.models import score_id
 from tasks.report import EVENT_EVALUATED, EVENT_LOW_TRUST
 from tests.support.profiles import ON_BOTH_SERVERS
+from tests.support.seeding import seed
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -23,14 +24,10 @@ W: dict[str, Any] = {"window_start": DAY, "window_end": DAY + timedelta(days=1)}
 TAG = "review-loop"
 
 
-def seed(lf: LangfuseSandbox, n: int) -> list[str]:
-    return [
-        lf.store.add_trace(
-            name=f"q{i}", tags=(TAG,), start_time=DAY + timedelta(minutes=10 * i),
-            input={"args": [f"Question number {i}?"], "kwargs": {}}, output=f"Answer {i}.",
-        )
-        for i in range(n)
-    ]  # fmt: skip
+def seed_questions(lf: LangfuseSandbox, n: int) -> list[str]:
+    """``n`` traces of the review loop's tag, 10 minutes apart, without a system prompt."""
+    step, question = timedelta(minutes=10), "Question number {i}?"
+    return seed(lf, n, tags=(TAG,), start=DAY, step=step, question=question, metadata=None)
 
 
 def expected_score(i: int) -> float:
@@ -41,7 +38,7 @@ def test_score_config_made_once_and_scores_attached(
     langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox
 ) -> None:
     lf = langfuse_sandbox
-    seed(lf, 4)
+    seed_questions(lf, 4)
     evaluate_traces(**W, tags=[TAG], label_score=True)
     evaluate_traces(**W, tags=[TAG], label_score=True, rescore=True)
 
@@ -73,7 +70,7 @@ def test_review_queue_gets_low_trust_traces_once(
     langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox
 ) -> None:
     lf = langfuse_sandbox
-    ids = seed(lf, 30)
+    ids = seed_questions(lf, 30)
     low = {t for i, t in enumerate(ids) if expected_score(i) < 0.5}
     assert 0 < len(low) < 30  # the synthetic scores spread both sides of the threshold
 
@@ -95,7 +92,7 @@ def test_review_queue_gets_low_trust_traces_once(
 
 def test_review_lowest_n(langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox) -> None:
     lf = langfuse_sandbox
-    ids = seed(lf, 30)
+    ids = seed_questions(lf, 30)
     ranked = sorted((expected_score(i), t) for i, t in enumerate(ids))
     evaluate_traces(**W, tags=[TAG], review_queue="worst", review_lowest_n=3)
     (queue,) = lf.store.annotation_queues()
@@ -130,7 +127,7 @@ def _events(flow_run_id: str | None, expect: int) -> list[Any]:
 
 def test_run_events_carry_the_figures(langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox) -> None:
     lf = langfuse_sandbox
-    ids = seed(lf, 20)
+    ids = seed_questions(lf, 20)
     lf.store.add_trace(tags=(TAG,), start_time=DAY + timedelta(hours=20), input=None, output="x")
     n_low = sum(expected_score(i) < 0.5 for i in range(20))
     start = DAY + timedelta(hours=0, minutes=0)

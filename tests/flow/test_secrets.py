@@ -37,12 +37,11 @@ from sandbox.langfuse_app import LangfuseSandbox
 from sandbox.tlm_app import TLMSandbox
 from tasks.config import ConfigError
 from tasks.report import EVENT_EVALUATED, EvalReport
+from tests.support.seeding import TAG, WINDOW, seed
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
-DAY = datetime(2026, 11, 28, tzinfo=UTC)
-TAG = "TLM_eval_pipeline"
-W: dict[str, Any] = {"window_start": DAY, "window_end": DAY + timedelta(days=1), "tags": [TAG]}
+W: dict[str, Any] = WINDOW | {"tags": [TAG]}
 
 
 # every run of this module and the secrets it knew: the database is searched for all of them
@@ -101,16 +100,10 @@ def known(langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox) -> dict[str, str]:
     }
 
 
-def seed(lf: LangfuseSandbox, n: int = 4) -> None:
-    for i in range(n):
-        lf.store.add_trace(
-            name=f"<b>q{i}</b>",
-            tags=(TAG,),
-            start_time=DAY + timedelta(hours=i),
-            input={"args": [f"Question {i}? <script>x</script> | *y*"], "kwargs": {}},
-            output=f"Answer {i}.",
-            metadata={"system_prompt": "You are a trivia master."},
-        )
+def seed_with_markup(lf: LangfuseSandbox) -> list[str]:
+    """Four traces an hour apart whose names and questions carry markup."""
+    question = "Question {i}? <script>x</script> | *y*"
+    return seed(lf, 4, step=timedelta(hours=1), name="<b>q{i}</b>", question=question)
 
 
 def run_flow(**overrides: Any) -> tuple[Any, Any]:
@@ -232,7 +225,7 @@ def test_successful_run_shows_no_secret(
     capfd: pytest.CaptureFixture[str],
     console: io.StringIO,
 ) -> None:
-    seed(langfuse_sandbox)
+    seed_with_markup(langfuse_sandbox)
     tlm.rich_explanations = True
     result, flow_run_id = run_flow()
     assert isinstance(result, EvalReport) and result.uploaded == 4, result
@@ -259,7 +252,7 @@ def test_refused_tlm_key_shows_no_secret(
     console: io.StringIO,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    seed(langfuse_sandbox)
+    seed_with_markup(langfuse_sandbox)
     wrong = f"tlm-wrong-{secrets.token_hex(16)}"
     monkeypatch.setenv("CLEANLAB_TLM_API_KEY", wrong)
     result, flow_run_id = run_flow()
@@ -280,7 +273,7 @@ def test_langfuse_401_shows_no_secret(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     lf = langfuse_sandbox
-    seed(lf)
+    seed_with_markup(lf)
     wrong = f"sk-lf-wrong-{secrets.token_hex(16)}"
     monkeypatch.setenv("LANGFUSE_SECRET_KEY", wrong)
     result, flow_run_id = run_flow()

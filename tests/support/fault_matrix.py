@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from flows.evaluate_traces import EvaluationFailed, evaluate_traces
@@ -26,10 +26,9 @@ from sandbox.faults import Fault, FaultState, RequestRecord
 from sandbox.langfuse_app import LangfuseSandbox
 from sandbox.tlm_app import TLMSandbox, synthetic_score
 from tasks.report import EvalReport
+from tests.support import seeding
+from tests.support.seeding import DAY, SYSTEM_PROMPT, TAG
 
-DAY = datetime(2026, 11, 28, tzinfo=UTC)
-TAG = "TLM_eval_pipeline"
-SYSTEM = "You are a trivia master."
 RETRIES = 3  # TRUST_EVAL_RETRIES in the matrix (the ``fault_tuning`` fixture)
 
 
@@ -45,21 +44,12 @@ class Seeded:
         return list(self.order)
 
 
-def seed(lf: LangfuseSandbox, n: int, *, prefix: str = "Question") -> Seeded:
+def seed(lf: LangfuseSandbox, n: int) -> Seeded:
     """``n`` traces spread over the day (oldest first), each with its expected TLM pair."""
     out = Seeded()
-    step = timedelta(days=1) / max(n, 1)
-    for i in range(n):
-        question, answer = f"{prefix} {i}?", f"Answer {i}."
-        trace_id = lf.store.add_trace(
-            name=f"q{i}",
-            tags=(TAG,),
-            start_time=DAY + i * step,
-            input={"args": [question], "kwargs": {}},
-            output=answer,
-            metadata={"system_prompt": SYSTEM},
-        )
-        out.pairs[trace_id] = (f"System: {SYSTEM}\n\nUser: {question}\n\nAssistant:", answer)
+    for i, trace_id in enumerate(seeding.seed(lf, n, step=timedelta(days=1) / max(n, 1))):
+        prompt = f"System: {SYSTEM_PROMPT}\n\nUser: Question {i}?\n\nAssistant:"
+        out.pairs[trace_id] = (prompt, f"Answer {i}.")
         out.order.append(trace_id)
     return out
 
