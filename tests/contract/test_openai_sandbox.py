@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from sandbox.faults import Fault
 from sandbox.openai_app import (
@@ -37,8 +38,10 @@ def oai(server: OpenAISandbox) -> Iterator[OpenAISandbox]:
     server.reset()
 
 
-def client(sandbox: OpenAISandbox, **kwargs: object) -> openai.OpenAI:
-    return openai.OpenAI(base_url=sandbox.base_url, api_key=sandbox.api_key, **kwargs)  # type: ignore[arg-type]
+def client(sandbox: OpenAISandbox, max_retries: int = openai.DEFAULT_MAX_RETRIES) -> openai.OpenAI:
+    return openai.OpenAI(
+        base_url=sandbox.base_url, api_key=sandbox.api_key, max_retries=max_retries
+    )
 
 
 def test_trivia_table_is_the_seed_questions() -> None:
@@ -56,11 +59,14 @@ def test_trivia_table_is_the_seed_questions() -> None:
 
 @pytest.mark.parametrize("question", list(TRIVIA))
 def test_chat_completion_returns_the_recorded_answer(oai: OpenAISandbox, question: str) -> None:
-    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}]
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": question},
+    ]
     before = int(time.time())
     completion = client(oai).chat.completions.create(
         model="gpt-4.1-mini",
-        messages=messages,  # type: ignore[arg-type]
+        messages=messages,
         temperature=0,
     )
     answer = TRIVIA[question]
@@ -74,7 +80,7 @@ def test_chat_completion_returns_the_recorded_answer(oai: OpenAISandbox, questio
     assert before <= completion.created <= int(time.time())
     assert completion.usage is not None
     assert completion.usage.completion_tokens == estimate_tokens(answer)
-    assert completion.usage.prompt_tokens == prompt_tokens(messages)
+    assert completion.usage.prompt_tokens == prompt_tokens([dict(m) for m in messages])
     assert completion.usage.prompt_tokens == (
         estimate_tokens(SYSTEM) + 4 + estimate_tokens(question) + 4 + 3
     )

@@ -1,11 +1,8 @@
-"""Contract tests: the real cleanlab-tlm client against the local TLM sandbox, over HTTP.
+"""The real cleanlab-tlm client against the local TLM sandbox, over HTTP.
 
-cleanlab-tlm reads CLEANLAB_API_BASE_URL once, when it is first imported, so the process-wide
-sandbox is configured here BEFORE ``cleanlab_tlm`` is imported (the shared conftest may have done
-it already: ``session_tlm_sandbox()`` returns the same sandbox then), and reset between tests.
-
-The client's backoff sleeps (1, 2, 4 s) have no knob: the tests that need them are limited to
-one transient 5xx (1 s), one 429 with ``Retry-After: 1`` (1 s) and one exhausted 5xx (7 s).
+cleanlab-tlm reads CLEANLAB_API_BASE_URL once, at import: the session sandbox is configured
+before the import below (the contract conftest did it already). The client's backoff has no
+knob: one transient 5xx (1 s), one 429 (1 s) and one exhausted 5xx (7 s) wait it out.
 """
 
 from __future__ import annotations
@@ -40,6 +37,7 @@ import cleanlab_tlm  # noqa: E402
 import cleanlab_tlm.internal.api.api as tlm_api  # noqa: E402
 from cleanlab_tlm import TLM  # noqa: E402
 from cleanlab_tlm.errors import APITimeoutError, AuthError  # noqa: E402
+from cleanlab_tlm.tlm import TLMScore  # noqa: E402
 
 TIMEOUT = 10.0
 EXPECTED_OPTIONS = {"model": "gpt-4.1-mini", "log": ["explanation"], "max_timeout": TIMEOUT}
@@ -65,6 +63,12 @@ def make_tlm(sandbox: TLMSandbox, **kwargs: Any) -> TLM:
     }
     args.update(kwargs)
     return TLM(**args)
+
+
+def score_one(tlm: TLM, prompt: str, response: str) -> TLMScore:
+    result = tlm.get_trustworthiness_score(prompt, response)
+    assert not isinstance(result, list)  # one pair, one score
+    return result
 
 
 def score_list(tlm: TLM, prompts: list[str], responses: list[str]) -> list[dict[str, Any]]:
@@ -251,10 +255,8 @@ def test_bad_key_list_call_fills_error_slots_without_retry(tlm_sandbox: TLMSandb
 def test_429_with_retry_after_zero_is_retried_without_limit(tlm_sandbox: TLMSandbox) -> None:
     # 6 rate-limited answers: more than the 4 attempts allowed for other errors
     tlm_sandbox.faults.set("tlm.score", Fault(status=429, retry_after=0, first=6))
-    result = make_tlm(tlm_sandbox).get_trustworthiness_score(
-        "What is the capital of France?", "Paris"
-    )
-    assert result["trustworthiness_score"] == 0.985  # type: ignore[call-overload]
+    result = score_one(make_tlm(tlm_sandbox), "What is the capital of France?", "Paris")
+    assert result["trustworthiness_score"] == 0.985
     assert tlm_sandbox.faults.count("tlm.score", status=429) == 6
     assert tlm_sandbox.faults.count("tlm.score", status=200) == 1
 
@@ -262,9 +264,9 @@ def test_429_with_retry_after_zero_is_retried_without_limit(tlm_sandbox: TLMSand
 def test_429_retry_after_is_honoured(tlm_sandbox: TLMSandbox) -> None:
     tlm_sandbox.faults.set("tlm.score", Fault(status=429, retry_after=1, first=1))
     started = time.monotonic()
-    result = make_tlm(tlm_sandbox).get_trustworthiness_score("Q?", "A.")
+    result = score_one(make_tlm(tlm_sandbox), "Q?", "A.")
     elapsed = time.monotonic() - started
-    assert result["trustworthiness_score"] == synthetic_score("Q?", "A.")  # type: ignore[call-overload]
+    assert result["trustworthiness_score"] == synthetic_score("Q?", "A.")
     assert 1.0 <= elapsed < 3.0
     assert [r.status for r in tlm_sandbox.faults.requests] == [429, 200]
 
@@ -272,9 +274,9 @@ def test_429_retry_after_is_honoured(tlm_sandbox: TLMSandbox) -> None:
 def test_transient_5xx_is_retried_after_one_second(tlm_sandbox: TLMSandbox) -> None:
     tlm_sandbox.faults.set("tlm.score", Fault(status=503, first=1))
     started = time.monotonic()
-    result = make_tlm(tlm_sandbox).get_trustworthiness_score("Q?", "A.")
+    result = score_one(make_tlm(tlm_sandbox), "Q?", "A.")
     elapsed = time.monotonic() - started
-    assert result["trustworthiness_score"] == synthetic_score("Q?", "A.")  # type: ignore[call-overload]
+    assert result["trustworthiness_score"] == synthetic_score("Q?", "A.")
     assert 1.0 <= elapsed < 3.0
     assert [r.status for r in tlm_sandbox.faults.requests] == [503, 200]
 
@@ -376,9 +378,9 @@ def test_missing_log_is_an_item_error_without_retry(tlm_sandbox: TLMSandbox) -> 
 def test_latency_fault_delays_each_call(tlm_sandbox: TLMSandbox) -> None:
     tlm_sandbox.faults.set("tlm.score", Fault(latency=0.3))
     started = time.monotonic()
-    result = make_tlm(tlm_sandbox).get_trustworthiness_score("Q?", "A.")
+    result = score_one(make_tlm(tlm_sandbox), "Q?", "A.")
     assert time.monotonic() - started >= 0.3
-    assert result["trustworthiness_score"] == synthetic_score("Q?", "A.")  # type: ignore[call-overload]
+    assert result["trustworthiness_score"] == synthetic_score("Q?", "A.")
 
 
 # --------------------------------------------------------------------------- raw wire

@@ -1,14 +1,9 @@
 """Run the window flow in a process of its own (tests/e2e/test_crash.py kills it mid-upload).
 
-``python tests/e2e/crash_child.py WINDOW_START WINDOW_END TAG [TAG...]``: the sandboxes' addresses
-and keys, the tuning and ``PREFECT_HOME`` come from the environment. Prefect starts its own
-ephemeral server for this process. On success the report is printed as one JSON line after
-``REPORT:``; a loud failure prints ``FAILED:`` and its report, and exits 1.
-
-So that a test can start it ahead of time: with ``CRASH_CHILD_GATE_FILE`` set it imports
-everything, then waits for that file before it starts its Prefect server; with
-``CRASH_CHILD_GO_FILE`` set it starts the server, prints ``READY`` and waits for that file
-before it runs the flow.
+``python tests/e2e/crash_child.py START END TAG...``, configured by the environment; prints
+``REPORT:<json>`` (or ``FAILED:<json>`` and exits 1). With ``CRASH_CHILD_GATE_FILE`` it waits
+for that file before starting Prefect; with ``CRASH_CHILD_GO_FILE`` it starts Prefect, prints
+``READY`` and waits for that file before the flow runs.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
-"""Hold a window lock in a flow run of its own (tests/e2e/test_window_lock.py kills or releases it).
+"""Hold a window lock in a flow run of its own (tests/e2e/test_window_lock.py ends it).
 
-``python tests/e2e/lock_child.py WINDOW_START WINDOW_END TAG``: the Prefect server (PREFECT_API_URL,
-or none: an ephemeral server on PREFECT_HOME) and TRUST_EVAL_LOCK_* come from the environment.
-Prints ``HELD <flow run id>`` once it holds the lock, then holds it until the file named by
-``LOCK_CHILD_RELEASE_FILE`` exists (or forever), then prints ``RELEASED``.
+``python tests/e2e/lock_child.py START END TAG``, Prefect and TRUST_EVAL_LOCK_* from the
+environment: prints ``HELD <flow run id>`` once it holds the lock, holds it until the file
+``LOCK_CHILD_RELEASE_FILE`` names exists (or forever), then prints ``RELEASED``.
 """
 
 from __future__ import annotations

@@ -1,17 +1,8 @@
-"""A crash in the middle of uploading, then the window run again: exactly one score per trace.
+"""SIGKILL the window flow mid-upload, then run the window again: exactly one score per trace.
 
-The flow runs in a child process (tests/e2e/crash_child.py) with its own PREFECT_HOME, so it starts
-its own ephemeral Prefect server; the Langfuse and TLM sandboxes run here, in the pytest
-process, and outlive it. Writes are slowed down (``scores.create`` latency) and the window
-spans several chunks, so the kill lands while a POST is in flight: chunk 1 landed, chunk 2
-was sent but its answer never came back, the later chunks were never fetched. The child's
-whole process group (the flow and its Prefect server) gets SIGKILL: no cleanup code runs.
-
-Then the window is run again, twice:
-- on another Prefect server (this session's test server): the data-level guarantee, one score
-  per trace, nothing re-sent to TLM that had landed;
-- in the crashed run's own PREFECT_HOME, as an operator re-running the CLI would: it must not
-  wait for the window lock the killed run held (its record outlives it in the database).
+The flow runs in a child (tests/e2e/crash_child.py) with its own PREFECT_HOME and ephemeral
+server; the sandboxes live here and outlive it. The window runs again on this session's test
+server, and in the crashed run's PREFECT_HOME (not blocked by the lock record it left).
 """
 
 from __future__ import annotations
@@ -24,11 +15,10 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -99,7 +89,9 @@ def kill_group(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(timeout=30)
 
 
-def wait_for(cond: Any, timeout_s: float, what: str, proc: subprocess.Popen[bytes]) -> None:
+def wait_for(
+    cond: Callable[[], bool], timeout_s: float, what: str, proc: subprocess.Popen[bytes]
+) -> None:
     deadline = time.monotonic() + timeout_s
     while not cond():
         if proc.poll() is not None:

@@ -1,10 +1,7 @@
-"""The deployments of prefect.yaml on a real ``prefect server`` and a real ``process`` worker.
+"""prefect.yaml's deployments on a real ``prefect server`` and a real ``process`` worker.
 
-The end-to-end test starts ``prefect server start`` (own PREFECT_HOME and SQLite in tmp, a free
-port), creates the work pool, runs ``prefect deploy --all --no-prompt`` and starts a worker, all
-through deployments/local.py (what ``python -m deployments.local`` runs). The worker's flow runs
-are subprocesses that talk to the Langfuse and TLM sandboxes served from this pytest process.
-Deselect with ``-m 'not e2e'``.
+deployments/local.py starts the server (own PREFECT_HOME and SQLite, a free port), the pool,
+the deployments and a worker, whose flow runs are subprocesses talking to the sandboxes here.
 """
 
 from __future__ import annotations
@@ -26,6 +23,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilterParentFlowRunId,
 )
 from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.schedules import CronSchedule
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Scheduled
 
@@ -130,8 +128,8 @@ def test_schedules_manual_runs_and_backfills_on_a_real_server(
     ):
         daily = client.read_deployment_by_name("evaluate-traces/daily")
         (sched,) = daily.schedules
-        assert sched.schedule.cron == "15 0 * * *"  # type: ignore[union-attr]
-        assert sched.schedule.timezone == "UTC"  # type: ignore[union-attr]
+        assert isinstance(sched.schedule, CronSchedule)
+        assert sched.schedule.cron == "15 0 * * *" and sched.schedule.timezone == "UTC"
         assert sched.active and sched.slug == "daily-previous-utc-day"
         assert daily.work_pool_name == local.POOL
         window = client.read_deployment_by_name("evaluate-traces/window")

@@ -1,10 +1,8 @@
 """The window lock (flows/window_lock.py) on the servers users run.
 
-A holder is a flow run in a child process (tests/e2e/lock_child.py) that takes the lock and holds
-it; the waiter is this process, calling ``window_lock`` directly. The server is a persistent
-``prefect server start`` with its own PREFECT_HOME (as ``make prefect`` starts it), or, for the
-CLI's mode, no server at all: each process starts its own ephemeral server on one shared
-PREFECT_HOME. Leases are shortened to seconds through TRUST_EVAL_LOCK_LEASE_S.
+Holders are flow runs in child processes (tests/e2e/lock_child.py); the waiter is this process.
+The server is a persistent ``prefect server start`` (as ``make prefect``), or none: each process
+starts an ephemeral one on a shared PREFECT_HOME (the CLI's mode). Leases last seconds.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from sandbox.tlm_app import TLMSandbox, session_tlm_sandbox
 session_tlm_sandbox()
 
 from sandbox.langfuse_app import LangfuseSandbox  # noqa: E402
+from sandbox.openai_app import OpenAISandbox  # noqa: E402
 from tests.support.fault_matrix import RETRIES  # noqa: E402  (imports cleanlab_tlm)
 
 
@@ -27,3 +28,12 @@ def fault_tuning(
     monkeypatch.setenv("LANGFUSE_TIMEOUT", "2")
     yield
     langfuse_sandbox.faults.clear()  # release held requests before the sandbox stops
+
+
+@pytest.fixture
+def openai_sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[OpenAISandbox]:
+    """The OpenAI sandbox, with OPENAI_* pointing at it (for the langfuse.openai integration)."""
+    with OpenAISandbox() as oai:
+        for name, value in oai.env().items():
+            monkeypatch.setenv(name, value)
+        yield oai

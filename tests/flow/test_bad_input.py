@@ -1,18 +1,8 @@
-"""The bad-input catalogue: what real traces carry, run through the whole flow.
+"""The bad-input catalogue (docs/RELIABILITY.md): odd traces in one window, ONE flow run.
 
-Every case is a trace seeded into one Langfuse sandbox window; ONE flow run (real Prefect,
-real SDKs, HTTP to the sandboxes) evaluates the whole window, and each case is then checked on
-its own (``test_case[<id>]``) against what was recorded:
-
-- ``Scored``: TLM received exactly the expected prompt and response (read back from the TLM
-  sandbox's request log, matched to the trace through the score Langfuse stored for it), and
-  the trace carries one score;
-- ``Skipped``: the trace is a recorded skip with the expected reason, and carries no score;
-- ``NotFetched``: the trace is in no bucket of the report, and nothing was sent for it.
-
-The whole-window checks (every fetched trace in one bucket, no duplicate score, one TLM item
-per scored case, markup escaped in the Prefect artifacts) are tests of their own. The table
-of cases is docs/RELIABILITY.md.
+Each case is then checked on its own (``test_case[<id>]``): ``Scored`` (TLM got exactly the
+expected prompt and response; one score), ``Skipped`` (the expected reason; no score) or
+``NotFetched`` (in no bucket; nothing sent). The whole-window checks are tests of their own.
 """
 
 from __future__ import annotations

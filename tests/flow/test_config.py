@@ -1,9 +1,7 @@
 """Bad configuration is refused before any call, with a message that names the fix.
 
-Every case runs the real flow (on the Prefect test server) against live sandboxes and checks:
-the run raises a configuration error (ours, ``ConfigError``, or Prefect's parameter check for a
-parameter of the wrong type), its message names what to set or change, and neither sandbox
-received a single request.
+Each case runs the real flow against live sandboxes: it raises ``ConfigError`` (or Prefect's
+``ParameterTypeError``), its message names what to change, and neither sandbox saw a request.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import pytest
 from flows.evaluate_traces import EvaluationFailed, evaluate_traces
 from sandbox.faults import Fault
 from sandbox.langfuse_app import LangfuseSandbox
+from sandbox.openai_app import OpenAISandbox
 from sandbox.tlm_app import TLMSandbox
 from tasks.config import ConfigError
 from tasks.models import score_id
@@ -272,24 +273,14 @@ def test_report_artifacts_escape_markup(langfuse_sandbox: LangfuseSandbox, tlm: 
     assert "| 3 | 0 | 0 | 0 | 3 | 0 |" in summary.data
 
 
-# --- traces from the real langfuse.openai integration (issue 8) ------------------------------
-
-
-@pytest.fixture
-def openai_sandbox(monkeypatch: pytest.MonkeyPatch) -> Any:
-    from sandbox.openai_app import OpenAISandbox
-
-    with OpenAISandbox() as oai:
-        for name, value in oai.env().items():
-            monkeypatch.setenv(name, value)
-        yield oai
+# --------------------------------------------------------------------------- langfuse.openai
 
 
 @ON_BOTH_SERVERS
 def test_prompt_comes_from_the_generation_the_integration_recorded(
     langfuse_sandbox: LangfuseSandbox,
     tlm: TLMSandbox,
-    openai_sandbox: Any,
+    openai_sandbox: OpenAISandbox,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from flows.trivia_app import SEED_QUESTIONS, synthetic_questions, trace_answers

@@ -4,20 +4,21 @@ arrival timestamps, read lag, silent drops of config-invalid scores, root-only t
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
+from langfuse import Langfuse
 
 from flows.evaluate_traces import EvaluationFailed, evaluate_traces
 from sandbox.langfuse_app import LangfuseSandbox
+from sandbox.openai_app import OpenAISandbox
 from sandbox.tlm_app import TLMSandbox
+from tests.support.langfuse_api import NO_RETRY
 from tests.support.seeding import TAG, WINDOW, scores_by_trace, seed
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
-NO_RETRY: Any = {"max_retries": 0}
 
 
-def listed_ids(lf: LangfuseSandbox, client: Any) -> list[str]:
+def listed_ids(lf: LangfuseSandbox, client: Langfuse) -> list[str]:
     """Every score id GET v3/scores lists, page by page, through the real SDK."""
     ids: list[str] = []
     cursor = None
@@ -31,7 +32,7 @@ def listed_ids(lf: LangfuseSandbox, client: Any) -> list[str]:
 
 @pytest.mark.parametrize("langfuse_sandbox", ["v4.16"], indirect=True)
 def test_v416_a_thousand_scored_then_the_next_day_rerun_pays_nothing(
-    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, langfuse_client: Any
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, langfuse_client: Langfuse
 ) -> None:
     lf = langfuse_sandbox
     seed(lf, 1000, step=timedelta(seconds=80))
@@ -133,18 +134,8 @@ def test_scores_dropped_for_a_bad_config_are_not_confirmed_and_resent(
     assert all(len(v) == 1 for v in scores_by_trace(lf).values())
 
 
-@pytest.fixture
-def openai_sandbox(monkeypatch: pytest.MonkeyPatch) -> Any:
-    from sandbox.openai_app import OpenAISandbox
-
-    with OpenAISandbox() as oai:
-        for name, value in oai.env().items():
-            monkeypatch.setenv(name, value)
-        yield oai
-
-
 def test_an_app_that_tags_only_its_root_span_is_scored_from_its_generations(
-    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, openai_sandbox: Any
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, openai_sandbox: OpenAISandbox
 ) -> None:
     from flows.trivia_app import SEED_QUESTIONS, trace_answers
 

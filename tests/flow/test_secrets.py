@@ -1,18 +1,8 @@
-"""Secrets never show: not in logs, Prefect parameters, artifacts, reports or exceptions.
+"""Secrets never show: not in logs, Prefect's records, artifacts, reports or exceptions.
 
-The secrets are the sandboxes' own random keys (the Langfuse secret key, the TLM API key), the
-HTTP Basic credential built from the Langfuse key pair, and, on the failing paths, the wrong
-keys a run was given. After each run, every place a secret could end up is searched for them:
-
-- logs: every record of every logger at DEBUG (caplog), and the process's stdout/stderr;
-- Prefect, read back through its API: the flow run (parameters, name, state message), its task
-  runs, its logs and its artifacts; and, as a catch-all, the bytes of the Prefect test server's
-  database (events included);
-- the report (``report.model_dump_json()``);
-- the exception a caller gets: ``str``, ``repr`` and the formatted traceback, causes included.
-
-Paths: a successful run (with markup and explanations), a refused TLM key, a 401 from
-Langfuse, and configuration errors where a secret sits in the wrong variable.
+After each run (a success, a refused TLM key, a Langfuse 401, a secret in the wrong variable),
+every place a secret could reach is searched for the sandboxes' keys, the Basic credential and
+the wrong keys the run was given; the last test searches the Prefect server's whole database.
 """
 
 from __future__ import annotations
@@ -29,6 +19,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
 
@@ -77,16 +68,16 @@ def console() -> Iterator[io.StringIO]:
     saved = []
     for h in handlers:
         rich = getattr(h, "console", None)
-        saved.append((h, h.stream, rich.file if rich is not None else None))
+        saved.append((h, h.stream, rich, rich.file if rich is not None else None))
         h.stream = buf
         if rich is not None:
             rich.file = buf
     assert saved, "no console log handler found"
     yield buf
-    for h, stream, rich_file in saved:
+    for h, stream, rich, rich_file in saved:
         h.stream = stream
-        if rich_file is not None:
-            h.console.file = rich_file  # type: ignore[attr-defined]
+        if rich is not None:
+            rich.file = rich_file
 
 
 @pytest.fixture
@@ -106,14 +97,15 @@ def seed_with_markup(lf: LangfuseSandbox) -> list[str]:
     return seed(lf, 4, step=timedelta(hours=1), name="<b>q{i}</b>", question=question)
 
 
-def run_flow(**overrides: Any) -> tuple[Any, Any]:
+def run_flow(**overrides: Any) -> tuple[object, UUID]:
     """(result or exception, flow run id): the flow as a caller runs it."""
     state = evaluate_traces(**(W | overrides), return_state=True)
     result = state.result(raise_on_failure=False)
+    assert state.state_details.flow_run_id is not None
     return result, state.state_details.flow_run_id
 
 
-async def _prefect_records(flow_run_id: Any) -> dict[str, str]:
+async def _prefect_records(flow_run_id: UUID) -> dict[str, str]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         ArtifactFilter,
@@ -182,8 +174,8 @@ def exception_texts(err: BaseException) -> dict[str, str]:
 
 
 def gather(
-    result: Any,
-    flow_run_id: Any,
+    result: object,
+    flow_run_id: UUID,
     caplog: pytest.LogCaptureFixture,
     capfd: pytest.CaptureFixture[str],
     console: io.StringIO,

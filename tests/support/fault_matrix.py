@@ -1,13 +1,8 @@
 """The fault matrix's seeding, runner and invariants (tests/flow/test_faults_*.py).
 
-Every row of the matrix checks, besides its own outcome, what no fault may break
-(:func:`assert_invariants`):
-
-- no duplicate score: no two stored scores share (trace id, score name);
-- no score for an item that was not scored: every stored score belongs to a pair TLM
-  actually scored, carries exactly the value TLM gave it, and its trace is in no skipped or
-  failed-to-score bucket;
-- every fetched trace is in exactly one bucket: ``report.accounted() == report.fetched``.
+:func:`assert_invariants` is what no fault may break: no duplicate score; no score for an item
+TLM did not score (each is TLM's value, for a trace in no skipped or failed bucket); every
+fetched trace in exactly one bucket (``report.accounted() == report.fetched``).
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from prefect.client.schemas.schedules import CronSchedule
+
 from deployments import local
 from deployments.serve import runner_deployments
 from tests.support.prefect_yaml import PREFECT_YAML, declared_deployments
@@ -36,6 +38,7 @@ def test_serve_builds_the_same_deployments() -> None:
         assert d.parameters == deps[name].get("parameters", {})
         assert d.entrypoint == deps[name]["entrypoint"]
     (daily,) = served["daily"].schedules or []
-    assert daily.schedule.cron == "15 0 * * *"  # type: ignore[union-attr]
+    assert isinstance(daily.schedule, CronSchedule)
+    assert daily.schedule.cron == "15 0 * * *"
     assert daily.slug == "daily-previous-utc-day" and daily.active
     assert served["window"].schedules == [] and served["backfill"].schedules == []
