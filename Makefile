@@ -11,7 +11,7 @@ TEST_WORKERS ?= 2
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: setup demo test test-fast lint check sandbox prefect serve bench
+.PHONY: setup demo test test-fast test-unit lint check sandbox prefect serve bench
 
 setup:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv>=0.5"
@@ -30,8 +30,11 @@ lint: setup
 
 check: lint test
 
-test-fast: setup  ## everything but the end-to-end Prefect server test
-	$(UV) run --locked pytest -q -n $(TEST_WORKERS) --dist loadfile -m 'not e2e'
+test-fast: setup  ## the unit and contract layers: no Prefect server, no flow runs
+	$(UV) run --locked pytest -q -n $(TEST_WORKERS) --dist loadfile tests/unit tests/contract
+
+test-unit: setup  ## pure functions only: no sockets, no servers (seconds)
+	$(UV) run --locked pytest -q tests/unit
 
 sandbox: setup
 	$(UV) run --locked python -m sandbox

@@ -1,12 +1,13 @@
-"""Shared pytest fixtures.
+"""Shared pytest fixtures, and each test's layer marker (the folder it sits in).
 
 The repository root goes on ``sys.path`` so tests import ``sandbox``, ``tasks``, ``flows``...
+Nothing here starts a server on import: the TLM sandbox is started by the conftest of each
+layer that talks to it (see ``tests/contract/conftest.py``), so ``tests/unit`` opens no socket.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,37 +19,38 @@ import pytest
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["DO_NOT_TRACK"] = "1"
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+REPO_ROOT = TESTS.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
-
-# cleanlab_tlm reads CLEANLAB_API_BASE_URL once, when first imported: point it at the one
-# process-wide TLM sandbox before any test module (or the code under test) imports it.
-from sandbox.tlm import TLMSandbox, session_tlm_sandbox  # noqa: E402
-
-_TLM = session_tlm_sandbox()
 
 from langfuse import Langfuse  # noqa: E402
 
 from sandbox.langfuse import LangfuseSandbox  # noqa: E402
+from sandbox.tlm import TLMSandbox, session_tlm_sandbox  # noqa: E402
+from tests.support.env import FAST_TUNING, guard_network  # noqa: E402
+
+# --------------------------------------------------------------------------- layers
+
+LAYERS = ("unit", "contract", "flow", "e2e")  # registered in pyproject.toml
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its layer, from its folder: ``tests/<layer>/...``."""
+    for item in items:
+        parts = item.path.relative_to(TESTS).parts if item.path.is_relative_to(TESTS) else ()
+        if parts and parts[0] in LAYERS:
+            item.add_marker(parts[0])
+
 
 # --------------------------------------------------------------------------- network guard
-
-_LOOPBACK = ("127.", "::1", "localhost")
 
 
 @pytest.fixture
 def no_external_network(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail any TCP connection a test opens to anything but the loopback interface."""
-    real_connect = socket.socket.connect
-
-    def guarded(self: socket.socket, address: Any) -> Any:
-        host = address[0] if isinstance(address, tuple) else str(address)
-        if self.family in (socket.AF_INET, socket.AF_INET6) and not str(host).startswith(_LOOPBACK):
-            raise ConnectionRefusedError(f"test tried to reach {address!r} beyond 127.0.0.1")
-        return real_connect(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", guarded)
+    guard_network(monkeypatch)
 
 
 # --------------------------------------------------------------------------- Langfuse sandbox
@@ -78,7 +80,7 @@ def langfuse_sandbox(
     """A fresh Langfuse sandbox (fresh keys) on 127.0.0.1, with LANGFUSE_* pointing at it.
 
     Its server profile is "current" unless the test is parametrized
-    (``tests.profiles.ON_BOTH_SERVERS``).
+    (``tests.support.profiles.ON_BOTH_SERVERS``).
     """
     for name in _LANGFUSE_ENV_CLEARED:
         monkeypatch.delenv(name, raising=False)
@@ -123,15 +125,6 @@ def langfuse_client(make_langfuse_client: Callable[..., Langfuse]) -> Langfuse:
 
 # --------------------------------------------------------------------------- flows
 
-# Production defaults wait seconds to minutes; the tests run the same code with short delays.
-FAST_TUNING = {
-    "TRUST_EVAL_RETRIES": "3",
-    "TRUST_EVAL_RETRY_BASE_DELAY_S": "0.01",
-    "TRUST_EVAL_RETRY_MAX_DELAY_S": "2",
-    "TRUST_EVAL_TLM_TIMEOUT_S": "20",
-    "TRUST_EVAL_SETTLE_LAG_S": "0",
-}
-
 
 @pytest.fixture(scope="session")
 def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
@@ -152,11 +145,12 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 @pytest.fixture
 def tlm(monkeypatch: pytest.MonkeyPatch) -> Iterator[TLMSandbox]:
     """The session's TLM sandbox, its faults and logs reset, its key in the environment."""
-    _TLM.reset()
-    for name, value in (_TLM.env() | FAST_TUNING).items():
+    sandbox = session_tlm_sandbox()  # started already by the layer's conftest
+    sandbox.reset()
+    for name, value in (sandbox.env() | FAST_TUNING).items():
         monkeypatch.setenv(name, value)
-    yield _TLM
-    _TLM.reset()
+    yield sandbox
+    sandbox.reset()
 
 
 @pytest.fixture(autouse=True)

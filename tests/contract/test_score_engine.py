@@ -1,0 +1,208 @@
+"""TLMEngine against the TLM sandbox over real HTTP, through the real cleanlab-tlm client."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from pydantic import SecretStr
+
+from sandbox.faults import Fault
+from sandbox.tlm import Latency, TLMSandbox, synthetic_score
+from tasks.config import TLMSettings
+from tasks.models import Pair
+from tasks.score import REFUSED_KEY, ScoreResult, TLMEngine
+
+pytestmark = pytest.mark.timeout(60)
+
+T0 = datetime(2025, 6, 1, tzinfo=UTC)
+
+
+def pairs(prefix: str, n: int) -> list[Pair]:
+    return [
+        Pair(f"{prefix}-{i}", T0, "t", None, f"{prefix} question {i}?", "An answer.", "chat")
+        for i in range(n)
+    ]
+
+
+def pairs_with_latency(lat: Latency, lo: float, hi: float, n: int, prefix: str) -> list[Pair]:
+    """n pairs whose sandbox latency under ``lat`` lies in [lo, hi)."""
+    out = []
+    for i in range(100_000):
+        p = pairs(f"{prefix}{i}", 1)[0]
+        if lo <= lat.for_item(p.prompt, p.response) < hi:
+            out.append(p)
+            if len(out) == n:
+                return out
+    raise AssertionError("no such pairs")
+
+
+@pytest.fixture
+def engine(tlm: TLMSandbox) -> Iterator[TLMEngine]:
+    cfg = TLMSettings(api_key=SecretStr(tlm.api_key))
+    with TLMEngine(cfg, quality_preset="medium", timeout_s=10) as eng:
+        yield eng
+
+
+def first_round_trip(tlm: TLMSandbox, since: float) -> int:
+    """Calls started since ``since`` before the first of them was answered."""
+    spans = [s for s in tlm.spans() if s.start >= since and s.status == 200]
+    first_end = min(s.end for s in spans)
+    return sum(1 for s in spans if s.start < first_end)
+
+
+def test_scores_every_pair_in_order(tlm: TLMSandbox, engine: TLMEngine) -> None:
+    chunk = pairs("a", 12)
+    result = engine.submit(chunk).result(timeout=20)
+    assert [s.score for s in result.scored] == [
+        synthetic_score(p.prompt, p.response) for p in chunk
+    ]
+    assert [s.pair for s in result.scored] == chunk
+    assert all(s.explanation for s in result.scored)
+    assert (result.failed, result.tlm_requests, result.fatal, result.all_failed) == (
+        [],
+        12,
+        None,
+        False,
+    )
+    assert engine.submit([]).result() == ScoreResult([], [], 0)
+    calls = tlm.calls
+    assert len(calls) == 12
+    assert calls[0]["options"] == {
+        "model": "gpt-4.1-mini",
+        "log": ["explanation"],
+        "max_timeout": 10,
+    }
+
+
+def test_concurrency_carries_over_to_the_next_chunk(tlm: TLMSandbox, engine: TLMEngine) -> None:
+    tlm.set_latency(0.2)
+    first = engine.submit(pairs("c1", 60)).result(timeout=20)
+    assert len(first.scored) == 60
+    assert engine.stats()["window"] > 16
+    t2 = time.time()
+    second = engine.submit(pairs("c2", 60)).result(timeout=20)
+    assert len(second.scored) == 60
+    # a fresh client sends 4 in its first round trip; the shared one sends its whole window
+    assert first_round_trip(tlm, t2) > 16
+
+
+def test_next_chunk_runs_while_the_previous_chunks_tail_is_out(
+    tlm: TLMSandbox, engine: TLMEngine
+) -> None:
+    lat = Latency.lognormal(0.1, 1.0, seed=5)
+    tlm.set_latency(lat)
+    engine.submit(pairs_with_latency(lat, 0, 0.05, 1, "probe")).result(timeout=10)
+    slow = pairs_with_latency(lat, 1.5, 3.0, 1, "slow")
+    fast = pairs_with_latency(lat, 0, 0.1, 10, "fast")
+    f1 = engine.submit(slow + fast[:5])
+    f2 = engine.submit(fast[5:])
+    r2 = f2.result(timeout=10)
+    assert len(r2.scored) == 5
+    assert not f1.done()  # chunk 2 finished while chunk 1's slowest item was still out
+    r1 = f1.result(timeout=10)
+    assert len(r1.scored) == 6
+
+
+def test_per_item_timeout_is_a_recorded_failure(tlm: TLMSandbox) -> None:
+    lat = Latency.lognormal(0.1, 1.0, seed=5)
+    tlm.set_latency(lat)
+    slow = pairs_with_latency(lat, 2.0, 5.0, 1, "slow")
+    fast = pairs_with_latency(lat, 0, 0.1, 4, "fast")
+    cfg = TLMSettings(api_key=SecretStr(tlm.api_key))
+    started = time.monotonic()
+    with TLMEngine(cfg, quality_preset="medium", timeout_s=0.8) as engine:
+        result = engine.submit(fast + slow).result(timeout=10)
+    assert time.monotonic() - started < 1.9
+    assert [s.pair for s in result.scored] == fast
+    [failed] = result.failed
+    assert failed.trace_id == slow[0].trace_id
+    assert failed.why.startswith("tlm_error: Timeout while waiting")
+    assert result.fatal is None and not result.all_failed
+
+
+def test_a_chunk_where_every_item_failed_is_not_fatal(tlm: TLMSandbox, engine: TLMEngine) -> None:
+    tlm.fail_status = 422  # a per-item error the client does not retry
+    tlm.faults.set("tlm.score", Fault(fail_items={"question"}))
+    result = engine.submit(pairs("bad", 5)).result(timeout=10)
+    assert result.scored == [] and len(result.failed) == 5
+    assert result.all_failed and result.fatal is None
+    assert result.tlm_requests == 5
+    assert all("injected failure" in o.why for o in result.failed)
+    tlm.faults.clear()
+    again = engine.submit(pairs("good", 3)).result(timeout=10)
+    assert len(again.scored) == 3 and not again.all_failed
+
+
+def test_a_refused_key_is_fatal_after_one_request(tlm: TLMSandbox) -> None:
+    cfg = TLMSettings(api_key=SecretStr("not-the-key"))
+    with TLMEngine(cfg, quality_preset="medium", timeout_s=10) as engine:
+        first = engine.submit(pairs("k1", 50))
+        second = engine.submit(pairs("k2", 50))
+        r1, r2 = first.result(timeout=10), second.result(timeout=10)
+        r3 = engine.submit(pairs("k3", 5)).result(timeout=10)
+    assert tlm.faults.count("tlm.score") == 1
+    assert tlm.faults.count("tlm.score", status=401) == 1
+    for r in (r1, r2, r3):
+        assert r.fatal and r.fatal.startswith(REFUSED_KEY)
+        assert r.all_failed and r.scored == []
+    assert r1.tlm_requests == 1 and r2.tlm_requests == 0 and r3.tlm_requests == 0
+    assert len(r1.failed) == 50 and len(r2.failed) == 50
+    assert "Invalid API key" in r1.failed[0].why
+    assert r1.failed[1].why == "not sent: TLM refused the API key"
+
+
+def test_close_with_work_in_flight_does_not_hang(tlm: TLMSandbox) -> None:
+    tlm.set_latency(30)  # cut short by the fixture's reset
+    cfg = TLMSettings(api_key=SecretStr(tlm.api_key))
+    engine = TLMEngine(cfg, quality_preset="medium", timeout_s=60)
+    future = engine.submit(pairs("h", 10))
+    deadline = time.monotonic() + 5
+    while tlm.scoring < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    started = time.monotonic()
+    engine.close()
+    assert time.monotonic() - started < 5
+    result = future.result(timeout=1)
+    assert result.fatal == "the TLM engine was closed"
+    assert len(result.failed) == 10 and result.scored == []
+    assert result.failed[0].why == "not scored: the TLM engine was closed"
+    engine.close()  # idempotent
+    with pytest.raises(RuntimeError, match="closed"):
+        engine.submit(pairs("late", 1))
+
+
+def test_a_tlm_that_stops_answering_fails_the_queue_fast(tlm: TLMSandbox) -> None:
+    tlm.faults.set("tlm.score", Fault(hang=True))
+    cfg = TLMSettings(api_key=SecretStr(tlm.api_key))
+    started = time.monotonic()
+    with TLMEngine(cfg, quality_preset="medium", timeout_s=0.3) as engine:
+        first = engine.submit(pairs("d1", 100))
+        second = engine.submit(pairs("d2", 100))
+        r1, r2 = first.result(timeout=10), second.result(timeout=10)
+        sent = tlm.faults.count("tlm.score")
+        assert sent == 0  # hung requests are logged when released
+        assert time.monotonic() - started < 2.5
+        r3 = engine.submit(pairs("d3", 10)).result(timeout=10)  # tries again
+    for r in (r1, r2):
+        assert r.all_failed and r.fatal is None
+    # the probe, then the window (4: timeouts do not move it) until DOWN_AFTER failed in a row
+    assert 9 <= r1.tlm_requests <= 1 + 8 + 3 and r2.tlm_requests == 0
+    assert "Timeout" in r1.failed[0].why
+    assert r1.failed[-1].why.startswith("not sent: TLM failed 8 items in a row (tlm_error: Timeout")
+    assert r3.all_failed and 8 <= r3.tlm_requests <= 8 + 3  # then the rest is not sent
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_concurrency_ceiling_slows_the_engine_but_every_item_scores(
+    tlm: TLMSandbox, engine: TLMEngine, status: int
+) -> None:
+    tlm.set_latency(0.05)
+    tlm.set_ceiling(6, status=status)
+    futures = [engine.submit(pairs(f"x{n}", 30)) for n in range(2)]
+    results = [f.result(timeout=40) for f in futures]
+    assert [len(r.scored) for r in results] == [30, 30]
+    assert tlm.faults.count("tlm.score", status=status) >= 1
+    assert tlm.peak_in_flight() <= 6

@@ -1,0 +1,525 @@
+"""The real cleanlab-tlm client against the local TLM sandbox, over HTTP.
+
+cleanlab-tlm reads CLEANLAB_API_BASE_URL once, at import: the session sandbox is configured
+before the import below (the contract conftest did it already). The client's backoff has no
+knob: one transient 5xx (1 s), one 429 (1 s) and one exhausted 5xx (7 s) wait it out.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from sandbox.faults import Fault
+from sandbox.openai_app import TRIVIA
+from sandbox.tlm import (
+    EXPLAIN_PATH,
+    RICH_SUFFIX,
+    SCORE_PATH,
+    Latency,
+    Span,
+    TLMSandbox,
+    in_flight_series,
+    session_tlm_sandbox,
+    synthetic_explanation,
+    synthetic_score,
+)
+
+_SANDBOX = session_tlm_sandbox()  # must run before cleanlab_tlm is imported
+
+import cleanlab_tlm  # noqa: E402
+import cleanlab_tlm.internal.api.api as tlm_api  # noqa: E402
+from cleanlab_tlm import TLM  # noqa: E402
+from cleanlab_tlm.errors import APITimeoutError, AuthError  # noqa: E402
+from cleanlab_tlm.tlm import TLMScore  # noqa: E402
+
+TIMEOUT = 10.0
+EXPECTED_OPTIONS = {"model": "gpt-4.1-mini", "log": ["explanation"], "max_timeout": TIMEOUT}
+
+PROMPTS = list(TRIVIA)
+RESPONSES = [TRIVIA[p] for p in PROMPTS]
+
+
+@pytest.fixture
+def tlm_sandbox() -> Iterator[TLMSandbox]:
+    sandbox = session_tlm_sandbox()
+    sandbox.reset()
+    yield sandbox
+    sandbox.reset()
+
+
+def make_tlm(sandbox: TLMSandbox, **kwargs: Any) -> TLM:
+    args: dict[str, Any] = {
+        "quality_preset": "medium",
+        "options": {"log": ["explanation"]},
+        "timeout": TIMEOUT,
+        "api_key": sandbox.api_key,
+    }
+    args.update(kwargs)
+    return TLM(**args)
+
+
+def score_one(tlm: TLM, prompt: str, response: str) -> TLMScore:
+    result = tlm.get_trustworthiness_score(prompt, response)
+    assert not isinstance(result, list)  # one pair, one score
+    return result
+
+
+def score_list(tlm: TLM, prompts: list[str], responses: list[str]) -> list[dict[str, Any]]:
+    result = tlm.get_trustworthiness_score(prompts, responses)
+    assert isinstance(result, list)
+    return [dict(r) for r in result]
+
+
+# --------------------------------------------------------------------------- base URL / wiring
+
+
+def test_client_was_imported_against_the_session_sandbox(tlm_sandbox: TLMSandbox) -> None:
+    assert tlm_sandbox is _SANDBOX
+    assert os.environ["CLEANLAB_API_BASE_URL"] == tlm_sandbox.base_url
+    assert tlm_sandbox.base_url == tlm_sandbox.url + "/api"
+    # the module globals the client builds its URLs from, frozen at import time
+    assert tlm_api.base_url == tlm_sandbox.base_url
+    assert tlm_api.tlm_base_url == tlm_sandbox.base_url + "/v0/trustworthy_llm"
+    assert tlm_api.tlm_explanation_base_url == tlm_sandbox.base_url + "/v1/tlm_explanation"
+    assert tlm_sandbox.env() == {
+        "CLEANLAB_TLM_API_KEY": tlm_sandbox.api_key,
+        "CLEANLAB_API_BASE_URL": tlm_sandbox.base_url,
+    }
+    assert cleanlab_tlm.TLM is TLM
+
+
+# --------------------------------------------------------------------------- happy paths
+
+
+def test_list_call_scores_each_item_with_explanations(tlm_sandbox: TLMSandbox) -> None:
+    results = score_list(make_tlm(tlm_sandbox), PROMPTS, RESPONSES)
+
+    assert len(results) == len(PROMPTS)
+    for prompt, response, result in zip(PROMPTS, RESPONSES, results, strict=True):
+        assert set(result) == {"trustworthiness_score", "log"}
+        assert result["trustworthiness_score"] == synthetic_score(prompt, response)
+        assert result["log"] == {"explanation": synthetic_explanation(prompt, response)}
+        assert 200 <= len(result["log"]["explanation"]) <= 600
+    by_prompt = {p: r["trustworthiness_score"] for p, r in zip(PROMPTS, results, strict=True)}
+    assert by_prompt["What is the capital of France?"] > 0.95
+    assert by_prompt["What is the 3rd month of the year in alphabetical order?"] < 0.2
+    assert by_prompt["How many seconds are in 100 years?"] < 0.5
+    assert by_prompt["When was the Declaration of Independence signed?"] < 0.6
+
+    # one request per item, each with the exact wire shape (arrival order may vary)
+    calls = tlm_sandbox.calls
+    assert len(calls) == len(PROMPTS)
+    assert sorted(calls, key=lambda c: c["prompt"]) == sorted(
+        (
+            {
+                "prompt": p,
+                "response": {"response": r},
+                "quality": "medium",
+                "task": "default",
+                "options": EXPECTED_OPTIONS,
+            }
+            for p, r in zip(PROMPTS, RESPONSES, strict=True)
+        ),
+        key=lambda c: str(c["prompt"]),
+    )
+    assert sorted(tlm_sandbox.prompts) == sorted(PROMPTS)
+    for headers in tlm_sandbox.headers:
+        assert headers["authorization"] == f"bearer {tlm_sandbox.api_key}"
+        assert headers["content-type"] == "application/json"
+    assert tlm_sandbox.faults.count("tlm.score", status=200) == len(PROMPTS)
+
+
+def test_single_pair_returns_one_result(tlm_sandbox: TLMSandbox) -> None:
+    prompt, response = "What is the capital of France?", "Paris"
+    result = make_tlm(tlm_sandbox).get_trustworthiness_score(prompt, response)
+    assert result == {
+        "trustworthiness_score": 0.985,
+        "log": {"explanation": synthetic_explanation(prompt, response)},
+    }
+    assert tlm_sandbox.prompts == [prompt]
+
+
+def test_unknown_pairs_get_stable_hash_scores(tlm_sandbox: TLMSandbox) -> None:
+    prompts = ["Name a prime number.", "Name a prime number."]
+    responses = ["7", "8"]
+    tlm = make_tlm(tlm_sandbox)
+    first = score_list(tlm, prompts, responses)
+    second = score_list(tlm, prompts, responses)
+    assert first == second
+    scores = [r["trustworthiness_score"] for r in first]
+    assert scores == [synthetic_score(p, r) for p, r in zip(prompts, responses, strict=True)]
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    assert scores[0] != scores[1]
+    assert "synthetic" in first[0]["log"]["explanation"].lower()
+
+
+def test_without_log_option_no_log_is_sent_or_returned(tlm_sandbox: TLMSandbox) -> None:
+    tlm = TLM(quality_preset="medium", timeout=TIMEOUT, api_key=tlm_sandbox.api_key)
+    result = tlm.get_trustworthiness_score(["What is the capital of France?"], ["Paris"])
+    assert result == [{"trustworthiness_score": 0.985}]
+    assert tlm_sandbox.calls[0]["options"] == {"model": "gpt-4.1-mini", "max_timeout": TIMEOUT}
+
+
+def test_rich_explanations_are_opt_in(tlm_sandbox: TLMSandbox) -> None:
+    tlm_sandbox.rich_explanations = True
+    result = score_list(make_tlm(tlm_sandbox), ["Q?"], ["A."])
+    explanation = result[0]["log"]["explanation"]
+    assert explanation.endswith(RICH_SUFFIX)
+    assert "<" in explanation and "|" in explanation and "*" in explanation
+    tlm_sandbox.reset()
+    assert "<" not in synthetic_explanation("Q?", "A.")
+
+
+def test_get_explanation_endpoint(tlm_sandbox: TLMSandbox) -> None:
+    tlm = TLM(quality_preset="medium", timeout=TIMEOUT, api_key=tlm_sandbox.api_key)
+    prompt = "When was the Declaration of Independence signed?"
+    response = TRIVIA[prompt]
+    score = tlm.get_trustworthiness_score(prompt, response)
+    assert score == {"trustworthiness_score": 0.42}
+
+    explanation = tlm.get_explanation(prompt=prompt, response=response, tlm_result=score)
+    assert explanation == synthetic_explanation(prompt, response)
+    assert "August 2, 1776" in explanation
+    assert score["log"] == {"explanation": explanation}
+    assert tlm_sandbox.explain_calls == [
+        {
+            "prompt": prompt,
+            "response": {"response": response, "trustworthiness_score": 0.42},
+            "options": {"model": "gpt-4.1-mini", "max_timeout": TIMEOUT},
+        }
+    ]
+    # a result that already carries an explanation is answered locally, without a call
+    again = tlm.get_explanation(prompt=prompt, response=response, tlm_result=score)
+    assert again == explanation
+    assert tlm_sandbox.faults.count("tlm.explain") == 1
+
+
+def test_get_explanation_for_a_list(tlm_sandbox: TLMSandbox) -> None:
+    tlm = TLM(quality_preset="medium", timeout=TIMEOUT, api_key=tlm_sandbox.api_key)
+    prompts, responses = PROMPTS[:2], RESPONSES[:2]
+    scores = tlm.get_trustworthiness_score(prompts, responses)
+    explanations = tlm.get_explanation(prompt=prompts, response=responses, tlm_result=scores)
+    assert explanations == [
+        synthetic_explanation(p, r) for p, r in zip(prompts, responses, strict=True)
+    ]
+    assert tlm_sandbox.faults.count("tlm.explain", status=200) == 2
+
+
+# --------------------------------------------------------------------------- auth
+
+
+def test_bad_key_single_call_raises_at_once_without_retry(tlm_sandbox: TLMSandbox) -> None:
+    tlm = make_tlm(tlm_sandbox, api_key="wrong-key")
+    started = time.monotonic()
+    with pytest.raises(AuthError, match="Invalid API key"):
+        tlm.get_trustworthiness_score("What is the capital of France?", "Paris")
+    assert time.monotonic() - started < 1.0
+    assert tlm_sandbox.faults.count("tlm.score") == 1
+    assert tlm_sandbox.faults.count("tlm.score", status=401) == 1
+    assert tlm_sandbox.calls == []
+
+
+def test_bad_key_list_call_fills_error_slots_without_retry(tlm_sandbox: TLMSandbox) -> None:
+    tlm = make_tlm(tlm_sandbox, api_key="wrong-key")
+    with pytest.warns(UserWarning, match="Retrying will not help"):
+        results = score_list(tlm, PROMPTS[:2], RESPONSES[:2])
+    assert (
+        results
+        == [
+            {
+                "trustworthiness_score": None,
+                "log": {
+                    "error": {
+                        "message": "Invalid API key. Check https://tlm.cleanlab.ai/ for your "
+                        "current API key.",
+                        "retryable": False,
+                    }
+                },
+            }
+        ]
+        * 2
+    )
+    assert tlm_sandbox.faults.count("tlm.score", status=401) == 2
+
+
+# --------------------------------------------------------------------------- retries
+
+
+def test_429_with_retry_after_zero_is_retried_without_limit(tlm_sandbox: TLMSandbox) -> None:
+    # 6 rate-limited answers: more than the 4 attempts allowed for other errors
+    tlm_sandbox.faults.set("tlm.score", Fault(status=429, retry_after=0, first=6))
+    result = score_one(make_tlm(tlm_sandbox), "What is the capital of France?", "Paris")
+    assert result["trustworthiness_score"] == 0.985
+    assert tlm_sandbox.faults.count("tlm.score", status=429) == 6
+    assert tlm_sandbox.faults.count("tlm.score", status=200) == 1
+
+
+def test_429_retry_after_is_honoured(tlm_sandbox: TLMSandbox) -> None:
+    tlm_sandbox.faults.set("tlm.score", Fault(status=429, retry_after=1, first=1))
+    started = time.monotonic()
+    result = score_one(make_tlm(tlm_sandbox), "Q?", "A.")
+    elapsed = time.monotonic() - started
+    assert result["trustworthiness_score"] == synthetic_score("Q?", "A.")
+    assert 1.0 <= elapsed < 3.0
+    assert [r.status for r in tlm_sandbox.faults.requests] == [429, 200]
+
+
+def test_transient_5xx_is_retried_after_one_second(tlm_sandbox: TLMSandbox) -> None:
+    tlm_sandbox.faults.set("tlm.score", Fault(status=503, first=1))
+    started = time.monotonic()
+    result = score_one(make_tlm(tlm_sandbox), "Q?", "A.")
+    elapsed = time.monotonic() - started
+    assert result["trustworthiness_score"] == synthetic_score("Q?", "A.")
+    assert 1.0 <= elapsed < 3.0
+    assert [r.status for r in tlm_sandbox.faults.requests] == [503, 200]
+
+
+def test_persistent_5xx_on_one_item_gives_its_slot_an_error(tlm_sandbox: TLMSandbox) -> None:
+    """fail_items (500): 4 attempts over 1 + 2 + 4 s, then the slot carries the error."""
+    tlm_sandbox.faults.set("tlm.score", Fault(fail_items={"FAIL-ME"}))
+    prompts = ["What is the capital of France?", "Please FAIL-ME now", "Q?"]
+    responses = ["Paris", "whatever", "A."]
+    started = time.monotonic()
+    with pytest.warns(UserWarning, match=r"prompt\[1\] failed\. Worth retrying"):
+        results = score_list(make_tlm(tlm_sandbox), prompts, responses)
+    elapsed = time.monotonic() - started
+
+    assert results[0]["trustworthiness_score"] == 0.985
+    assert results[2]["trustworthiness_score"] == synthetic_score("Q?", "A.")
+    failed = results[1]
+    assert failed["trustworthiness_score"] is None
+    assert failed["log"]["error"]["retryable"] is True
+    # the client stringifies its exceptions' args tuples: that is the exact message
+    inner = str(
+        ("Error executing query at index 1:\nTLM sandbox: injected failure for this item.", 500)
+    )
+    assert failed["log"]["error"]["message"] == str((f"TLM failed after 4 attempts. {inner}", -1))
+    assert tlm_sandbox.prompts.count("Please FAIL-ME now") == 4
+    assert tlm_sandbox.faults.count("tlm.score", status=500) == 4
+    assert 7.0 <= elapsed < 9.5
+
+
+def test_per_item_422_fails_fast_without_retry(tlm_sandbox: TLMSandbox) -> None:
+    tlm_sandbox.fail_status = 422
+    tlm_sandbox.faults.set("tlm.score", Fault(fail_items={"FAIL-ME"}))
+    started = time.monotonic()
+    with pytest.warns(UserWarning, match="Retrying will not help"):
+        results = score_list(make_tlm(tlm_sandbox), ["FAIL-ME", "Q?"], ["x", "A."])
+    assert time.monotonic() - started < 1.0
+    assert results[0] == {
+        "trustworthiness_score": None,
+        "log": {
+            "error": {
+                "message": "Error executing query at index 0:\n"
+                "TLM sandbox: injected failure for this item.",
+                "retryable": False,
+            }
+        },
+    }
+    assert results[1]["trustworthiness_score"] == synthetic_score("Q?", "A.")
+    assert tlm_sandbox.faults.count("tlm.score", status=422) == 1
+
+
+# --------------------------------------------------------------------------- timeouts, missing log
+
+
+def test_hang_is_bounded_by_the_per_item_timeout(tlm_sandbox: TLMSandbox) -> None:
+    tlm_sandbox.faults.set("tlm.score", Fault(hang=True))
+    tlm = make_tlm(tlm_sandbox, timeout=0.5)
+    started = time.monotonic()
+    with pytest.warns(UserWarning, match="Timeout while waiting for prediction"):
+        results = score_list(tlm, ["Q1?", "Q2?"], ["A1.", "A2."])
+    assert time.monotonic() - started < 2.0  # items run concurrently, each bounded by 0.5 s
+    assert (
+        results
+        == [
+            {
+                "trustworthiness_score": None,
+                "log": {
+                    "error": {
+                        "message": "Timeout while waiting for prediction. Please retry or consider "
+                        "increasing the timeout.",
+                        "retryable": True,
+                    }
+                },
+            }
+        ]
+        * 2
+    )
+    assert tlm_sandbox.calls == []  # held by the fault before reaching the handler
+
+    started = time.monotonic()
+    with pytest.raises(APITimeoutError):
+        tlm.get_trustworthiness_score("Q3?", "A3.")
+    assert time.monotonic() - started < 2.0
+
+
+def test_missing_log_is_an_item_error_without_retry(tlm_sandbox: TLMSandbox) -> None:
+    """The client indexes ``response_json["log"]``: a missing log is a KeyError('log')."""
+    tlm_sandbox.faults.set("tlm.score", Fault(missing_log=True))
+    tlm = make_tlm(tlm_sandbox)
+    with pytest.warns(UserWarning, match="prompt\\[0\\] failed. Worth retrying. Error: 'log'"):
+        results = score_list(tlm, ["Q?"], ["A."])
+    assert results == [
+        {"trustworthiness_score": None, "log": {"error": {"message": "'log'", "retryable": True}}}
+    ]
+    with pytest.raises(KeyError, match="log"):
+        tlm.get_trustworthiness_score("Q?", "A.")
+    assert tlm_sandbox.faults.count("tlm.score", status=200) == 2  # no retries
+
+
+def test_latency_fault_delays_each_call(tlm_sandbox: TLMSandbox) -> None:
+    tlm_sandbox.faults.set("tlm.score", Fault(latency=0.3))
+    started = time.monotonic()
+    result = score_one(make_tlm(tlm_sandbox), "Q?", "A.")
+    assert time.monotonic() - started >= 0.3
+    assert result["trustworthiness_score"] == synthetic_score("Q?", "A.")
+
+
+# --------------------------------------------------------------------------- raw wire
+
+
+def test_wire_errors_are_json(tlm_sandbox: TLMSandbox) -> None:
+    auth = {"Authorization": f"bearer {tlm_sandbox.api_key}"}
+    body = {"prompt": "Q?", "response": {"response": "A."}, "options": {}}
+    with httpx.Client(base_url=tlm_sandbox.url, timeout=5) as http:
+        ok = http.post(SCORE_PATH, json=body, headers=auth)
+        assert ok.status_code == 200
+        assert ok.headers["content-type"] == "application/json"
+        assert ok.json() == {"confidence_score": synthetic_score("Q?", "A.")}
+
+        # the scheme is case-insensitive ("Bearer" as well as the client's "bearer")
+        assert http.post(
+            SCORE_PATH, json=body, headers={"Authorization": f"Bearer {tlm_sandbox.api_key}"}
+        ).is_success
+
+        for headers in ({"Authorization": "bearer nope"}, {}):
+            denied = http.post(SCORE_PATH, json=body, headers=headers)
+            assert denied.status_code == 401
+            assert denied.headers["content-type"] == "application/json"
+            assert denied.json()["code"] == "invalid_api_key"
+            assert denied.json()["description"]
+
+        bad = http.post(SCORE_PATH, json={"prompt": "Q?"}, headers=auth)
+        assert bad.status_code == 422
+        assert bad.headers["content-type"] == "application/json"
+        assert "error" in bad.json()
+
+        missing = http.post("/api/v0/nope", json=body, headers=auth)
+        assert missing.status_code == 404
+        assert missing.headers["content-type"] == "application/json"
+        assert "error" in missing.json()
+
+        explained = http.post(
+            EXPLAIN_PATH,
+            json={"prompt": "Q?", "response": {"response": "A.", "trustworthiness_score": 0.5}},
+            headers=auth,
+        )
+        assert explained.json() == {"explanation": synthetic_explanation("Q?", "A.", 0.5)}
+
+        tlm_sandbox.faults.set("tlm.score", Fault(status=500))
+        injected = http.post(SCORE_PATH, json=body, headers=auth)
+        assert injected.status_code == 500
+        assert injected.headers["content-type"] == "application/json"
+        assert "error" in injected.json()
+    tlm_sandbox.reset()
+    assert tlm_sandbox.calls == [] and tlm_sandbox.faults.requests == []
+
+
+# --------------------------------------------------------------------------- latency and ceiling
+
+
+def test_lognormal_latency_has_the_asked_mean_and_p99() -> None:
+    lat = Latency.lognormal(2.0, 15.0, seed=7)
+    assert lat.quantile(0.99) == pytest.approx(15.0, rel=1e-6)
+    draws = sorted(lat.for_item(f"Q{i}?", "A.") for i in range(20_000))
+    assert sum(draws) / len(draws) == pytest.approx(2.0, rel=0.08)
+    assert draws[int(0.99 * len(draws))] == pytest.approx(15.0, rel=0.15)
+    assert draws == sorted(
+        Latency.lognormal(2.0, 15.0, seed=7).for_item(f"Q{i}?", "A.") for i in range(20_000)
+    )
+    assert lat.for_item("Q1?", "A.") != Latency.lognormal(2.0, 15.0, seed=8).for_item("Q1?", "A.")
+    assert Latency.fixed(0.05).for_item("Q?", "A.") == 0.05
+    with pytest.raises(ValueError):
+        Latency.lognormal(1.0, 30.0)  # p99 beyond what a log-normal with that mean allows
+
+
+def test_in_flight_series_counts_overlaps() -> None:
+    spans = [Span(0.0, 2.0, 200), Span(1.0, 3.0, 200), Span(1.5, 1.5, 429), Span(2.0, 4.0, 200)]
+    assert in_flight_series(spans) == [(0.0, 1), (1.0, 2), (2.0, 2), (3.0, 1), (4.0, 0)]
+
+
+def test_fixed_latency_is_honoured_per_item(tlm_sandbox: TLMSandbox) -> None:
+    tlm_sandbox.set_latency(0.2)
+    started = time.monotonic()
+    results = score_list(make_tlm(tlm_sandbox), ["Q1?", "Q2?", "Q3?"], ["A.", "A.", "A."])
+    elapsed = time.monotonic() - started
+    assert all(r["trustworthiness_score"] is not None for r in results)
+    assert 0.2 <= elapsed < 1.5  # concurrent: about one latency, not three
+    spans = tlm_sandbox.spans()
+    assert len(spans) == 3 and all(0.2 <= s.end - s.start < 1.0 for s in spans)
+    assert tlm_sandbox.peak_in_flight() == 3
+    tlm_sandbox.reset()
+    assert tlm_sandbox.latency is None and tlm_sandbox.spans() == []
+
+
+def test_lognormal_latency_is_honoured_per_item(tlm_sandbox: TLMSandbox) -> None:
+    lat = Latency.lognormal(0.03, 0.2, seed=3)
+    tlm_sandbox.set_latency(lat)
+    prompts = [f"Question {i}?" for i in range(24)]
+    results = score_list(make_tlm(tlm_sandbox), prompts, ["A."] * len(prompts))
+    assert all(r["trustworthiness_score"] is not None for r in results)
+    assert sorted(tlm_sandbox.prompts) == sorted(prompts)
+    spans = tlm_sandbox.spans()
+    want = sorted(lat.for_item(p, "A.") for p in prompts)
+    got = sorted(s.end - s.start for s in spans)
+    for w, g in zip(want, got, strict=True):
+        assert w <= g < w + 0.5
+    assert max(want) > 2 * min(want)  # a spread, not a constant
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_ceiling_refuses_then_the_client_finishes_every_item(
+    tlm_sandbox: TLMSandbox, status: int
+) -> None:
+    tlm_sandbox.set_latency(0.1)
+    tlm_sandbox.set_ceiling(2, status=status, retry_after=1)
+    prompts = [f"Q{i}?" for i in range(8)]
+    results = score_list(make_tlm(tlm_sandbox), prompts, ["A."] * len(prompts))
+    assert [r["trustworthiness_score"] for r in results] == [
+        synthetic_score(p, "A.") for p in prompts
+    ]
+    refused = tlm_sandbox.faults.count("tlm.score", status=status)
+    assert refused >= 1  # the client started at 4 in flight
+    assert tlm_sandbox.faults.count("tlm.score", status=200) == len(prompts)
+    assert tlm_sandbox.peak_in_flight() <= 2
+    assert sum(1 for s in tlm_sandbox.spans() if s.status == status) == refused
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_ceiling_answer_on_the_wire(tlm_sandbox: TLMSandbox, status: int) -> None:
+    tlm_sandbox.set_latency(0.5)
+    tlm_sandbox.set_ceiling(1, status=status, retry_after=2)
+    auth = {"Authorization": f"bearer {tlm_sandbox.api_key}"}
+    body = {"prompt": "Q?", "response": {"response": "A."}, "options": {}}
+    with httpx.Client(base_url=tlm_sandbox.url, timeout=5) as http:
+        first = threading.Thread(
+            target=http.post, args=(SCORE_PATH,), kwargs={"json": body, "headers": auth}
+        )
+        first.start()
+        deadline = time.monotonic() + 2
+        while tlm_sandbox.scoring < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        over = http.post(SCORE_PATH, json=body, headers=auth)
+        first.join()
+    assert over.status_code == status
+    assert over.headers["retry-after"] == "2"
+    assert over.headers["content-type"] == "application/json"
+    assert "error" in over.json()

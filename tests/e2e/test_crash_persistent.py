@@ -1,0 +1,119 @@
+"""SIGKILL a run while TLM is scoring, on a persistent ``prefect server`` (as ``make prefect``
+runs it), then run the window again on the same server: the re-run is not blocked by the dead
+run's window lock, and every trace ends with exactly one score."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from deployments import local
+from sandbox.langfuse import LangfuseSandbox
+from sandbox.runner import free_port
+from sandbox.tlm import Latency, TLMSandbox, synthetic_score
+from tests.support.seeding import DAY, TAG
+
+CHILD = Path(__file__).with_name("crash_child.py")
+N, PAGE, LEASE_S, IN_FLIGHT = 30, 5, 3, 2
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    home = tmp_path_factory.mktemp("crash-server")
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "TRUST_EVAL_"))}
+    env = local.prefect_env(home, free_port(), base)
+    proc = local.start_server(env, home / "server.log")
+    try:
+        yield env
+    finally:
+        local.stop(proc)
+
+
+def run_child(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    end = DAY + timedelta(days=1)
+    return subprocess.Popen(
+        [sys.executable, str(CHILD), DAY.isoformat(), end.isoformat(), TAG],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def test_sigkill_during_scoring_then_rerun_on_the_same_server(
+    server: dict[str, str],
+    langfuse_sandbox: LangfuseSandbox,
+    tlm: TLMSandbox,
+    tmp_path: Path,
+) -> None:
+    lf = langfuse_sandbox
+    pairs: dict[str, tuple[str, str]] = {}
+    for i in range(N):
+        q, a = f"Killed question {i}?", f"Answer {i}."
+        trace_id = lf.store.add_trace(
+            name=f"k{i}", tags=(TAG,), start_time=DAY + timedelta(minutes=20 * i),
+            input={"args": [q], "kwargs": {}}, output=a,
+        )  # fmt: skip
+        pairs[trace_id] = (q, a)
+    tlm.set_latency(Latency.fixed(0.4))  # the kill lands while items are out at TLM
+    env = {k: v for k, v in os.environ.items() if k.startswith(("TRUST_EVAL_", "LANGFUSE_"))}
+    env = (
+        server
+        | env
+        | tlm.env()
+        | lf.env()
+        | {
+            "TRUST_EVAL_PAGE_SIZE": str(PAGE),
+            "TRUST_EVAL_CHUNKS_IN_FLIGHT": str(IN_FLIGHT),
+            "TRUST_EVAL_LOCK_LEASE_S": str(LEASE_S),
+            "PYTHONUNBUFFERED": "1",
+            "PREFECT_LOGGING_LEVEL": "INFO",
+        }
+    )
+
+    first = run_child(env, tmp_path / "run1.log")
+    try:
+        deadline = time.monotonic() + 180
+        while len(tlm.prompts) < 2 * PAGE + 2:  # chunk 3 is at TLM: 2 chunks paid so far
+            assert first.poll() is None, (tmp_path / "run1.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the first run never reached chunk 3"
+            time.sleep(0.01)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+    time.sleep(1.0)  # let the sandbox finish what the dead client had sent
+    landed = Counter(s.trace_id for s in lf.store.all_scores())
+    paid_before = len(tlm.prompts)
+    assert 0 < len(landed) < N and all(n == 1 for n in landed.values())
+
+    # a crash loses at most the chunks at TLM: their items are the only ones paid again
+    assert paid_before - len(landed) <= IN_FLIGHT * PAGE
+
+    requests_before = len(lf.faults.requests)
+    started = time.monotonic()
+    second = run_child(env, tmp_path / "run2.log")
+    while len(lf.faults.requests) == requests_before and second.poll() is None:
+        time.sleep(0.05)
+    # its first Langfuse call comes once it holds the window lock: the dead run's lock is
+    # taken over after one lease of silence (the lease is not renewed by the waiter)
+    assert time.monotonic() - started < 60 + LEASE_S, "the re-run waited on a dead run's lock"
+    second.wait(timeout=240)
+    log = (tmp_path / "run2.log").read_text(errors="replace")
+    assert second.returncode == 0, log[-3000:]
+
+    scores = lf.store.all_scores()
+    assert Counter(s.trace_id for s in scores) == Counter(dict.fromkeys(pairs, 1))
+    assert all(s.value == synthetic_score(*pairs[s.trace_id or ""]) for s in scores)
+    # what had landed was not paid for again
+    assert len(tlm.prompts) - paid_before == N - len(landed)

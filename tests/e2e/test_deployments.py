@@ -1,0 +1,240 @@
+"""prefect.yaml's deployments on a real ``prefect server`` and a real ``process`` worker.
+
+deployments/local.py starts the server (own PREFECT_HOME and SQLite, a free port), the pool,
+the deployments and a worker, whose flow runs are subprocesses talking to the sandboxes here.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+from prefect import get_client
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterDeploymentId,
+    FlowRunFilterParentFlowRunId,
+)
+from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.schedules import CronSchedule
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.states import Scheduled
+
+from deployments import local
+from sandbox.langfuse import LangfuseSandbox
+from sandbox.runner import free_port
+from sandbox.tlm import session_tlm_sandbox
+from tests.support.env import FAST_TUNING
+from tests.support.prefect_yaml import declared_deployments
+from tests.support.seeding import TAG, seed
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def midnight(d: date) -> datetime:
+    return datetime(d.year, d.month, d.day, tzinfo=UTC)
+
+
+def seed_day(lf: LangfuseSandbox, day: date, n: int = 4) -> list[str]:
+    """``n`` traces over the day: at 00:00, 06:00 (+ 1 s), 12:00 ...; one untagged trace too."""
+    other = midnight(day) + timedelta(hours=3)
+    seed(lf, 1, tags=("other",), start=other, name=None, input="Q", output="A", metadata=None)
+
+    def at(i: int) -> datetime:
+        return midnight(day) + timedelta(hours=6 * i, seconds=1 if i else 0)
+
+    return seed(lf, n, at=at, name=f"{day} q{{i}}", question=f"Question {{i}} of {day}?")
+
+
+def wait_final(client: SyncPrefectClient, run_id: UUID, timeout: float = 120.0) -> FlowRun:
+    deadline = time.monotonic() + timeout
+    run = client.read_flow_run(run_id)
+    while time.monotonic() < deadline:
+        run = client.read_flow_run(run_id)
+        if run.state is not None and run.state.is_final():
+            return run
+        time.sleep(0.5)
+    raise AssertionError(f"flow run {run_id} not finished after {timeout} s: {run.state}")
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[tuple[dict[str, str], LangfuseSandbox, Path]]:
+    """Server + pool + deployments + worker, with the sandboxes' env in the worker's env."""
+    tlm = session_tlm_sandbox()
+    tlm.reset()
+    home = tmp_path / "prefect-home"
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PREFECT_", "LANGFUSE_", "CLEANLAB_", "TRUST_EVAL_"))
+        and k.lower() not in ("http_proxy", "https_proxy", "all_proxy")
+    }
+    env = local.prefect_env(home, free_port(), base)
+    env.update(
+        {
+            "PREFECT_WORKER_QUERY_SECONDS": "1",
+            "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+            "PREFECT_LOGGING_LEVEL": "INFO",
+            "LANGFUSE_TIMEOUT": "5",
+            **FAST_TUNING,
+            **tlm.env(),
+        }
+    )
+    server = worker = None
+    with LangfuseSandbox() as lf:
+        env.update(lf.env())
+        t0 = time.monotonic()
+        try:
+            server = local.start_server(env, home / "server.log")
+            print(f"server healthy after {time.monotonic() - t0:.1f} s")
+            local.create_pool(env)
+            # the worker starts (imports) while prefect deploy runs
+            worker = local.start_worker(env, home / "worker.log", limit=4)
+            out = local.deploy(env)
+            assert out.count("successfully created") == len(declared_deployments()), out
+            print(f"pool, worker and deployments after {time.monotonic() - t0:.1f} s")
+            yield env, lf, home
+        finally:
+            local.stop(worker)
+            local.stop(server)
+
+
+def test_schedules_manual_runs_and_backfills_on_a_real_server(
+    stack: tuple[dict[str, str], LangfuseSandbox, Path],
+) -> None:
+    env, lf, home = stack
+    tlm = session_tlm_sandbox()
+    t0 = time.monotonic()
+    today = datetime.now(UTC).date()
+    d = [today - timedelta(days=30 - i) for i in range(8)]  # eight past days
+    traces = {day: seed_day(lf, day) for day in d}
+
+    def scored() -> dict[str, int]:
+        out: dict[str, int] = {}
+        for s in lf.store.all_scores():
+            out[s.trace_id or ""] = out.get(s.trace_id or "", 0) + 1
+        return out
+
+    with (
+        temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}),
+        get_client(sync_client=True) as client,
+    ):
+        daily = client.read_deployment_by_name("evaluate-traces/daily")
+        (sched,) = daily.schedules
+        assert isinstance(sched.schedule, CronSchedule)
+        assert sched.schedule.cron == "15 0 * * *" and sched.schedule.timezone == "UTC"
+        assert sched.active and sched.slug == "daily-previous-utc-day"
+        assert daily.work_pool_name == local.POOL
+        window = client.read_deployment_by_name("evaluate-traces/window")
+        back = client.read_deployment_by_name("evaluate-traces-backfill/backfill")
+        assert window.schedules == [] and back.schedules == []
+        # 1. the daily run that was due at d[2]+1 00:15 UTC evaluates exactly d[2]
+        due = midnight(d[3]) + timedelta(minutes=15)
+        daily_run = client.create_flow_run_from_deployment(
+            daily.id, state=Scheduled(scheduled_time=due)
+        )
+        # 2. the backfill of d[4]..d[6], started from the deployment like the UI does
+        back_run = client.create_flow_run_from_deployment(
+            back.id,
+            parameters={
+                "start_date": d[4].isoformat(),
+                "end_date": d[6].isoformat(),
+                "tags": [TAG],
+                "max_concurrency": 3,
+            },
+        )
+        # 3. a manual window run, the README's way: d[1] 05:00 -> 13:00 holds q1 and q2
+        cli = subprocess.run(
+            local.prefect_cmd(
+                "deployment",
+                "run",
+                "evaluate-traces/window",
+                "-p",
+                f"window_start={midnight(d[1]) + timedelta(hours=5):%Y-%m-%dT%H:%M:%SZ}",
+                "-p",
+                f"window_end={midnight(d[1]) + timedelta(hours=13):%Y-%m-%dT%H:%M:%SZ}",
+                "-p",
+                f'tags=["{TAG}"]',
+            ),
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert cli.returncode == 0, cli.stdout + cli.stderr
+        window_runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                deployment_id=FlowRunFilterDeploymentId(any_=[window.id])
+            ),
+        )
+        assert len(window_runs) == 1
+        print(f"runs created after {time.monotonic() - t0:.1f} s")
+        ran = {
+            "daily": wait_final(client, daily_run.id),
+            "window": wait_final(client, window_runs[0].id),
+            "backfill": wait_final(client, back_run.id),
+        }
+        logs = (home / "worker.log").read_text(errors="replace")[-4000:]
+        for name, run in ran.items():
+            assert run.state is not None and run.state.is_completed(), (name, run.state, logs)
+        landed = scored()
+        expected = set(traces[d[2]]) | {traces[d[1]][1], traces[d[1]][2]}
+        expected |= {t for day in d[4:7] for t in traces[day]}
+        assert set(landed) == expected  # exactly those days/windows, nothing else
+        assert all(n == 1 for n in landed.values())
+        assert len(tlm.prompts) == len(expected)
+        assert ran["daily"].expected_start_time == due
+        kids = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[back_run.id])
+            )
+        )
+        assert len(kids) == 3 and all(k.state and k.state.is_completed() for k in kids)
+        print(f"daily, window and backfill done after {time.monotonic() - t0:.1f} s")
+        # 5. the low-trust alert: the runs above emitted `trust-eval.window.low-trust` (the
+        # synthetic scores put well over 20% below 0.5); the deployment trigger in prefect.yaml
+        # turned each into a notify-low-trust run carrying the event's figures
+        notify = client.read_deployment_by_name("notify-low-trust/notify-low-trust")
+        deadline = time.monotonic() + 60
+        while True:
+            alerts = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    deployment_id=FlowRunFilterDeploymentId(any_=[notify.id])
+                )
+            )
+            if alerts or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert alerts, "no notify-low-trust run was triggered"
+        figures = alerts[0].parameters["figures"]
+        assert isinstance(figures, dict) and figures["low_trust_share"] > 0.2
+        assert figures["tags"] == [TAG] and figures["uploaded"] >= 1
+        # 4. the same backfill again: everything already scored, nothing added
+        again = client.create_flow_run_from_deployment(
+            back.id,
+            parameters={
+                "start_date": d[4].isoformat(),
+                "end_date": d[6].isoformat(),
+                "tags": [TAG],
+            },
+        )
+        run = wait_final(client, again.id)
+        print(f"second backfill done after {time.monotonic() - t0:.1f} s")
+        assert run.state is not None and run.state.is_completed(), run.state
+        assert scored() == landed and len(tlm.prompts) == len(expected)
+        arts = [
+            a
+            for a in client.read_artifacts()
+            if a.key == "trust-backfill-summary" and a.flow_run_id == again.id
+        ]
+        assert len(arts) == 1 and "| **total** | 3 ran, 0 failed | 12 | 0 | 12 |" in str(
+            arts[0].data
+        )

@@ -1,0 +1,307 @@
+"""The window lock (flows/window_lock.py) on the servers users run.
+
+Holders are flow runs in child processes (tests/e2e/lock_child.py); the waiter is this process.
+The server is a persistent ``prefect server start`` (as ``make prefect``), or none: each process
+starts an ephemeral one on a shared PREFECT_HOME (the CLI's mode). Leases last seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+from prefect import get_client
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+import flows.window_lock as wl
+from deployments import local
+from flows.window_lock import WindowLockTimeout, lock_names, window_lock
+from sandbox.runner import free_port
+
+CHILD = Path(__file__).with_name("lock_child.py")
+TAG = "TLM_eval_pipeline"
+DAY = datetime(2026, 11, 28, tzinfo=UTC)
+NEXT = DAY + timedelta(days=1)
+
+# --------------------------------------------------------------------------- helpers
+
+
+def base_env() -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PREFECT_", "TRUST_EVAL_", "LOCK_CHILD_"))
+    }
+    env.update(
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_LOGGING_LEVEL="INFO",  # the lock logs when it starts waiting
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
+        PYTHONUNBUFFERED="1",
+        NO_PROXY="127.0.0.1,localhost",
+    )
+    return env
+
+
+class Child:
+    """A lock holder in its own process group."""
+
+    def __init__(self, env: dict[str, str], log: Path, start: datetime, end: datetime) -> None:
+        self.log = log
+        self.release = log.with_suffix(".release")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(CHILD), start.isoformat(), end.isoformat(), TAG],
+            env=env | {"LOCK_CHILD_RELEASE_FILE": str(self.release)},
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for(self, word: str, timeout_s: float = 120.0) -> float:
+        """Wait until the child prints ``word``; returns when (monotonic)."""
+        deadline = time.monotonic() + timeout_s
+        while word not in self.text():
+            assert self.proc.poll() is None or word in self.text(), (
+                f"the child exited ({self.proc.returncode}) before {word}:\n{self.text()[-3000:]}"
+            )
+            assert time.monotonic() < deadline, f"no {word} after {timeout_s} s:\n{self.text()}"
+            time.sleep(0.02)
+        return time.monotonic()
+
+    @property
+    def flow_run_id(self) -> str:
+        line = next(x for x in self.text().splitlines() if x.startswith("HELD "))
+        return line.split()[1]
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        self.release.touch()
+        try:
+            self.proc.wait(timeout=60)
+        finally:
+            if self.proc.poll() is None:
+                self.kill()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A persistent ``prefect server start`` (own PREFECT_HOME, SQLite), as users run it."""
+    home = tmp_path_factory.mktemp("lock-server")
+    env = local.prefect_env(home, free_port(), base_env())
+    proc = local.start_server(env, home / "server.log")
+    try:
+        yield env
+    finally:
+        local.stop(proc)
+
+
+@pytest.fixture
+def children(tmp_path: Path) -> Iterator[Callable[..., Child]]:
+    made: list[Child] = []
+
+    def make(env: dict[str, str], start: datetime = DAY, end: datetime = NEXT) -> Child:
+        child = Child(env, tmp_path / f"child{len(made)}.log", start, end)
+        made.append(child)
+        return child
+
+    yield make
+    for child in made:
+        if child.proc.poll() is None:
+            child.kill()
+
+
+@pytest.fixture
+def on_server(server: dict[str, str]) -> Iterator[dict[str, str]]:
+    with temporary_settings({PREFECT_API_URL: server["PREFECT_API_URL"]}):
+        yield server
+
+
+def spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, UUID]]:
+    """Record every PATCH/DELETE by id the code under test sends (in this process)."""
+    calls: list[tuple[str, UUID]] = []
+    real = wl._by_id
+
+    def recording(client: Any, method: Any, var_id: UUID, **kw: Any) -> bool:
+        calls.append((method, var_id))
+        return real(client, method, var_id, **kw)
+
+    monkeypatch.setattr(wl, "_by_id", recording)
+    return calls
+
+
+def record_of(name: str) -> Any:
+    with get_client(sync_client=True) as client:
+        return client.read_variable_by_name(name)
+
+
+# --------------------------------------------------------------------------- persistent server
+
+
+def test_a_sigkilled_holder_is_taken_over_within_a_lease_without_touching_its_record(
+    on_server: dict[str, str],
+    children: Callable[..., Child],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lease = 2.0
+    holder = children(on_server | {"TRUST_EVAL_LOCK_LEASE_S": str(lease)})
+    holder.wait_for("HELD")
+    (name,) = lock_names(DAY, NEXT, [TAG], "trust_score")
+    time.sleep(lease)  # a few heartbeats: the record on the server is a live one
+    holder.kill()
+    dead = record_of(name)
+    assert dead is not None and dead.value["flow_run_id"] == holder.flow_run_id
+    assert dead.value["beat"] >= 2, "the holder never beat"
+
+    calls = spy(monkeypatch)
+    began = time.monotonic()
+    with window_lock(DAY, NEXT, [TAG], "trust_score", timeout_s=30, lease_s=lease):
+        took = time.monotonic() - began
+        time.sleep(lease * 0.75)
+        mine = record_of(name)
+        assert mine.value["beat"] >= 1, "our own keeper did not beat (on this server)"
+    # freed after one whole lease of silence, not before, not much after
+    assert lease <= took < lease + 2.0, took
+    # the dead holder's record was deleted once and never written to (never "renewed")
+    assert calls[0] == ("DELETE", dead.id)
+    assert all(var_id == mine.id for _, var_id in calls[1:]), calls  # our beats and release
+    assert mine.id != dead.id and mine.value["pid"] == os.getpid()
+    assert record_of(name) is None  # released
+
+
+def test_a_live_holder_is_never_taken_over_and_the_waiter_times_out(
+    on_server: dict[str, str], children: Callable[..., Child], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The waiter's own lease is shorter than the holder's: the holder's lease is honoured."""
+    holder = children(on_server | {"TRUST_EVAL_LOCK_LEASE_S": "2"})
+    holder.wait_for("HELD")
+    (name,) = lock_names(DAY, NEXT, [TAG], "trust_score")
+    before = record_of(name)
+    calls = spy(monkeypatch)
+    began = time.monotonic()
+    with (
+        pytest.raises(WindowLockTimeout) as err,
+        window_lock(DAY, NEXT, [TAG], "trust_score", timeout_s=7, lease_s=1),
+    ):
+        pytest.fail("took the lock of a live holder")
+    assert 7 <= time.monotonic() - began < 10
+    message = str(err.value)
+    assert "2026-11-28T00:00:00Z..2026-11-29T00:00:00Z" in message
+    assert holder.flow_run_id in message
+    assert calls == []  # nothing deleted, nothing written
+    after = record_of(name)
+    assert after.id == before.id and after.value["beat"] > before.value["beat"] + 4
+    assert holder.proc.poll() is None
+    holder.stop()
+    assert "RELEASED" in holder.text() and holder.proc.returncode == 0
+    assert record_of(name) is None
+
+
+def test_overlapping_windows_exclude_each_other_and_other_days_do_not(
+    on_server: dict[str, str], children: Callable[..., Child]
+) -> None:
+    """The daily run holds [D, D+1); ``--since 24h`` in the afternoon of D+1 overlaps it."""
+    holder = children(on_server)  # the default lease: liveness is not what this is about
+    holder.wait_for("HELD")
+    since_24h = (DAY + timedelta(hours=15), NEXT + timedelta(hours=15))
+    with (
+        pytest.raises(WindowLockTimeout, match=holder.flow_run_id),
+        window_lock(*since_24h, [TAG], "trust_score", timeout_s=1),
+    ):
+        pytest.fail("an overlapping window ran beside the daily run")
+    with (
+        pytest.raises(WindowLockTimeout),
+        window_lock(
+            DAY + timedelta(hours=1), DAY + timedelta(hours=2), [TAG], "trust_score", timeout_s=1
+        ),
+    ):
+        pytest.fail("a window inside the day ran beside the daily run")
+    # the next day (a backfill's other day), another score name, other tags: side by side
+    began = time.monotonic()
+    with window_lock(NEXT, NEXT + timedelta(days=1), [TAG], "trust_score", timeout_s=1):
+        pass
+    with window_lock(DAY, NEXT, [TAG], "other_score", timeout_s=1):
+        pass
+    with window_lock(DAY, NEXT, ["other_tag"], "trust_score", timeout_s=1):
+        pass
+    assert time.monotonic() - began < 3
+    # a two-day window takes the free day, waits for the held one, and keeps the first alive
+    (before, held) = lock_names(DAY - timedelta(hours=2), NEXT, [TAG], "trust_score")
+    failed: list[BaseException] = []
+
+    def two_days() -> None:
+        try:
+            with window_lock(DAY - timedelta(hours=2), NEXT, [TAG], "trust_score", 4, 1):
+                pass
+        except BaseException as err:
+            failed.append(err)
+
+    ctx = contextvars.copy_context()  # the API URL of this test's server
+    waiter = threading.Thread(target=ctx.run, args=(two_days,))
+    waiter.start()
+    beats = set()
+    while waiter.is_alive():
+        var = record_of(before)
+        if var is not None:
+            beats.add(var.value["beat"])
+        time.sleep(0.1)
+    assert len(failed) == 1 and isinstance(failed[0], WindowLockTimeout), failed
+    assert held in str(failed[0]) and max(beats) >= 3, beats  # beat while it waited
+    assert record_of(before) is None  # released on the way out
+    holder.stop()
+    with window_lock(*since_24h, [TAG], "trust_score", timeout_s=1) as names:
+        assert len(names) == 2
+
+
+# --------------------------------------------------------------------------- no server (the CLI)
+
+
+def test_runs_without_a_server_sharing_a_prefect_home_exclude_each_other(
+    tmp_path: Path, children: Callable[..., Child]
+) -> None:
+    """Each process starts its own ephemeral server on one SQLite file. Leases are 1 s: the
+    second run must still never take the lock of the first while it lives, and must take it
+    at once when the first is SIGKILLed (with its server)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = base_env() | {"PREFECT_HOME": str(home), "TRUST_EVAL_LOCK_LEASE_S": "1"}
+    pair = [children(env), children(env)]  # started together: their servers start side by side
+    deadline = time.monotonic() + 180
+    while True:  # one holds; the other has its own server and flow run up and waits
+        held = [c for c in pair if "HELD" in c.text()]
+        assert len(held) < 2, "both runs hold the lock"
+        other = pair[1] if held and held[0] is pair[0] else pair[0]
+        if held and "waiting" in other.text():
+            break
+        assert all(c.proc.poll() is None for c in pair), [c.text()[-2000:] for c in pair]
+        assert time.monotonic() < deadline, [c.text()[-2000:] for c in pair]
+        time.sleep(0.05)
+    first, second = held[0], other
+    (name,) = lock_names(DAY, NEXT, [TAG], "trust_score")
+    time.sleep(5)  # 5 leases of the second run's; it must not take the lock meanwhile
+    assert "HELD" not in second.text() and second.proc.poll() is None, second.text()
+    killed = time.monotonic()
+    first.kill()
+    took = second.wait_for("HELD", timeout_s=60) - killed
+    assert took < 5, took
+    assert second.flow_run_id != first.flow_run_id
+    assert (home / "trust-window-locks" / f"{name}.lock").exists()
+    second.stop()
+    assert "RELEASED" in second.text()

@@ -1,0 +1,160 @@
+"""The CLI's ``main`` in this process: window and backfill runs, their output and exit codes."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from flows.cli import main
+from flows.window_lock import window_lock
+from sandbox.faults import Fault
+from sandbox.langfuse import LangfuseSandbox
+from sandbox.tlm import TLMSandbox
+from tests.support.seeding import TAG, seed
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+DAY = date(2026, 9, 14)
+START = datetime(2026, 9, 14, tzinfo=UTC)
+
+
+def window_args(*extra: str) -> list[str]:
+    end = START + timedelta(days=1)
+    return ["window", "--start", START.isoformat(), "--end", end.isoformat(), "--tag", TAG, *extra]
+
+
+def test_window_explicit_ok_prints_the_ranked_table(
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = seed(langfuse_sandbox, 6, start=START, step=timedelta(hours=3))
+    seed(
+        langfuse_sandbox, 2, start=START + timedelta(days=1), step=timedelta(hours=1)
+    )  # after: out
+
+    assert main(window_args("--show", "3")) == 0
+
+    assert sorted(s.trace_id or "" for s in langfuse_sandbox.store.all_scores()) == sorted(ids)
+    out = capsys.readouterr().out
+    assert "fetched 6: uploaded 6" in out
+    assert "Least trustworthy, lowest first:" in out
+    table = out.split("Least trustworthy, lowest first:\n", 1)[1].strip().splitlines()
+    assert table[0].split()[:2] == ["#", "score"] and len(table) == 4  # header + 3 rows
+    scores = [float(line.split()[1]) for line in table[1:]]
+    assert scores == sorted(scores)
+
+    assert main(window_args()) == 0  # a re-run: nothing new, still fine
+    assert "already scored 6" in capsys.readouterr().out
+
+
+def test_window_since_uses_the_recent_past(
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = datetime.now(UTC)
+    recent = seed(langfuse_sandbox, 4, start=now - timedelta(hours=20), step=timedelta(hours=4))
+    seed(langfuse_sandbox, 2, start=now - timedelta(hours=30), step=timedelta(hours=1))  # too old
+    assert main(["window", "--since", "24h", "--tag", TAG, "--show", "0"]) == 0
+    assert sorted(s.trace_id or "" for s in langfuse_sandbox.store.all_scores()) == sorted(recent)
+
+
+def test_window_pass_through_dry_run_and_caps(
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seed(langfuse_sandbox, 5, start=START, step=timedelta(hours=2))
+    assert main(window_args("--dry-run")) == 0
+    assert tlm.prompts == [] and langfuse_sandbox.store.all_scores() == []
+    assert "Dry run: 5 trace(s) would be scored." in capsys.readouterr().out
+    assert main(window_args("--max-traces", "2", "--score-name", "trust_cli")) == 0
+    scores = langfuse_sandbox.store.all_scores()
+    assert len(scores) == 2 and {s.name for s in scores} == {"trust_cli"}
+    assert main(window_args("--score-name", "trust_cli", "--quality-preset", "high")) == 0
+    assert len(langfuse_sandbox.store.all_scores()) == 5
+    assert tlm.calls[-1]["quality"] == "high"
+
+
+def test_window_refused_trace_exits_nonzero(
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = seed(langfuse_sandbox, 4, start=START, step=timedelta(hours=2))
+    langfuse_sandbox.faults.set("scores.create", Fault(reject_trace_ids={ids[1]}))
+    assert main(window_args()) == 1
+    out = capsys.readouterr().out
+    assert "failed to upload: 1" in out and ids[1] in out
+    assert "Completed with failures" in out
+
+
+def test_window_stage_failure_exits_nonzero(
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seed(langfuse_sandbox, 3, start=START, step=timedelta(hours=2))
+    tlm.fail_status = 422
+    tlm.faults.set("tlm.score", Fault(fail_items={"Question"}))
+    assert main(window_args()) == 1
+    assert "FAILED: TLM scored none of 3 items" in capsys.readouterr().out
+
+
+def test_config_errors_are_one_clean_line(
+    langfuse_sandbox: LangfuseSandbox,
+    tlm: TLMSandbox,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cases = [
+        (window_args("--quality-preset", "low"), "quality_preset='low'"),
+        (window_args("--sample-rate", "0"), "sample_rate"),
+        (["window", "--start", "2026-09-14T00:00", "--tag", TAG], "has no timezone"),
+        (
+            ["window", "--start", START.isoformat(), "--end", START.isoformat(), "--tag", TAG],
+            "must be after",
+        ),
+        (
+            ["backfill", "--start-date", "2026-09-14", "--end-date", "2026-09-13", "--tag", TAG],
+            "end_date",
+        ),
+    ]
+    for argv, needle in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and needle in err and err.count("\n") == 1, err
+    monkeypatch.delenv("CLEANLAB_TLM_API_KEY")
+    assert main(window_args()) == 2
+    err = capsys.readouterr().err
+    assert "CLEANLAB_TLM_API_KEY" in err and "Traceback" not in err
+    assert langfuse_sandbox.faults.requests == [] and tlm.prompts == []
+
+
+def test_backfill_ok_then_failed_day(
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lf = langfuse_sandbox
+    for d in range(3):
+        seed(lf, 3, start=START + timedelta(days=d), step=timedelta(hours=5))
+    argv = ["backfill", "--start-date", str(DAY), "--end-date", str(DAY + timedelta(days=2))]
+    argv += ["--tag", TAG, "--max-concurrency", "2"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert len(lf.store.all_scores()) == 9
+    assert "2026-09-15  ok" in out and "Least trustworthy over the range" in out
+
+    lf.faults.set("scores.create", Fault(status=500))  # every upload fails: every day fails
+    assert main([*argv, "--rescore"]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED: 3 of 3 day(s) failed" in out
+    assert "2026-09-14  failed" in out
+
+
+def test_a_window_held_past_the_wait_timeout_fails_naming_it(
+    langfuse_sandbox: LangfuseSandbox,
+    tlm: TLMSandbox,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seed(langfuse_sandbox, 2, start=START, step=timedelta(hours=2))
+    monkeypatch.setenv("TRUST_EVAL_LOCK_TIMEOUT_S", "1")
+    evening = START + timedelta(hours=20)  # another run's window overlapping the 14th
+    with window_lock(evening, evening + timedelta(hours=10), [TAG], "trust_score"):
+        assert main(window_args()) == 1
+    out = capsys.readouterr().out
+    assert "FAILED: window 2026-09-14T00:00:00Z..2026-09-15T00:00:00Z is still being" in out
+    assert tlm.prompts == [] and langfuse_sandbox.store.all_scores() == []
+    assert main(window_args()) == 0  # released: the same run now goes through

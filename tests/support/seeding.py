@@ -1,0 +1,61 @@
+"""Seeding the Langfuse sandbox with traces of the seed app's shape, shared by the tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sandbox.langfuse import LangfuseSandbox
+
+DAY = datetime(2026, 11, 28, tzinfo=UTC)
+WINDOW: dict[str, Any] = {"window_start": DAY, "window_end": DAY + timedelta(days=1)}
+TAG = "TLM_eval_pipeline"
+SYSTEM_PROMPT = "You are a trivia master."
+
+_APP: Any = object()  # "as the seed app records it" (None is a value: no input, no metadata)
+
+
+def seed(
+    lf: LangfuseSandbox,
+    n: int,
+    *,
+    tags: tuple[str, ...] = (TAG,),
+    start: datetime = DAY,
+    step: timedelta = timedelta(minutes=7),
+    at: Callable[[int], datetime] | None = None,
+    name: str | None = "q{i}",
+    question: str = "Question {i}?",
+    answer: str = "Answer {i}.",
+    input: Any = _APP,
+    output: Any = _APP,
+    metadata: Any = _APP,
+) -> list[str]:
+    """``n`` traces, ``step`` apart from ``start`` (or trace ``i`` at ``at(i)``); their ids.
+
+    As the seed app records a call: input ``{"args": [question], "kwargs": {}}``, output the
+    answer, metadata the system prompt; ``{i}`` in ``name``, ``question`` and ``answer`` is
+    the trace's index. ``input``, ``output`` and ``metadata`` replace the app's (``None``
+    included) for every trace.
+    """
+    ids = []
+    for i in range(n):
+        q, a = question.replace("{i}", str(i)), answer.replace("{i}", str(i))
+        ids.append(
+            lf.store.add_trace(
+                name=None if name is None else name.replace("{i}", str(i)),
+                tags=tags,
+                start_time=at(i) if at is not None else start + i * step,
+                input={"args": [q], "kwargs": {}} if input is _APP else input,
+                output=a if output is _APP else output,
+                metadata={"system_prompt": SYSTEM_PROMPT} if metadata is _APP else metadata,
+            )
+        )
+    return ids
+
+
+def scores_by_trace(lf: LangfuseSandbox) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for s in lf.store.all_scores():
+        out.setdefault(s.trace_id or "", []).append(s)
+    return out

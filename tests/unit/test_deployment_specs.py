@@ -1,0 +1,44 @@
+"""prefect.yaml's deployments, and the same deployments built for ``serve``: no server needed."""
+
+from __future__ import annotations
+
+from prefect.client.schemas.schedules import CronSchedule
+
+from deployments import local
+from deployments.serve import runner_deployments
+from tests.support.prefect_yaml import PREFECT_YAML, declared_deployments
+
+
+def test_prefect_yaml_declares_the_deployments_without_secrets() -> None:
+    deps = declared_deployments()
+    assert set(deps) == {"daily", "window", "backfill", "notify-low-trust"}
+    (sched,) = deps["daily"]["schedules"]
+    assert sched == {
+        "cron": "15 0 * * *",
+        "timezone": "UTC",
+        "slug": "daily-previous-utc-day",
+        "active": True,
+    }
+    assert "window_start" not in deps["daily"]["parameters"]  # derived from the scheduled time
+    assert deps["window"]["schedules"] == [] and deps["backfill"]["schedules"] == []
+    assert deps["backfill"]["entrypoint"] == "flows/backfill.py:backfill"
+    assert all(d["work_pool"]["name"] == local.POOL for d in deps.values())
+    (trigger,) = deps["notify-low-trust"]["triggers"]
+    assert trigger["expect"] == ["trust-eval.window.low-trust"]
+    text = PREFECT_YAML.read_text()
+    body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    assert "KEY" not in body and "SECRET" not in body and "env:" not in body
+
+
+def test_serve_builds_the_same_deployments() -> None:
+    deps = declared_deployments()
+    served = {d.name: d for d in runner_deployments()}
+    assert set(served) == set(deps)
+    for name, d in served.items():
+        assert d.parameters == deps[name].get("parameters", {})
+        assert d.entrypoint == deps[name]["entrypoint"]
+    (daily,) = served["daily"].schedules or []
+    assert isinstance(daily.schedule, CronSchedule)
+    assert daily.schedule.cron == "15 0 * * *"
+    assert daily.slug == "daily-previous-utc-day" and daily.active
+    assert served["window"].schedules == [] and served["backfill"].schedules == []
