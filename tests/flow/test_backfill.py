@@ -26,7 +26,7 @@ from sandbox.langfuse import LangfuseSandbox
 from sandbox.tlm import TLMSandbox
 from tasks.config import ConfigError
 from tests.support.profiles import ON_BOTH_SERVERS
-from tests.support.seeding import TAG, seed
+from tests.support.seeding import TAG, seed, with_options
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -202,7 +202,7 @@ def test_two_runs_of_one_window_do_not_race(
 
     def run() -> None:
         barrier.wait()
-        reports.append(evaluate_traces(**window))
+        reports.append(evaluate_traces(**with_options(window)))
 
     threads = [threading.Thread(target=run) for _ in range(2)]
     for t in threads:

@@ -15,9 +15,11 @@ import pytest
 from prefect.exceptions import ParameterTypeError
 
 from flows.evaluate_traces import evaluate_traces
+from flows.options import EvalOptions
 from sandbox.langfuse import LangfuseSandbox
 from sandbox.tlm import TLMSandbox
 from tasks.config import ConfigError
+from tests.support.seeding import with_options
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -111,7 +113,7 @@ def test_refused_before_any_call(
     for name, value in bad.env.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(bad.errors) as info:
-        evaluate_traces(**(GOOD | bad.params))
+        evaluate_traces(**with_options(GOOD | bad.params))
     message = str(info.value)
     for needle in bad.says:
         assert re.search(re.escape(needle), message, re.I), f"{needle!r} not in: {message}"
@@ -126,5 +128,5 @@ def test_dry_run_needs_no_tlm_key_but_checks_the_rest(
     monkeypatch.delenv("CLEANLAB_TLM_API_KEY")
     monkeypatch.delenv("LANGFUSE_SECRET_KEY")
     with pytest.raises(ConfigError, match="LANGFUSE_SECRET_KEY"):
-        evaluate_traces(**GOOD, dry_run=True)
+        evaluate_traces(options=EvalOptions(dry_run=True), **with_options(GOOD))
     assert langfuse_sandbox.faults.requests == [] and tlm.faults.requests == []

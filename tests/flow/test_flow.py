@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from prefect.exceptions import ParameterTypeError
 
 from flows.evaluate_traces import EvaluationFailed, evaluate_traces
+from flows.options import EvalOptions
 from sandbox.faults import Fault
 from sandbox.langfuse import LangfuseSandbox
 from sandbox.openai_app import OpenAISandbox
@@ -36,7 +38,7 @@ def test_window_and_tags_across_pages_one_score_each(
     seed(lf, 3, tags=("other",))  # wrong tag: out
     both = seed(lf, 1, tags=("other", TAG), start=DAY + timedelta(hours=5))[0]  # any of: in
 
-    report = evaluate_traces(**W, tags=[TAG])
+    report = evaluate_traces(tags=[TAG], **W)
 
     expected = set(inside) | {edge_start, both}
     landed = scores_by_trace(lf)
@@ -65,12 +67,12 @@ def test_rerun_scores_nothing_and_writes_nothing(
 ) -> None:
     lf = langfuse_sandbox
     seed(lf, 12)
-    first = evaluate_traces(**W, tags=[TAG])
+    first = evaluate_traces(tags=[TAG], **W)
     assert first.uploaded == 12
     tlm_calls, posts = len(tlm.prompts), lf.faults.count("scores.create")
     before = sorted((s.id, s.value, s.comment) for s in lf.store.all_scores())
 
-    second = evaluate_traces(**W, tags=[TAG])
+    second = evaluate_traces(tags=[TAG], **W)
 
     assert second.already_scored == 12 and second.uploaded == 0
     assert second.tlm_requests == 0 and len(tlm.prompts) == tlm_calls
@@ -84,8 +86,8 @@ def test_rescore_upserts_instead_of_duplicating(
 ) -> None:
     lf = langfuse_sandbox
     seed(lf, 5)
-    evaluate_traces(**W, tags=[TAG])
-    again = evaluate_traces(**W, tags=[TAG], rescore=True)
+    evaluate_traces(tags=[TAG], **W)
+    again = evaluate_traces(tags=[TAG], options=EvalOptions(rescore=True), **W)
     assert again.uploaded == 5
     assert len(lf.store.all_scores()) == 5
     assert len(tlm.prompts) == 10
@@ -132,7 +134,7 @@ def test_exact_prompt_tlm_receives_for_each_shape(
             output=out,
             metadata=meta,
         )
-    report = evaluate_traces(**W, tags=[TAG])
+    report = evaluate_traces(tags=[TAG], **W)
     assert report.uploaded == len(SHAPES)
     sent = {(c["prompt"], c["response"]["response"]) for c in tlm.calls}
     assert sent == {(p, r) for *_, p, r in SHAPES}
@@ -143,7 +145,7 @@ def test_long_system_prompt_in_metadata_is_read_in_full(
 ) -> None:
     long_prompt = "You are a careful assistant. " * 20  # ~580 characters: truncated by default
     seed(langfuse_sandbox, 1, metadata={"system_prompt": long_prompt})
-    evaluate_traces(**W, tags=[TAG])
+    evaluate_traces(tags=[TAG], **W)
     assert tlm.prompts == [f"System: {long_prompt}\n\nUser: Question 0?\n\nAssistant:"]
 
 
@@ -156,7 +158,7 @@ def test_unpairable_traces_are_recorded_skips(
     lf.store.add_trace(tags=(TAG,), start_time=DAY + timedelta(hours=9), input=None, output="x")
     lf.store.add_trace(tags=(TAG,), start_time=DAY + timedelta(hours=10), input="Q", output=None)
     lf.store.add_trace(tags=(TAG,), start_time=DAY + timedelta(hours=11), input=7, output="x")
-    report = evaluate_traces(**W, tags=[TAG])
+    report = evaluate_traces(tags=[TAG], **W)
     assert report.uploaded == 2 and set(scores_by_trace(lf)) == set(good)
     assert {k: len(v) for k, v in report.skipped.items()} == {
         "missing_input": 1,
@@ -170,7 +172,7 @@ def test_unpairable_traces_are_recorded_skips(
 @ON_BOTH_SERVERS
 def test_dry_run_scores_nothing(langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox) -> None:
     seed(langfuse_sandbox, 9)
-    report = evaluate_traces(**W, tags=[TAG], dry_run=True)
+    report = evaluate_traces(tags=[TAG], options=EvalOptions(dry_run=True), **W)
     assert report.would_score == 9 and report.uploaded == 0 and report.tlm_requests == 0
     assert tlm.prompts == [] and langfuse_sandbox.store.all_scores() == []
     assert langfuse_sandbox.faults.count("scores.create") == 0
@@ -182,15 +184,19 @@ def test_cost_caps(
 ) -> None:
     monkeypatch.setenv("TRUST_EVAL_PAGE_SIZE", "4")
     seed(langfuse_sandbox, 10)
-    capped = evaluate_traces(**W, tags=[TAG], max_traces=6)
+    capped = evaluate_traces(tags=[TAG], options=EvalOptions(max_traces=6), **W)
     assert capped.uploaded == 6 and capped.capped and len(tlm.prompts) == 6
     assert capped.accounted() == capped.fetched
     assert "over_max_traces" in capped.skipped
 
-    sampled = evaluate_traces(**W, tags=[TAG], sample_rate=0.5, rescore=True)
+    sampled = evaluate_traces(tags=[TAG], options=EvalOptions(sample_rate=0.5, rescore=True), **W)
     assert 0 < sampled.uploaded < 10
     assert sampled.uploaded + len(sampled.skipped["not_sampled"]) == 10
-    again = evaluate_traces(**W, tags=[TAG], sample_rate=0.5, rescore=True, dry_run=True)
+    again = evaluate_traces(
+        tags=[TAG],
+        options=EvalOptions(sample_rate=0.5, rescore=True, dry_run=True),
+        **W,
+    )
     assert again.would_score == sampled.uploaded  # the same traces are sampled every run
 
 
@@ -201,7 +207,7 @@ def test_207_refusals_are_pinned_to_their_traces(
     ids = seed(lf, 20)
     refused = {ids[3], ids[14]}
     lf.faults.set("scores.create", Fault(reject_trace_ids=set(refused)))
-    report = evaluate_traces(**W, tags=[TAG])
+    report = evaluate_traces(tags=[TAG], **W)
     assert report.uploaded == 18
     assert {t for v in report.failed_to_upload.values() for t in v} == refused
     assert set(scores_by_trace(lf)) == set(ids) - refused
@@ -213,18 +219,18 @@ def test_bad_configuration_is_refused_before_any_call(
     langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seed(langfuse_sandbox, 1)
-    with pytest.raises(ConfigError, match="low"):
-        evaluate_traces(**W, tags=[TAG], quality_preset="low")
+    with pytest.raises(ParameterTypeError, match="quality_preset"):  # not an explaining preset
+        evaluate_traces(tags=[TAG], options=cast(Any, {"quality_preset": "low"}), **W)
     with pytest.raises(ConfigError, match="window_end"):
         evaluate_traces(window_start=DAY, window_end=DAY - timedelta(hours=1), tags=[TAG])
     with pytest.raises(ConfigError, match="tags"):
-        evaluate_traces(**W, tags=[])
+        evaluate_traces(tags=[], **W)
     monkeypatch.delenv("CLEANLAB_TLM_API_KEY")
     with pytest.raises(ConfigError, match="CLEANLAB_TLM_API_KEY"):
-        evaluate_traces(**W, tags=[TAG])
+        evaluate_traces(tags=[TAG], **W)
     monkeypatch.delenv("LANGFUSE_SECRET_KEY")
     with pytest.raises(ConfigError, match="LANGFUSE_SECRET_KEY"):
-        evaluate_traces(**W, tags=[TAG], dry_run=True)
+        evaluate_traces(tags=[TAG], options=EvalOptions(dry_run=True), **W)
     assert langfuse_sandbox.faults.requests == [] and tlm.prompts == []
 
 
@@ -234,7 +240,7 @@ def test_invalid_tlm_key_fails_fast_and_uploads_nothing(
     seed(langfuse_sandbox, 25)
     monkeypatch.setenv("CLEANLAB_TLM_API_KEY", "wrong-key")
     with pytest.raises(EvaluationFailed, match="CLEANLAB_TLM_API_KEY") as info:
-        evaluate_traces(**W, tags=[TAG])
+        evaluate_traces(tags=[TAG], **W)
     report = info.value.report
     assert report.fetched == 25 and report.uploaded == 0
     assert report.accounted() == 25
@@ -247,7 +253,7 @@ def test_report_artifacts_escape_markup(langfuse_sandbox: LangfuseSandbox, tlm: 
 
     seed(langfuse_sandbox, 3, input={"args": ["<script>alert(1)</script> | *bold*"], "kwargs": {}})
     tlm.rich_explanations = True
-    report = evaluate_traces(**W, tags=[TAG])
+    report = evaluate_traces(tags=[TAG], **W)
     assert report.uploaded == 3
 
     async def artifacts() -> list[Any]:
@@ -283,8 +289,8 @@ def test_prompt_comes_from_the_generation_the_integration_recorded(
     openai_sandbox: OpenAISandbox,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from sandbox.trivia_app import SEED_QUESTIONS, synthetic_questions, trace_answers
     from sandbox.openai_app import TRIVIA
+    from sandbox.trivia_app import SEED_QUESTIONS, synthetic_questions, trace_answers
 
     lf = langfuse_sandbox
     monkeypatch.setenv("TRUST_EVAL_PAGE_SIZE", "4")
@@ -328,7 +334,7 @@ def test_each_chunk_writes_its_own_scores(
     monkeypatch.setenv("TRUST_EVAL_UPLOAD_BATCH_BYTES", "10000")  # ~13 scores a POST
     lf = langfuse_sandbox
     seed(lf, 30)
-    report = evaluate_traces(**W, tags=[TAG], score_config=False)
+    report = evaluate_traces(tags=[TAG], options=EvalOptions(score_config=False), **W)
     assert report.uploaded == 30 and len(lf.store.all_scores()) == 30
     posts = [r for r in lf.faults.requests if r.endpoint == "scores.create"]
     # one POST per chunk of 4 (v4.16: one per score)

@@ -36,7 +36,7 @@ def test_v416_a_thousand_scored_then_the_next_day_rerun_pays_nothing(
 ) -> None:
     lf = langfuse_sandbox
     seed(lf, 1000, step=timedelta(seconds=80))
-    first = evaluate_traces(**WINDOW, tags=[TAG])
+    first = evaluate_traces(tags=[TAG], **WINDOW)
     assert first.uploaded == 1000 and first.langfuse_server == "Langfuse 4.16.0"
     assert len(tlm.calls) == 1000
     # one score per POST (the list form is a 400 on v4.16), none of them a list
@@ -46,7 +46,7 @@ def test_v416_a_thousand_scored_then_the_next_day_rerun_pays_nothing(
     assert lf.faults.count("scores.list") == 10  # by our score ids: 10 GETs of 100
     lf.faults.reset_log()
     lf.advance_clock(86_400)  # the next day: a re-POST would add a row under a new day key
-    again = evaluate_traces(**WINDOW, tags=[TAG])
+    again = evaluate_traces(tags=[TAG], **WINDOW)
 
     assert again.already_scored == 1000 and again.uploaded == 0
     assert again.tlm_requests == 0 and len(tlm.calls) == 1000
@@ -64,7 +64,7 @@ def test_a_server_that_hides_its_version_is_asked_before_any_tlm_call(
     lf = langfuse_sandbox
     lf.version = "unknown"
     seed(lf, 6)
-    report = evaluate_traces(**WINDOW, tags=[TAG])
+    report = evaluate_traces(tags=[TAG], **WINDOW)
     assert report.uploaded == 6 and len(lf.store.all_scores()) == 6
     creates = [r for r in lf.faults.requests if r.endpoint == "scores.create"]
     # the probe (an empty list: refused, writes nothing) came before TLM was paid; then one
@@ -81,7 +81,7 @@ def test_a_list_refused_after_tlm_falls_back_to_single_posts(
     monkeypatch.setenv("TRUST_EVAL_SCORE_WRITE", "batch")
     lf = langfuse_sandbox
     seed(lf, 5)
-    report = evaluate_traces(**WINDOW, tags=[TAG])
+    report = evaluate_traces(tags=[TAG], **WINDOW)
     assert report.uploaded == 5 and len(lf.store.all_scores()) == 5
     statuses = [r.status for r in lf.faults.requests if r.endpoint == "scores.create"]
     assert statuses == [400] + [200] * 5
@@ -93,17 +93,17 @@ def test_a_run_within_the_read_lag_pays_nothing_for_what_the_last_run_scored(
     lf = langfuse_sandbox
     lf.set_score_read_lag(600)  # scores show to readers 10 minutes after they were written
     seed(lf, 40)
-    first = evaluate_traces(**WINDOW, tags=[TAG])
+    first = evaluate_traces(tags=[TAG], **WINDOW)
     assert first.uploaded == 40 and len(tlm.calls) == 40
 
-    second = evaluate_traces(**WINDOW, tags=[TAG])  # e.g. a backfill queued on the window lock
+    second = evaluate_traces(tags=[TAG], **WINDOW)  # e.g. a backfill queued on the window lock
 
     assert second.tlm_requests == 0 and len(tlm.calls) == 40
     assert second.already_scored == second.already_pending == 40
     assert len(lf.store.all_scores()) == 40
     # after the lag Langfuse shows them: counted as scored, not pending
     lf.advance_clock(601)
-    third = evaluate_traces(**WINDOW, tags=[TAG])
+    third = evaluate_traces(tags=[TAG], **WINDOW)
     assert third.already_scored == 40 and third.already_pending == 0 and len(tlm.calls) == 40
 
 
@@ -115,7 +115,7 @@ def test_scores_dropped_for_a_bad_config_are_not_confirmed_and_resent(
     # someone narrowed the score config: values above 0.5 are dropped after the HTTP answer
     config = lf.store.add_score_config(name="trust_score", min_value=0.0, max_value=0.5)
     ids = seed(lf, 20)
-    first = evaluate_traces(**WINDOW, tags=[TAG])
+    first = evaluate_traces(tags=[TAG], **WINDOW)
 
     dropped = {d.score.trace_id for d in lf.dropped_scores}
     assert dropped and len(dropped) < 20  # the sandbox TLM's scores straddle 0.5
@@ -126,7 +126,7 @@ def test_scores_dropped_for_a_bad_config_are_not_confirmed_and_resent(
 
     lf.store.update_score_config(config.id, {"maxValue": 1.0})
     paid = len(tlm.calls)
-    second = evaluate_traces(**WINDOW, tags=[TAG])
+    second = evaluate_traces(tags=[TAG], **WINDOW)
 
     assert second.resent == len(dropped) and len(tlm.calls) == paid  # no TLM paid again
     assert second.confirmed == len(dropped) and not second.not_confirmed
@@ -168,7 +168,7 @@ def test_v416_without_the_preview_flag_is_refused_in_one_line_before_tlm(
     lf.preview_opt_in = False
     seed(lf, 3)
     with pytest.raises(EvaluationFailed) as exc:
-        evaluate_traces(**WINDOW, tags=[TAG])
+        evaluate_traces(tags=[TAG], **WINDOW)
     message = str(exc.value)
     assert "\n" not in message
     assert "LANGFUSE_MIGRATION_V4_ALLOW_PREVIEW_OPT_IN=true" in message and "v4.59" in message

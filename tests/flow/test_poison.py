@@ -35,13 +35,13 @@ def test_poison_traces_are_skipped_and_the_rest_scored_once(
         ),
     )[0]
 
-    report = evaluate_traces(**WINDOW, tags=[TAG])
+    report = evaluate_traces(tags=[TAG], **WINDOW)
 
     assert report.errors == [] and report.fetched == 9
     assert report.skipped == {"unrecognised_metadata": [deep], "unreadable_output": [tool]}
     assert set(scores_by_trace(lf)) == set(good) and report.uploaded == 7
     paid = len(tlm.calls)
-    again = evaluate_traces(**WINDOW, tags=[TAG])
+    again = evaluate_traces(tags=[TAG], **WINDOW)
     assert again.tlm_requests == 0 and len(tlm.calls) == paid
     assert again.already_scored == 7 and sum(len(v) for v in again.skipped.values()) == 2
 
@@ -55,7 +55,7 @@ def test_a_chunk_tlm_cannot_score_does_not_stop_the_window(
     tlm.fail_status = 422  # not retried by the client
     tlm.faults.set("tlm.score", Fault(fail_items={"Question 7?", "Question 6?"}))
 
-    report = evaluate_traces(**WINDOW, tags=[TAG])
+    report = evaluate_traces(tags=[TAG], **WINDOW)
 
     assert report.errors == [] and not report.ok  # reported, not raised
     assert {t for v in report.failed_to_score.values() for t in v} == {ids[7], ids[6]}
@@ -76,7 +76,7 @@ def test_tlm_down_for_several_chunks_in_a_row_stops_the_run_with_what_landed(
     from flows.evaluate_traces import EvaluationFailed
 
     with pytest.raises(EvaluationFailed, match="TLM scored nothing in 2 chunks in a row") as exc:
-        evaluate_traces(**WINDOW, tags=[TAG])
+        evaluate_traces(tags=[TAG], **WINDOW)
     report = exc.value.report
     # chunk 1 landed; chunk 4 was already at TLM (two chunks in flight) and still lands;
     # nothing after it was fetched

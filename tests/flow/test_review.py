@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from flows.evaluate_traces import evaluate_traces
+from flows.options import EvalOptions
 from sandbox.langfuse import LangfuseSandbox
 from sandbox.tlm import TLMSandbox, synthetic_score
 from tasks.models import score_id
@@ -39,8 +40,8 @@ def test_score_config_made_once_and_scores_attached(
 ) -> None:
     lf = langfuse_sandbox
     seed_questions(lf, 4)
-    evaluate_traces(**W, tags=[TAG], label_score=True)
-    evaluate_traces(**W, tags=[TAG], label_score=True, rescore=True)
+    evaluate_traces(tags=[TAG], options=EvalOptions(label_score=True), **W)
+    evaluate_traces(tags=[TAG], options=EvalOptions(label_score=True, rescore=True), **W)
 
     configs = {c.name: c for c in lf.store.score_configs()}
     assert set(configs) == {"trust_score", "trust_score_label"}  # made once, not per run
@@ -74,7 +75,7 @@ def test_review_queue_gets_low_trust_traces_once(
     low = {t for i, t in enumerate(ids) if expected_score(i) < 0.5}
     assert 0 < len(low) < 30  # the synthetic scores spread both sides of the threshold
 
-    first = evaluate_traces(**W, tags=[TAG], review_queue="Low trust")
+    first = evaluate_traces(tags=[TAG], options=EvalOptions(review_queue="Low trust"), **W)
     (queue,) = lf.store.annotation_queues()
     assert queue.name == "Low trust"
     items = lf.store.queue_items(queue.id)
@@ -82,8 +83,12 @@ def test_review_queue_gets_low_trust_traces_once(
     assert {i.object_type for i in items} == {"TRACE"}
     assert first.queued_for_review == len(low)
 
-    second = evaluate_traces(**W, tags=[TAG], review_queue="Low trust")  # a re-run
-    third = evaluate_traces(**W, tags=[TAG], review_queue="Low trust", rescore=True)
+    second = evaluate_traces(
+        tags=[TAG], options=EvalOptions(review_queue="Low trust"), **W
+    )  # a re-run
+    third = evaluate_traces(
+        tags=[TAG], options=EvalOptions(review_queue="Low trust", rescore=True), **W
+    )
     assert len(lf.store.annotation_queues()) == 1
     assert len(lf.store.queue_items(queue.id)) == len(low)  # no second item, ever
     assert second.queued_for_review == third.queued_for_review == 0
@@ -94,7 +99,7 @@ def test_review_lowest_n(langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox) -> 
     lf = langfuse_sandbox
     ids = seed_questions(lf, 30)
     ranked = sorted((expected_score(i), t) for i, t in enumerate(ids))
-    evaluate_traces(**W, tags=[TAG], review_queue="worst", review_lowest_n=3)
+    evaluate_traces(tags=[TAG], options=EvalOptions(review_queue="worst", review_lowest_n=3), **W)
     (queue,) = lf.store.annotation_queues()
     assert {i.object_id for i in lf.store.queue_items(queue.id)} == {t for _, t in ranked[:3]}
 
@@ -132,9 +137,11 @@ def test_run_events_carry_the_figures(langfuse_sandbox: LangfuseSandbox, tlm: TL
     n_low = sum(expected_score(i) < 0.5 for i in range(20))
     start = DAY + timedelta(hours=0, minutes=0)
     report = evaluate_traces(
-        window_start=start, window_end=start + timedelta(days=1), tags=[TAG],
-        alert_low_trust_share=0.01,
-    )  # fmt: skip
+        window_start=start,
+        window_end=start + timedelta(days=1),
+        tags=[TAG],
+        options=EvalOptions(alert_low_trust_share=0.01),
+    )
     assert report.uploaded == len(ids)
     by_name = {e["event"]: e for e in _events(report.flow_run_id, expect=2)}
     assert set(by_name) == {EVENT_EVALUATED, EVENT_LOW_TRUST}
@@ -148,7 +155,9 @@ def test_run_events_carry_the_figures(langfuse_sandbox: LangfuseSandbox, tlm: TL
     assert payload["low_trust_share"] == round(n_low / 20, 4)
     assert by_name[EVENT_LOW_TRUST]["payload"]["alert_low_trust_share"] == 0.01
 
-    quiet = evaluate_traces(**W, tags=[TAG], alert_low_trust_share=1.0, rescore=True)
+    quiet = evaluate_traces(
+        tags=[TAG], options=EvalOptions(alert_low_trust_share=1.0, rescore=True), **W
+    )
     _events(quiet.flow_run_id, expect=1)
     time.sleep(3)  # an alert, had there been one, would be stored by now
     names = [e["event"] for e in _events(quiet.flow_run_id, expect=1)]
@@ -179,7 +188,9 @@ def test_generation_scope_scores_land_on_the_observations(
     lone = lf.store.add_trace(
         tags=(TAG,), start_time=DAY + timedelta(hours=2), input="q", output="a"
     )
-    report = evaluate_traces(**W, tags=[TAG], scope="generation", score_config=False)
+    report = evaluate_traces(
+        tags=[TAG], options=EvalOptions(scope="generation", score_config=False), **W
+    )
     assert report.uploaded == 3 and report.skipped == {"no_generation": [lone]}
     scores = lf.store.all_scores()
     assert {s.observation_id for s in scores} == set(gens)
@@ -188,7 +199,9 @@ def test_generation_scope_scores_land_on_the_observations(
     assert {c["prompt"] for c in tlm.calls} == {
         f"System: Agent.\n\nUser: step {i}\n\nAssistant:" for i in range(3)
     }
-    again = evaluate_traces(**W, tags=[TAG], scope="generation", score_config=False)
+    again = evaluate_traces(
+        tags=[TAG], options=EvalOptions(scope="generation", score_config=False), **W
+    )
     assert again.already_scored == 3 and again.uploaded == 0 and len(lf.store.all_scores()) == 3
 
 
@@ -216,7 +229,7 @@ def test_rag_context_is_part_of_the_prompt(
         output="Team A.",
         metadata={"context": "Team A won 3-1."},
     )
-    evaluate_traces(**W, tags=[TAG], score_config=False)
+    evaluate_traces(tags=[TAG], options=EvalOptions(score_config=False), **W)
     assert sorted(tlm.prompts) == sorted([
         "System: Answer from the context.\n\nContext:\nThe shop opened in 1999.\n\n"
         "It moved in 2010.\n\nUser: When did the shop open?\n\nAssistant:",

@@ -28,7 +28,7 @@ from sandbox.langfuse import LangfuseSandbox
 from sandbox.tlm import TLMSandbox
 from tasks.config import ConfigError
 from tasks.report import EVENT_EVALUATED, EvalReport
-from tests.support.seeding import TAG, WINDOW, seed
+from tests.support.seeding import TAG, WINDOW, seed, with_options
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -99,7 +99,7 @@ def seed_with_markup(lf: LangfuseSandbox) -> list[str]:
 
 def run_flow(**overrides: Any) -> tuple[object, UUID]:
     """(result or exception, flow run id): the flow as a caller runs it."""
-    state = evaluate_traces(**(W | overrides), return_state=True)
+    state = evaluate_traces(return_state=True, **with_options(W | overrides))
     result = state.result(raise_on_failure=False)
     assert state.state_details.flow_run_id is not None
     return result, state.state_details.flow_run_id

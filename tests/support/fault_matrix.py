@@ -22,7 +22,7 @@ from sandbox.langfuse import LangfuseSandbox
 from sandbox.tlm import TLMSandbox, synthetic_score
 from tasks.report import EvalReport
 from tests.support import seeding
-from tests.support.seeding import DAY, SYSTEM_PROMPT, TAG
+from tests.support.seeding import DAY, SYSTEM_PROMPT, TAG, with_options
 
 RETRIES = 3  # TRUST_EVAL_RETRIES in the matrix (the ``fault_tuning`` fixture)
 
@@ -61,7 +61,7 @@ def run(**kwargs: Any) -> Result:
     t0 = time.monotonic()
     try:
         report = evaluate_traces(
-            window_start=DAY, window_end=DAY + timedelta(days=1), tags=[TAG], **kwargs
+            window_start=DAY, window_end=DAY + timedelta(days=1), tags=[TAG], **with_options(kwargs)
         )
         error = None
     except EvaluationFailed as err:

@@ -59,3 +59,15 @@ def scores_by_trace(lf: LangfuseSandbox) -> dict[str, list[Any]]:
     for s in lf.store.all_scores():
         out.setdefault(s.trace_id or "", []).append(s)
     return out
+
+
+def with_options(params: dict[str, Any]) -> dict[str, Any]:
+    """Flow keyword arguments with the EvalOptions fields gathered into ``options``."""
+    from flows.options import EvalOptions
+
+    fields = {k: v for k, v in params.items() if k in EvalOptions.model_fields}
+    rest = {k: v for k, v in params.items() if k not in fields}
+    if fields:
+        base = rest.pop("options", EvalOptions())
+        rest["options"] = EvalOptions.model_validate(base.model_dump() | fields)
+    return rest

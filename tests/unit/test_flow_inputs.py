@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, timedelta
 
 import pytest
 
 from flows.backfill import day_range
 from flows.cli import parse_duration
+from flows.options import EvalOptions, options_from, validate_tags
 from tasks.config import ConfigError
 
 
@@ -25,14 +27,53 @@ def test_day_range_is_inclusive_whole_utc_days() -> None:
 
 
 def test_a_score_name_langfuse_cannot_use_for_a_config_is_refused_up_front() -> None:
-    from flows.evaluate_traces import Options, validate_options
-
     long_name = "trust_score_for_the_customer_support_bot"  # 40 characters
     with pytest.raises(ConfigError, match="cannot name a Langfuse score config"):
-        validate_options(["t"], Options(score_name=long_name))
+        options_from({"score_name": long_name})
     fits = "trust_score_of_the_support_agent"  # 32 characters: fits, its label does not
-    assert validate_options(["t"], Options(score_name=fits)) == ["t"]
+    assert options_from({"score_name": fits}).score_name == fits
     with pytest.raises(ConfigError, match=f"{fits}_label"):
-        validate_options(["t"], Options(score_name=fits, label_score=True))
+        options_from({"score_name": fits, "label_score": True})
     # without a config, any score name Langfuse takes is fine
-    assert validate_options(["t"], Options(score_name=long_name, score_config=False)) == ["t"]
+    assert not options_from({"score_name": long_name, "score_config": False}).score_config
+
+
+@pytest.mark.parametrize(
+    ("given", "says"),
+    [
+        ({"quality_preset": "ultra"}, "options.quality_preset"),
+        ({"quality_preset": "low"}, "options.quality_preset"),  # cannot explain its scores
+        ({"sample_rate": 0}, "options.sample_rate"),
+        ({"max_traces": 0}, "options.max_traces"),
+        ({"low_trust_threshold": 1.5}, "options.low_trust_threshold"),
+        ({"untrustworthy_below": 0.6}, "untrustworthy_below must not exceed"),
+        ({"scope": "span"}, "options.scope"),
+        ({"review_lowest_n": 0}, "options.review_lowest_n"),
+        ({"review_queue": " "}, "review_queue must be a queue name"),
+        ({"alert_low_trust_share": -0.1}, "options.alert_low_trust_share"),
+        ({"score_name": " "}, "score_name must not be blank"),
+        ({"unknown_option": 1}, "options.unknown_option"),
+    ],
+)
+def test_a_bad_option_is_one_line_naming_the_field(given: dict[str, object], says: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(says)) as info:
+        options_from(given)
+    assert "\n" not in str(info.value)
+
+
+def test_options_schema_has_a_description_and_bounds_for_every_field() -> None:
+    schema = EvalOptions.model_json_schema()
+    props = schema["properties"]
+    assert set(props) == set(EvalOptions.model_fields)
+    assert all(p.get("description") for p in props.values()), props
+    assert props["quality_preset"]["enum"] == ["best", "high", "medium"]
+    assert props["scope"]["enum"] == ["trace", "generation"]
+    assert props["sample_rate"]["exclusiveMinimum"] == 0 and props["sample_rate"]["maximum"] == 1
+    assert schema.get("additionalProperties") is False
+
+
+def test_tags_must_be_a_list_of_non_blank_strings() -> None:
+    assert validate_tags(["a", "b", "a"]) == ["a", "b"]
+    for bad in (None, [], "a", ["a", " "]):
+        with pytest.raises(ConfigError, match="tags"):
+            validate_tags(bad)  # type: ignore[arg-type]

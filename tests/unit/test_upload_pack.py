@@ -26,7 +26,7 @@ from pydantic import SecretStr
 from tasks.config import LangfuseSettings, Tuning
 from tasks.failures import Reason
 from tasks.langfuse_api import Calls, Server
-from tasks.models import Bucket, Pair, Scored, preview, score_id
+from tasks.models import Bucket, Pair, Scored, score_id
 from tasks.upload import (
     TRUNCATED,
     LabelSpec,
@@ -436,7 +436,7 @@ def test_every_unit_ends_uploaded_or_failed_and_refused_labels_are_counted() -> 
     a = result.uploaded[0]
     assert (a.bucket, a.reason, a.score, a.explanation) == (Bucket.UPLOADED, None, 0.1, "e" * 3000)
     assert (a.name, a.start_time, a.observation_id) == ("trivia", T0, None)
-    assert (a.question, a.answer) == (preview("User: why?\nAssistant:", tail=True), "Because.")
+    assert (a.question, a.answer) == ("why?", "Because.")  # the user's turn, not the prompt
     c = result.failed[0]
     assert (c.bucket, c.score) == (Bucket.FAILED_TO_UPLOAD, 0.9)
     assert c.why == "not confirmed after a 207: refused"
