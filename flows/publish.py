@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import re
+import typing
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar, cast
@@ -54,6 +56,9 @@ def fails_in_one_line(fn: Callable[P, R]) -> Callable[P, R]:
             # Prefect takes a returned state as the run's final state and raises its data
             return cast(R, Failed(message=reason[:2000], data=err))
 
+    # resolved here: Prefect would read the parameter types in this module otherwise
+    run.__annotations__ = typing.get_type_hints(fn)
+    run.__signature__ = inspect.signature(fn, eval_str=True)  # type: ignore[attr-defined]
     return run
 
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -51,6 +52,19 @@ def seed_day(lf: LangfuseSandbox, day: date, n: int = 4) -> list[str]:
         return midnight(day) + timedelta(hours=6 * i, seconds=1 if i else 0)
 
     return seed(lf, n, at=at, name=f"{day} q{{i}}", question=f"Question {{i}} of {day}?")
+
+
+def assert_forms_document_every_parameter(schema: dict[str, Any] | None) -> None:
+    """The UI builds its run form from this schema: help for every field, dropdowns for the
+    fixed choices, and the required ones marked required."""
+    assert schema is not None
+    props = schema["properties"]
+    assert "tags" in schema.get("required", []), schema.get("required")
+    assert all(p.get("description") for p in props.values()), props
+    options = schema["definitions"]["EvalOptions"]["properties"]
+    assert all(p.get("description") for p in options.values()), options
+    assert options["quality_preset"]["enum"] == ["best", "high", "medium"]
+    assert options["scope"]["enum"] == ["trace", "generation"]
 
 
 def wait_final(client: SyncPrefectClient, run_id: UUID, timeout: float = 120.0) -> FlowRun:
@@ -135,6 +149,15 @@ def test_schedules_manual_runs_and_backfills_on_a_real_server(
         window = client.read_deployment_by_name("evaluate-traces/window")
         back = client.read_deployment_by_name("evaluate-traces-backfill/backfill")
         assert window.schedules == [] and back.schedules == []
+        assert_forms_document_every_parameter(window.parameter_openapi_schema)
+        assert_forms_document_every_parameter(back.parameter_openapi_schema)
+        # a bad value is refused when the run is created, not by the worker later
+        for bad in ({"quality_preset": "ultra"}, {"sample_rate": 2}, {"scope": "span"}):
+            with pytest.raises(Exception, match=r"422|409|invalid|Validation") as refused:
+                client.create_flow_run_from_deployment(
+                    window.id, parameters={"tags": [TAG], "options": bad}
+                )
+            assert next(iter(bad)) in str(refused.value), refused.value
         # 1. the daily run that was due at d[2]+1 00:15 UTC evaluates exactly d[2]
         due = midnight(d[3]) + timedelta(minutes=15)
         daily_run = client.create_flow_run_from_deployment(
@@ -233,8 +256,22 @@ def test_schedules_manual_runs_and_backfills_on_a_real_server(
         arts = [
             a
             for a in client.read_artifacts()
-            if a.key == "trust-backfill-summary" and a.flow_run_id == again.id
+            if (a.key or "").startswith("trust-backfill-summary-") and a.flow_run_id == again.id
         ]
-        assert len(arts) == 1 and "| **total** | 3 ran, 0 failed | 12 | 0 | 12 |" in str(
-            arts[0].data
-        )
+        assert len(arts) == 1, [a.key for a in client.read_artifacts()]
+        summary = str(arts[0].data)
+        assert "| **total** | 3 ran, 0 failed | 12 | 0 | 12 |" in summary, summary
+        # a re-run's summary still reports the day's trust, from the scores already there
+        assert "| – | 0 |" not in summary and "| 12 | 0 | 12 | 0 | 0 | – |" not in summary
+        # the whole session (window, daily, two backfills, the alerts they set off): no failure
+        time.sleep(3)  # the last alert runs
+        runs = client.read_flow_runs()
+        unfinished = [r for r in runs if r.state is None or not r.state.is_final()]
+        for r in unfinished:
+            wait_final(client, r.id)
+        failed = [
+            (r.name, r.state.message if r.state else None)
+            for r in client.read_flow_runs()
+            if r.state is None or not r.state.is_completed()
+        ]
+        assert failed == [], failed

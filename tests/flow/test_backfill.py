@@ -20,6 +20,7 @@ from prefect.client.schemas.filters import (
 
 from flows.backfill import BackfillFailed, backfill, summary_markdown
 from flows.evaluate_traces import evaluate_traces
+from flows.publish import stream_key
 from flows.window_lock import lock_names
 from sandbox.faults import Fault
 from sandbox.langfuse import LangfuseSandbox
@@ -128,7 +129,11 @@ def test_days_run_concurrently_bounded_and_show_as_children(
     assert all(k.parent_task_run_id is not None for k in kids)  # nested under the backfill run
     with get_client(sync_client=True) as client:  # the session's server holds many artifacts
         arts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["trust-backfill-summary"])),
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(
+                    any_=[stream_key("trust-backfill-summary", [TAG], "trust_score")]
+                )
+            ),
             limit=200,
         )
     summaries = [a for a in arts if str(a.flow_run_id) == summary.flow_run_id]

@@ -22,7 +22,7 @@ import pytest
 from flows.evaluate_traces import evaluate_traces
 from sandbox.langfuse import LangfuseSandbox
 from sandbox.tlm import TLMSandbox, session_tlm_sandbox
-from tasks.report import EvalReport, md_escape
+from tasks.report import EvalReport, md_escape, short_id
 from tests.support.bad_input import (
     AT_BUDGET_Q,
     BUDGET,
@@ -554,7 +554,7 @@ def test_no_duplicate_and_no_unscored_score(catalogue: Run) -> None:
 
 
 def test_markup_is_escaped_in_the_artifacts(catalogue: Run) -> None:
-    table = next(a for a in catalogue.artifacts if a.key == "lowest-trust")
+    table = next(a for a in catalogue.artifacts if (a.key or "").startswith("trust-lowest-"))
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data
     assert len(rows) == catalogue.report.uploaded  # TRUST_EVAL_LOWEST_N covers every upload
     raw = re.compile(r"(?<!\\)[<>|`*\[\]]")
@@ -572,6 +572,8 @@ def test_markup_is_escaped_in_the_artifacts(catalogue: Run) -> None:
     for row, low in zip(rows, catalogue.report.lowest, strict=True):
         assert row["explanation"] == md_escape(low.explanation, 300)
     assert "\\<script\\>" in md_escape(next(iter(full.values())), 10_000)
-    assert any("\\<img src=x onerror=alert\\(1\\)\\>" in r["trace"] for r in rows)
-    summary = next(a for a in catalogue.artifacts if a.key == "trust-summary")
+    # the link text is the trace's short id, escaped: no name or id markup reaches the page
+    for row, low in zip(rows, catalogue.report.lowest, strict=True):
+        assert row["trace"].startswith(f"[{md_escape(short_id(low.trace_id), 80)}]")
+    summary = next(a for a in catalogue.artifacts if (a.key or "").startswith("trust-summary-"))
     assert "<script>" not in summary.data and "<img" not in summary.data

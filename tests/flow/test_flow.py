@@ -271,11 +271,15 @@ def test_report_artifacts_escape_markup(langfuse_sandbox: LangfuseSandbox, tlm: 
     import asyncio
 
     found = [a for a in asyncio.run(artifacts()) if str(a.flow_run_id) == report.flow_run_id]
-    table = next(a for a in found if a.key == "lowest-trust")
+    stream = f"{TAG.lower().replace('_', '-')}-trust-score"
+    keys = sorted(a.key or "" for a in found)
+    assert keys == [f"trust-lowest-{stream}", "trust-progress", f"trust-summary-{stream}"], keys
+    table = next(a for a in found if a.key == f"trust-lowest-{stream}")
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data
     assert len(rows) == 3 and rows[0]["score"] <= rows[-1]["score"]
+    assert list(rows[0]) == ["rank", "score", "trace", "question", "answer", "explanation"]
     assert "<script>" not in json.dumps(rows) and "\\<script\\>" in rows[0]["question"]
-    summary = next(a for a in found if a.key == "trust-summary")
+    summary = next(a for a in found if a.key == f"trust-summary-{stream}")
     assert "| 3 | 0 | 0 | 0 | 3 | 0 |" in summary.data
 
 

@@ -227,7 +227,7 @@ def test_successful_run_shows_no_secret(
     assert "chunk 1: 4 scored" in places["log records (all loggers, DEBUG)"]
     assert "Finished in state Completed" in places["console log output"]
     assert (
-        "lowest-trust" in places["Prefect artifacts"]
+        "trust-lowest-" in places["Prefect artifacts"]
         and "Question 3?" in places["Prefect artifacts"]
     )
     assert "score chunk 1" in places["Prefect task runs"]

@@ -62,12 +62,14 @@ def scores_by_trace(lf: LangfuseSandbox) -> dict[str, list[Any]]:
 
 
 def with_options(params: dict[str, Any]) -> dict[str, Any]:
-    """Flow keyword arguments with the EvalOptions fields gathered into ``options``."""
+    """Flow keyword arguments with the EvalOptions fields gathered into ``options``, as the
+    plain dict a deployment run passes (Prefect validates it when the flow is called)."""
     from flows.options import EvalOptions
 
     fields = {k: v for k, v in params.items() if k in EvalOptions.model_fields}
     rest = {k: v for k, v in params.items() if k not in fields}
     if fields:
-        base = rest.pop("options", EvalOptions())
-        rest["options"] = EvalOptions.model_validate(base.model_dump() | fields)
+        base = rest.pop("options", None)
+        given = base.model_dump(exclude_defaults=True) if isinstance(base, EvalOptions) else {}
+        rest["options"] = given | fields
     return rest
