@@ -25,7 +25,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from cleanlab_tlm.utils.chat import form_prompt_string, form_response_string_chat_completions_api
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
@@ -184,6 +183,9 @@ def chat_prompt(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
+            # imported on first use: importing cleanlab_tlm fixes its API base URL for good
+            from cleanlab_tlm.utils.chat import form_prompt_string
+
             return form_prompt_string(msgs, tools=tool_list, use_responses=False)
         except (KeyError, TypeError, ValueError) as err:
             raise SkipError(Reason.UNREADABLE_CHAT, f"{type(err).__name__}: {err}") from None
@@ -302,6 +304,8 @@ def response_from_output(value: Any, depth: int = 0) -> str:
                 msg["tool_calls"] = tool_calls(value["tool_calls"], where="output message")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
+                from cleanlab_tlm.utils.chat import form_response_string_chat_completions_api
+
                 text = form_response_string_chat_completions_api(msg)
             if not text.strip():
                 raise SkipError(Reason.EMPTY_OUTPUT, "the assistant message has no content")
