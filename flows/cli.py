@@ -101,8 +101,8 @@ def add_option_flags(parser: argparse.ArgumentParser) -> None:
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
                                 help=f"{help_text} (default: {info.default})")  # fmt: skip
-        elif typing.get_origin(kind) is typing.Literal:
-            parser.add_argument(flag, choices=args, default=None,
+        elif typing.get_origin(kind) is typing.Literal:  # checked by EvalOptions: one line
+            parser.add_argument(flag, metavar="{" + ",".join(args) + "}", default=None,
                                 help=f"{help_text} (default: {info.default})")  # fmt: skip
         elif list[str] in args:
             parser.add_argument(

@@ -244,8 +244,11 @@ class WindowRun:
 
     def select(self, page: Page) -> list[TraceRecord]:
         """New units of the page that are not scored yet (or are re-scored), sampled."""
-        fresh = [rec for rec in page.records if rec.trace_id not in self.seen]
-        self.seen.update(rec.trace_id for rec in fresh)
+        fresh = []
+        for rec in page.records:  # a row repeated, on this page or an earlier one, counts once
+            if rec.trace_id not in self.seen:
+                self.seen.add(rec.trace_id)
+                fresh.append(rec)
         sel = select(
             fresh, known=self.known, observations=self.opts.observations,
             rescore=self.opts.rescore, sample_rate=self.opts.sample_rate,

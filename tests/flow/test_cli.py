@@ -39,8 +39,9 @@ def test_window_explicit_ok_prints_the_ranked_table(
     assert "fetched 6: uploaded 6" in out
     assert "Least trustworthy, lowest first:" in out
     table = out.split("Least trustworthy, lowest first:\n", 1)[1].strip().splitlines()
-    assert table[0].split()[:2] == ["#", "score"] and len(table) == 4  # header + 3 rows
-    scores = [float(line.split()[1]) for line in table[1:]]
+    assert table[0].split()[:3] == ["#", "score", "trace"] and len(table) == 5
+    assert table[-1].startswith("Lowest in Langfuse: http")  # header, 3 rows, the link
+    scores = [float(line.split()[1]) for line in table[1:4]]
     assert scores == sorted(scores)
 
     assert main(window_args()) == 0  # a re-run: nothing new, still fine
@@ -63,7 +64,7 @@ def test_window_pass_through_dry_run_and_caps(
     seed(langfuse_sandbox, 5, start=START, step=timedelta(hours=2))
     assert main(window_args("--dry-run")) == 0
     assert tlm.prompts == [] and langfuse_sandbox.store.all_scores() == []
-    assert "Dry run: 5 trace(s) would be scored." in capsys.readouterr().out
+    assert "Dry run: 5 TLM item(s), " in capsys.readouterr().out
     assert main(window_args("--max-traces", "2", "--score-name", "trust_cli")) == 0
     scores = langfuse_sandbox.store.all_scores()
     assert len(scores) == 2 and {s.name for s in scores} == {"trust_cli"}
@@ -100,7 +101,7 @@ def test_config_errors_are_one_clean_line(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     cases = [
-        (window_args("--quality-preset", "low"), "quality_preset='low'"),
+        (window_args("--quality-preset", "low"), "options.quality_preset"),
         (window_args("--sample-rate", "0"), "sample_rate"),
         (["window", "--start", "2026-09-14T00:00", "--tag", TAG], "has no timezone"),
         (
