@@ -1,0 +1,67 @@
+"""Langfuse errors a user can act on: refused keys and an unreachable host fail fast, in one line
+that names what to fix, and the failed run's state message is that line."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from flows.evaluate_traces import EvaluationFailed, evaluate_traces
+from flows.options import EvalOptions
+from sandbox.langfuse import LangfuseSandbox
+from sandbox.runner import free_port
+from sandbox.tlm import TLMSandbox
+from tests.support.seeding import TAG, WINDOW, seed
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+@pytest.mark.parametrize("dry_run", [False, True], ids=["score-configs-first", "dry-run"])
+def test_a_refused_key_is_one_line_naming_host_and_variables_and_is_not_retried(
+    langfuse_sandbox: LangfuseSandbox,
+    tlm: TLMSandbox,
+    monkeypatch: pytest.MonkeyPatch,
+    dry_run: bool,
+) -> None:
+    lf = langfuse_sandbox
+    seed(lf, 3)
+    monkeypatch.setenv("LANGFUSE_SECRET_KEY", "sk-lf-wrong")
+    monkeypatch.setenv("TRUST_EVAL_RETRIES", "5")  # would retry a transient error 5 times
+
+    state = evaluate_traces(
+        tags=[TAG], options=EvalOptions(dry_run=dry_run), return_state=True, **WINDOW
+    )
+
+    assert state.is_failed()
+    message = state.message or ""
+    host = lf.url.removeprefix("http://")
+    for needle in (f"Langfuse at {host}", "HTTP 401", "LANGFUSE_PUBLIC_KEY", "LANGFUSE_SECRET_KEY"):
+        assert needle in message, message
+    assert "\n" not in message
+    with pytest.raises(EvaluationFailed) as failed:
+        state.result()
+    assert str(failed.value) == message
+    refused = [r.path for r in lf.faults.requests if r.status == 401]
+    assert len(refused) == 1, refused  # refused once, never retried
+    assert tlm.prompts == [] and lf.store.all_scores() == []
+
+
+def test_an_unreachable_host_fails_within_the_connect_budget_naming_the_url(
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setenv("LANGFUSE_BASE_URL", url)
+    monkeypatch.setenv("TRUST_EVAL_CONNECT_BUDGET_S", "3")
+    monkeypatch.setenv("TRUST_EVAL_RETRIES", "5")
+
+    started = time.monotonic()
+    with pytest.raises(EvaluationFailed) as refused:
+        evaluate_traces(tags=[TAG], **WINDOW)
+    took = time.monotonic() - started
+
+    message = str(refused.value)
+    assert f"cannot reach Langfuse at {url}" in message and "LANGFUSE_BASE_URL" in message
+    assert "\n" not in message
+    assert took < 3 + 5, took  # the budget, not 5 retries with backoff
+    assert tlm.prompts == []
