@@ -47,3 +47,4 @@ serve: setup  ## the same deployments without a work pool (needs PREFECT_API_URL
 
 bench: setup  ## benchmarks: our flow vs the seed's approach vs the floor (BENCH_ARGS to narrow)
 	$(UV) run --locked python -m benchmarks.run $(BENCH_ARGS)
+sizing: setup ; $(UV) run --locked python -m benchmarks.sizing $(SIZING_ARGS)
