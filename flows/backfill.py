@@ -60,6 +60,7 @@ class BackfillSummary(BaseModel):
     max_concurrency: int = 1
     days: list[DayResult] = Field(default_factory=list)
     flow_run_id: str | None = None
+    caught_up: list[date] = Field(default_factory=list)  # daily runs: missed days evaluated
 
     def total(self, field: str) -> int:
         """A report figure summed over the days (a field or a property of EvalReport)."""
@@ -136,6 +137,11 @@ def summary_markdown(summary: BackfillSummary, table_url: str | None = None) -> 
         f"{md_escape(summary.score_name)} · **Days:** {len(summary.days)} · "
         f"**At a time:** {summary.max_concurrency}  ",
         *([md_link("Lowest-trust traces of the range", table_url)] if table_url else []),
+        *(
+            [f"**Caught up:** {', '.join(str(d) for d in summary.caught_up)} (missed days)  "]
+            if summary.caught_up
+            else []
+        ),
         "",
         "| day | status | fetched | new | already | skipped | failed | mean | low |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -213,6 +219,58 @@ def run_day(start: datetime, end: datetime, params: dict[str, Any]) -> DayResult
     return DayResult(window_start=start, window_end=end, status=day_status(report), report=report)
 
 
+def run_days(
+    windows: list[tuple[datetime, datetime]], params: dict[str, Any], workers: int
+) -> list[DayResult]:
+    """Each day as a subflow of this run, ``workers`` at a time; results in the days' order."""
+    logger = get_run_logger()
+    results: dict[datetime, DayResult] = {}
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="backfill-day") as pool:
+        futures: dict[Future[DayResult], datetime] = {}
+        for start, end in windows:
+            # each thread runs the subflow in its own copy of this run's context, so Prefect
+            # links the child flow run to this one
+            ctx = contextvars.copy_context()
+            futures[pool.submit(ctx.run, run_day, start, end, params)] = start
+        for fut in as_completed(futures):
+            day = fut.result()
+            results[futures[fut]] = day
+            r = day.report
+            logger.info(
+                "day %s: %s%s",
+                day.day,
+                day.status.replace("_", " "),
+                f" (fetched {r.fetched}, scored {r.uploaded}, already {r.already_scored})"
+                if r
+                else f": {day.error}",
+            )
+    return [results[s] for s, _ in windows]
+
+
+def write_summary(summary: BackfillSummary) -> None:
+    """The summary artifact, and a lowest-trust table over all the days (a view: a failure
+    here is a warning)."""
+    logger = get_run_logger()
+    span = f"{summary.start_date} → {summary.end_date}"
+    try:
+        rows = summary.lowest(load_tuning().lowest_n)
+        table_id = None
+        if rows:
+            made = create_table_artifact(
+                table=lowest_table(rows),
+                key=stream_key("trust-backfill-lowest", summary.tags, summary.score_name),
+                description=f"The {len(rows)} least trustworthy traces, {span}",
+            )
+            table_id = made if isinstance(made, UUID) else None
+        create_markdown_artifact(
+            markdown=summary_markdown(summary, artifact_url(table_id)),
+            key=stream_key(SUMMARY_KEY, summary.tags, summary.score_name),
+            description=f"Trust backfill {span}",
+        )
+    except Exception as err:
+        logger.warning("could not write the backfill summary artifact: %s", describe(err))
+
+
 @flow(name="evaluate-traces-backfill", flow_run_name=_run_name, log_prints=True)
 @fails_in_one_line
 def backfill(
@@ -248,27 +306,6 @@ def backfill(
     logger.info(
         "backfill %s → %s: %d day(s), %d at a time", start_date, end_date, len(windows), workers
     )
-    results: dict[datetime, DayResult] = {}
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="backfill-day") as pool:
-        futures: dict[Future[DayResult], datetime] = {}
-        for start, end in windows:
-            # each thread runs the subflow in its own copy of this run's context, so Prefect
-            # links the child flow run to this one
-            ctx = contextvars.copy_context()
-            futures[pool.submit(ctx.run, run_day, start, end, params)] = start
-        for fut in as_completed(futures):
-            day = fut.result()
-            results[futures[fut]] = day
-            r = day.report
-            logger.info(
-                "day %s: %s%s",
-                day.day,
-                day.status.replace("_", " "),
-                f" (fetched {r.fetched}, scored {r.uploaded}, already {r.already_scored})"
-                if r
-                else f": {day.error}",
-            )
-
     summary = BackfillSummary(
         start_date=start_date,
         end_date=end_date,
@@ -276,26 +313,14 @@ def backfill(
         score_name=opts.score_name,
         dry_run=opts.dry_run,
         max_concurrency=workers,
-        days=[results[s] for s, _ in windows],
+        days=run_days(windows, params, workers),
         flow_run_id=str(flow_run.id) if flow_run.id else None,
     )
-    try:
-        rows = summary.lowest(load_tuning().lowest_n)
-        table_id = None
-        if rows:
-            made = create_table_artifact(
-                table=lowest_table(rows),
-                key=stream_key("trust-backfill-lowest", tags, opts.score_name),
-                description=f"The {len(rows)} least trustworthy traces, {start_date} → {end_date}",
-            )
-            table_id = made if isinstance(made, UUID) else None
-        create_markdown_artifact(
-            markdown=summary_markdown(summary, artifact_url(table_id)),
-            key=stream_key(SUMMARY_KEY, tags, opts.score_name),
-            description=f"Trust backfill {start_date} → {end_date}",
-        )
-    except Exception as err:  # the artifact is a view; never lose the summary over it
-        logger.warning("could not write the backfill summary artifact: %s", describe(err))
+    write_summary(summary)
+    return raise_if_failed(summary)
+
+
+def raise_if_failed(summary: BackfillSummary) -> BackfillSummary:
     failed = summary.failed_days
     if failed:
         raise BackfillFailed(

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from flows.evaluated_days import mark_evaluated
 from flows.options import EvalOptions, options_from, validate_tags
 from flows.publish import fails_in_one_line, publish
 from flows.window_lock import window_lock
@@ -37,8 +38,8 @@ def scheduled_time() -> datetime:
     value: object = flow_run.scheduled_start_time
     if value is None:
         return datetime.now(UTC)
-    if isinstance(value, datetime):
-        return value.astimezone(UTC)
+    if isinstance(value, datetime):  # a pendulum DateTime: as a standard one
+        return datetime.fromtimestamp(value.timestamp(), tz=UTC)
     return datetime.fromisoformat(str(value)).astimezone(UTC)
 
 
@@ -103,4 +104,6 @@ def evaluate_traces(
             publish(report, run.progress, opts.alert_low_trust_share, get_run_logger())
     if report.errors:
         raise EvaluationFailed("; ".join(report.errors), report)
+    if not opts.dry_run:  # the daily run's catch-up skips the whole days done here
+        mark_evaluated(start, end, tags, opts.score_name, get_run_logger())
     return report

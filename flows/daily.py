@@ -1,0 +1,70 @@
+"""The daily flow: the previous whole UTC day of the run's scheduled time, plus any of the
+``catch_up_days`` days before it that have no completed evaluation (a missed schedule heals on
+the next run). Each day is a window run, a subflow of this run."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+from typing import Annotated
+
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+from pydantic import Field
+
+from flows.backfill import BackfillSummary, raise_if_failed, run_days, write_summary
+from flows.evaluate_traces import scheduled_time
+from flows.evaluated_days import days_to_catch_up, evaluated_days
+from flows.options import EvalOptions, options_from, validate_tags
+from flows.publish import fails_in_one_line
+from tasks.config import load_langfuse, load_tlm, load_tuning
+from tasks.windows import previous_day
+
+
+def _run_name() -> str:
+    tags = ",".join((flow_run.parameters or {}).get("tags") or [])
+    return f"daily {previous_day(scheduled_time())[0]:%Y-%m-%d} [{tags}]"
+
+
+@flow(name="evaluate-traces-daily", flow_run_name=_run_name, log_prints=True)
+@fails_in_one_line
+def daily(
+    tags: list[str],
+    options: EvalOptions = EvalOptions(),  # noqa: B008 (immutable)
+    catch_up_days: Annotated[int, Field(ge=0, le=31)] = 3,
+) -> BackfillSummary:
+    """Evaluate the previous whole UTC day of the scheduled time, and catch up on missed days.
+
+    Args:
+        tags: The tag(s) the traces to evaluate carry (any of them).
+        options: What is scored and how.
+        catch_up_days: How many days before the previous day are checked for a missing
+            evaluation (a schedule that did not run); those are evaluated first.
+    """
+    opts = options_from(options)
+    tags = validate_tags(tags)
+    load_tuning()
+    load_langfuse()
+    if not opts.dry_run:
+        load_tlm()
+    day = previous_day(scheduled_time())[0].date()
+    missed = days_to_catch_up(day, catch_up_days, evaluated_days(tags, opts.score_name))
+    if missed:
+        get_run_logger().info(
+            "catching up %s (no completed evaluation)", ", ".join(map(str, missed))
+        )
+    windows = [
+        (start, start + timedelta(days=1))
+        for start in (datetime.combine(d, time(), tzinfo=UTC) for d in [*missed, day])
+    ]
+    summary = BackfillSummary(
+        start_date=windows[0][0].date(),
+        end_date=day,
+        tags=tags,
+        score_name=opts.score_name,
+        dry_run=opts.dry_run,
+        days=run_days(windows, {"tags": tags, "options": opts}, workers=1),
+        flow_run_id=str(flow_run.id) if flow_run.id else None,
+        caught_up=missed,
+    )
+    write_summary(summary)
+    return raise_if_failed(summary)
