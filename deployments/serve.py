@@ -25,10 +25,12 @@ from prefect.schedules import Cron, Schedule
 
 from flows.alert import notify_low_trust
 from flows.backfill import backfill
+from flows.daily import daily
 from flows.evaluate_traces import evaluate_traces
 
 REPO = Path(__file__).resolve().parents[1]
 FLOWS: dict[str, Flow[Any, Any]] = {
+    "flows/daily.py:daily": daily,
     "flows/evaluate_traces.py:evaluate_traces": evaluate_traces,
     "flows/backfill.py:backfill": backfill,
     "flows/alert.py:notify_low_trust": notify_low_trust,

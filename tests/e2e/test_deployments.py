@@ -140,7 +140,7 @@ def test_schedules_manual_runs_and_backfills_on_a_real_server(
         temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}),
         get_client(sync_client=True) as client,
     ):
-        daily = client.read_deployment_by_name("evaluate-traces/daily")
+        daily = client.read_deployment_by_name("evaluate-traces-daily/daily")
         (sched,) = daily.schedules
         assert isinstance(sched.schedule, CronSchedule)
         assert sched.schedule.cron == "15 0 * * *" and sched.schedule.timezone == "UTC"
@@ -158,7 +158,8 @@ def test_schedules_manual_runs_and_backfills_on_a_real_server(
                     window.id, parameters={"tags": [TAG], "options": bad}
                 )
             assert next(iter(bad)) in str(refused.value), refused.value
-        # 1. the daily run that was due at d[2]+1 00:15 UTC evaluates exactly d[2]
+        # 1. the daily run due at d[3] 00:15 UTC, the first ever: it evaluates d[2] and catches
+        # up on the 3 days before it that no run evaluated (the day before d[0], d[0], d[1])
         due = midnight(d[3]) + timedelta(minutes=15)
         daily_run = client.create_flow_run_from_deployment(
             daily.id, state=Scheduled(scheduled_time=due)
@@ -209,12 +210,19 @@ def test_schedules_manual_runs_and_backfills_on_a_real_server(
         for name, run in ran.items():
             assert run.state is not None and run.state.is_completed(), (name, run.state, logs)
         landed = scored()
-        expected = set(traces[d[2]]) | {traces[d[1]][1], traces[d[1]][2]}
+        expected = {t for day in d[0:3] for t in traces[day]}  # the daily run and its catch-up
         expected |= {t for day in d[4:7] for t in traces[day]}
         assert set(landed) == expected  # exactly those days/windows, nothing else
         assert all(n == 1 for n in landed.values())
         assert len(tlm.prompts) == len(expected)
         assert ran["daily"].expected_start_time == due
+        caught_up = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[daily_run.id])
+            )
+        )
+        starts = sorted(str(k.parameters["window_start"])[:10] for k in caught_up)
+        assert starts == [str(d[0] - timedelta(days=1)), str(d[0]), str(d[1]), str(d[2])], starts
         kids = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(
                 parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[back_run.id])
@@ -265,13 +273,19 @@ def test_schedules_manual_runs_and_backfills_on_a_real_server(
         assert "| – | 0 |" not in summary and "| 12 | 0 | 12 | 0 | 0 | – |" not in summary
         # the whole session (window, daily, two backfills, the alerts they set off): no failure
         time.sleep(3)  # the last alert runs
-        runs = client.read_flow_runs()
-        unfinished = [r for r in runs if r.state is None or not r.state.is_final()]
-        for r in unfinished:
-            wait_final(client, r.id)
+        now = datetime.now(UTC)
+
+        def upcoming(r: FlowRun) -> bool:  # the daily schedule's future runs
+            return bool(r.state and r.state.is_scheduled() and (r.expected_start_time or now) > now)
+
+        runs = [r for r in client.read_flow_runs() if not upcoming(r)]
+        for r in runs:
+            if r.state is None or not r.state.is_final():
+                wait_final(client, r.id)
         failed = [
             (r.name, r.state.message if r.state else None)
             for r in client.read_flow_runs()
-            if r.state is None or not r.state.is_completed()
+            if not upcoming(r) and (r.state is None or not r.state.is_completed())
         ]
         assert failed == [], failed
+        assert len(runs) >= 8  # daily, window, 2 backfills and their 6 days, the alert runs
