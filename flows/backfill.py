@@ -12,9 +12,11 @@ from uuid import UUID
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.runtime import flow_run
+from prefect.client.schemas.objects import FlowRun
+from prefect.runtime import deployment, flow_run
 from pydantic import BaseModel, Field
 
+from flows.day_runs import run_days_on_workers
 from flows.evaluate_traces import EvaluationFailed, evaluate_traces
 from flows.options import EvalOptions, options_from, validate_tags
 from flows.publish import artifact_url, fails_in_one_line, run_url, stream_key
@@ -219,6 +221,27 @@ def run_day(start: datetime, end: datetime, params: dict[str, Any]) -> DayResult
     return DayResult(window_start=start, window_end=end, status=day_status(report), report=report)
 
 
+def days_of_runs(runs: list[tuple[FlowRun, EvalReport | None]]) -> list[DayResult]:
+    """The days that ran as deployment runs, from their final states and persisted reports."""
+    days = []
+    for run, report in runs:
+        params = run.parameters
+        start = datetime.fromisoformat(str(params["window_start"]))
+        end = datetime.fromisoformat(str(params["window_end"]))
+        if run.state is not None and run.state.is_completed():
+            status: DayStatus = day_status(report) if report else "ok"
+            note = (
+                None if report else f"run {run.id}: its report could not be read (result storage)"
+            )
+            days.append(DayResult(window_start=start, window_end=end, status=status,
+                                  report=report, error=note))  # fmt: skip
+        else:
+            reason = run.state.message if run.state else "no state"
+            days.append(DayResult(window_start=start, window_end=end, status="failed",
+                                  error=f"run {run.id}: {reason}"))  # fmt: skip
+    return days
+
+
 def run_days(
     windows: list[tuple[datetime, datetime]], params: dict[str, Any], workers: int
 ) -> list[DayResult]:
@@ -279,6 +302,8 @@ def backfill(
     tags: list[str],
     options: EvalOptions = EvalOptions(),  # noqa: B008 (immutable)
     max_concurrency: Annotated[int, Field(ge=1, le=64)] = 4,
+    days_on: Literal["auto", "workers", "this-process"] = "auto",
+    day_deployment: str = "evaluate-traces/window",
 ) -> BackfillSummary:
     """Evaluate every whole UTC day from ``start_date`` to ``end_date`` (both included), one
     window run per day, and write one summary for the range.
@@ -289,6 +314,11 @@ def backfill(
         tags: The tag(s) the traces to evaluate carry (any of them).
         options: What is scored and how, for every day (``max_traces`` applies per day).
         max_concurrency: How many days run at a time.
+        days_on: "workers": each day is a run of day_deployment, picked up by any worker of
+            its pool, and a backfill started again re-attaches to the days it created;
+            "this-process": each day is a subflow of this run; "auto": workers when this
+            backfill runs from a deployment, else this process.
+        day_deployment: The deployment that runs one day (days_on="workers").
     """
     logger = get_run_logger()
     # --- refuse bad configuration before any day starts ---
@@ -313,7 +343,11 @@ def backfill(
         score_name=opts.score_name,
         dry_run=opts.dry_run,
         max_concurrency=workers,
-        days=run_days(windows, params, workers),
+        days=(
+            days_of_runs(run_days_on_workers(day_deployment, windows, params, workers))
+            if days_on == "workers" or (days_on == "auto" and deployment.id)
+            else run_days(windows, params, workers)
+        ),
         flow_run_id=str(flow_run.id) if flow_run.id else None,
     )
     write_summary(summary)

@@ -61,7 +61,13 @@ def _run_name() -> str:
     return f"trust {label} [{tags}]{' dry-run' if dry else ''}"
 
 
-@flow(name="evaluate-traces", flow_run_name=_run_name, log_prints=True)
+@flow(
+    name="evaluate-traces",
+    flow_run_name=_run_name,
+    log_prints=True,
+    persist_result=True,  # a backfill reads each day's report back
+    result_serializer="json",
+)
 @fails_in_one_line
 def evaluate_traces(
     tags: list[str],
