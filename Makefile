@@ -11,7 +11,7 @@ TEST_WORKERS ?= 2
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: setup demo test test-fast test-unit lint check sandbox prefect serve bench sizing
+.PHONY: setup demo test test-fast test-unit lint check sandbox prefect serve bench sizing screenshots
 
 setup:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv>=0.5"
@@ -49,3 +49,6 @@ bench: setup  ## benchmarks: our flow vs the seed's approach vs the floor (BENCH
 	$(UV) run --locked python -m benchmarks.run $(BENCH_ARGS)
 sizing: setup  ## the sizing table of docs/SCALING.md, from the committed benchmark results
 	$(UV) run --locked python -m benchmarks.sizing $(SIZING_ARGS)
+
+screenshots: setup  ## docs/images/*.png: the Prefect UI after real runs on the sandboxes (needs chromium)
+	$(UV) run --locked python -m sandbox.screenshots
