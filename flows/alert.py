@@ -20,6 +20,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.blocks.abstract import NotificationBlock
 from prefect.blocks.core import Block
+from prefect.runtime import flow_run
 
 
 def alert_message(figures: dict[str, Any]) -> tuple[str, str]:
@@ -43,7 +44,13 @@ def alert_message(figures: dict[str, Any]) -> tuple[str, str]:
     return subject, body
 
 
-@flow(name="notify-low-trust")
+def _run_name() -> str:
+    figures = (flow_run.parameters or {}).get("figures") or {}
+    tags = ",".join(figures.get("tags") or []) if isinstance(figures, dict) else ""
+    return f"low-trust alert [{tags}]"
+
+
+@flow(name="notify-low-trust", flow_run_name=_run_name)
 def notify_low_trust(figures: dict[str, Any], block: str | None = None) -> str:
     """Send the alert for a window's figures through a notification block.
 

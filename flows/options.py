@@ -63,8 +63,8 @@ class EvalOptions(BaseModel):
     )
     label_score: bool = Field(
         default=False,
-        description="Also write a categorical <score_name>_label score: trustworthy, review or "
-        "untrustworthy.",
+        description="Also write a categorical score named after score_name + '_label': "
+        "trustworthy, review or untrustworthy.",
     )
     untrustworthy_below: Share = Field(
         default=0.3, description="With label_score: below this the label is 'untrustworthy'."

@@ -123,7 +123,8 @@ def publish(
             made = create_table_artifact(
                 table=lowest_table(r.lowest),
                 key=stream_key("trust-lowest", r.tags, r.score_name),
-                description=f"The {len(r.lowest)} least trustworthy traces, lowest first",
+                description=f"The {len(r.lowest)} lowest scores, lowest first "
+                f"({r.low_trust_count} below {r.low_trust_threshold})",
             )
             table_id = made if isinstance(made, UUID) else None
         create_markdown_artifact(

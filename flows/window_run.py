@@ -179,8 +179,8 @@ class WindowRun:
             r.langfuse_requests += calls.requests
         r.langfuse_server = self.server.label
         self.logger.info(
-            "%s at %s: %s", self.server.label, self.lf_cfg.base_url,
-            "list score POSTs" if self.server.batch_scores else "one score per POST",
+            "%s (%s) takes %s", self.server.label, self.lf_cfg.base_url,
+            "lists of scores per POST" if self.server.batch_scores else "one score per POST",
         )  # fmt: skip
         if not o.dry_run and (o.score_config or o.label_score):
             with stage("ensuring the score configs"):

@@ -332,13 +332,13 @@ def lowest_table(rows: list[LowTrustRow]) -> list[dict[str, Any]]:
     return [
         {
             "rank": i + 1,
-            "score": round(r.score, 3),
+            "score": f"{r.score:.3f}",  # aligned: 0.090, not 0.09
             "trace": md_link(short_id(r.trace_id), r.url)
             if r.url
             else md_code(short_id(r.trace_id)),
-            "question": md_escape(r.question, 120),
-            "answer": md_escape(r.answer, 120),
-            "explanation": md_escape(r.explanation, 300),
+            "question": md_escape(r.question, 80),
+            "answer": md_escape(r.answer, 80),
+            "explanation": md_escape(r.explanation, 240),
         }
         for i, r in enumerate(rows)
     ]

@@ -276,7 +276,7 @@ def test_report_artifacts_escape_markup(langfuse_sandbox: LangfuseSandbox, tlm: 
     assert keys == [f"trust-lowest-{stream}", "trust-progress", f"trust-summary-{stream}"], keys
     table = next(a for a in found if a.key == f"trust-lowest-{stream}")
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data
-    assert len(rows) == 3 and rows[0]["score"] <= rows[-1]["score"]
+    assert len(rows) == 3 and float(rows[0]["score"]) <= float(rows[-1]["score"])
     assert list(rows[0]) == ["rank", "score", "trace", "question", "answer", "explanation"]
     assert "<script>" not in json.dumps(rows) and "\\<script\\>" in rows[0]["question"]
     summary = next(a for a in found if a.key == f"trust-summary-{stream}")
