@@ -134,6 +134,37 @@ def run(args: Sequence[str], env: Mapping[str, str], timeout: float = 300.0) -> 
     return done.stdout
 
 
+RATE_LIMIT = "langfuse-requests"
+
+
+def create_rate_limit(env: Mapping[str, str], per_minute: float, name: str = RATE_LIMIT) -> None:
+    """A global concurrency limit that refills ``per_minute`` slots a minute (at 90%, one at a
+    time), so the runs of every worker together stay under Langfuse's request limit."""
+    from prefect import get_client
+    from prefect.client.schemas.actions import (
+        GlobalConcurrencyLimitCreate,
+        GlobalConcurrencyLimitUpdate,
+    )
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    decay = round(0.9 * per_minute / 60, 4)
+    with (
+        temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}),
+        get_client(sync_client=True) as client,
+    ):
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            client.create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(name=name, limit=1, slot_decay_per_second=decay)
+            )
+        else:
+            client.update_global_concurrency_limit(
+                name, GlobalConcurrencyLimitUpdate(limit=1, slot_decay_per_second=decay)
+            )
+
+
 def create_pool(env: Mapping[str, str], pool: str = POOL) -> None:
     run(prefect_cmd("work-pool", "create", pool, "--type", "process", "--overwrite"), env)
 
@@ -176,6 +207,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         server = start_server(env, home / "server.log")
         print(f"Creating the work pool {args.pool!r} (process) ...", flush=True)
         create_pool(env, args.pool)
+        per_minute = float(os.environ.get("TRUST_EVAL_LANGFUSE_REQUESTS_PER_MINUTE", "30"))
+        create_rate_limit(env, per_minute)
+        env.setdefault("TRUST_EVAL_LANGFUSE_RATE_LIMIT", RATE_LIMIT)
         worker = start_worker(env, home / "worker.log", args.pool)  # starts while we deploy
         print("Deploying prefect.yaml (daily, window, backfill, notify-low-trust) ...", flush=True)
         print(deploy(env), flush=True)
@@ -183,6 +217,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"\nPrefect UI:  http://127.0.0.1:{args.port}\n"
             f"API:         {env['PREFECT_API_URL']}   (export PREFECT_API_URL to use the CLI)\n"
             f"Logs:        {home / 'server.log'}, {home / 'worker.log'}\n"
+            f"Langfuse:    at most {per_minute:.0f} requests a minute over all runs (global "
+            f"concurrency limit {RATE_LIMIT!r};\n"
+            "             TRUST_EVAL_LANGFUSE_REQUESTS_PER_MINUTE sets your plan's limit)\n"
             "Alerts:      notify-low-trust logs low-trust alerts in its run; set its `block`\n"
             "             parameter to send them (README, 'Closing the loop')\n"
             "Ctrl-C stops the worker and the server.",

@@ -74,6 +74,9 @@ class Tuning(BaseSettings):
     retry_base_delay_s: Annotated[float, Field(ge=0)] = 1.0  # exponential backoff base
     retry_max_delay_s: Annotated[float, Field(ge=0)] = 60.0  # cap, Retry-After included
     tlm_timeout_s: Annotated[float, Field(gt=0)] = 120.0  # per TLM item
+    # a Prefect global concurrency limit with slot decay that every Langfuse request of every
+    # run takes a slot from: one request budget shared by all workers (make prefect creates it)
+    langfuse_rate_limit: str | None = None
     # dry runs: TLM's price per 1000 tokens of prompt and response, for a cost estimate
     price_per_1k_tokens: Annotated[float, Field(ge=0)] | None = None
     # the first Langfuse request (its version) gives up after this long on an unreachable host

@@ -16,6 +16,7 @@ from langfuse.api import GetScoresV3Response, LangfuseAPI, ObservationsV2Respons
 from langfuse.api.core.api_error import ApiError
 from langfuse.api.observations.client import ObservationsClient
 from langfuse.api.scores.client import ScoresClient
+from prefect.concurrency.sync import rate_limit
 
 from tasks.config import ConfigError, LangfuseSettings, RunLogger, Tuning
 from tasks.retry import AUTH_STATUS, describe, raise_if_transient, retrying
@@ -59,6 +60,8 @@ class Calls:
 
     def __call__(self, what: str, fn: Callable[[], T], *, retry: bool = True) -> T:
         def counted() -> T:
+            if self.tuning.langfuse_rate_limit:  # wait for a slot of the shared budget
+                rate_limit(self.tuning.langfuse_rate_limit, strict=True)
             with self._lock:
                 self.requests += 1
             return fn()
