@@ -176,11 +176,17 @@ def deploy(env: Mapping[str, str], names: Sequence[str] = ()) -> str:
 
 
 def start_worker(
-    env: Mapping[str, str], log: Path, pool: str = POOL, limit: int | None = None
+    env: Mapping[str, str],
+    log: Path,
+    pool: str = POOL,
+    limit: int | None = None,
+    name: str | None = None,
 ) -> subprocess.Popen[bytes]:
     args = ["worker", "start", "--pool", pool, "--type", "process"]
     if limit:
         args += ["--limit", str(limit)]
+    if name:
+        args += ["--name", name]
     return spawn(prefect_cmd(*args), env, log)
 
 

@@ -6,18 +6,15 @@ the deployments and a worker, whose flow runs are subprocesses talking to the sa
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import pytest
 from prefect import get_client
-from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import (
     FlowRunFilter,
     FlowRunFilterDeploymentId,
@@ -30,10 +27,8 @@ from prefect.states import Scheduled
 
 from deployments import local
 from sandbox.langfuse import LangfuseSandbox
-from sandbox.runner import free_port
 from sandbox.tlm import session_tlm_sandbox
-from tests.support.env import FAST_TUNING
-from tests.support.prefect_yaml import declared_deployments
+from tests.support.prefect_stack import prefect_stack, wait_final
 from tests.support.seeding import TAG, seed
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,57 +62,11 @@ def assert_forms_document_every_parameter(schema: dict[str, Any] | None) -> None
     assert options["scope"]["enum"] == ["trace", "generation"]
 
 
-def wait_final(client: SyncPrefectClient, run_id: UUID, timeout: float = 120.0) -> FlowRun:
-    deadline = time.monotonic() + timeout
-    run = client.read_flow_run(run_id)
-    while time.monotonic() < deadline:
-        run = client.read_flow_run(run_id)
-        if run.state is not None and run.state.is_final():
-            return run
-        time.sleep(0.5)
-    raise AssertionError(f"flow run {run_id} not finished after {timeout} s: {run.state}")
-
-
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[tuple[dict[str, str], LangfuseSandbox, Path]]:
-    """Server + pool + deployments + worker, with the sandboxes' env in the worker's env."""
-    tlm = session_tlm_sandbox()
-    tlm.reset()
-    home = tmp_path / "prefect-home"
-    base = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("PREFECT_", "LANGFUSE_", "CLEANLAB_", "TRUST_EVAL_"))
-        and k.lower() not in ("http_proxy", "https_proxy", "all_proxy")
-    }
-    env = local.prefect_env(home, free_port(), base)
-    env.update(
-        {
-            "PREFECT_WORKER_QUERY_SECONDS": "1",
-            "PREFECT_WORKER_PREFETCH_SECONDS": "5",
-            "PREFECT_LOGGING_LEVEL": "INFO",
-            "LANGFUSE_TIMEOUT": "5",
-            **FAST_TUNING,
-            **tlm.env(),
-        }
-    )
-    server = worker = None
-    with LangfuseSandbox() as lf:
-        env.update(lf.env())
-        t0 = time.monotonic()
-        try:
-            server = local.start_server(env, home / "server.log")
-            print(f"server healthy after {time.monotonic() - t0:.1f} s")
-            local.create_pool(env)
-            # the worker starts (imports) while prefect deploy runs
-            worker = local.start_worker(env, home / "worker.log", limit=4)
-            out = local.deploy(env)
-            assert out.count("successfully created") == len(declared_deployments()), out
-            print(f"pool, worker and deployments after {time.monotonic() - t0:.1f} s")
-            yield env, lf, home
-        finally:
-            local.stop(worker)
-            local.stop(server)
+    """Server + pool + deployments + a worker, with the sandboxes' env in the worker's env."""
+    with prefect_stack(tmp_path, workers=("worker",)) as (env, lf, home):
+        yield env, lf, home
 
 
 def test_schedules_manual_runs_and_backfills_on_a_real_server(

@@ -1,0 +1,102 @@
+"""A backfill spread over two workers of one pool (two machines, simulated): its days are runs of
+the ``window`` deployment that either worker picks up. Its own process is SIGKILLed half-way; the
+same backfill started again re-attaches to the days already created, so every day is evaluated
+once, no score is duplicated, and TLM is paid once per trace."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import Counter
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from uuid import UUID
+
+from prefect import get_client
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
+from prefect.client.schemas.objects import FlowRun
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from sandbox.tlm import session_tlm_sandbox
+from tests.support.prefect_stack import prefect_stack, wait_final
+from tests.support.seeding import TAG, seed
+
+DAYS, PER_DAY = 6, 3
+
+
+def midnight(d: date) -> datetime:
+    return datetime(d.year, d.month, d.day, tzinfo=UTC)
+
+
+def day_runs(client: SyncPrefectClient, deployment_id: UUID) -> list[FlowRun]:
+    return client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]))
+    )
+
+
+def test_a_backfill_spreads_over_two_workers_and_survives_its_own_death(tmp_path: Path) -> None:
+    tlm = session_tlm_sandbox()
+    try:
+        scale_out(tmp_path)
+    finally:
+        tlm.reset()  # the latency below
+
+
+def scale_out(tmp_path: Path) -> None:
+    tlm = session_tlm_sandbox()
+    with prefect_stack(tmp_path, workers=("worker-a", "worker-b"), limit=3) as (env, lf, _):
+        tlm.set_latency(1.5)  # a day takes a few seconds at TLM
+        today = datetime.now(UTC).date()
+        days = [today - timedelta(days=20 - i) for i in range(DAYS)]
+        traces = {
+            d: seed(lf, PER_DAY, start=midnight(d) + timedelta(hours=2), name=f"{d} q{{i}}")
+            for d in days
+        }
+        params = {
+            "start_date": days[0].isoformat(),
+            "end_date": days[-1].isoformat(),
+            "tags": [TAG],
+            "max_concurrency": 2,
+            "days_on": "workers",
+        }
+        with (
+            temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}),
+            get_client(sync_client=True) as client,
+        ):
+            back = client.read_deployment_by_name("evaluate-traces-backfill/backfill")
+            window = client.read_deployment_by_name("evaluate-traces/window")
+            first = client.create_flow_run_from_deployment(back.id, parameters=params)
+            # kill the backfill's own process once some days are done and others are not
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline:
+                runs = day_runs(client, window.id)
+                finished = [r for r in runs if r.state and r.state.is_completed()]
+                if len(finished) >= 2 and len(runs) < DAYS:
+                    break
+                time.sleep(0.5)
+            parent = client.read_flow_run(first.id)
+            assert parent.infrastructure_pid, parent
+            os.kill(int(str(parent.infrastructure_pid).rsplit(":", 1)[-1]), signal.SIGKILL)
+            killed_at = len(day_runs(client, window.id))
+            assert 2 <= killed_at < DAYS, killed_at
+
+            again = client.create_flow_run_from_deployment(back.id, parameters=params)
+            run = wait_final(client, again.id, timeout=300)
+            assert run.state is not None and run.state.is_completed(), run.state
+
+            runs = day_runs(client, window.id)
+            for r in runs:
+                wait_final(client, r.id, timeout=120)
+            runs = day_runs(client, window.id)
+            per_day = Counter(str(r.parameters["window_start"])[:10] for r in runs)
+            assert per_day == {str(d): 1 for d in days}, per_day  # each day ran once
+            assert all(r.state is not None and r.state.is_completed() for r in runs)
+            by_worker = Counter(r.labels.get("prefect.worker.name") for r in runs)
+            assert set(by_worker) == {"worker-a", "worker-b"}, by_worker
+
+    scored = Counter(s.trace_id for s in lf.store.all_scores())
+    assert set(scored) == {t for ids in traces.values() for t in ids}
+    assert set(scored.values()) == {1}  # no duplicate score
+    assert len(tlm.prompts) == DAYS * PER_DAY  # no TLM item paid twice

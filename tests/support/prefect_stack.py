@@ -1,0 +1,82 @@
+"""A real local Prefect stack for the e2e tests: a ``prefect server``, the process work pool,
+prefect.yaml's deployments and workers, with the sandboxes' settings in the workers' env."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from subprocess import Popen
+from uuid import UUID
+
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.objects import FlowRun
+
+from deployments import local
+from sandbox.langfuse import LangfuseSandbox
+from sandbox.runner import free_port
+from sandbox.tlm import session_tlm_sandbox
+from tests.support.env import FAST_TUNING
+from tests.support.prefect_yaml import declared_deployments
+
+
+def wait_final(client: SyncPrefectClient, run_id: UUID, timeout: float = 120.0) -> FlowRun:
+    deadline = time.monotonic() + timeout
+    run = client.read_flow_run(run_id)
+    while time.monotonic() < deadline:
+        run = client.read_flow_run(run_id)
+        if run.state is not None and run.state.is_final():
+            return run
+        time.sleep(0.5)
+    raise AssertionError(f"flow run {run_id} not finished after {timeout} s: {run.state}")
+
+
+@contextmanager
+def prefect_stack(
+    tmp_path: Path, workers: Sequence[str] = ("worker",), limit: int = 4
+) -> Iterator[tuple[dict[str, str], LangfuseSandbox, Path]]:
+    """Server + pool + deployments + one process worker per name, with the sandboxes' env."""
+    tlm = session_tlm_sandbox()
+    tlm.reset()
+    home = tmp_path / "prefect-home"
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PREFECT_", "LANGFUSE_", "CLEANLAB_", "TRUST_EVAL_"))
+        and k.lower() not in ("http_proxy", "https_proxy", "all_proxy")
+    }
+    env = local.prefect_env(home, free_port(), base)
+    env.update(
+        {
+            "PREFECT_WORKER_QUERY_SECONDS": "1",
+            "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+            "PREFECT_LOGGING_LEVEL": "INFO",
+            "LANGFUSE_TIMEOUT": "5",
+            **FAST_TUNING,
+            **tlm.env(),
+        }
+    )
+    server: Popen[bytes] | None = None
+    started: list[Popen[bytes]] = []
+    with LangfuseSandbox() as lf:
+        env.update(lf.env())
+        t0 = time.monotonic()
+        try:
+            server = local.start_server(env, home / "server.log")
+            print(f"server healthy after {time.monotonic() - t0:.1f} s")
+            local.create_pool(env)
+            # the workers start (import) while prefect deploy runs
+            for name in workers:
+                started.append(
+                    local.start_worker(env, home / f"{name}.log", limit=limit, name=name)
+                )
+            out = local.deploy(env)
+            assert out.count("successfully created") == len(declared_deployments()), out
+            print(f"pool, workers and deployments after {time.monotonic() - t0:.1f} s")
+            yield env, lf, home
+        finally:
+            for proc in started:
+                local.stop(proc)
+            local.stop(server)
