@@ -34,3 +34,22 @@ def test_the_watermark_is_one_variable_per_stream() -> None:
     assert a == variable_name(["y", "x", "x"], "trust_score")  # the tag set, in any order
     assert a != variable_name(["x"], "trust_score") and a != variable_name(["x", "y"], "other")
     assert a.startswith("trust_evaluated_") and a == a.lower()
+
+
+def test_a_day_run_key_is_the_same_for_the_same_day_and_parameters_only() -> None:
+    from flows.day_runs import day_key, day_parameters
+    from flows.options import EvalOptions
+
+    start, end = MIDNIGHT, MIDNIGHT + timedelta(days=1)
+    params = {"tags": ["b", "a"], "options": EvalOptions(score_name="s")}
+    key = day_key("evaluate-traces/window", start, end, params)
+    assert key == day_key("evaluate-traces/window", start, end, {**params, "tags": ["a", "b"]})
+    assert key != day_key("evaluate-traces/window", end, end + timedelta(days=1), params)
+    assert key != day_key("evaluate-traces/window", start, end, {**params, "options": None})
+    assert key.startswith("trust-day-")
+    assert day_parameters(start, end, params) == {
+        "tags": ["b", "a"],
+        "window_start": "2026-11-28T00:00:00+00:00",
+        "window_end": "2026-11-29T00:00:00+00:00",
+        "options": EvalOptions(score_name="s").model_dump(mode="json"),
+    }
