@@ -197,13 +197,37 @@ def test_schedules_manual_runs_and_backfills_on_a_real_server(
         figures = alerts[0].parameters["figures"]
         assert isinstance(figures, dict) and figures["low_trust_share"] > 0.2
         assert figures["tags"] == [TAG] and figures["uploaded"] >= 1
-        # 4. the same backfill again: everything already scored, nothing added
+        # 4. the same backfill again: its days re-attach to the first backfill's day runs
+        day_runs = len(
+            client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    deployment_id=FlowRunFilterDeploymentId(any_=[window.id])
+                )
+            )
+        )
+        same = client.create_flow_run_from_deployment(
+            back.id,
+            parameters={
+                "start_date": d[4].isoformat(),
+                "end_date": d[6].isoformat(),
+                "tags": [TAG],
+                "max_concurrency": 3,
+            },
+        )
+        run = wait_final(client, same.id)
+        assert run.state is not None and run.state.is_completed(), run.state
+        runs_now = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[window.id]))
+        )
+        assert len(runs_now) == day_runs  # no day ran again
+        # 5. ... and evaluated afresh in this process: everything already scored, nothing added
         again = client.create_flow_run_from_deployment(
             back.id,
             parameters={
                 "start_date": d[4].isoformat(),
                 "end_date": d[6].isoformat(),
                 "tags": [TAG],
+                "days_on": "this-process",
             },
         )
         run = wait_final(client, again.id)

@@ -570,7 +570,7 @@ def test_markup_is_escaped_in_the_artifacts(catalogue: Run) -> None:
     full = {r.trace_id: r.explanation or "" for r in catalogue.report.lowest}
     assert all("<script>" in e for e in full.values())
     for row, low in zip(rows, catalogue.report.lowest, strict=True):
-        assert row["explanation"] == md_escape(low.explanation, 300)
+        assert row["explanation"] == md_escape(low.explanation, 240)
     assert "\\<script\\>" in md_escape(next(iter(full.values())), 10_000)
     # the link text is the trace's short id, escaped: no name or id markup reaches the page
     for row, low in zip(rows, catalogue.report.lowest, strict=True):
