@@ -1,7 +1,9 @@
 """A backfill spread over two workers of one pool (two machines, simulated): its days are runs of
 the ``window`` deployment that either worker picks up. Its own process is SIGKILLed half-way; the
 same backfill started again re-attaches to the days already created, so every day is evaluated
-once, no score is duplicated, and TLM is paid once per trace."""
+once, no score is duplicated, and TLM is paid once per trace. All along, the sandbox Langfuse
+has a sliding-window request limit (time-scaled: 10 per 2 s stands for Hobby's 30 a minute) and
+every run takes its requests from one shared budget: 429s stay rare."""
 
 from __future__ import annotations
 
@@ -19,11 +21,13 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymen
 from prefect.client.schemas.objects import FlowRun
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from deployments import local
 from sandbox.tlm import session_tlm_sandbox
 from tests.support.prefect_stack import prefect_stack, wait_final
 from tests.support.seeding import TAG, seed
 
 DAYS, PER_DAY = 6, 3
+LIMIT, WINDOW_S = 10, 2.0  # the sandbox Langfuse's request limit
 
 
 def midnight(d: date) -> datetime:
@@ -46,8 +50,15 @@ def test_a_backfill_spreads_over_two_workers_and_survives_its_own_death(tmp_path
 
 def scale_out(tmp_path: Path) -> None:
     tlm = session_tlm_sandbox()
-    with prefect_stack(tmp_path, workers=("worker-a", "worker-b"), limit=3) as (env, lf, _):
+    shared = {"TRUST_EVAL_LANGFUSE_RATE_LIMIT": local.RATE_LIMIT}
+    with prefect_stack(tmp_path, workers=("worker-a", "worker-b"), limit=3, extra_env=shared) as (
+        env,
+        lf,
+        _,
+    ):
         tlm.set_latency(1.5)  # a day takes a few seconds at TLM
+        local.create_rate_limit(env, per_minute=LIMIT * 60 / WINDOW_S)
+        lf.set_rate_limit(per_minute=LIMIT, window_s=WINDOW_S)
         today = datetime.now(UTC).date()
         days = [today - timedelta(days=20 - i) for i in range(DAYS)]
         traces = {
@@ -100,3 +111,6 @@ def scale_out(tmp_path: Path) -> None:
     assert set(scored) == {t for ids in traces.values() for t in ids}
     assert set(scored.values()) == {1}  # no duplicate score
     assert len(tlm.prompts) == DAYS * PER_DAY  # no TLM item paid twice
+    limited, requests = lf.faults.count(status=429), len(lf.faults.requests)
+    print(f"429s with the shared budget over two workers: {limited} of {requests} requests")
+    assert limited <= 0.05 * requests

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from subprocess import Popen
@@ -35,7 +35,10 @@ def wait_final(client: SyncPrefectClient, run_id: UUID, timeout: float = 120.0) 
 
 @contextmanager
 def prefect_stack(
-    tmp_path: Path, workers: Sequence[str] = ("worker",), limit: int = 4
+    tmp_path: Path,
+    workers: Sequence[str] = ("worker",),
+    limit: int = 4,
+    extra_env: Mapping[str, str] | None = None,
 ) -> Iterator[tuple[dict[str, str], LangfuseSandbox, Path]]:
     """Server + pool + deployments + one process worker per name, with the sandboxes' env."""
     tlm = session_tlm_sandbox()
@@ -56,6 +59,7 @@ def prefect_stack(
             "LANGFUSE_TIMEOUT": "5",
             **FAST_TUNING,
             **tlm.env(),
+            **(extra_env or {}),
         }
     )
     server: Popen[bytes] | None = None
