@@ -51,7 +51,7 @@ def test_a_backfill_spreads_over_two_workers_and_survives_its_own_death(tmp_path
 def scale_out(tmp_path: Path) -> None:
     tlm = session_tlm_sandbox()
     shared = {"TRUST_EVAL_LANGFUSE_RATE_LIMIT": local.RATE_LIMIT}
-    with prefect_stack(tmp_path, workers=("worker-a", "worker-b"), limit=3, extra_env=shared) as (
+    with prefect_stack(tmp_path, workers=("worker-a", "worker-b"), limit=2, extra_env=shared) as (
         env,
         lf,
         _,
@@ -69,7 +69,8 @@ def scale_out(tmp_path: Path) -> None:
             "start_date": days[0].isoformat(),
             "end_date": days[-1].isoformat(),
             "tags": [TAG],
-            "max_concurrency": 2,
+            # 2 slots a worker: the backfill's own run and 3 days in flight need both workers
+            "max_concurrency": 3,
             "days_on": "workers",
         }
         with (
@@ -79,19 +80,20 @@ def scale_out(tmp_path: Path) -> None:
             back = client.read_deployment_by_name("evaluate-traces-backfill/backfill")
             window = client.read_deployment_by_name("evaluate-traces/window")
             first = client.create_flow_run_from_deployment(back.id, parameters=params)
-            # kill the backfill's own process once some days are done and others are not
+            # kill the backfill's own process once a day is done and the rest are not all
+            # created: 3 days go out at once, the 4th when the first one finishes
             deadline = time.monotonic() + 180
             while time.monotonic() < deadline:
                 runs = day_runs(client, window.id)
                 finished = [r for r in runs if r.state and r.state.is_completed()]
-                if len(finished) >= 2 and len(runs) < DAYS:
+                if finished and len(runs) >= 4:
                     break
-                time.sleep(0.5)
+                time.sleep(0.2)
             parent = client.read_flow_run(first.id)
             assert parent.infrastructure_pid, parent
             os.kill(int(str(parent.infrastructure_pid).rsplit(":", 1)[-1]), signal.SIGKILL)
             killed_at = len(day_runs(client, window.id))
-            assert 2 <= killed_at < DAYS, killed_at
+            assert 4 <= killed_at < DAYS, killed_at
 
             again = client.create_flow_run_from_deployment(back.id, parameters=params)
             run = wait_final(client, again.id, timeout=300)
