@@ -8,10 +8,9 @@ import contextvars
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, Literal
-from uuid import UUID
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact
 from prefect.client.schemas.objects import FlowRun
 from prefect.runtime import deployment, flow_run
 from pydantic import BaseModel, Field
@@ -19,10 +18,11 @@ from pydantic import BaseModel, Field
 from flows.day_runs import run_days_on_workers
 from flows.evaluate_traces import EvaluationFailed, evaluate_traces
 from flows.options import EvalOptions, options_from, validate_tags
-from flows.publish import artifact_url, fails_in_one_line, run_url, stream_key
-from tasks.config import ConfigError, load_langfuse, load_tlm, load_tuning
+from flows.publish import fails_in_one_line, run_url, stream_key, table_artifact
+from flows.window_run import Settings
+from tasks.config import ConfigError, load_tuning
 from tasks.failures import RunFailed
-from tasks.report import EvalReport, LowTrustRow, lowest_table, md_escape, md_link
+from tasks.report import EvalReport, LowTrustRow, md_escape, md_link
 from tasks.retry import describe
 from tasks.windows import split_days
 
@@ -276,17 +276,13 @@ def write_summary(summary: BackfillSummary) -> None:
     logger = get_run_logger()
     span = f"{summary.start_date} → {summary.end_date}"
     try:
-        rows = summary.lowest(load_tuning().lowest_n)
-        table_id = None
-        if rows:
-            made = create_table_artifact(
-                table=lowest_table(rows),
-                key=stream_key("trust-backfill-lowest", summary.tags, summary.score_name),
-                description=f"The {len(rows)} least trustworthy traces, {span}",
-            )
-            table_id = made if isinstance(made, UUID) else None
+        table_url = table_artifact(
+            summary.lowest(load_tuning().lowest_n),
+            stream_key("trust-backfill-lowest", summary.tags, summary.score_name),
+            f"({span})",
+        )
         create_markdown_artifact(
-            markdown=summary_markdown(summary, artifact_url(table_id)),
+            markdown=summary_markdown(summary, table_url),
             key=stream_key(SUMMARY_KEY, summary.tags, summary.score_name),
             description=f"Trust backfill {span}",
         )
@@ -326,10 +322,7 @@ def backfill(
     tags = validate_tags(tags)
     if max_concurrency < 1:
         raise ConfigError(f"max_concurrency must be at least 1, got {max_concurrency}")
-    load_tuning()
-    load_langfuse()
-    if not opts.dry_run:
-        load_tlm()
+    Settings.load(opts)
     windows = day_range(start_date, end_date)
     params: dict[str, Any] = {"tags": tags, "options": opts}
     workers = min(max_concurrency, len(windows))

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 
 from flows.options import EvalOptions, options_from, validate_tags
-from tasks.config import ConfigError, load_langfuse, load_tlm, load_tuning
+from tasks.config import ConfigError, load_tuning
 from tasks.report import EvalReport, text_table
 from tasks.windows import aware, resolve_window, settle_wait_s
 
@@ -123,12 +123,11 @@ def options_of(args: argparse.Namespace) -> EvalOptions:
 def preflight(tags: list[str], opts: EvalOptions) -> None:
     """The flows' own configuration checks, before Prefect starts (a clean one-line error)."""
     from flows.window_lock import lock_settings
+    from flows.window_run import Settings
 
     validate_tags(tags)
-    load_tuning()
-    load_langfuse()
+    Settings.load(opts)
     if not opts.dry_run:
-        load_tlm()
         lock_settings()
 
 

@@ -16,7 +16,7 @@ from flows.evaluate_traces import scheduled_time
 from flows.evaluated_days import days_to_catch_up, evaluated_days
 from flows.options import EvalOptions, options_from, validate_tags
 from flows.publish import fails_in_one_line
-from tasks.config import load_langfuse, load_tlm, load_tuning
+from flows.window_run import Settings
 from tasks.windows import previous_day
 
 
@@ -42,10 +42,7 @@ def daily(
     """
     opts = options_from(options)
     tags = validate_tags(tags)
-    load_tuning()
-    load_langfuse()
-    if not opts.dry_run:
-        load_tlm()
+    Settings.load(opts)  # a bad setting is refused before any day starts
     day = previous_day(scheduled_time())[0].date()
     missed = days_to_catch_up(day, catch_up_days, evaluated_days(tags, opts.score_name))
     if missed:

@@ -25,14 +25,9 @@ MAX_RETRIES = 3  # new runs for a day whose run failed, per backfill run
 
 
 def day_key(deployment: str, start: datetime, end: datetime, params: dict[str, Any]) -> str:
-    """The same day with the same parameters always gets the same key."""
-    opts = params.get("options")
-    body = {
-        "deployment": deployment,
-        "window": [start.isoformat(), end.isoformat()],
-        "tags": sorted(params.get("tags") or []),
-        "options": opts.model_dump(mode="json") if isinstance(opts, EvalOptions) else opts,
-    }
+    """The same day with the same parameters (tags in any order) always gets the same key."""
+    body = day_parameters(start, end, params) | {"deployment": deployment}
+    body["tags"] = sorted(body["tags"])
     digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:24]
     return f"trust-day-{digest}"
 

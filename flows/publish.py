@@ -31,6 +31,7 @@ from tasks.report import (
     EVENT_EVALUATED,
     EVENT_LOW_TRUST,
     EvalReport,
+    LowTrustRow,
     event_payload,
     lowest_table,
     summary_markdown,
@@ -111,6 +112,18 @@ def run_url(flow_run_id: str | None) -> str | None:
     return f"{ui.rstrip('/')}/runs/flow-run/{flow_run_id}" if ui and flow_run_id else None
 
 
+def table_artifact(rows: list[LowTrustRow], key: str, note: str) -> str | None:
+    """The lowest-trust table artifact; the URL of its page (None without rows or a UI)."""
+    if not rows:
+        return None
+    made = create_table_artifact(
+        table=lowest_table(rows),
+        key=key,
+        description=f"The {len(rows)} lowest scores, lowest first {note}",
+    )
+    return artifact_url(made if isinstance(made, UUID) else None)
+
+
 def publish(
     report: EvalReport, progress: Progress, alert_share: float | None, logger: RunLogger
 ) -> None:
@@ -118,17 +131,13 @@ def publish(
     r = report
     try:
         progress.done()
-        table_id = None
-        if r.lowest:
-            made = create_table_artifact(
-                table=lowest_table(r.lowest),
-                key=stream_key("trust-lowest", r.tags, r.score_name),
-                description=f"The {len(r.lowest)} lowest scores, lowest first "
-                f"({r.low_trust_count} below {r.low_trust_threshold})",
-            )
-            table_id = made if isinstance(made, UUID) else None
+        table_url = table_artifact(
+            r.lowest,
+            stream_key("trust-lowest", r.tags, r.score_name),
+            f"({r.low_trust_count} below {r.low_trust_threshold})",
+        )
         create_markdown_artifact(
-            markdown=summary_markdown(r, artifact_url(table_id)),
+            markdown=summary_markdown(r, table_url),
             key=stream_key("trust-summary", r.tags, r.score_name),
             description=f"Trust scores {r.window_start:%Y-%m-%d %H:%M} → "
             f"{r.window_end:%Y-%m-%d %H:%M}",

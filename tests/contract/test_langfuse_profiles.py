@@ -24,29 +24,17 @@ from langfuse.api import (
 from langfuse.api.core import ApiError
 
 from sandbox.langfuse import OBSERVATIONS_V2_DISABLED, LangfuseSandbox
+from tests.support.langfuse_api import raw
 
 NO_RETRY: dict[str, Any] = {"max_retries": 0}
 DAY_S = 86_400.0
 BOTH = pytest.mark.parametrize("profile", ["current", "v4.16"])
 
 
-def _raw(
-    sandbox: LangfuseSandbox, method: str, path: str, body: Any = None, **params: Any
-) -> httpx.Response:
-    """A plain HTTP call (for bodies the SDK's types would not let through)."""
-    return httpx.request(
-        method,
-        f"{sandbox.url}{path}",
-        json=body,
-        params=params,
-        auth=(sandbox.public_key, sandbox.secret_key),
-    )
-
-
 def _post_score(sandbox: LangfuseSandbox, **score: Any) -> httpx.Response:
     """One score the way the profile takes it: v4.16 one object, current a list."""
     body: Any = score if sandbox.profile == "v4.16" else [score]
-    return _raw(sandbox, "POST", "/api/public/scores", body)
+    return raw(sandbox, "POST", "/api/public/scores", body)
 
 
 # --------------------------------------------------------------------------- profiles, health
@@ -194,7 +182,7 @@ def test_model_name_on_the_wire_and_in_the_sdk(
     trace_id = store.add_trace(start_time=store.now())
     store.add_observation(trace_id=trace_id, model="gpt-4o-mini", start_time=store.now())
     query = {"fields": "core,model", "type": "GENERATION"}
-    (wire,) = _raw(langfuse_sandbox, "GET", "/api/public/v2/observations", **query).json()["data"]
+    (wire,) = raw(langfuse_sandbox, "GET", "/api/public/v2/observations", **query).json()["data"]
     (obs,) = langfuse_client.api.observations.get_many(**query).data
     assert wire["model"] == "gpt-4o-mini" and obs.model == "gpt-4o-mini"
     if profile == "v4.16":
@@ -427,13 +415,13 @@ def test_unknown_field_groups_are_dropped(
     langfuse_sandbox.profile = profile
     langfuse_sandbox.store.add_trace(name="t", start_time=langfuse_sandbox.store.now())
     path = "/api/public/v2/observations"
-    (basic,) = _raw(langfuse_sandbox, "GET", path, fields="basic,bogus").json()["data"]
+    (basic,) = raw(langfuse_sandbox, "GET", path, fields="basic,bogus").json()["data"]
     assert basic["name"] == "t"
-    (core,) = _raw(langfuse_sandbox, "GET", path, fields="bogus").json()["data"]
+    (core,) = raw(langfuse_sandbox, "GET", path, fields="bogus").json()["data"]
     assert "name" not in core and core["type"] == "SPAN"  # nothing left: core only
     (obs,) = langfuse_client.api.observations.get_many(fields="io,nonsense").data
     assert obs.name is None and obs.input is None
     # v3 scores are strict about their groups ("core" is one of them)
     scores = "/api/public/v3/scores"
-    assert _raw(langfuse_sandbox, "GET", scores, fields="core,details").status_code == 200
-    assert _raw(langfuse_sandbox, "GET", scores, fields="bogus").status_code == 400
+    assert raw(langfuse_sandbox, "GET", scores, fields="core,details").status_code == 200
+    assert raw(langfuse_sandbox, "GET", scores, fields="bogus").status_code == 400

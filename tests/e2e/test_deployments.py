@@ -17,7 +17,6 @@ import pytest
 from prefect import get_client
 from prefect.client.schemas.filters import (
     FlowRunFilter,
-    FlowRunFilterDeploymentId,
     FlowRunFilterParentFlowRunId,
 )
 from prefect.client.schemas.objects import FlowRun
@@ -28,7 +27,7 @@ from prefect.states import Scheduled
 from deployments import local
 from sandbox.langfuse import LangfuseSandbox
 from sandbox.tlm import session_tlm_sandbox
-from tests.support.prefect_stack import prefect_stack, wait_final
+from tests.support.prefect_stack import prefect_stack, runs_of, wait_final
 from tests.support.seeding import TAG, seed
 
 REPO = Path(__file__).resolve().parents[2]
@@ -114,15 +113,13 @@ def test_schedules_manual_runs_and_backfills_on_a_real_server(
             daily.id, state=Scheduled(scheduled_time=due)
         )
         # 2. the backfill of d[4]..d[6], started from the deployment like the UI does
-        back_run = client.create_flow_run_from_deployment(
-            back.id,
-            parameters={
-                "start_date": d[4].isoformat(),
-                "end_date": d[6].isoformat(),
-                "tags": [TAG],
-                "max_concurrency": 3,
-            },
-        )
+        backfill = {
+            "start_date": d[4].isoformat(),
+            "end_date": d[6].isoformat(),
+            "tags": [TAG],
+            "max_concurrency": 3,
+        }
+        back_run = client.create_flow_run_from_deployment(back.id, parameters=backfill)
         # 3. a manual window run, the README's way: d[1] 05:00 -> 13:00 holds q1 and q2
         cli = subprocess.run(
             local.prefect_cmd(
@@ -143,11 +140,8 @@ def test_schedules_manual_runs_and_backfills_on_a_real_server(
             timeout=120,
         )
         assert cli.returncode == 0, cli.stdout + cli.stderr
-        window_runs = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(
-                deployment_id=FlowRunFilterDeploymentId(any_=[window.id])
-            ),
-        )
+        # (the backfill's days are window runs too, each with a parent: not this one)
+        window_runs = [r for r in runs_of(client, window.id) if r.parent_task_run_id is None]
         assert len(window_runs) == 1
         print(f"runs created after {time.monotonic() - t0:.1f} s")
         ran = {
@@ -185,11 +179,7 @@ def test_schedules_manual_runs_and_backfills_on_a_real_server(
         notify = client.read_deployment_by_name("notify-low-trust/notify-low-trust")
         deadline = time.monotonic() + 60
         while True:
-            alerts = client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(
-                    deployment_id=FlowRunFilterDeploymentId(any_=[notify.id])
-                )
-            )
+            alerts = runs_of(client, notify.id)
             if alerts or time.monotonic() > deadline:
                 break
             time.sleep(1)
@@ -198,37 +188,14 @@ def test_schedules_manual_runs_and_backfills_on_a_real_server(
         assert isinstance(figures, dict) and figures["low_trust_share"] > 0.2
         assert figures["tags"] == [TAG] and figures["uploaded"] >= 1
         # 4. the same backfill again: its days re-attach to the first backfill's day runs
-        day_runs = len(
-            client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(
-                    deployment_id=FlowRunFilterDeploymentId(any_=[window.id])
-                )
-            )
-        )
-        same = client.create_flow_run_from_deployment(
-            back.id,
-            parameters={
-                "start_date": d[4].isoformat(),
-                "end_date": d[6].isoformat(),
-                "tags": [TAG],
-                "max_concurrency": 3,
-            },
-        )
+        day_runs = len(runs_of(client, window.id))
+        same = client.create_flow_run_from_deployment(back.id, parameters=backfill)
         run = wait_final(client, same.id)
         assert run.state is not None and run.state.is_completed(), run.state
-        runs_now = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[window.id]))
-        )
-        assert len(runs_now) == day_runs  # no day ran again
+        assert len(runs_of(client, window.id)) == day_runs  # no day ran again
         # 5. ... and evaluated afresh in this process: everything already scored, nothing added
         again = client.create_flow_run_from_deployment(
-            back.id,
-            parameters={
-                "start_date": d[4].isoformat(),
-                "end_date": d[6].isoformat(),
-                "tags": [TAG],
-                "days_on": "this-process",
-            },
+            back.id, parameters=backfill | {"days_on": "this-process"}
         )
         run = wait_final(client, again.id)
         print(f"second backfill done after {time.monotonic() - t0:.1f} s")

@@ -13,17 +13,13 @@ import time
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from uuid import UUID
 
 from prefect import get_client
-from prefect.client.orchestration import SyncPrefectClient
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
-from prefect.client.schemas.objects import FlowRun
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from deployments import local
 from sandbox.tlm import session_tlm_sandbox
-from tests.support.prefect_stack import prefect_stack, wait_final
+from tests.support.prefect_stack import prefect_stack, runs_of, wait_final
 from tests.support.seeding import TAG, seed
 
 DAYS, PER_DAY = 6, 3
@@ -32,12 +28,6 @@ LIMIT, WINDOW_S = 10, 2.0  # the sandbox Langfuse's request limit
 
 def midnight(d: date) -> datetime:
     return datetime(d.year, d.month, d.day, tzinfo=UTC)
-
-
-def day_runs(client: SyncPrefectClient, deployment_id: UUID) -> list[FlowRun]:
-    return client.read_flow_runs(
-        flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]))
-    )
 
 
 def test_a_backfill_spreads_over_two_workers_and_survives_its_own_death(tmp_path: Path) -> None:
@@ -84,7 +74,7 @@ def scale_out(tmp_path: Path) -> None:
             # created: 3 days go out at once, the 4th when the first one finishes
             deadline = time.monotonic() + 180
             while time.monotonic() < deadline:
-                runs = day_runs(client, window.id)
+                runs = runs_of(client, window.id)
                 finished = [r for r in runs if r.state and r.state.is_completed()]
                 if finished and len(runs) >= 4:
                     break
@@ -92,17 +82,17 @@ def scale_out(tmp_path: Path) -> None:
             parent = client.read_flow_run(first.id)
             assert parent.infrastructure_pid, parent
             os.kill(int(str(parent.infrastructure_pid).rsplit(":", 1)[-1]), signal.SIGKILL)
-            killed_at = len(day_runs(client, window.id))
+            killed_at = len(runs_of(client, window.id))
             assert 4 <= killed_at < DAYS, killed_at
 
             again = client.create_flow_run_from_deployment(back.id, parameters=params)
             run = wait_final(client, again.id, timeout=300)
             assert run.state is not None and run.state.is_completed(), run.state
 
-            runs = day_runs(client, window.id)
+            runs = runs_of(client, window.id)
             for r in runs:
                 wait_final(client, r.id, timeout=120)
-            runs = day_runs(client, window.id)
+            runs = runs_of(client, window.id)
             per_day = Counter(str(r.parameters["window_start"])[:10] for r in runs)
             assert per_day == {str(d): 1 for d in days}, per_day  # each day ran once
             assert all(r.state is not None and r.state.is_completed() for r in runs)

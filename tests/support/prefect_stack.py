@@ -12,6 +12,7 @@ from subprocess import Popen
 from uuid import UUID
 
 from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
 from prefect.client.schemas.objects import FlowRun
 
 from deployments import local
@@ -31,6 +32,13 @@ def wait_final(client: SyncPrefectClient, run_id: UUID, timeout: float = 120.0) 
             return run
         time.sleep(0.5)
     raise AssertionError(f"flow run {run_id} not finished after {timeout} s: {run.state}")
+
+
+def runs_of(client: SyncPrefectClient, deployment_id: UUID) -> list[FlowRun]:
+    """The flow runs of one deployment."""
+    return client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]))
+    )
 
 
 @contextmanager
