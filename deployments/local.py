@@ -135,11 +135,22 @@ def run(args: Sequence[str], env: Mapping[str, str], timeout: float = 300.0) -> 
 
 
 RATE_LIMIT = "langfuse-requests"
+TLM_LIMIT = "tlm-in-flight"
 
 
 def create_rate_limit(env: Mapping[str, str], per_minute: float, name: str = RATE_LIMIT) -> None:
     """A global concurrency limit that refills ``per_minute`` slots a minute (at 90%, one at a
     time), so the runs of every worker together stay under Langfuse's request limit."""
+    upsert_limit(env, name, 1, round(0.9 * per_minute / 60, 4))
+
+
+def create_tlm_limit(env: Mapping[str, str], in_flight: int, name: str = TLM_LIMIT) -> None:
+    """A global concurrency limit of ``in_flight`` slots (no decay): the TLM calls that the
+    runs of every worker may have in flight together."""
+    upsert_limit(env, name, in_flight, 0.0)
+
+
+def upsert_limit(env: Mapping[str, str], name: str, limit: int, decay: float) -> None:
     from prefect import get_client
     from prefect.client.schemas.actions import (
         GlobalConcurrencyLimitCreate,
@@ -148,7 +159,6 @@ def create_rate_limit(env: Mapping[str, str], per_minute: float, name: str = RAT
     from prefect.exceptions import ObjectNotFound
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    decay = round(0.9 * per_minute / 60, 4)
     with (
         temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}),
         get_client(sync_client=True) as client,
@@ -157,11 +167,12 @@ def create_rate_limit(env: Mapping[str, str], per_minute: float, name: str = RAT
             client.read_global_concurrency_limit_by_name(name)
         except ObjectNotFound:
             client.create_global_concurrency_limit(
-                GlobalConcurrencyLimitCreate(name=name, limit=1, slot_decay_per_second=decay)
+                GlobalConcurrencyLimitCreate(name=name, limit=limit, slot_decay_per_second=decay)
             )
         else:
             client.update_global_concurrency_limit(
-                name, GlobalConcurrencyLimitUpdate(limit=1, slot_decay_per_second=decay)
+                name,
+                GlobalConcurrencyLimitUpdate(limit=limit, slot_decay_per_second=decay, active=True),
             )
 
 
@@ -216,6 +227,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         per_minute = float(os.environ.get("TRUST_EVAL_LANGFUSE_REQUESTS_PER_MINUTE", "30"))
         create_rate_limit(env, per_minute)
         env.setdefault("TRUST_EVAL_LANGFUSE_RATE_LIMIT", RATE_LIMIT)
+        in_flight = int(os.environ.get("TRUST_EVAL_TLM_MAX_IN_FLIGHT", "512"))
+        create_tlm_limit(env, in_flight)
+        env.setdefault("TRUST_EVAL_TLM_CONCURRENCY_LIMIT", TLM_LIMIT)
         worker = start_worker(env, home / "worker.log", args.pool)  # starts while we deploy
         print("Deploying prefect.yaml (daily, window, backfill, notify-low-trust) ...", flush=True)
         print(deploy(env), flush=True)
@@ -226,6 +240,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"Langfuse:    at most {per_minute:.0f} requests a minute over all runs (global "
             f"concurrency limit {RATE_LIMIT!r};\n"
             "             TRUST_EVAL_LANGFUSE_REQUESTS_PER_MINUTE sets your plan's limit)\n"
+            f"TLM:         at most {in_flight} calls in flight over all runs (global concurrency "
+            f"limit {TLM_LIMIT!r};\n"
+            "             TRUST_EVAL_TLM_MAX_IN_FLIGHT sets it)\n"
             "Alerts:      notify-low-trust logs low-trust alerts in its run; set its `block`\n"
             "             parameter to send them (README, 'Closing the loop')\n"
             "Ctrl-C stops the worker and the server.",

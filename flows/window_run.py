@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TypeVar, cast
+from uuid import UUID
 
 from prefect import get_run_logger
 from prefect.futures import PrefectFuture, as_completed
@@ -18,6 +19,7 @@ from prefect.utilities.annotations import quote
 
 from flows.options import EvalOptions
 from flows.publish import Progress
+from tasks.budgets import check_limits
 from tasks.config import (
     ConfigError,
     LangfuseSettings,
@@ -37,7 +39,7 @@ from tasks.pairs import build_pairs_task
 from tasks.report import EvalReport, Lowest
 from tasks.retry import describe
 from tasks.review import ensure_configs_task, review_task
-from tasks.score import ScoreResult, TLMEngine, score_task
+from tasks.score import ScoreResult, SharedLimit, TLMEngine, score_task
 from tasks.select import Known, LowTrust, cap, review_order, select, split_resends
 from tasks.upload import LabelSpec, ScoreSpec, upload_task
 
@@ -80,6 +82,7 @@ class Settings:
     @classmethod
     def load(cls, opts: EvalOptions) -> Settings:
         tuning, langfuse = load_tuning(), load_langfuse()
+        check_limits(tuning)
         if opts.dry_run:
             return cls(langfuse, None, tuning)
         check_preset(opts.quality_preset)
@@ -290,6 +293,8 @@ class WindowRun:
             except BaseException:
                 self.late_errors = at_tlm.drain()  # listed after the failure on its way
                 raise
+            finally:
+                self.report.tlm_slot_wait_s = round(engine.slot_wait_s, 1) if engine else 0.0
             errors = at_tlm.drain()
             if errors:
                 raise StageError("; ".join(errors))
@@ -303,9 +308,16 @@ class WindowRun:
     def engine(self) -> AbstractContextManager[TLMEngine | None]:
         if self.opts.dry_run or self.tlm_cfg is None:
             return nullcontext()
+        t = self.tuning
+        shared = None
+        if t.tlm_concurrency_limit:
+            shared = SharedLimit(
+                t.tlm_concurrency_limit, t.tlm_slot_block, t.tlm_slot_lease_s,
+                UUID(str(flow_run.id)) if flow_run.id else None, self.logger,
+            )  # fmt: skip
         return TLMEngine(
             self.tlm_cfg, quality_preset=self.opts.quality_preset,
-            timeout_s=self.tuning.tlm_timeout_s,
+            timeout_s=t.tlm_timeout_s, shared=shared,
         )  # fmt: skip
 
     def land(self, chunk: Chunk) -> None:

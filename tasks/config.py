@@ -77,6 +77,12 @@ class Tuning(BaseSettings):
     # a Prefect global concurrency limit with slot decay that every Langfuse request of every
     # run takes a slot from: one request budget shared by all workers (make prefect creates it)
     langfuse_rate_limit: str | None = None
+    # a Prefect global concurrency limit (no decay) whose slots every TLM call in flight takes:
+    # one ceiling for the runs of every worker; slots are taken in leased blocks of this size
+    tlm_concurrency_limit: str | None = None
+    tlm_slot_block: Annotated[int, Field(ge=1, le=512)] = 16
+    # a run killed while holding slots loses them after this long (Prefect's minimum is 60 s)
+    tlm_slot_lease_s: Annotated[float, Field(ge=60, le=86_400)] = 120.0
     # dry runs: TLM's price per 1000 tokens of prompt and response, for a cost estimate
     price_per_1k_tokens: Annotated[float, Field(ge=0)] | None = None
     # the first Langfuse request (its version) gives up after this long on an unreachable host

@@ -47,6 +47,7 @@ class EvalReport(BaseModel):
     would_score: int = 0  # dry run only: paired, not sent to TLM
     tlm_requests: int = 0
     langfuse_requests: int = 0
+    tlm_slot_wait_s: float = 0.0  # waiting for slots of the shared TLM limit
     histogram: list[int] = Field(default_factory=lambda: [0] * HIST_BINS)
     score_sum: float = 0.0
     low_trust_threshold: float = 0.5
@@ -247,6 +248,11 @@ def summary_markdown(report: EvalReport, table_url: str | None = None) -> str:
         + (f" {c['would_score']} |" if report.dry_run else ""),
         "",
         f"TLM items sent: {report.tlm_requests} · Langfuse requests: {report.langfuse_requests}"
+        + (
+            f" · waited {report.tlm_slot_wait_s:.0f} s for shared TLM slots"
+            if report.tlm_slot_wait_s >= 1
+            else ""
+        )
         + (f" · {md_escape(report.langfuse_server)}" if report.langfuse_server else ""),
     ]
     lines += _delivery_lines(report)

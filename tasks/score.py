@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import math
 import threading
 from collections import deque
@@ -18,12 +19,14 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from tasks.config import TLMSettings, check_preset
+from tasks.budgets import TLMSlots
+from tasks.config import RunLogger, TLMSettings, check_preset
 from tasks.failures import Reason
 from tasks.models import Bucket, Outcome, Pair, Scored, outcome_for
 
@@ -113,6 +116,17 @@ def _split(outs: list[Scored | Outcome], result: ScoreResult) -> None:
 # --------------------------------------------------------------------------- the engine
 
 
+@dataclass(frozen=True, slots=True)
+class SharedLimit:
+    """A Prefect global concurrency limit whose slots every TLM call in flight takes."""
+
+    name: str
+    block: int = 16  # slots asked for at a time
+    lease_s: float = 120.0
+    flow_run_id: UUID | None = None  # shown as the holder of the slots
+    logger: RunLogger | None = None
+
+
 @dataclass(eq=False)
 class _Chunk:
     pairs: list[Pair]
@@ -137,11 +151,24 @@ class TLMEngine:
     after that fails without a request. When a whole window of items in a row (at least
     ``DOWN_AFTER``) times out or exhausts its retries, TLM is taken as down: what is still
     queued fails without a request (not fatal: ``all_failed``); the next chunk tries again.
+
+    With a ``shared`` limit, items in flight also stay within the slots the engine holds of
+    it, so all runs together never have more calls at TLM than the limit; an item's timeout
+    starts when it is sent, not while it waits for a slot.
     """
 
-    def __init__(self, cfg: TLMSettings, *, quality_preset: str, timeout_s: float) -> None:
+    def __init__(
+        self,
+        cfg: TLMSettings,
+        *,
+        quality_preset: str,
+        timeout_s: float,
+        shared: SharedLimit | None = None,
+    ) -> None:
         check_preset(quality_preset)
         self._cfg, self._preset, self._timeout_s = cfg, quality_preset, timeout_s
+        self._shared = shared
+        self._slots: TLMSlots | None = None
         self._tlm: TLM | None = None
         self._pending: deque[tuple[_Chunk, int]] = deque()
         self._running: set[asyncio.Task[None]] = set()
@@ -156,7 +183,11 @@ class TLMEngine:
         self._closed = False
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name="tlm-engine", daemon=True)
+        # the caller's context (Prefect's settings and run) goes along to the engine's thread
+        run = contextvars.copy_context().run
+        self._thread = threading.Thread(
+            target=run, args=(self._run,), name="tlm-engine", daemon=True
+        )
         self._thread.start()
         try:
             asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(timeout=60)
@@ -175,6 +206,11 @@ class TLMEngine:
     async def _start(self) -> None:
         # built on the loop thread: the client binds to the running loop
         self._tlm = make_tlm(self._cfg, quality_preset=self._preset, timeout_s=self._timeout_s)
+        if (sh := self._shared) is not None:
+            self._slots = TLMSlots(
+                sh.name, block=sh.block, lease_s=sh.lease_s, flow_run_id=sh.flow_run_id,
+                on_change=self._wake.set, logger=sh.logger,
+            )  # fmt: skip
         self._dispatcher = asyncio.create_task(self._dispatch())
 
     # ------------------------------------------------------------------ caller side
@@ -193,12 +229,19 @@ class TLMEngine:
         return future
 
     def stats(self) -> dict[str, int]:
-        """A snapshot (racy, for logs): congestion window, items in flight and queued."""
+        """A snapshot (racy, for logs): congestion window, items in flight and queued, slots
+        held of the shared limit."""
         return {
             "window": self._window(),
             "in_flight": len(self._running),
             "queued": len(self._pending),
+            "slots": self._slots.held if self._slots else 0,
         }
+
+    @property
+    def slot_wait_s(self) -> float:
+        """Seconds spent waiting for slots of the shared limit that other runs held."""
+        return self._slots.waited_s if self._slots else 0.0
 
     def close(self) -> None:
         """Cancel what is in flight (its chunks resolve, marked fatal) and join the thread."""
@@ -235,6 +278,20 @@ class TLMEngine:
         window = getattr(getattr(self._tlm, "_rate_handler", None), "_congestion_window", None)
         return window if isinstance(window, int) and window > 0 else MAX_IN_FLIGHT
 
+    def _room(self) -> int:
+        """How many items may be in flight now: the congestion window, within the slots held
+        of the shared limit (asking for more while items wait, giving back the unneeded)."""
+        window = self._window()
+        if self._slots is None:
+            return window
+        self._slots.want(min(window, len(self._running) + len(self._pending)))
+        return min(window, self._slots.held)
+
+    def _trim(self) -> None:
+        if self._slots is not None:
+            waiting = len(self._running) + len(self._pending)
+            self._slots.trim(max(len(self._running), min(self._window(), waiting)))
+
     def _enqueue(self, chunk: _Chunk) -> None:
         self._down, self._failed_in_row = None, 0  # a new chunk gives TLM another try
         self._chunks.add(chunk)
@@ -244,7 +301,15 @@ class TLMEngine:
     async def _dispatch(self) -> None:
         try:
             while True:
-                if self._pending and not self._probing and len(self._running) < self._window():
+                slots_error = self._slots.error if self._slots else None
+                if self._pending and slots_error is not None:
+                    chunk, i = self._pending.popleft()
+                    chunk.fatal = chunk.fatal or slots_error
+                    self._finish(
+                        chunk, i, outcome_for(chunk.pairs[i], FAILED, Reason.NOT_SENT, slots_error)
+                    )
+                    continue
+                if self._pending and not self._probing and len(self._running) < self._room():
                     chunk, i = self._pending.popleft()
                     if self._refused is not None:
                         chunk.fatal = chunk.fatal or self._refused
@@ -295,6 +360,7 @@ class TLMEngine:
                 self._running.discard(task)
             if probe:
                 self._probing = False
+            self._trim()
             self._wake.set()
         if isinstance(out, Scored):
             self._failed_in_row = 0
@@ -332,6 +398,8 @@ class TLMEngine:
             t.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=10)
+        if self._slots is not None:
+            await self._slots.close()
         self._fail_all("the TLM engine was closed")
 
 

@@ -1,6 +1,7 @@
 """SIGKILL a run while TLM is scoring, on a persistent ``prefect server`` (as ``make prefect``
 runs it), then run the window again on the same server: the re-run is not blocked by the dead
-run's window lock, and every trace ends with exactly one score."""
+run's window lock, and every trace ends with exactly one score. The dead run held every slot of
+the shared TLM ceiling: they come back when its lease runs out, and the re-run then scores."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from prefect import get_client
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from deployments import local
 from sandbox.langfuse import LangfuseSandbox
@@ -25,6 +28,7 @@ from tests.support.seeding import DAY, TAG
 
 CHILD = Path(__file__).with_name("crash_child.py")
 N, PAGE, LEASE_S, IN_FLIGHT = 30, 5, 3, 2
+CEILING, SLOT_LEASE_S = 4, 60  # one block takes the whole ceiling; Prefect's shortest lease
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +36,21 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
     home = tmp_path_factory.mktemp("crash-server")
     base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "TRUST_EVAL_"))}
     env = local.prefect_env(home, free_port(), base)
+    env["PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS"] = "1"  # expired leases go at once
+    env["PREFECT_SERVER_CONCURRENCY_MAXIMUM_CONCURRENCY_SLOT_WAIT_SECONDS"] = "1"  # Retry-After
     proc = local.start_server(env, home / "server.log")
     try:
         yield env
     finally:
         local.stop(proc)
+
+
+def slots_taken(env: dict[str, str]) -> int:
+    with (
+        temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}),
+        get_client(sync_client=True) as client,
+    ):
+        return client.read_global_concurrency_limit_by_name(local.TLM_LIMIT).active_slots
 
 
 def run_child(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -76,11 +90,15 @@ def test_sigkill_during_scoring_then_rerun_on_the_same_server(
             "TRUST_EVAL_PAGE_SIZE": str(PAGE),
             "TRUST_EVAL_CHUNKS_IN_FLIGHT": str(IN_FLIGHT),
             "TRUST_EVAL_LOCK_LEASE_S": str(LEASE_S),
+            "TRUST_EVAL_TLM_CONCURRENCY_LIMIT": local.TLM_LIMIT,
+            "TRUST_EVAL_TLM_SLOT_BLOCK": str(CEILING),
+            "TRUST_EVAL_TLM_SLOT_LEASE_S": str(SLOT_LEASE_S),
             "PYTHONUNBUFFERED": "1",
             "PREFECT_LOGGING_LEVEL": "INFO",
         }
     )
 
+    local.create_tlm_limit(env, CEILING)
     first = run_child(env, tmp_path / "run1.log")
     try:
         deadline = time.monotonic() + 180
@@ -99,6 +117,8 @@ def test_sigkill_during_scoring_then_rerun_on_the_same_server(
 
     # a crash loses at most the chunks at TLM: their items are the only ones paid again
     assert paid_before - len(landed) <= IN_FLIGHT * PAGE
+    killed = time.monotonic()
+    assert slots_taken(env) == CEILING  # the dead run's: nobody gave them back
 
     requests_before = len(lf.faults.requests)
     started = time.monotonic()
@@ -112,6 +132,8 @@ def test_sigkill_during_scoring_then_rerun_on_the_same_server(
     log = (tmp_path / "run2.log").read_text(errors="replace")
     assert second.returncode == 0, log[-3000:]
 
+    assert time.monotonic() - killed >= SLOT_LEASE_S - 5  # it scored only once they expired
+    assert slots_taken(env) == 0
     scores = lf.store.all_scores()
     assert Counter(s.trace_id for s in scores) == Counter(dict.fromkeys(pairs, 1))
     assert all(s.value == synthetic_score(*pairs[s.trace_id or ""]) for s in scores)

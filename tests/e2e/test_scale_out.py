@@ -2,8 +2,10 @@
 the ``window`` deployment that either worker picks up. Its own process is SIGKILLed half-way; the
 same backfill started again re-attaches to the days already created, so every day is evaluated
 once, no score is duplicated, and TLM is paid once per trace. All along, the sandbox Langfuse
-has a sliding-window request limit (time-scaled: 10 per 2 s stands for Hobby's 30 a minute) and
-every run takes its requests from one shared budget: 429s stay rare."""
+has a sliding-window request limit (time-scaled: 5 per 2 s stands for Hobby's 30 a minute).
+Every run takes its Langfuse requests from one shared budget, so 429s stay rare, and its TLM
+calls from one shared ceiling, so the runs together never have more calls at TLM than it allows.
+A first, shorter backfill runs with both limits switched off (inactive), for comparison."""
 
 from __future__ import annotations
 
@@ -13,17 +15,23 @@ import time
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from uuid import UUID
 
 from prefect import get_client
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+from prefect.client.schemas.objects import FlowRun
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from deployments import local
-from sandbox.tlm import session_tlm_sandbox
+from sandbox.langfuse import LangfuseSandbox
+from sandbox.tlm import TLMSandbox, session_tlm_sandbox
 from tests.support.prefect_stack import prefect_stack, runs_of, wait_final
 from tests.support.seeding import TAG, seed
 
-DAYS, PER_DAY = 6, 3
-LIMIT, WINDOW_S = 10, 2.0  # the sandbox Langfuse's request limit
+DAYS, PER_DAY = 6, 6
+LIMIT, WINDOW_S = 5, 2.0  # the sandbox Langfuse's limit: Hobby's 30 a minute, 5 times faster
+CEILING = 4  # TLM calls in flight over all runs (one run alone may have 4)
 
 
 def midnight(d: date) -> datetime:
@@ -38,9 +46,48 @@ def test_a_backfill_spreads_over_two_workers_and_survives_its_own_death(tmp_path
         tlm.reset()  # the latency below
 
 
+def backfill_params(days: list[date]) -> dict[str, object]:
+    return {
+        "start_date": days[0].isoformat(),
+        "end_date": days[-1].isoformat(),
+        "tags": [TAG],
+        # 2 slots a worker: the backfill's own run and 3 days in flight need both workers
+        "max_concurrency": 3,
+        "days_on": "workers",
+    }
+
+
+def switch_limits(client: SyncPrefectClient, active: bool) -> None:
+    for name in (local.RATE_LIMIT, local.TLM_LIMIT):
+        client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(active=active))
+
+
+def load_figures(lf: LangfuseSandbox, tlm: TLMSandbox) -> tuple[int, int, int]:
+    """Langfuse requests, those answered 429, and the peak of calls at TLM since the logs
+    were last reset."""
+    return len(lf.faults.requests), lf.faults.count(status=429), tlm.peak_in_flight()
+
+
+def day_of(run: FlowRun) -> date:
+    return date.fromisoformat(str(run.parameters["window_start"])[:10])
+
+
+def days_runs(client: SyncPrefectClient, deployment: UUID, days: list[date]) -> list[FlowRun]:
+    """The window deployment's runs for ``days``."""
+    return [r for r in runs_of(client, deployment) if day_of(r) in days]
+
+
 def scale_out(tmp_path: Path) -> None:
     tlm = session_tlm_sandbox()
-    shared = {"TRUST_EVAL_LANGFUSE_RATE_LIMIT": local.RATE_LIMIT}
+    shared = {
+        "TRUST_EVAL_LANGFUSE_RATE_LIMIT": local.RATE_LIMIT,
+        "TRUST_EVAL_TLM_CONCURRENCY_LIMIT": local.TLM_LIMIT,
+        "TRUST_EVAL_TLM_SLOT_BLOCK": "2",
+        "TRUST_EVAL_PAGE_SIZE": "2",  # 3 pages a day: more requests to share
+        "TRUST_EVAL_RETRIES": "8",  # without the budget, runs wait out their own 429s
+        # a run waiting for slots asks again after at most this long (Prefect's Retry-After)
+        "PREFECT_SERVER_CONCURRENCY_MAXIMUM_CONCURRENCY_SLOT_WAIT_SECONDS": "1",
+    }
     with prefect_stack(tmp_path, workers=("worker-a", "worker-b"), limit=2, extra_env=shared) as (
         env,
         lf,
@@ -48,33 +95,43 @@ def scale_out(tmp_path: Path) -> None:
     ):
         tlm.set_latency(1.5)  # a day takes a few seconds at TLM
         local.create_rate_limit(env, per_minute=LIMIT * 60 / WINDOW_S)
+        local.create_tlm_limit(env, CEILING)
         lf.set_rate_limit(per_minute=LIMIT, window_s=WINDOW_S)
         today = datetime.now(UTC).date()
         days = [today - timedelta(days=20 - i) for i in range(DAYS)]
+        before = [today - timedelta(days=30 - i) for i in range(3)]  # the run without limits
         traces = {
             d: seed(lf, PER_DAY, start=midnight(d) + timedelta(hours=2), name=f"{d} q{{i}}")
-            for d in days
+            for d in before + days
         }
-        params = {
-            "start_date": days[0].isoformat(),
-            "end_date": days[-1].isoformat(),
-            "tags": [TAG],
-            # 2 slots a worker: the backfill's own run and 3 days in flight need both workers
-            "max_concurrency": 3,
-            "days_on": "workers",
-        }
+        lf.faults.reset_log()
+        params = backfill_params(days)
         with (
             temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}),
             get_client(sync_client=True) as client,
         ):
             back = client.read_deployment_by_name("evaluate-traces-backfill/backfill")
             window = client.read_deployment_by_name("evaluate-traces/window")
+
+            switch_limits(client, active=False)  # the comparison: no shared limits
+            alone = client.create_flow_run_from_deployment(
+                back.id, parameters=backfill_params(before)
+            )
+            run = wait_final(client, alone.id, timeout=300)
+            assert run.state is not None and run.state.is_completed(), run.state
+            unshared = load_figures(lf, tlm)
+            assert len(days_runs(client, window.id, before)) == len(before)
+            lf.faults.reset_log()
+            tlm.reset()
+            tlm.set_latency(1.5)
+
+            switch_limits(client, active=True)
             first = client.create_flow_run_from_deployment(back.id, parameters=params)
             # kill the backfill's own process once a day is done and the rest are not all
             # created: 3 days go out at once, the 4th when the first one finishes
             deadline = time.monotonic() + 180
             while time.monotonic() < deadline:
-                runs = runs_of(client, window.id)
+                runs = days_runs(client, window.id, days)
                 finished = [r for r in runs if r.state and r.state.is_completed()]
                 if finished and len(runs) >= 4:
                     break
@@ -82,17 +139,17 @@ def scale_out(tmp_path: Path) -> None:
             parent = client.read_flow_run(first.id)
             assert parent.infrastructure_pid, parent
             os.kill(int(str(parent.infrastructure_pid).rsplit(":", 1)[-1]), signal.SIGKILL)
-            killed_at = len(runs_of(client, window.id))
+            killed_at = len(days_runs(client, window.id, days))
             assert 4 <= killed_at < DAYS, killed_at
 
             again = client.create_flow_run_from_deployment(back.id, parameters=params)
             run = wait_final(client, again.id, timeout=300)
             assert run.state is not None and run.state.is_completed(), run.state
 
-            runs = runs_of(client, window.id)
+            runs = days_runs(client, window.id, days)
             for r in runs:
                 wait_final(client, r.id, timeout=120)
-            runs = runs_of(client, window.id)
+            runs = days_runs(client, window.id, days)
             per_day = Counter(str(r.parameters["window_start"])[:10] for r in runs)
             assert per_day == {str(d): 1 for d in days}, per_day  # each day ran once
             assert all(r.state is not None and r.state.is_completed() for r in runs)
@@ -102,7 +159,13 @@ def scale_out(tmp_path: Path) -> None:
     scored = Counter(s.trace_id for s in lf.store.all_scores())
     assert set(scored) == {t for ids in traces.values() for t in ids}
     assert set(scored.values()) == {1}  # no duplicate score
-    assert len(tlm.prompts) == DAYS * PER_DAY  # no TLM item paid twice
-    limited, requests = lf.faults.count(status=429), len(lf.faults.requests)
-    print(f"429s with the shared budget over two workers: {limited} of {requests} requests")
+    assert len(tlm.prompts) == DAYS * PER_DAY  # no TLM item paid twice (since the reset)
+    requests, limited, peak = load_figures(lf, tlm)
+    requests_alone, limited_alone, peak_alone = unshared
+    print(
+        f"two workers, 3 days in flight: without the shared limits {limited_alone} of "
+        f"{requests_alone} Langfuse requests were 429s and TLM had up to {peak_alone} calls at "
+        f"once; with them {limited} of {requests}, and at most {peak} (ceiling {CEILING})"
+    )
     assert limited <= 0.05 * requests
+    assert 1 <= peak <= CEILING

@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED = {"config", "models", "failures", "langfuse_api", "retry"}
+SHARED = {"config", "models", "failures", "langfuse_api", "retry", "budgets"}
 PRODUCT = ("flows", "tasks", "deployments")
 
 
