@@ -25,6 +25,7 @@ from prefect.exceptions import ObjectNotFound
 
 from tasks.config import ConfigError, RunLogger, Tuning
 
+WAITED_S = 1.0
 CREATE_HINT = "run `make prefect`, or create it: prefect gcl create {name} --limit N"
 
 
@@ -85,7 +86,7 @@ class TLMSlots:
         self.on_change, self.logger = on_change, logger
         self.held = 0
         self.error: str | None = None
-        self.waited_s = 0.0  # time spent waiting for slots that other runs held
+        self.waited_s = 0.0  # asks that waited (over WAITED_S): other runs held the slots
         self._blocks: list[tuple[int, asyncio.Event]] = []
         self._asking: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # every block until it is given back
@@ -116,7 +117,8 @@ class TLMSlots:
             ):  # fmt: skip
                 granted = True
                 waited = time.monotonic() - started
-                self.waited_s += waited
+                if waited > WAITED_S:  # a free slot is granted in milliseconds
+                    self.waited_s += waited
                 if waited > 5 and self.logger is not None:
                     self.logger.info(
                         "waited %.0f s for %d slots of the shared TLM limit %r",

@@ -329,6 +329,7 @@ class TLMEngine:
                         self._probed = self._probing = True
                     self._running.add(asyncio.create_task(self._score(chunk, i, probe)))
                     continue
+                self._trim()  # nothing to start: blocks the run cannot use go back
                 self._wake.clear()
                 await self._wake.wait()
         except asyncio.CancelledError:
@@ -360,7 +361,6 @@ class TLMEngine:
                 self._running.discard(task)
             if probe:
                 self._probing = False
-            self._trim()
             self._wake.set()
         if isinstance(out, Scored):
             self._failed_in_row = 0
