@@ -11,7 +11,7 @@ TEST_WORKERS ?= 2
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: setup demo test test-fast test-unit lint check sandbox prefect serve bench sizing screenshots
+.PHONY: setup demo test test-fast test-unit lint check sandbox prefect serve bench bench-ceiling sizing screenshots
 
 setup:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv>=0.5"
@@ -47,6 +47,8 @@ serve: setup  ## the same deployments without a work pool (needs PREFECT_API_URL
 
 bench: setup  ## benchmarks: our flow vs the seed's approach vs the floor (BENCH_ARGS to narrow)
 	$(UV) run --locked python -m benchmarks.run $(BENCH_ARGS)
+bench-ceiling: setup  ## what the shared TLM ceiling costs (benchmarks/tlm_ceiling.py, ~15 min)
+	$(UV) run --locked python -m benchmarks.tlm_ceiling $(BENCH_ARGS)
 sizing: setup  ## the sizing table of docs/SCALING.md, from the committed benchmark results
 	$(UV) run --locked python -m benchmarks.sizing $(SIZING_ARGS)
 

@@ -45,6 +45,11 @@ def prefect_env(home: Path, port: int, base: Mapping[str, str] | None = None) ->
             "PREFECT_SERVER_API_HOST": "127.0.0.1",
             "PREFECT_SERVER_API_PORT": str(port),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            # concurrency leases on disk under PREFECT_HOME, not in the server's memory: slots
+            # held when the server restarts still expire, instead of staying taken for good
+            "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": (
+                "prefect.server.concurrency.lease_storage.filesystem"
+            ),
             "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
             "NO_PROXY": ",".join(filter(None, [env.get("NO_PROXY"), "127.0.0.1", "localhost"])),
         }

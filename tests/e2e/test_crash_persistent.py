@@ -1,7 +1,9 @@
 """SIGKILL a run while TLM is scoring, on a persistent ``prefect server`` (as ``make prefect``
 runs it), then run the window again on the same server: the re-run is not blocked by the dead
 run's window lock, and every trace ends with exactly one score. The dead run held every slot of
-the shared TLM ceiling: they come back when its lease runs out, and the re-run then scores."""
+the shared TLM ceiling, and the server restarts before the re-run (leases on disk, as ``make
+prefect`` keeps them): the slots come back when the dead run's lease runs out, and the re-run
+then scores."""
 
 from __future__ import annotations
 
@@ -31,18 +33,30 @@ N, PAGE, LEASE_S, IN_FLIGHT = 30, 5, 3, 2
 CEILING, SLOT_LEASE_S = 4, 60  # one block takes the whole ceiling; Prefect's shortest lease
 
 
+class Server:
+    """A ``prefect server`` that can be restarted on the same home and port."""
+
+    def __init__(self, home: Path) -> None:
+        base = {
+            k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "TRUST_EVAL_"))
+        }
+        self.home, self.env = home, local.prefect_env(home, free_port(), base)
+        self.env["PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS"] = "1"  # expired leases go
+        self.env["PREFECT_SERVER_CONCURRENCY_MAXIMUM_CONCURRENCY_SLOT_WAIT_SECONDS"] = "1"
+        self.proc = local.start_server(self.env, home / "server.log")
+
+    def restart(self) -> None:
+        local.stop(self.proc)
+        self.proc = local.start_server(self.env, self.home / "server-2.log")
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    home = tmp_path_factory.mktemp("crash-server")
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "TRUST_EVAL_"))}
-    env = local.prefect_env(home, free_port(), base)
-    env["PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS"] = "1"  # expired leases go at once
-    env["PREFECT_SERVER_CONCURRENCY_MAXIMUM_CONCURRENCY_SLOT_WAIT_SECONDS"] = "1"  # Retry-After
-    proc = local.start_server(env, home / "server.log")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = Server(tmp_path_factory.mktemp("crash-server"))
     try:
-        yield env
+        yield srv
     finally:
-        local.stop(proc)
+        local.stop(srv.proc)
 
 
 def slots_taken(env: dict[str, str]) -> int:
@@ -65,7 +79,7 @@ def run_child(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
 
 
 def test_sigkill_during_scoring_then_rerun_on_the_same_server(
-    server: dict[str, str],
+    server: Server,
     langfuse_sandbox: LangfuseSandbox,
     tlm: TLMSandbox,
     tmp_path: Path,
@@ -82,7 +96,7 @@ def test_sigkill_during_scoring_then_rerun_on_the_same_server(
     tlm.set_latency(Latency.fixed(0.4))  # the kill lands while items are out at TLM
     env = {k: v for k, v in os.environ.items() if k.startswith(("TRUST_EVAL_", "LANGFUSE_"))}
     env = (
-        server
+        server.env
         | env
         | tlm.env()
         | lf.env()
@@ -119,6 +133,7 @@ def test_sigkill_during_scoring_then_rerun_on_the_same_server(
     assert paid_before - len(landed) <= IN_FLIGHT * PAGE
     killed = time.monotonic()
     assert slots_taken(env) == CEILING  # the dead run's: nobody gave them back
+    server.restart()
 
     requests_before = len(lf.faults.requests)
     started = time.monotonic()
