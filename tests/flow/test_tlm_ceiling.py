@@ -151,3 +151,31 @@ def test_a_missing_limit_is_refused_before_any_call(
     assert "TRUST_EVAL_TLM_CONCURRENCY_LIMIT" in str(err.value)
     assert "\n" not in str(err.value)
     assert langfuse_sandbox.faults.requests == [] and tlm.prompts == []
+
+
+@pytest.mark.parametrize(
+    ("var", "decay", "says"),
+    [
+        ("TRUST_EVAL_TLM_CONCURRENCY_LIMIT", 1.0, "calls in flight"),
+        ("TRUST_EVAL_LANGFUSE_RATE_LIMIT", 0.0, "needs a slot decay"),
+    ],
+)
+def test_a_limit_of_the_wrong_kind_is_refused_before_any_call(
+    langfuse_sandbox: LangfuseSandbox,
+    tlm: TLMSandbox,
+    monkeypatch: pytest.MonkeyPatch,
+    var: str,
+    decay: float,
+    says: str,
+) -> None:
+    name = f"wrong-kind-{uuid4().hex[:8]}"
+    with get_client(sync_client=True) as client:
+        client.create_global_concurrency_limit(
+            GlobalConcurrencyLimitCreate(name=name, limit=5, slot_decay_per_second=decay)
+        )
+    langfuse_sandbox.faults.reset_log()
+    monkeypatch.setenv(var, name)
+    with pytest.raises(Exception, match=says) as err:
+        evaluate_traces(tags=["x"], **WINDOW)
+    assert var in str(err.value) and name in str(err.value)
+    assert langfuse_sandbox.faults.requests == [] and tlm.prompts == []
