@@ -20,10 +20,8 @@ setup:
 demo: setup
 	$(UV) run --locked python -m sandbox.demo
 
-# the slow end-to-end files first, so the quick ones fill in around them
-TEST_ORDER ?= tests/e2e tests/flow tests/contract tests/unit
 test: setup
-	$(UV) run --locked pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 $(TEST_ORDER)
+	$(UV) run --locked pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 lint: setup
 	$(UV) run --locked ruff check .

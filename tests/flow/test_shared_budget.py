@@ -7,7 +7,6 @@ minute), as the benchmarks do, so the comparison takes seconds, not minutes."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from uuid import uuid4
 
@@ -15,11 +14,10 @@ import pytest
 from prefect import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 
-from flows.evaluate_traces import evaluate_traces
 from sandbox.langfuse import LangfuseSandbox
 from sandbox.tlm import TLMSandbox
 from tasks.report import EvalReport
-from tests.support.seeding import DAY, WINDOW, seed
+from tests.support.seeding import DAY, seed, windows_at_once
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -48,21 +46,7 @@ def run_concurrently(lf: LangfuseSandbox) -> tuple[list[EvalReport], int, int]:
         seed(lf, 8, tags=(tag,), start=DAY)
     lf.faults.reset_log()
     lf.set_rate_limit(per_minute=LIMIT, window_s=WINDOW_S)
-    reports: list[EvalReport] = []
-    errors: list[BaseException] = []
-
-    def one(tag: str) -> None:
-        try:
-            reports.append(evaluate_traces(tags=[tag], **WINDOW))
-        except BaseException as err:  # reported below
-            errors.append(err)
-
-    threads = [threading.Thread(target=one, args=(t,)) for t in tags]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    reports = windows_at_once(tags)
     requests = len(lf.faults.requests)
     return reports, requests, lf.faults.count(status=429)
 

@@ -4,7 +4,6 @@ engine takes the slots in leased blocks and gives them back when it has nothing 
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -20,9 +19,8 @@ from sandbox.langfuse import LangfuseSandbox
 from sandbox.tlm import TLMSandbox
 from tasks.config import TLMSettings
 from tasks.models import Pair
-from tasks.report import EvalReport
 from tasks.score import ScoreResult, SharedLimit, TLMEngine
-from tests.support.seeding import DAY, WINDOW, seed
+from tests.support.seeding import DAY, WINDOW, seed, windows_at_once
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("prefect_harness")]
 
@@ -120,21 +118,7 @@ def test_window_runs_share_the_ceiling_and_report_their_wait(
     tags = [f"ceiling-{i}-{uuid4().hex[:6]}" for i in range(2)]
     for tag in tags:
         seed(lf, 12, tags=(tag,), start=DAY)
-    reports: list[EvalReport] = []
-    errors: list[BaseException] = []
-
-    def one(tag: str) -> None:
-        try:
-            reports.append(evaluate_traces(tags=[tag], **WINDOW))
-        except BaseException as err:  # reported below
-            errors.append(err)
-
-    threads = [threading.Thread(target=one, args=(t,)) for t in tags]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    reports = windows_at_once(tags)
     assert sorted(r.uploaded for r in reports) == [12, 12] and all(r.ok for r in reports)
     assert tlm.peak_in_flight() <= CEILING
     assert slots_left(ceiling) == 0

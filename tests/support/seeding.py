@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sandbox.langfuse import LangfuseSandbox
+
+if TYPE_CHECKING:
+    from tasks.report import EvalReport
 
 DAY = datetime(2026, 11, 28, tzinfo=UTC)
 WINDOW: dict[str, Any] = {"window_start": DAY, "window_end": DAY + timedelta(days=1)}
@@ -73,3 +77,27 @@ def with_options(params: dict[str, Any]) -> dict[str, Any]:
         given = base.model_dump(exclude_defaults=True) if isinstance(base, EvalOptions) else {}
         rest["options"] = given | fields
     return rest
+
+
+def windows_at_once(tags: list[str]) -> list[EvalReport]:
+    """One window run (``WINDOW``) per tag, all at once in threads; their reports, or the
+    first error raised."""
+    from flows.evaluate_traces import evaluate_traces
+
+    reports: list[EvalReport] = []
+    errors: list[BaseException] = []
+
+    def one(tag: str) -> None:
+        try:
+            reports.append(evaluate_traces(tags=[tag], **WINDOW))
+        except BaseException as err:  # raised below
+            errors.append(err)
+
+    threads = [threading.Thread(target=one, args=(t,)) for t in tags]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return reports
