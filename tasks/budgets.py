@@ -81,7 +81,7 @@ class TLMSlots:
     ) -> None:
         self.name, self.block, self.lease_s = name, block, lease_s
         self.holder = None
-        if flow_run_id is not None:  # the Prefect UI shows which run holds the slots
+        if flow_run_id is not None:  # the lease records which run holds the slots
             self.holder = ConcurrencyLeaseHolder(type="flow_run", id=flow_run_id)
         self.on_change, self.logger = on_change, logger
         self.held = 0

@@ -123,7 +123,7 @@ class SharedLimit:
     name: str
     block: int = 16  # slots asked for at a time
     lease_s: float = 120.0
-    flow_run_id: UUID | None = None  # shown as the holder of the slots
+    flow_run_id: UUID | None = None  # recorded as the holder of the leases
     logger: RunLogger | None = None
 
 
