@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from prefect.variables import Variable
 
 from tasks.config import RunLogger
 from tasks.retry import describe
+from tasks.windows import split_days
 
 KEEP_DAYS = 62  # the watermark remembers this many recent days
 
@@ -23,14 +24,7 @@ def variable_name(tags: Sequence[str], score_name: str) -> str:
 
 def whole_days(start: datetime, end: datetime) -> list[date]:
     """The whole UTC days inside [start, end)."""
-    first = start.astimezone(UTC).date()
-    if datetime.combine(first, time(), tzinfo=UTC) < start:
-        first += timedelta(days=1)
-    days: list[date] = []
-    while datetime.combine(first + timedelta(days=1), time(), tzinfo=UTC) <= end:
-        days.append(first)
-        first += timedelta(days=1)
-    return days
+    return [s.date() for s, e in split_days(start, end) if e - s == timedelta(days=1)]
 
 
 def evaluated_days(tags: Sequence[str], score_name: str) -> set[date]:
