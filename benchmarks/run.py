@@ -319,7 +319,8 @@ def run_one(
     return result
 
 
-def _git() -> tuple[str | None, bool]:
+def git_state() -> tuple[str | None, bool]:
+    """The short commit, and whether the product code differs from it."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
@@ -452,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
     log_dir = Path(tempfile.mkdtemp(prefix="bench-logs-"))
-    commit, dirty = _git()
+    commit, dirty = git_state()
     meta: dict[str, Any] = {
         "started": started.isoformat(timespec="seconds"),
         "argv": sys.argv[1:] if argv is None else argv,

@@ -30,6 +30,7 @@ from typing import Any
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from pydantic import SecretStr
 
+from benchmarks.run import git_state
 from deployments import local
 from sandbox.runner import free_port
 from sandbox.tlm import Latency, TLMSandbox
@@ -197,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
             run_all(tlm, env, cases, args.repeat, samples)
     rows = summarise(cases, samples)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    commit = os.popen("git rev-parse --short HEAD").read().strip() or "?"
+    commit, dirty = git_state()
+    commit = f"{commit or '?'}{' (dirty)' if dirty else ''}"
     args.out_dir.mkdir(parents=True, exist_ok=True)
     out = args.out_dir / f"tlm-ceiling-{stamp}"
     out.with_suffix(".json").write_text(
