@@ -84,12 +84,15 @@ class TLMSlots:
         if flow_run_id is not None:  # the lease records which run holds the slots
             self.holder = ConcurrencyLeaseHolder(type="flow_run", id=flow_run_id)
         self.on_change, self.logger = on_change, logger
-        self.held = 0
         self.error: str | None = None
         self.waited_s = 0.0  # asks that waited (over WAITED_S): other runs held the slots
         self._blocks: list[tuple[int, asyncio.Event]] = []
         self._asking: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # every block until it is given back
+
+    @property
+    def held(self) -> int:
+        return sum(size for size, _ in self._blocks)
 
     def want(self, n: int) -> None:
         if self.error is None and self._asking is None and n > self.held:
@@ -104,7 +107,6 @@ class TLMSlots:
             if self.held - size < need:
                 break
             self._blocks.remove(blk)
-            self.held -= size
             release.set()
 
     async def _hold(self, size: int) -> None:
@@ -125,7 +127,6 @@ class TLMSlots:
                         waited, size, self.name,
                     )  # fmt: skip
                 self._blocks.append((size, release))
-                self.held += size
                 self._asking = None
                 self.on_change()
                 await release.wait()
