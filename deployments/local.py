@@ -26,8 +26,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import SyncPrefectClient
 
 REPO = Path(__file__).resolve().parents[1]
 POOL = "trust-evals"
@@ -155,19 +159,27 @@ def create_tlm_limit(env: Mapping[str, str], in_flight: int, name: str = TLM_LIM
     upsert_limit(env, name, in_flight, 0.0)
 
 
-def upsert_limit(env: Mapping[str, str], name: str, limit: int, decay: float) -> None:
+@contextlib.contextmanager
+def client_for(env: Mapping[str, str]) -> Iterator[SyncPrefectClient]:
+    """A Prefect client of the server at ``env``'s PREFECT_API_URL."""
     from prefect import get_client
-    from prefect.client.schemas.actions import (
-        GlobalConcurrencyLimitCreate,
-        GlobalConcurrencyLimitUpdate,
-    )
-    from prefect.exceptions import ObjectNotFound
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with (
         temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}),
         get_client(sync_client=True) as client,
     ):
+        yield client
+
+
+def upsert_limit(env: Mapping[str, str], name: str, limit: int, decay: float) -> None:
+    from prefect.client.schemas.actions import (
+        GlobalConcurrencyLimitCreate,
+        GlobalConcurrencyLimitUpdate,
+    )
+    from prefect.exceptions import ObjectNotFound
+
+    with client_for(env) as client:
         try:
             client.read_global_concurrency_limit_by_name(name)
         except ObjectNotFound:

@@ -19,8 +19,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from prefect import get_client
-from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from deployments import local
 from sandbox.langfuse import LangfuseSandbox
@@ -60,10 +58,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def slots_taken(env: dict[str, str]) -> int:
-    with (
-        temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}),
-        get_client(sync_client=True) as client,
-    ):
+    with local.client_for(env) as client:
         return client.read_global_concurrency_limit_by_name(local.TLM_LIMIT).active_slots
 
 

@@ -14,14 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prefect import get_client
 from prefect.client.schemas.filters import (
     FlowRunFilter,
     FlowRunFilterParentFlowRunId,
 )
 from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.schedules import CronSchedule
-from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Scheduled
 
 from deployments import local
@@ -84,10 +82,7 @@ def test_schedules_manual_runs_and_backfills_on_a_real_server(
             out[s.trace_id or ""] = out.get(s.trace_id or "", 0) + 1
         return out
 
-    with (
-        temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}),
-        get_client(sync_client=True) as client,
-    ):
+    with local.client_for(env) as client:
         daily = client.read_deployment_by_name("evaluate-traces-daily/daily")
         (sched,) = daily.schedules
         assert isinstance(sched.schedule, CronSchedule)

@@ -18,11 +18,9 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
-from prefect import get_client
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 from prefect.client.schemas.objects import FlowRun
-from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from deployments import local
 from sandbox.langfuse import LangfuseSandbox
@@ -110,10 +108,7 @@ def scale_out(tmp_path: Path) -> None:
         }
         lf.faults.reset_log()
         params = backfill_params(days)
-        with (
-            temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}),
-            get_client(sync_client=True) as client,
-        ):
+        with local.client_for(env) as client:
             back = client.read_deployment_by_name("evaluate-traces-backfill/backfill")
             window = client.read_deployment_by_name("evaluate-traces/window")
 
