@@ -31,7 +31,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from uuid import UUID
+
     from prefect.client.orchestration import SyncPrefectClient
+    from prefect.client.schemas.objects import FlowRun
 
 REPO = Path(__file__).resolve().parents[1]
 POOL = "trust-evals"
@@ -170,6 +173,18 @@ def client_for(env: Mapping[str, str]) -> Iterator[SyncPrefectClient]:
         get_client(sync_client=True) as client,
     ):
         yield client
+
+
+def wait_final(client: SyncPrefectClient, run_id: UUID, timeout: float = 120.0) -> FlowRun:
+    """The flow run once its state is final; RuntimeError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = client.read_flow_run(run_id)
+        if run.state is not None and run.state.is_final():
+            return run
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"flow run {run_id} not finished after {timeout:.0f} s: {run.state}")
+        time.sleep(0.5)
 
 
 def upsert_limit(env: Mapping[str, str], name: str, limit: int, decay: float) -> None:

@@ -101,17 +101,6 @@ def worker_env(home: Path, port: int, sandbox_env: dict[str, str]) -> dict[str, 
     return env
 
 
-def wait_final(client: SyncPrefectClient, run_id: UUID, timeout: float = 300.0) -> FlowRun:
-    deadline = time.monotonic() + timeout
-    while True:
-        run = client.read_flow_run(run_id)
-        if run.state is not None and run.state.is_final():
-            return run
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"flow run {run_id} not finished after {timeout:.0f} s: {run.state}")
-        time.sleep(0.5)
-
-
 def completed(run: FlowRun, home: Path) -> FlowRun:
     if run.state is None or not run.state.is_completed():
         logs = (home / "worker.log").read_text(errors="replace")[-3000:]
@@ -266,7 +255,8 @@ def run_flows(home: Path, days: list[date]) -> list[Shot]:
                 "options": OPTIONS,
             },
         )
-        w = completed(wait_final(client, w.id), home)  # its name is set once it runs
+        # its name is set once it runs
+        w = completed(local.wait_final(client, w.id, timeout=300), home)
         b = client.create_flow_run_from_deployment(
             back.id,
             parameters={
@@ -277,7 +267,7 @@ def run_flows(home: Path, days: list[date]) -> list[Shot]:
                 "options": OPTIONS,
             },
         )
-        completed(wait_final(client, b.id), home)
+        completed(local.wait_final(client, b.id, timeout=300), home)
         lowest = artifact(client, w.id, "trust-lowest-")
         summary = artifact(client, w.id, "trust-summary-")
         back_summary = artifact(client, b.id, "trust-backfill-summary-")

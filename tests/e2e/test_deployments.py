@@ -25,7 +25,7 @@ from prefect.states import Scheduled
 from deployments import local
 from sandbox.langfuse import LangfuseSandbox
 from sandbox.tlm import session_tlm_sandbox
-from tests.support.prefect_stack import prefect_stack, runs_of, wait_final
+from tests.support.prefect_stack import prefect_stack, runs_of
 from tests.support.seeding import TAG, seed
 
 REPO = Path(__file__).resolve().parents[2]
@@ -140,9 +140,9 @@ def test_schedules_manual_runs_and_backfills_on_a_real_server(
         assert len(window_runs) == 1
         print(f"runs created after {time.monotonic() - t0:.1f} s")
         ran = {
-            "daily": wait_final(client, daily_run.id),
-            "window": wait_final(client, window_runs[0].id),
-            "backfill": wait_final(client, back_run.id),
+            "daily": local.wait_final(client, daily_run.id),
+            "window": local.wait_final(client, window_runs[0].id),
+            "backfill": local.wait_final(client, back_run.id),
         }
         logs = (home / "worker.log").read_text(errors="replace")[-4000:]
         for name, run in ran.items():
@@ -185,14 +185,14 @@ def test_schedules_manual_runs_and_backfills_on_a_real_server(
         # 4. the same backfill again: its days re-attach to the first backfill's day runs
         day_runs = len(runs_of(client, window.id))
         same = client.create_flow_run_from_deployment(back.id, parameters=backfill)
-        run = wait_final(client, same.id)
+        run = local.wait_final(client, same.id)
         assert run.state is not None and run.state.is_completed(), run.state
         assert len(runs_of(client, window.id)) == day_runs  # no day ran again
         # 5. ... and evaluated afresh in this process: everything already scored, nothing added
         again = client.create_flow_run_from_deployment(
             back.id, parameters=backfill | {"days_on": "this-process"}
         )
-        run = wait_final(client, again.id)
+        run = local.wait_final(client, again.id)
         print(f"second backfill done after {time.monotonic() - t0:.1f} s")
         assert run.state is not None and run.state.is_completed(), run.state
         assert scored() == landed and len(tlm.prompts) == len(expected)
@@ -216,7 +216,7 @@ def test_schedules_manual_runs_and_backfills_on_a_real_server(
         runs = [r for r in client.read_flow_runs() if not upcoming(r)]
         for r in runs:
             if r.state is None or not r.state.is_final():
-                wait_final(client, r.id)
+                local.wait_final(client, r.id)
         failed = [
             (r.name, r.state.message if r.state else None)
             for r in client.read_flow_runs()

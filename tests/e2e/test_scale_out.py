@@ -25,7 +25,7 @@ from prefect.client.schemas.objects import FlowRun
 from deployments import local
 from sandbox.langfuse import LangfuseSandbox
 from sandbox.tlm import TLMSandbox, session_tlm_sandbox
-from tests.support.prefect_stack import prefect_stack, runs_of, wait_final
+from tests.support.prefect_stack import prefect_stack, runs_of
 from tests.support.seeding import TAG, seed
 
 DAYS, PER_DAY = 6, 6
@@ -116,7 +116,7 @@ def scale_out(tmp_path: Path) -> None:
             alone = client.create_flow_run_from_deployment(
                 back.id, parameters=backfill_params(before)
             )
-            run = wait_final(client, alone.id, timeout=300)
+            run = local.wait_final(client, alone.id, timeout=300)
             assert run.state is not None and run.state.is_completed(), run.state
             unshared = load_figures(lf, tlm)
             assert len(days_runs(client, window.id, before)) == len(before)
@@ -142,12 +142,12 @@ def scale_out(tmp_path: Path) -> None:
             assert 4 <= killed_at < DAYS, killed_at
 
             again = client.create_flow_run_from_deployment(back.id, parameters=params)
-            run = wait_final(client, again.id, timeout=300)
+            run = local.wait_final(client, again.id, timeout=300)
             assert run.state is not None and run.state.is_completed(), run.state
 
             runs = days_runs(client, window.id, days)
             for r in runs:
-                wait_final(client, r.id, timeout=120)
+                local.wait_final(client, r.id, timeout=120)
             runs = days_runs(client, window.id, days)
             per_day = Counter(str(r.parameters["window_start"])[:10] for r in runs)
             assert per_day == {str(d): 1 for d in days}, per_day  # each day ran once

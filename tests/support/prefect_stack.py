@@ -23,17 +23,6 @@ from tests.support.env import FAST_TUNING
 from tests.support.prefect_yaml import declared_deployments
 
 
-def wait_final(client: SyncPrefectClient, run_id: UUID, timeout: float = 120.0) -> FlowRun:
-    deadline = time.monotonic() + timeout
-    run = client.read_flow_run(run_id)
-    while time.monotonic() < deadline:
-        run = client.read_flow_run(run_id)
-        if run.state is not None and run.state.is_final():
-            return run
-        time.sleep(0.5)
-    raise AssertionError(f"flow run {run_id} not finished after {timeout} s: {run.state}")
-
-
 def runs_of(client: SyncPrefectClient, deployment_id: UUID) -> list[FlowRun]:
     """The flow runs of one deployment."""
     return client.read_flow_runs(
