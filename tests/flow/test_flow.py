@@ -17,6 +17,7 @@ from sandbox.openai_app import OpenAISandbox
 from sandbox.tlm import TLMSandbox
 from tasks.config import ConfigError
 from tasks.models import score_id
+from tasks.select import sampled as in_sample
 from tests.support.profiles import ON_BOTH_SERVERS
 from tests.support.seeding import DAY, TAG, WINDOW, scores_by_trace, seed
 
@@ -183,15 +184,18 @@ def test_cost_caps(
     langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TRUST_EVAL_PAGE_SIZE", "4")
-    seed(langfuse_sandbox, 10)
+    # fixed ids, so the half sampled is known and is neither none nor all of them
+    ids = seed(langfuse_sandbox, 10, ids=[f"{i:032x}" for i in range(10)])
+    chosen = {t for t in ids if in_sample(t, 0.5)}
+    assert 0 < len(chosen) < 10
     capped = evaluate_traces(tags=[TAG], options=EvalOptions(max_traces=6), **W)
     assert capped.uploaded == 6 and capped.capped and len(tlm.prompts) == 6
     assert capped.accounted() == capped.fetched
     assert "over_max_traces" in capped.skipped
 
     sampled = evaluate_traces(tags=[TAG], options=EvalOptions(sample_rate=0.5, rescore=True), **W)
-    assert 0 < sampled.uploaded < 10
-    assert sampled.uploaded + len(sampled.skipped["not_sampled"]) == 10
+    assert sampled.uploaded == len(chosen)
+    assert set(sampled.skipped["not_sampled"]) == set(ids) - chosen
     again = evaluate_traces(
         tags=[TAG],
         options=EvalOptions(sample_rate=0.5, rescore=True, dry_run=True),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -34,19 +34,21 @@ def seed(
     input: Any = _APP,
     output: Any = _APP,
     metadata: Any = _APP,
+    ids: Sequence[str] | None = None,
 ) -> list[str]:
     """``n`` traces, ``step`` apart from ``start`` (or trace ``i`` at ``at(i)``); their ids.
 
     As the seed app records a call: input ``{"args": [question], "kwargs": {}}``, output the
     answer, metadata the system prompt; ``{i}`` in ``name``, ``question`` and ``answer`` is
     the trace's index. ``input``, ``output`` and ``metadata`` replace the app's (``None``
-    included) for every trace.
+    included) for every trace. ``ids`` fixes the trace ids (random otherwise).
     """
-    ids = []
+    out = []
     for i in range(n):
         q, a = question.replace("{i}", str(i)), answer.replace("{i}", str(i))
-        ids.append(
+        out.append(
             lf.store.add_trace(
+                trace_id=None if ids is None else ids[i],
                 name=None if name is None else name.replace("{i}", str(i)),
                 tags=tags,
                 start_time=at(i) if at is not None else start + i * step,
@@ -55,7 +57,7 @@ def seed(
                 metadata={"system_prompt": SYSTEM_PROMPT} if metadata is _APP else metadata,
             )
         )
-    return ids
+    return out
 
 
 def scores_by_trace(lf: LangfuseSandbox) -> dict[str, list[Any]]:
