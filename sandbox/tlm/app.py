@@ -196,16 +196,17 @@ def create_app(api_key: str, load: Load | None = None) -> FastAPI:
             return body
         prompt: str = body["prompt"]
         response: str = body["response"]["response"]
-        if load.latency is not None:
-            delay = load.latency.for_item(prompt, response)
-            if delay > 0:
-                await sleep(delay)
+        delay = 0.0 if load.latency is None else load.latency.for_item(prompt, response)
+        f = fault("tlm.score")
+        if f is not None:
+            delay += sum(s for key, s in f.slow_items.items() if key in prompt)
+        if delay > 0:
+            await sleep(delay)
         with rec.lock:
             rec.prompts.append(prompt)
             rec.calls.append(body)
             rec.headers.append(dict(request.headers))
             fail_status, rich = rec.fail_status, rec.rich_explanations
-        f = fault("tlm.score")
         if f is not None and any(s in prompt for s in f.fail_items):
             return _error(fail_status, "TLM sandbox: injected failure for this item.")
         score = synthetic_score(prompt, response)
