@@ -42,6 +42,10 @@ def day_parameters(start: datetime, end: datetime, params: dict[str, Any]) -> di
     }
 
 
+def _final(run: FlowRun) -> bool:
+    return run.state is not None and run.state.is_final()
+
+
 def _failed(run: FlowRun) -> bool:
     return run.state is not None and run.state.is_final() and not run.state.is_completed()
 
@@ -79,34 +83,31 @@ def report_of(run: FlowRun) -> EvalReport | None:
     return EvalReport.model_validate(value) if isinstance(value, dict) else None
 
 
-def wait_all(client: SyncPrefectClient, ids: list[UUID]) -> dict[UUID, FlowRun]:
-    """Poll until every run is final."""
-    done: dict[UUID, FlowRun] = {}
-    while len(done) < len(ids):
-        for run_id in ids:
-            if run_id in done:
-                continue
-            run = client.read_flow_run(run_id)
-            if run.state is not None and run.state.is_final():
-                done[run_id] = run
-        if len(done) < len(ids):
-            time.sleep(POLL_S)
-    return done
+def wait_for_room(client: SyncPrefectClient, ids: list[UUID], room: int) -> list[UUID]:
+    """Poll until fewer than ``room`` of the runs are unfinished; those still unfinished."""
+    while True:
+        left = [i for i in ids if not _final(client.read_flow_run(i))]
+        if len(left) < room:
+            return left
+        time.sleep(POLL_S)
 
 
 def run_days_on_workers(
     deployment: str, windows: list[tuple[datetime, datetime]], params: dict[str, Any], at_once: int
 ) -> list[tuple[FlowRun, EvalReport | None]]:
-    """Each day as a run of ``deployment``, at most ``at_once`` unfinished at a time."""
+    """Each day as a run of ``deployment``, at most ``at_once`` unfinished at a time: the next
+    day is submitted as soon as any day finishes, so one slow day holds back no other."""
     logger = get_run_logger()
     started = time.time()
     runs: list[FlowRun] = []
     with get_client(sync_client=True) as client:
-        for i, (start, end) in enumerate(windows):
-            if i >= at_once:  # keep at most at_once days in flight
-                wait_all(client, [runs[i - at_once].id])
+        in_flight: list[UUID] = []
+        for start, end in windows:
+            in_flight = wait_for_room(client, in_flight, at_once)
             run = submit_day(deployment, start, end, params, started)
             logger.info("day %s: flow run %s (%s)", f"{start:%Y-%m-%d}", run.name, run.id)
             runs.append(run)
-        final = wait_all(client, [r.id for r in runs])
-    return [(final[r.id], report_of(final[r.id])) for r in runs]
+            in_flight.append(run.id)
+        wait_for_room(client, in_flight, 1)  # a day run may take hours: no timeout
+        final = [client.read_flow_run(r.id) for r in runs]
+    return [(run, report_of(run)) for run in final]

@@ -23,12 +23,14 @@ from prefect.client.schemas.schedules import CronSchedule
 from prefect.states import Scheduled
 
 from deployments import local
+from sandbox.faults import Fault
 from sandbox.langfuse import LangfuseSandbox
 from sandbox.tlm import session_tlm_sandbox
 from tests.support.prefect_stack import prefect_stack, runs_of
 from tests.support.seeding import TAG, seed
 
 REPO = Path(__file__).resolve().parents[2]
+SLOW_DAY_S = 12.0  # TLM seconds per item of the backfill's slow day (under the 20 s item timeout)
 
 
 def midnight(d: date) -> datetime:
@@ -107,12 +109,14 @@ def test_schedules_manual_runs_and_backfills_on_a_real_server(
         daily_run = client.create_flow_run_from_deployment(
             daily.id, state=Scheduled(scheduled_time=due)
         )
-        # 2. the backfill of d[4]..d[6], started from the deployment like the UI does
+        # 2. the backfill of d[4]..d[6], started from the deployment like the UI does, two days
+        # at a time; d[4] is slow at TLM, and must not hold d[6] back once d[5] is done
+        tlm.faults.set("tlm.score", Fault(slow_items={f"of {d[4]}?": SLOW_DAY_S}))
         backfill = {
             "start_date": d[4].isoformat(),
             "end_date": d[6].isoformat(),
             "tags": [TAG],
-            "max_concurrency": 3,
+            "max_concurrency": 2,
         }
         back_run = client.create_flow_run_from_deployment(back.id, parameters=backfill)
         # 3. a manual window run, the README's way: d[1] 05:00 -> 13:00 holds q1 and q2
@@ -167,6 +171,12 @@ def test_schedules_manual_runs_and_backfills_on_a_real_server(
             )
         )
         assert len(kids) == 3 and all(k.state and k.state.is_completed() for k in kids)
+        by_day = {str(k.parameters["window_start"])[:10]: k for k in kids}
+        slow, last = by_day[str(d[4])], by_day[str(d[6])]
+        assert slow.end_time and last.created and last.created < slow.end_time, (
+            "the third day waited for the slow first one, not for the first to finish"
+        )
+        tlm.faults.clear()
         print(f"daily, window and backfill done after {time.monotonic() - t0:.1f} s")
         # 5. the low-trust alert: the runs above emitted `trust-eval.window.low-trust` (the
         # synthetic scores put well over 20% below 0.5); the deployment trigger in prefect.yaml
