@@ -138,6 +138,13 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     try:
         with prefect_test_harness(server_startup_timeout=60):
             yield
+            # the harness waits for the process's log and event workers with no timeout; bound
+            # to a server that is gone, they would hold the session for ever: bound them here
+            from prefect.events.worker import EventsWorker
+            from prefect.logging.handlers import APILogWorker
+
+            EventsWorker.drain_all(timeout=30)
+            APILogWorker.drain_all(timeout=30)
     finally:
         mp.undo()
 

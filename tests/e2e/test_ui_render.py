@@ -18,13 +18,13 @@ from uuid import UUID
 import pytest
 from prefect import flow
 from prefect.artifacts import create_table_artifact
-from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 
 from deployments import local
 from flows.publish import stream_key
 from sandbox.chromium import dump_dom, find_chromium
 from sandbox.runner import free_port
 from tasks.report import LowTrustRow, lowest_table, short_id
+from tests.support.prefect_stack import in_process_on
 
 pytestmark = pytest.mark.skipif(
     find_chromium() is None,
@@ -111,7 +111,7 @@ def prefect_server(tmp_path: Path) -> Iterator[str]:
     env = local.prefect_env(home, free_port(), base)
     server = local.start_server(env, home / "server.log")
     try:
-        with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"], PREFECT_HOME: home}):
+        with in_process_on(env["PREFECT_API_URL"], home):
             yield env["PREFECT_API_URL"].removesuffix("/api")
     finally:
         local.stop(server)

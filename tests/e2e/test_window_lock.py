@@ -23,12 +23,12 @@ from uuid import UUID
 
 import pytest
 from prefect import get_client
-from prefect.settings import PREFECT_API_URL, temporary_settings
 
 import flows.window_lock as wl
 from deployments import local
 from flows.window_lock import WindowLockTimeout, lock_names, window_lock
 from sandbox.runner import free_port
+from tests.support.prefect_stack import in_process_on
 
 CHILD = Path(__file__).with_name("lock_child.py")
 TAG = "TLM_eval_pipeline"
@@ -130,7 +130,7 @@ def children(tmp_path: Path) -> Iterator[Callable[..., Child]]:
 
 @pytest.fixture
 def on_server(server: dict[str, str]) -> Iterator[dict[str, str]]:
-    with temporary_settings({PREFECT_API_URL: server["PREFECT_API_URL"]}):
+    with in_process_on(server["PREFECT_API_URL"]):
         yield server
 
 

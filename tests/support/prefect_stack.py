@@ -9,6 +9,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from subprocess import Popen
+from typing import Any
 from uuid import UUID
 
 from prefect.client.orchestration import SyncPrefectClient
@@ -21,6 +22,30 @@ from sandbox.runner import free_port
 from sandbox.tlm import session_tlm_sandbox
 from tests.support.env import FAST_TUNING
 from tests.support.prefect_yaml import declared_deployments
+
+
+@contextmanager
+def in_process_on(api_url: str, home: Path | None = None) -> Iterator[None]:
+    """This process talks to the server at ``api_url`` (its flows too) until the block ends.
+
+    Prefect keeps one events worker per process, bound to the API URL it started with: left
+    running, it would send every later test's events to this server after it stops, and
+    Prefect's test harness waits for them at the end of the session, for ever. So the block
+    drains the process's event and log workers on the way out, while the server is still up.
+    """
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+    values: dict[Any, Any] = {PREFECT_API_URL: api_url}
+    if home is not None:
+        values[PREFECT_HOME] = home
+    with temporary_settings(values):
+        try:
+            yield
+        finally:
+            EventsWorker.drain_all(timeout=30)
+            APILogWorker.drain_all(timeout=30)
 
 
 def runs_of(client: SyncPrefectClient, deployment_id: UUID) -> list[FlowRun]:
