@@ -62,15 +62,12 @@ class Sample:
 
 @contextmanager
 def prefect_server() -> Iterator[dict[str, str]]:
-    with tempfile.TemporaryDirectory(prefix="tlm-ceiling-") as tmp:
-        home = Path(tmp)
-        base = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-        env = local.prefect_env(home, free_port(), base)
-        proc = local.start_server(env, home / "server.log")
-        try:
-            yield env
-        finally:
-            local.stop(proc)
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    with (
+        tempfile.TemporaryDirectory(prefix="tlm-ceiling-") as tmp,
+        local.running_server(Path(tmp), free_port(), base) as env,
+    ):
+        yield env
 
 
 def run_case(tlm: TLMSandbox, case: Case, shared: bool, repeat: int) -> Sample:

@@ -134,6 +134,18 @@ def start_server(
     return proc
 
 
+@contextlib.contextmanager
+def running_server(home: Path, port: int, base: Mapping[str, str]) -> Iterator[dict[str, str]]:
+    """A ``prefect server`` with its own ``home`` on ``port``, stopped on the way out; the
+    environment that talks to it."""
+    env = prefect_env(home, port, base)
+    proc = start_server(env, home / "server.log")
+    try:
+        yield env
+    finally:
+        stop(proc)
+
+
 def run(args: Sequence[str], env: Mapping[str, str], timeout: float = 300.0) -> str:
     """A short Prefect command; its output, or RuntimeError with the output when it fails."""
     done = subprocess.run(

@@ -108,13 +108,11 @@ def prefect_server(tmp_path: Path) -> Iterator[str]:
         for k, v in os.environ.items()
         if not k.startswith("PREFECT_") and k.lower() not in ("http_proxy", "https_proxy")
     }
-    env = local.prefect_env(home, free_port(), base)
-    server = local.start_server(env, home / "server.log")
-    try:
-        with in_process_on(env["PREFECT_API_URL"], home):
-            yield env["PREFECT_API_URL"].removesuffix("/api")
-    finally:
-        local.stop(server)
+    with (
+        local.running_server(home, free_port(), base) as env,
+        in_process_on(env["PREFECT_API_URL"], home),
+    ):
+        yield env["PREFECT_API_URL"].removesuffix("/api")
 
 
 @flow(name="ui-render-table")

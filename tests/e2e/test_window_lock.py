@@ -104,13 +104,10 @@ class Child:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A persistent ``prefect server start`` (own PREFECT_HOME, SQLite), as users run it."""
-    home = tmp_path_factory.mktemp("lock-server")
-    env = local.prefect_env(home, free_port(), base_env())
-    proc = local.start_server(env, home / "server.log")
-    try:
+    with local.running_server(
+        tmp_path_factory.mktemp("lock-server"), free_port(), base_env()
+    ) as env:
         yield env
-    finally:
-        local.stop(proc)
 
 
 @pytest.fixture
