@@ -121,8 +121,8 @@ class SharedLimit:
     """A Prefect global concurrency limit whose slots every TLM call in flight takes."""
 
     name: str
-    block: int = 16  # slots asked for at a time
-    lease_s: float = 120.0
+    block: int  # slots asked for at a time
+    lease_s: float
     flow_run_id: UUID | None = None  # recorded as the holder of the leases
     logger: RunLogger | None = None
 

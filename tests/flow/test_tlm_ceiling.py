@@ -96,7 +96,7 @@ def test_engines_stay_within_the_shared_ceiling_where_alone_they_exceed_it(
 
 def test_an_engine_that_cannot_take_slots_sends_nothing_and_says_why(tlm: TLMSandbox) -> None:
     cfg = TLMSettings(api_key=SecretStr(tlm.api_key))
-    missing = SharedLimit(f"no-such-limit-{uuid4().hex[:6]}", lease_s=60)
+    missing = SharedLimit(f"no-such-limit-{uuid4().hex[:6]}", block=16, lease_s=60)
     with TLMEngine(cfg, quality_preset="medium", timeout_s=10, shared=missing) as engine:
         result = engine.submit(pairs("x", 5)).result(timeout=30)
     assert result.scored == [] and len(result.failed) == 5
