@@ -11,12 +11,11 @@ from collections.abc import Iterator
 from uuid import uuid4
 
 import pytest
-from prefect import get_client
-from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 
 from sandbox.langfuse import LangfuseSandbox
 from sandbox.tlm import TLMSandbox
 from tasks.report import EvalReport
+from tests.support.prefect_stack import global_limit
 from tests.support.seeding import DAY, seed, windows_at_once
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -28,15 +27,8 @@ RUNS = 3
 @pytest.fixture
 def budget() -> Iterator[str]:
     """A global concurrency limit refilled at 90% of the sandbox's rate, one slot at a time."""
-    name = f"langfuse-test-{uuid4().hex[:8]}"
-    with get_client(sync_client=True) as client:
-        client.create_global_concurrency_limit(
-            GlobalConcurrencyLimitCreate(
-                name=name, limit=1, slot_decay_per_second=0.9 * LIMIT / WINDOW_S
-            )
-        )
+    with global_limit("langfuse-test", 1, decay=0.9 * LIMIT / WINDOW_S) as name:
         yield name
-        client.delete_global_concurrency_limit_by_name(name)
 
 
 def run_concurrently(lf: LangfuseSandbox) -> tuple[list[EvalReport], int, int]:

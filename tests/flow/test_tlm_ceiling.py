@@ -11,7 +11,6 @@ from uuid import uuid4
 
 import pytest
 from prefect import get_client
-from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from pydantic import SecretStr
 
 from flows.evaluate_traces import evaluate_traces
@@ -20,6 +19,7 @@ from sandbox.tlm import TLMSandbox
 from tasks.config import TLMSettings
 from tasks.models import Pair
 from tasks.score import ScoreResult, SharedLimit, TLMEngine
+from tests.support.prefect_stack import global_limit
 from tests.support.seeding import DAY, WINDOW, seed, windows_at_once
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("prefect_harness")]
@@ -30,13 +30,8 @@ T0 = datetime(2025, 6, 1, tzinfo=UTC)
 
 @pytest.fixture
 def ceiling() -> Iterator[str]:
-    name = f"tlm-test-{uuid4().hex[:8]}"
-    with get_client(sync_client=True) as client:
-        client.create_global_concurrency_limit(
-            GlobalConcurrencyLimitCreate(name=name, limit=CEILING)
-        )
+    with global_limit("tlm-test", CEILING) as name:
         yield name
-        client.delete_global_concurrency_limit_by_name(name)
 
 
 def slots_left(name: str, within_s: float = 10.0) -> int:
@@ -152,14 +147,10 @@ def test_a_limit_of_the_wrong_kind_is_refused_before_any_call(
     decay: float,
     says: str,
 ) -> None:
-    name = f"wrong-kind-{uuid4().hex[:8]}"
-    with get_client(sync_client=True) as client:
-        client.create_global_concurrency_limit(
-            GlobalConcurrencyLimitCreate(name=name, limit=5, slot_decay_per_second=decay)
-        )
-    langfuse_sandbox.faults.reset_log()
-    monkeypatch.setenv(var, name)
-    with pytest.raises(Exception, match=says) as err:
-        evaluate_traces(tags=["x"], **WINDOW)
+    with global_limit("wrong-kind", 5, decay=decay) as name:
+        langfuse_sandbox.faults.reset_log()
+        monkeypatch.setenv(var, name)
+        with pytest.raises(Exception, match=says) as err:
+            evaluate_traces(tags=["x"], **WINDOW)
     assert var in str(err.value) and name in str(err.value)
     assert langfuse_sandbox.faults.requests == [] and tlm.prompts == []

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from subprocess import Popen
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
@@ -46,6 +46,24 @@ def in_process_on(api_url: str, home: Path | None = None) -> Iterator[None]:
         finally:
             EventsWorker.drain_all(timeout=30)
             APILogWorker.drain_all(timeout=30)
+
+
+@contextmanager
+def global_limit(prefix: str, limit: int, decay: float = 0.0) -> Iterator[str]:
+    """A global concurrency limit of a fresh name on this process's server; its name. Deleted
+    on the way out."""
+    from prefect import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+    name = f"{prefix}-{uuid4().hex[:8]}"
+    with get_client(sync_client=True) as client:
+        client.create_global_concurrency_limit(
+            GlobalConcurrencyLimitCreate(name=name, limit=limit, slot_decay_per_second=decay)
+        )
+        try:
+            yield name
+        finally:
+            client.delete_global_concurrency_limit_by_name(name)
 
 
 def runs_of(client: SyncPrefectClient, deployment_id: UUID) -> list[FlowRun]:
