@@ -82,6 +82,9 @@ def test_concurrency_carries_over_to_the_next_chunk(tlm: TLMSandbox, engine: TLM
     first = engine.submit(pairs("c1", 60)).result(timeout=20)
     assert len(first.scored) == 60
     assert engine.stats()["window"] > 16
+    # a longer round trip for the measured chunk, so a loaded machine still sends its whole
+    # window before the first answer (at 0.2 s, one CI run got only 8 out in time)
+    tlm.set_latency(1.0)
     t2 = time.time()
     second = engine.submit(pairs("c2", 60)).result(timeout=20)
     assert len(second.scored) == 60
