@@ -45,7 +45,7 @@ class Fault:
     repeat_rows: int = 0  # observations: repeat the last N rows of a page on the next page
     # TLM specific
     fail_items: set[str] = field(default_factory=set)  # prompts containing one of these -> 500
-    slow_items: dict[str, float] = field(default_factory=dict)  # prompt substring -> extra s
+    hold_items: set[str] = field(default_factory=set)  # prompts containing one wait like ``hang``
     missing_log: bool = False  # answer without ``log`` even when explanation was asked
     calls: int = 0  # calls seen so far (maintained by the middleware)
 

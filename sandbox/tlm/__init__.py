@@ -28,8 +28,8 @@ Faults (see :mod:`sandbox.faults`): status/latency/hang faults apply as usual. `
 makes a score call whose prompt contains one of the substrings answer ``fail_status`` (500 by
 default: the client retries it 4 times over 1+2+4 s, then the item's slot carries the error; set
 :attr:`TLMSandbox.fail_status` to 422 for a fast, non-retried per-item failure).
-``Fault.slow_items`` adds seconds to the items whose prompt contains a key (one slow day among
-fast ones). ``Fault.missing_log`` drops ``log`` from answers.
+``Fault.hold_items`` holds the items whose prompt contains a key until the faults are cleared
+(one day kept at TLM while the others go on). ``Fault.missing_log`` drops ``log`` from answers.
 
 Load knobs (constructor arguments, setters, restored by ``reset``): ``latency`` (a
 :class:`Latency`: fixed, or log-normal from a mean and a p99, drawn per item from a seeded hash)

@@ -198,8 +198,8 @@ def create_app(api_key: str, load: Load | None = None) -> FastAPI:
         response: str = body["response"]["response"]
         delay = 0.0 if load.latency is None else load.latency.for_item(prompt, response)
         f = fault("tlm.score")
-        if f is not None:
-            delay += sum(s for key, s in f.slow_items.items() if key in prompt)
+        if f is not None and any(key in prompt for key in f.hold_items):
+            await faults.hang(f.hang_seconds)
         if delay > 0:
             await sleep(delay)
         with rec.lock:

@@ -30,7 +30,7 @@ from tests.support.prefect_stack import prefect_stack, runs_of
 from tests.support.seeding import TAG, seed
 
 REPO = Path(__file__).resolve().parents[2]
-SLOW_DAY_S = 12.0  # TLM seconds per item of the backfill's slow day (under the 20 s item timeout)
+HELD_S = 300  # how long the test may keep the backfill's first day at TLM (its item timeout too)
 
 
 def midnight(d: date) -> datetime:
@@ -64,7 +64,8 @@ def assert_forms_document_every_parameter(schema: dict[str, Any] | None) -> None
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[tuple[dict[str, str], LangfuseSandbox, Path]]:
     """Server + pool + deployments + a worker, with the sandboxes' env in the worker's env."""
-    with prefect_stack(tmp_path, workers=("worker",)) as (env, lf, home):
+    timeout = {"TRUST_EVAL_TLM_TIMEOUT_S": str(HELD_S)}  # a held item must outlive the hold
+    with prefect_stack(tmp_path, workers=("worker",), extra_env=timeout) as (env, lf, home):
         yield env, lf, home
 
 
@@ -110,8 +111,8 @@ def test_schedules_manual_runs_and_backfills_on_a_real_server(
             daily.id, state=Scheduled(scheduled_time=due)
         )
         # 2. the backfill of d[4]..d[6], started from the deployment like the UI does, two days
-        # at a time; d[4] is slow at TLM, and must not hold d[6] back once d[5] is done
-        tlm.faults.set("tlm.score", Fault(slow_items={f"of {d[4]}?": SLOW_DAY_S}))
+        # at a time; d[4] is held at TLM, and must not hold d[6] back once d[5] is done
+        tlm.faults.set("tlm.score", Fault(hold_items={f"of {d[4]}?"}, hang_seconds=HELD_S))
         backfill = {
             "start_date": d[4].isoformat(),
             "end_date": d[6].isoformat(),
@@ -143,6 +144,27 @@ def test_schedules_manual_runs_and_backfills_on_a_real_server(
         window_runs = [r for r in runs_of(client, window.id) if r.parent_task_run_id is None]
         assert len(window_runs) == 1
         print(f"runs created after {time.monotonic() - t0:.1f} s")
+
+        def day_runs_of_backfill() -> dict[str, FlowRun]:
+            kids = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[back_run.id])
+                )
+            )
+            return {str(k.parameters["window_start"])[:10]: k for k in kids}
+
+        # d[6] must start while d[4] is still held: the old scheduler waited for the oldest day
+        deadline = time.monotonic() + HELD_S - 60
+        while str(d[6]) not in (by_day := day_runs_of_backfill()):
+            assert time.monotonic() < deadline, (
+                "the third day waited for the held first one, not for the first to finish",
+                {day: k.state_name for day, k in by_day.items()},
+            )
+            time.sleep(1)
+        held = by_day[str(d[4])]
+        assert held.state is not None and not held.state.is_final(), held.state
+        tlm.faults.clear()  # releases the held items
+        print(f"third day created, first released after {time.monotonic() - t0:.1f} s")
         ran = {
             "daily": local.wait_final(client, daily_run.id),
             "window": local.wait_final(client, window_runs[0].id),
@@ -165,18 +187,8 @@ def test_schedules_manual_runs_and_backfills_on_a_real_server(
         )
         starts = sorted(str(k.parameters["window_start"])[:10] for k in caught_up)
         assert starts == [str(d[0] - timedelta(days=1)), str(d[0]), str(d[1]), str(d[2])], starts
-        kids = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(
-                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[back_run.id])
-            )
-        )
-        assert len(kids) == 3 and all(k.state and k.state.is_completed() for k in kids)
-        by_day = {str(k.parameters["window_start"])[:10]: k for k in kids}
-        slow, last = by_day[str(d[4])], by_day[str(d[6])]
-        assert slow.end_time and last.created and last.created < slow.end_time, (
-            "the third day waited for the slow first one, not for the first to finish"
-        )
-        tlm.faults.clear()
+        kids = day_runs_of_backfill()
+        assert len(kids) == 3 and all(k.state and k.state.is_completed() for k in kids.values())
         print(f"daily, window and backfill done after {time.monotonic() - t0:.1f} s")
         # 5. the low-trust alert: the runs above emitted `trust-eval.window.low-trust` (the
         # synthetic scores put well over 20% below 0.5); the deployment trigger in prefect.yaml
