@@ -220,7 +220,7 @@ def test_bad_key_single_call_raises_at_once_without_retry(tlm_sandbox: TLMSandbo
     started = time.monotonic()
     with pytest.raises(AuthError, match="Invalid API key"):
         tlm.get_trustworthiness_score("What is the capital of France?", "Paris")
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 3  # retries would back off 1 + 2 + 4 s
     assert tlm_sandbox.faults.count("tlm.score") == 1
     assert tlm_sandbox.faults.count("tlm.score", status=401) == 1
     assert tlm_sandbox.calls == []
@@ -312,7 +312,7 @@ def test_per_item_422_fails_fast_without_retry(tlm_sandbox: TLMSandbox) -> None:
     started = time.monotonic()
     with pytest.warns(UserWarning, match="Retrying will not help"):
         results = score_list(make_tlm(tlm_sandbox), ["FAIL-ME", "Q?"], ["x", "A."])
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 3  # retries would back off 1 + 2 + 4 s
     assert results[0] == {
         "trustworthiness_score": None,
         "log": {
@@ -336,7 +336,7 @@ def test_hang_is_bounded_by_the_per_item_timeout(tlm_sandbox: TLMSandbox) -> Non
     started = time.monotonic()
     with pytest.warns(UserWarning, match="Timeout while waiting for prediction"):
         results = score_list(tlm, ["Q1?", "Q2?"], ["A1.", "A2."])
-    assert time.monotonic() - started < 2.0  # items run concurrently, each bounded by 0.5 s
+    assert time.monotonic() - started < 5  # bounded by the 0.5 s timeout, not the 1 h hang
     assert (
         results
         == [
@@ -358,7 +358,7 @@ def test_hang_is_bounded_by_the_per_item_timeout(tlm_sandbox: TLMSandbox) -> Non
     started = time.monotonic()
     with pytest.raises(APITimeoutError):
         tlm.get_trustworthiness_score("Q3?", "A3.")
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 5
 
 
 def test_missing_log_is_an_item_error_without_retry(tlm_sandbox: TLMSandbox) -> None:
@@ -462,10 +462,10 @@ def test_fixed_latency_is_honoured_per_item(tlm_sandbox: TLMSandbox) -> None:
     results = score_list(make_tlm(tlm_sandbox), ["Q1?", "Q2?", "Q3?"], ["A.", "A.", "A."])
     elapsed = time.monotonic() - started
     assert all(r["trustworthiness_score"] is not None for r in results)
-    assert 0.2 <= elapsed < 1.5  # concurrent: about one latency, not three
+    assert elapsed >= 0.2
     spans = tlm_sandbox.spans()
-    assert len(spans) == 3 and all(0.2 <= s.end - s.start < 1.0 for s in spans)
-    assert tlm_sandbox.peak_in_flight() == 3
+    assert len(spans) == 3 and all(0.2 <= s.end - s.start < 2 for s in spans)
+    assert tlm_sandbox.peak_in_flight() == 3  # concurrent, not one after another
     tlm_sandbox.reset()
     assert tlm_sandbox.latency is None and tlm_sandbox.spans() == []
 

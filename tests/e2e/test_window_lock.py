@@ -175,7 +175,7 @@ def test_a_sigkilled_holder_is_taken_over_within_a_lease_without_touching_its_re
         mine = record_of(name)
         assert mine.value["beat"] >= 1, "our own keeper did not beat (on this server)"
     # freed after one whole lease of silence, not before, not much after
-    assert lease <= took < lease + 2.0, took
+    assert lease <= took < lease + 5.0, took  # the 30 s timeout would be far beyond
     # the dead holder's record was deleted once and never written to (never "renewed")
     assert calls[0] == ("DELETE", dead.id)
     assert all(var_id == mine.id for _, var_id in calls[1:]), calls  # our beats and release
