@@ -131,6 +131,8 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """A real, temporary Prefect server and database for the session (isolated Prefect home)."""
     from prefect.testing.utilities import prefect_test_harness
 
+    from tests.support.prefect_stack import drain_workers
+
     home = tmp_path_factory.mktemp("prefect-home")
     mp = pytest.MonkeyPatch()
     mp.setenv("PREFECT_HOME", str(home))
@@ -138,13 +140,7 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     try:
         with prefect_test_harness(server_startup_timeout=60):
             yield
-            # the harness waits for the process's log and event workers with no timeout; bound
-            # to a server that is gone, they would hold the session for ever: bound them here
-            from prefect.events.worker import EventsWorker
-            from prefect.logging.handlers import APILogWorker
-
-            EventsWorker.drain_all(timeout=30)
-            APILogWorker.drain_all(timeout=30)
+            drain_workers()  # before the harness's own drain, which has no timeout
     finally:
         mp.undo()
 

@@ -24,6 +24,17 @@ from tests.support.env import FAST_TUNING
 from tests.support.prefect_yaml import declared_deployments
 
 
+def drain_workers(timeout: float = 30.0) -> None:
+    """Send what the process's events and log workers hold, and stop them; each within
+    ``timeout`` s. A worker stays bound to the API URL it started with, and Prefect's own
+    drains wait for ever: a worker bound to a server that is gone would hold the session."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    EventsWorker.drain_all(timeout=timeout)
+    APILogWorker.drain_all(timeout=timeout)
+
+
 @contextmanager
 def in_process_on(api_url: str, home: Path | None = None) -> Iterator[None]:
     """This process talks to the server at ``api_url`` (its flows too) until the block ends.
@@ -33,8 +44,6 @@ def in_process_on(api_url: str, home: Path | None = None) -> Iterator[None]:
     Prefect's test harness waits for them at the end of the session, for ever. So the block
     drains the process's event and log workers on the way out, while the server is still up.
     """
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
     from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 
     values: dict[Any, Any] = {PREFECT_API_URL: api_url}
@@ -44,8 +53,7 @@ def in_process_on(api_url: str, home: Path | None = None) -> Iterator[None]:
         try:
             yield
         finally:
-            EventsWorker.drain_all(timeout=30)
-            APILogWorker.drain_all(timeout=30)
+            drain_workers()
 
 
 @contextmanager
