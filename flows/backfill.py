@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextvars
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from prefect import flow, get_run_logger
@@ -24,7 +24,7 @@ from tasks.config import ConfigError, load_tuning
 from tasks.failures import RunFailed
 from tasks.report import EvalReport, LowTrustRow, md_escape, md_link
 from tasks.retry import describe
-from tasks.windows import split_days
+from tasks.windows import midnight, split_days
 
 DayStatus = Literal["ok", "completed_with_failures", "failed"]
 SUMMARY_KEY = "trust-backfill-summary"
@@ -105,8 +105,7 @@ def day_range(start_date: date, end_date: date) -> list[tuple[datetime, datetime
     """Whole UTC days from ``start_date`` to ``end_date``, both included."""
     if end_date < start_date:
         raise ConfigError(f"end_date ({end_date}) must not be before start_date ({start_date})")
-    start = datetime.combine(start_date, time(), tzinfo=UTC)
-    end = datetime.combine(end_date + timedelta(days=1), time(), tzinfo=UTC)
+    start, end = midnight(start_date), midnight(end_date + timedelta(days=1))
     if end > datetime.now(UTC):
         raise ConfigError(
             f"end_date {end_date} is not over yet (UTC): a backfill covers whole past days; "

@@ -4,7 +4,7 @@ the next run). Each day is a window run, a subflow of this run."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta
+from datetime import timedelta
 from typing import Annotated
 
 from prefect import flow, get_run_logger
@@ -17,7 +17,7 @@ from flows.evaluated_days import days_to_catch_up, evaluated_days
 from flows.options import EvalOptions, options_from, validate_tags
 from flows.publish import fails_in_one_line
 from flows.window_run import Settings
-from tasks.windows import previous_day
+from tasks.windows import midnight, previous_day
 
 
 def _run_name() -> str:
@@ -49,10 +49,7 @@ def daily(
         get_run_logger().info(
             "catching up %s (no completed evaluation)", ", ".join(map(str, missed))
         )
-    windows = [
-        (start, start + timedelta(days=1))
-        for start in (datetime.combine(d, time(), tzinfo=UTC) for d in [*missed, day])
-    ]
+    windows = [(start, start + timedelta(days=1)) for start in map(midnight, [*missed, day])]
     summary = BackfillSummary(
         start_date=windows[0][0].date(),
         end_date=day,

@@ -28,7 +28,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from datetime import time as dtime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -40,6 +39,7 @@ from sandbox.runner import free_port
 from sandbox.seed import seed_days
 from sandbox.tlm import session_tlm_sandbox
 from sandbox.trivia_app import TAG
+from tasks.windows import midnight
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient
@@ -70,10 +70,6 @@ class Shot:
 
 def log(msg: str, t0: float) -> None:
     print(f"[{time.monotonic() - t0:6.1f} s] {msg}", flush=True)
-
-
-def midnight(d: date) -> datetime:
-    return datetime.combine(d, dtime(), UTC)
 
 
 def worker_env(home: Path, port: int, sandbox_env: dict[str, str]) -> dict[str, str]:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from tasks.config import ConfigError
+
+
+def midnight(day: date) -> datetime:
+    """The start of ``day`` in UTC."""
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 def aware(value: datetime, name: str) -> datetime:

@@ -26,15 +26,12 @@ from deployments import local
 from sandbox.faults import Fault
 from sandbox.langfuse import LangfuseSandbox
 from sandbox.tlm import session_tlm_sandbox
+from tasks.windows import midnight
 from tests.support.prefect_stack import prefect_stack, runs_of
 from tests.support.seeding import TAG, seed
 
 REPO = Path(__file__).resolve().parents[2]
 HELD_S = 300  # how long the test may keep the backfill's first day at TLM (its item timeout too)
-
-
-def midnight(d: date) -> datetime:
-    return datetime(d.year, d.month, d.day, tzinfo=UTC)
 
 
 def seed_day(lf: LangfuseSandbox, day: date, n: int = 4) -> list[str]:

@@ -25,16 +25,13 @@ from prefect.client.schemas.objects import FlowRun
 from deployments import local
 from sandbox.langfuse import LangfuseSandbox
 from sandbox.tlm import TLMSandbox, session_tlm_sandbox
+from tasks.windows import midnight
 from tests.support.prefect_stack import prefect_stack, runs_of
 from tests.support.seeding import TAG, seed
 
 DAYS, PER_DAY = 6, 6
 LIMIT, WINDOW_S = 5, 2.0  # the sandbox Langfuse's limit: Hobby's 30 a minute, 5 times faster
 CEILING = 4  # TLM calls in flight over all runs (one run alone may have 4)
-
-
-def midnight(d: date) -> datetime:
-    return datetime(d.year, d.month, d.day, tzinfo=UTC)
 
 
 @pytest.mark.timeout(600)

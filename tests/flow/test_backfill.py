@@ -27,16 +27,13 @@ from sandbox.faults import Fault
 from sandbox.langfuse import LangfuseSandbox
 from sandbox.tlm import TLMSandbox
 from tasks.config import ConfigError
+from tasks.windows import midnight
 from tests.support.profiles import ON_BOTH_SERVERS
 from tests.support.seeding import TAG, seed, with_options
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 FIRST = date(2026, 10, 1)
-
-
-def midnight(d: date) -> datetime:
-    return datetime(d.year, d.month, d.day, tzinfo=UTC)
 
 
 def seed_days(

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 import pytest
@@ -13,13 +13,10 @@ from flows.evaluate_traces import evaluate_traces
 from flows.evaluated_days import evaluated_days
 from sandbox.langfuse import LangfuseSandbox
 from sandbox.tlm import TLMSandbox
+from tasks.windows import midnight
 from tests.support.seeding import seed
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
-
-
-def midnight(d: date) -> datetime:
-    return datetime(d.year, d.month, d.day, tzinfo=UTC)
 
 
 def test_the_daily_run_catches_up_the_days_whose_runs_never_happened(
