@@ -29,7 +29,8 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 
 from flows.options import EvalOptions, options_from, validate_tags
-from tasks.config import ConfigError, load_tuning
+from tasks.config import load_tuning
+from tasks.errors import ConfigError
 from tasks.report import EvalReport, text_table
 from tasks.windows import aware, resolve_window, settle_wait_s
 
@@ -122,13 +123,10 @@ def options_of(args: argparse.Namespace) -> EvalOptions:
 
 def preflight(tags: list[str], opts: EvalOptions) -> None:
     """The flows' own configuration checks, before Prefect starts (a clean one-line error)."""
-    from flows.window_lock import lock_settings
-    from flows.window_run import Settings
+    from flows.settings import Settings
 
     validate_tags(tags)
     Settings.load(opts)
-    if not opts.dry_run:
-        lock_settings()
 
 
 def cli_window(args: argparse.Namespace) -> tuple[datetime, datetime]:
@@ -168,12 +166,9 @@ def print_report(report: EvalReport, show: int, failed: str | None = None) -> No
             + (f", about ${cost:.2f}." if cost is not None else ".")
             + ("" if cost is not None else " Set TRUST_EVAL_PRICE_PER_1K_TOKENS for a cost.")
         )
-    for title, groups in (
-        ("failed to score", report.failed_to_score),
-        ("failed to upload", report.failed_to_upload),
-    ):
+    for title, bucket, groups in report.groups():
         for reason, ids in groups.items():
-            print(f"  {title}: {len(ids)} ({reason}), e.g. {ids[0]}")
+            print(f"  {title.lower()}: {len(ids)} ({report.why(bucket, reason)}), e.g. {ids[0]}")
     if show > 0 and report.lowest:
         print("\nLeast trustworthy, lowest first:\n" + text_table(report, limit=show))
     if failed:
@@ -184,7 +179,6 @@ def print_report(report: EvalReport, show: int, failed: str | None = None) -> No
 
 def run_window(args: argparse.Namespace) -> int:
     from flows.evaluate_traces import EvaluationFailed, evaluate_traces
-    from flows.window_lock import WindowLockTimeout
 
     opts = options_of(args)
     preflight(args.tags, opts)
@@ -196,15 +190,13 @@ def run_window(args: argparse.Namespace) -> int:
     except EvaluationFailed as err:
         print_report(err.report, args.show, failed=str(err))
         return EXIT_FAILED
-    except WindowLockTimeout as err:
-        print(f"\nFAILED: {err}")
-        return EXIT_FAILED
     print_report(report, args.show)
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
 def run_backfill(args: argparse.Namespace) -> int:
-    from flows.backfill import BackfillFailed, BackfillSummary, backfill, day_range, text_summary
+    from flows.backfill import BackfillFailed, backfill, day_range
+    from flows.backfill_summary import BackfillSummary, text_summary
 
     opts = options_of(args)
     preflight(args.tags, opts)

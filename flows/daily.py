@@ -11,12 +11,14 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from pydantic import Field
 
-from flows.backfill import BackfillSummary, raise_if_failed, run_days, write_summary
+from flows.backfill import raise_if_failed, run_days, write_summary
+from flows.backfill_summary import BackfillSummary
 from flows.evaluate_traces import scheduled_time
 from flows.evaluated_days import days_to_catch_up, evaluated_days
 from flows.options import EvalOptions, options_from, validate_tags
-from flows.publish import fails_in_one_line
-from flows.window_run import Settings
+from flows.settings import Settings, open_stream
+from tasks.errors import fails_in_one_line
+from tasks.langfuse_api import Access
 from tasks.windows import midnight, previous_day
 
 
@@ -42,13 +44,15 @@ def daily(
     """
     opts = options_from(options)
     tags = validate_tags(tags)
-    Settings.load(opts)  # a bad setting is refused before any day starts
+    settings = Settings.load(opts)  # a bad setting is refused before any day starts
+    logger = get_run_logger()
+    _, stream = open_stream(Access(settings.langfuse, settings.tuning), tags, opts.score_name,
+                            logger)  # fmt: skip
     day = previous_day(scheduled_time())[0].date()
-    missed = days_to_catch_up(day, catch_up_days, evaluated_days(tags, opts.score_name))
+    before = days_to_catch_up(day, catch_up_days, set())
+    missed = days_to_catch_up(day, catch_up_days, evaluated_days(stream, before, logger))
     if missed:
-        get_run_logger().info(
-            "catching up %s (no completed evaluation)", ", ".join(map(str, missed))
-        )
+        logger.info("catching up %s (no complete evaluation)", ", ".join(map(str, missed)))
     windows = [(start, start + timedelta(days=1)) for start in map(midnight, [*missed, day])]
     summary = BackfillSummary(
         start_date=windows[0][0].date(),
@@ -60,5 +64,5 @@ def daily(
         flow_run_id=str(flow_run.id) if flow_run.id else None,
         caught_up=missed,
     )
-    write_summary(summary)
+    write_summary(summary, stream)
     return raise_if_failed(summary)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -18,16 +17,20 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 
 from flows.options import EvalOptions
+from tasks.clock import SYSTEM, Clock
 from tasks.report import EvalReport
+from tasks.stream import Stream
 
 POLL_S = 2.0
 MAX_RETRIES = 3  # new runs for a day whose run failed, per backfill run
 
 
-def day_key(deployment: str, start: datetime, end: datetime, params: dict[str, Any]) -> str:
-    """The same day with the same parameters (tags in any order) always gets the same key."""
-    body = day_parameters(start, end, params) | {"deployment": deployment}
-    body["tags"] = sorted(body["tags"])
+def day_key(
+    deployment: str, stream: Stream, start: datetime, end: datetime, params: dict[str, Any]
+) -> str:
+    """The same day of the same stream with the same options always gets the same key."""
+    body = day_parameters(start, end, params) | {"deployment": deployment, "stream": stream.key}
+    body["tags"] = list(stream.tags)
     digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:24]
     return f"trust-day-{digest}"
 
@@ -51,11 +54,16 @@ def _failed(run: FlowRun) -> bool:
 
 
 def submit_day(
-    deployment: str, start: datetime, end: datetime, params: dict[str, Any], started: float
+    deployment: str,
+    stream: Stream,
+    start: datetime,
+    end: datetime,
+    params: dict[str, Any],
+    started: float,
 ) -> FlowRun:
     """The day's run: the one a run of this backfill created before, or a new one. A run that
     failed before this backfill started is retried under a key derived from it."""
-    key = day_key(deployment, start, end, params)
+    key = day_key(deployment, stream, start, end, params)
     for _ in range(MAX_RETRIES + 1):
         made = run_deployment(
             deployment, parameters=day_parameters(start, end, params), idempotency_key=key,
@@ -83,31 +91,38 @@ def report_of(run: FlowRun) -> EvalReport | None:
     return EvalReport.model_validate(value) if isinstance(value, dict) else None
 
 
-def wait_for_room(client: SyncPrefectClient, ids: list[UUID], room: int) -> list[UUID]:
+def wait_for_room(
+    client: SyncPrefectClient, ids: list[UUID], room: int, clock: Clock = SYSTEM
+) -> list[UUID]:
     """Poll until fewer than ``room`` of the runs are unfinished; those still unfinished."""
     while True:
         left = [i for i in ids if not _final(client.read_flow_run(i))]
         if len(left) < room:
             return left
-        time.sleep(POLL_S)
+        clock.sleep(POLL_S)
 
 
 def run_days_on_workers(
-    deployment: str, windows: list[tuple[datetime, datetime]], params: dict[str, Any], at_once: int
+    deployment: str,
+    windows: list[tuple[datetime, datetime]],
+    params: dict[str, Any],
+    at_once: int,
+    stream: Stream,
+    clock: Clock = SYSTEM,
 ) -> list[tuple[FlowRun, EvalReport | None]]:
     """Each day as a run of ``deployment``, at most ``at_once`` unfinished at a time: the next
     day is submitted as soon as any day finishes, so one slow day holds back no other."""
     logger = get_run_logger()
-    started = time.time()
+    started = clock.time()
     runs: list[FlowRun] = []
     with get_client(sync_client=True) as client:
         in_flight: list[UUID] = []
         for start, end in windows:
-            in_flight = wait_for_room(client, in_flight, at_once)
-            run = submit_day(deployment, start, end, params, started)
+            in_flight = wait_for_room(client, in_flight, at_once, clock)
+            run = submit_day(deployment, stream, start, end, params, started)
             logger.info("day %s: flow run %s (%s)", f"{start:%Y-%m-%d}", run.name, run.id)
             runs.append(run)
             in_flight.append(run.id)
-        wait_for_room(client, in_flight, 1)  # a day run may take hours: no timeout
+        wait_for_room(client, in_flight, 1, clock)  # a day run may take hours: no timeout
         final = [client.read_flow_run(r.id) for r in runs]
     return [(run, report_of(run)) for run in final]

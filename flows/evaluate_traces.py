@@ -7,19 +7,18 @@ scored, or recorded as written, skip TLM). Design: docs/DESIGN.md and docs/RELIA
 
 from __future__ import annotations
 
-import time
-from contextlib import nullcontext
 from datetime import UTC, datetime
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from flows.evaluated_days import mark_evaluated
+from flows.evaluated_days import complete, mark_evaluated
 from flows.options import EvalOptions, options_from, validate_tags
-from flows.publish import fails_in_one_line, publish
-from flows.window_lock import window_lock
-from flows.window_run import Settings, WindowRun
-from tasks.failures import RunFailed
+from flows.publish import publish
+from flows.settings import Settings
+from flows.window_run import WindowRun
+from tasks.clock import SYSTEM, Clock, utcnow
+from tasks.errors import RunFailed, fails_in_one_line
 from tasks.models import Window
 from tasks.report import EvalReport
 from tasks.windows import resolve_window, settle_wait_s
@@ -43,12 +42,12 @@ def scheduled_time() -> datetime:
     return datetime.fromisoformat(str(value)).astimezone(UTC)
 
 
-def wait_to_settle(end: datetime, lag_s: float) -> None:
+def wait_to_settle(end: datetime, lag_s: float, clock: Clock = SYSTEM) -> None:
     """Traces still running at the window's end settle for ``lag_s`` before we read them."""
-    wait = settle_wait_s(end, lag_s, datetime.now(UTC))
+    wait = settle_wait_s(end, lag_s, utcnow(clock))
     if wait > 0:
         get_run_logger().info("waiting %.0f s for the window's last traces to settle", wait)
-        time.sleep(wait)
+        clock.sleep(wait)
 
 
 def _run_name() -> str:
@@ -90,12 +89,14 @@ def evaluate_traces(
     tags = validate_tags(tags)
     settings = Settings.load(opts)  # a bad setting is refused before any call
     start, end = resolve_window(window_start, window_end, scheduled=scheduled_time())
-    wait_to_settle(end, settings.tuning.settle_lag_s)
+    settle_wait_s(end, settings.tuning.settle_lag_s, utcnow())  # refuses a future end
     run = WindowRun(Window(start, end, tuple(tags)), settings, opts)
-    # one run per window at a time: a second run waits, then finds the units scored
-    with nullcontext() if opts.dry_run else window_lock(start, end, tags, opts.score_name):
-        try:
-            run.prepare()  # the write path, the score configs, what is already scored
+    try:
+        stream = run.connect()  # Langfuse's version, the keys' project: a bad key fails here
+        wait_to_settle(end, settings.tuning.settle_lag_s)
+        # one run per window at a time: a second run waits, then finds the units scored
+        with run.locked():
+            run.prepare()  # the score configs, what is already scored
             with run.scoring() as tlm:  # one TLM client; every chunk sent to it lands
                 for no, page in enumerate(run.pages(), start=1):  # fetch
                     chunk, pairs = run.pair(run.select(page), no)  # pair what is new
@@ -103,13 +104,14 @@ def evaluate_traces(
                     if run.report.capped:
                         break
             run.review()
-        except Exception as err:
-            run.failed(err)
-        finally:
-            report = run.finish()
-            publish(report, run.progress, opts.alert_low_trust_share, get_run_logger())
+    except Exception as err:
+        run.failed(err)
+    finally:
+        report = run.finish()
+        if run.stream is not None:
+            publish(report, run.stream, run.progress, opts.alert_low_trust_share, get_run_logger())
     if report.errors:
         raise EvaluationFailed("; ".join(report.errors), report)
-    if not opts.dry_run:  # the daily run's catch-up skips the whole days done here
-        mark_evaluated(start, end, tags, opts.score_name, get_run_logger())
+    if complete(report, opts):  # the daily run's catch-up skips the whole days done here
+        mark_evaluated(stream, start, end, run.run_id, get_run_logger())
     return report

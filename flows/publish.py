@@ -3,17 +3,10 @@ and the events that automations (the low-trust alert) listen for."""
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import inspect
-import re
-import typing
-from collections.abc import Callable
 from datetime import datetime
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any
 from uuid import UUID
 
-from prefect import get_run_logger
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
@@ -22,10 +15,8 @@ from prefect.artifacts import (
 )
 from prefect.events import emit_event
 from prefect.settings import get_current_settings
-from prefect.states import Failed
 
-from tasks.config import ConfigError, RunLogger
-from tasks.failures import RunFailed
+from tasks.config import RunLogger
 from tasks.models import Window
 from tasks.report import (
     EVENT_EVALUATED,
@@ -37,30 +28,7 @@ from tasks.report import (
     summary_markdown,
 )
 from tasks.retry import describe
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def fails_in_one_line(fn: Callable[P, R]) -> Callable[P, R]:
-    """A refused setting or a failed run ends the flow run Failed with the one-line reason as
-    its state message (shown by the run page and ``--watch``), without a traceback; a caller
-    of the flow function still gets the exception raised."""
-
-    @functools.wraps(fn)
-    def run(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except (ConfigError, RunFailed) as err:
-            reason = " ".join(str(err).split())
-            get_run_logger().error("%s", reason)
-            # Prefect takes a returned state as the run's final state and raises its data
-            return cast(R, Failed(message=reason[:2000], data=err))
-
-    # resolved here: Prefect would read the parameter types in this module otherwise
-    run.__annotations__ = typing.get_type_hints(fn)
-    run.__signature__ = inspect.signature(fn, eval_str=True)  # type: ignore[attr-defined]
-    return run
+from tasks.stream import Stream
 
 
 class Progress:
@@ -92,16 +60,6 @@ class Progress:
         self.update(None)
 
 
-def stream_key(kind: str, tags: list[str], score_name: str) -> str:
-    """An artifact key per stream (tags and score name), so each stream has its own history.
-    Keys take lowercase letters, digits and dashes."""
-    words = re.sub(r"[^a-z0-9]+", "-", f"{'-'.join(sorted(tags))}-{score_name}".lower())
-    words = words.strip("-")
-    if len(words) > 60:
-        words = words[:50].rstrip("-") + "-" + hashlib.sha256(words.encode()).hexdigest()[:8]
-    return f"{kind}-{words}"
-
-
 def artifact_url(artifact_id: UUID | None) -> str | None:
     ui = get_current_settings().ui_url
     return f"{ui.rstrip('/')}/artifacts/artifact/{artifact_id}" if ui and artifact_id else None
@@ -125,36 +83,42 @@ def table_artifact(rows: list[LowTrustRow], key: str, note: str) -> str | None:
 
 
 def publish(
-    report: EvalReport, progress: Progress, alert_share: float | None, logger: RunLogger
+    report: EvalReport,
+    stream: Stream,
+    progress: Progress,
+    alert_share: float | None,
+    logger: RunLogger,
 ) -> None:
-    """Artifacts and events are a view of the report: a failure here never loses the report."""
+    """Artifacts and events are a view of the report: a failure here never loses the report.
+    A dry run's artifacts have keys of their own: they never replace a real run's."""
     r = report
+    dry = "-dry-run" if r.dry_run else ""
     try:
         progress.done()
         table_url = table_artifact(
             r.lowest,
-            stream_key("trust-lowest", r.tags, r.score_name),
+            stream.artifact_key(f"trust-lowest{dry}"),
             f"({r.low_trust_count} below {r.low_trust_threshold})",
         )
         create_markdown_artifact(
             markdown=summary_markdown(r, table_url),
-            key=stream_key("trust-summary", r.tags, r.score_name),
+            key=stream.artifact_key(f"trust-summary{dry}"),
             description=f"Trust scores {r.window_start:%Y-%m-%d %H:%M} → "
             f"{r.window_end:%Y-%m-%d %H:%M}",
         )
     except Exception as err:
         logger.warning("could not write the report artifacts: %s", describe(err))
     try:
-        emit_run_events(r, alert_share)
+        emit_run_events(r, stream, alert_share)
     except Exception as err:
         logger.warning("could not emit the run's events: %s", describe(err))
 
 
-def emit_run_events(report: EvalReport, alert_share: float | None) -> list[Any]:
+def emit_run_events(report: EvalReport, stream: Stream, alert_share: float | None) -> list[Any]:
     """The run's figures as a Prefect event, plus an alert event past the low-trust share."""
     payload = event_payload(report)
     resource = {
-        "prefect.resource.id": "trust-eval.window."
+        "prefect.resource.id": f"trust-eval.window.{stream.key}."
         + f"{report.window_start:%Y%m%dT%H%M}-{report.window_end:%Y%m%dT%H%M}",
         "prefect.resource.name": f"{','.join(report.tags)} {report.window_start:%Y-%m-%d}",
         "trust-eval.score-name": report.score_name,

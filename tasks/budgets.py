@@ -23,7 +23,8 @@ from prefect.client.schemas.objects import ConcurrencyLeaseHolder
 from prefect.concurrency.asyncio import concurrency
 from prefect.exceptions import ObjectNotFound
 
-from tasks.config import ConfigError, RunLogger, Tuning
+from tasks.config import RunLogger, Tuning
+from tasks.errors import ConfigError
 
 WAITED_S = 1.0
 CREATE_HINT = "run `make prefect`, or create it: prefect gcl create {name} --limit N"

@@ -12,13 +12,11 @@ from typing import Annotated, Literal, get_args
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tasks.errors import ConfigError
+
 RunLogger = Logger | LoggerAdapter[Logger]  # what Prefect's get_run_logger() returns
 QualityPreset = Literal["best", "high", "medium", "low", "base"]
 EXPLAINING_PRESETS = ("best", "high", "medium")
-
-
-class ConfigError(ValueError):
-    """Bad or missing configuration; the message says what to set."""
 
 
 class LangfuseSettings(BaseSettings):
@@ -92,7 +90,7 @@ class Tuning(BaseSettings):
     chunks_in_flight: Annotated[int, Field(ge=1, le=32)] = 8
     max_prompt_chars: Annotated[int, Field(ge=100)] = 250_000  # ~70k tokens: skip too_large
     upload_batch_bytes: Annotated[int, Field(ge=10_000, le=1_000_000)] = 900_000
-    settle_lag_s: Annotated[float, Field(ge=0)] = 600.0  # traces younger than this may run on
+    settle_lag_s: Annotated[float, Field(ge=0, le=86_400)] = 600.0  # traces younger may run on
     # a trace's GENERATIONs start within this long after its root (looked up per page)
     trace_max_duration_s: Annotated[float, Field(ge=0)] = 3600.0
     system_prompt_keys: tuple[str, ...] = ("system_prompt", "system")
@@ -113,6 +111,10 @@ class Tuning(BaseSettings):
     # TLM counts as down after this many chunks in a row in which it scored nothing
     tlm_down_after_chunks: Annotated[int, Field(ge=1)] = 3
     comment_max_chars: Annotated[int, Field(ge=100, le=100_000)] = 20_000
+    # the window lock: a holder silent this long is dead (it beats 4 times a lease); a run
+    # waits at most lock_timeout_s for a live holder
+    lock_lease_s: Annotated[float, Field(ge=1, le=3600)] = 120.0
+    lock_timeout_s: Annotated[float, Field(ge=0, le=7 * 86_400)] = 3600.0
 
 
 def _explain(err: ValidationError, names: dict[str, str]) -> str:

@@ -1,4 +1,4 @@
-"""Typed failure kinds: why a unit did not end scored and uploaded, and why a run stopped."""
+"""Why a unit did not end scored and uploaded (a run's own failures: ``tasks.errors``)."""
 
 from __future__ import annotations
 
@@ -68,14 +68,6 @@ def why(reason: Reason | None, detail: str = "") -> str:
     if reason is None:
         return f"unknown: {detail}" if detail else "unknown"
     return f"{reason}: {detail}" if detail else str(reason)
-
-
-class RunFailed(RuntimeError):
-    """A run ended with failures; it carries its report (what did and did not land)."""
-
-
-class StageError(RuntimeError):
-    """A stage failed as a whole (the run stops and reports what landed)."""
 
 
 class SkipError(Exception):

@@ -24,9 +24,11 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from tasks.config import ConfigError, LangfuseSettings, Tuning
+from tasks.config import Tuning
+from tasks.errors import ConfigError
 from tasks.langfuse_api import (
     NO_RETRY,
+    Access,
     Calls,
     CursorGuard,
     Server,
@@ -50,9 +52,7 @@ ChildMode = Literal["tags", "trace_ids"]
 class Page:
     records: list[TraceRecord]
     cursor: str | None
-    project_id: str | None
     rows: int  # rows the page held, repeats included
-    requests: int = 0  # Langfuse requests the page took
     kinds: dict[str, ChildMode | None] | None = None  # how children are found (set on page 1)
     scored: dict[str, float | None] | None = None  # units already scored (by-id look-up)
 
@@ -207,7 +207,7 @@ def attach_children(
                     )
                 else:
                     rec.retrieved.append(obs.output)
-            cursor = guard.next(page_cursor(resp), len(resp.data))
+            cursor = guard.next(page_cursor(resp), len(resp.data), [o.id for o in resp.data])
             if cursor is None:
                 break
 
@@ -241,11 +241,9 @@ def fetch_page(
         if err.status_code == 404:
             raise ConfigError(v2_observations_missing(calls.cfg, server)) from None
         raise
-    project_id = resp.data[0].project_id if resp.data else None
     return Page(
         records=[_to_record(o) for o in resp.data],
         cursor=page_cursor(resp) or None,
-        project_id=project_id,
         rows=len(resp.data),
     )
 
@@ -276,7 +274,7 @@ def scored_in_range(
 
         resp = calls("reading existing scores (GET v3/scores)", call)
         found |= _subjects(resp.data, observations)
-        cursor = guard.next(page_cursor(resp), len(resp.data))
+        cursor = guard.next(page_cursor(resp), len(resp.data), [str(x.id) for x in resp.data])
         if cursor is None:
             return found
 
@@ -301,29 +299,23 @@ def _subjects(rows: Sequence[ScoreV3], observations: bool) -> dict[str, float | 
 
 @task(name="find-scored-traces", task_run_name="find traces already scored", cache_policy=NO_CACHE)
 def find_scored_task(
-    cfg: LangfuseSettings,
-    score_name: str,
-    start: datetime,
-    end: datetime,
-    tuning: Tuning,
-    observations: bool = False,
-) -> tuple[dict[str, float | None], int]:
-    calls = Calls(cfg, tuning, get_run_logger())
+    lf: Access, score_name: str, start: datetime, end: datetime, observations: bool = False
+) -> dict[str, float | None]:
+    calls = lf.calls(get_run_logger())
     found = scored_in_range(
         calls, score_name=score_name, start=start, end=end, observations=observations
     )
     what = "observations" if observations else "traces"
     calls.logger.info("%d %s of the window already carry %r", len(found), what, score_name)
-    return found, calls.requests
+    return found
 
 
 @task(name="fetch-traces", task_run_name="fetch page {page_no}", cache_policy=NO_CACHE)
 def fetch_page_task(
-    cfg: LangfuseSettings,
+    lf: Access,
     window: Window,
     cursor: str | None,
     page_no: int,
-    tuning: Tuning,
     server: Server,
     environment: list[str] | None = None,
     kinds: dict[str, ChildMode | None] | None = None,
@@ -336,7 +328,7 @@ def fetch_page_task(
     pages are told the answer. ``lookup`` (a score name) also asks which of the page's units
     already carry that score, by our score ids (servers that do not keep our timestamp).
     """
-    calls = Calls(cfg, tuning, get_run_logger())
+    calls, tuning = lf.calls(get_run_logger()), lf.tuning
     page = fetch_page(calls, window, cursor, tuning=tuning, server=server, environment=environment)
     if kinds is None and page.records:
         kinds = probe_children(calls, window, page.records, tuning=tuning, environment=environment)
@@ -357,7 +349,6 @@ def fetch_page_task(
             )
         }
         page.scored = scored_by_id(calls, units, observations=observations)
-    page.requests = calls.requests
     calls.logger.info(
         "page %d: %d traces, %d generations, %d with retrieved documents%s",
         page_no,

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import re
 import threading
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
@@ -18,7 +17,9 @@ from langfuse.api.observations.client import ObservationsClient
 from langfuse.api.scores.client import ScoresClient
 from prefect.concurrency.sync import rate_limit
 
-from tasks.config import ConfigError, LangfuseSettings, RunLogger, Tuning
+from tasks.clock import SYSTEM, Clock
+from tasks.config import LangfuseSettings, RunLogger, Tuning
+from tasks.errors import ConfigError
 from tasks.retry import AUTH_STATUS, describe, raise_if_transient, retrying
 
 T = TypeVar("T")
@@ -40,14 +41,56 @@ def make_api(cfg: LangfuseSettings) -> LangfuseAPI:
     )
 
 
-class Calls:
-    """The REST client plus a count of every request made through it, retries included."""
+class RequestCount:
+    """The Langfuse requests of one run, retries included, counted from every thread."""
 
-    def __init__(self, cfg: LangfuseSettings, tuning: Tuning, logger: RunLogger) -> None:
-        self.cfg, self.tuning, self.logger = cfg, tuning, logger
+    def __init__(self) -> None:
+        self._n = 0
+        self._lock = threading.Lock()
+
+    def add(self) -> None:
+        with self._lock:
+            self._n += 1
+
+    @property
+    def value(self) -> int:
+        return self._n
+
+
+@dataclass(frozen=True)
+class Access:
+    """A run's way to Langfuse: its settings and tuning, one count of every request the run
+    makes (from any stage or thread), and the clock its retries wait on."""
+
+    cfg: LangfuseSettings
+    tuning: Tuning
+    count: RequestCount = field(default_factory=RequestCount)
+    clock: Clock = SYSTEM
+
+    def calls(self, logger: RunLogger) -> Calls:
+        return Calls(self.cfg, self.tuning, logger, self.count, self.clock)
+
+
+class Calls:
+    """The REST client plus a count of every request made through it, retries included (its
+    own, and the run's when ``run`` is given)."""
+
+    def __init__(
+        self,
+        cfg: LangfuseSettings,
+        tuning: Tuning,
+        logger: RunLogger,
+        run: RequestCount | None = None,
+        clock: Clock = SYSTEM,
+    ) -> None:
+        self.cfg, self.tuning, self.logger, self.clock = cfg, tuning, logger, clock
         self.api = make_api(cfg)
-        self.requests = 0
-        self._lock = threading.Lock()  # single-score POSTs count from several threads
+        self.mine = RequestCount()  # single-score POSTs count from several threads
+        self.run = run
+
+    @property
+    def requests(self) -> int:
+        return self.mine.value
 
     # the generated client's resource properties are untyped: these give them their types
     @property
@@ -62,12 +105,15 @@ class Calls:
         def counted() -> T:
             if self.tuning.langfuse_rate_limit:  # wait for a slot of the shared budget
                 rate_limit(self.tuning.langfuse_rate_limit, strict=True)
-            with self._lock:
-                self.requests += 1
+            self.mine.add()
+            if self.run is not None:
+                self.run.add()
             return fn()
 
         try:
-            return retrying(self.tuning, self.logger, what, counted) if retry else counted()
+            if not retry:
+                return counted()
+            return retrying(self.tuning, self.logger, what, counted, sleep=self.clock.sleep)
         except ApiError as err:
             if err.status_code in AUTH_STATUS:
                 raise refused_keys(self.cfg, err.status_code) from None
@@ -108,15 +154,32 @@ def batches(items: Sequence[T], size: int = ID_BATCH) -> list[Sequence[T]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+STALE_PAGES = 3  # pages in a row with no row not seen before: the listing goes round in circles
+
+
 class CursorGuard:
-    """Stops a cursor loop that would never end: a repeated cursor, or an empty page with one."""
+    """Stops a cursor loop that would never end: a repeated cursor, an empty page with one, or
+    ``STALE_PAGES`` pages in a row that bring no new row (a fresh cursor over the same rows)."""
 
     def __init__(self, what: str) -> None:
         self.what = what
         self.seen: set[str] = set()
+        self.ids: set[str] = set()
+        self.stale = 0
 
-    def next(self, cursor: Any, rows: int) -> str | None:
+    def next(self, cursor: Any, rows: int, ids: Sequence[str] | None = None) -> str | None:
+        """The cursor of the next page (None: the listing ended); ``ids`` are the page's row
+        ids, when the caller wants repeated rows caught too."""
         cursor = cursor or None
+        if ids is not None and rows:
+            new = set(ids) - self.ids
+            self.ids |= new
+            self.stale = 0 if new else self.stale + 1
+            if self.stale >= STALE_PAGES:
+                raise RuntimeError(
+                    f"{self.what}: Langfuse returned {self.stale} pages in a row with no row not "
+                    "seen before, each under a new cursor: paging stopped"
+                )
         if cursor is None:
             return None
         if not rows:
@@ -152,6 +215,7 @@ def scores_by_id(calls: Calls, score_ids: Sequence[str], what: str) -> list[Scor
 class Server:
     version: str | None
     batch_scores: bool  # POST /scores takes a list (and keeps the score timestamp)
+    project_id: str | None = None  # the project of the key pair
 
     @property
     def label(self) -> str:
@@ -176,13 +240,26 @@ def server_of(version: str | None, mode: str = "auto") -> Server:
     return Server(version, batch_scores=parsed is None or parsed[:2] >= BATCH_SCORES_SINCE)
 
 
-def read_server(cfg: LangfuseSettings, tuning: Tuning, calls: Calls) -> Server:
-    """GET /api/public/health (no auth, no side effect): the server's version. An unreachable
-    host fails within ``tuning.connect_budget_s``, naming the URL."""
+def not_langfuse(cfg: LangfuseSettings, url: str, what: str) -> ConfigError:
+    """The one line for a LANGFUSE_BASE_URL that does not point at a Langfuse API."""
+    hint = "the host only, e.g. https://cloud.langfuse.com or http://localhost:3000"
+    if urlsplit(cfg.base_url).path.rstrip("/").endswith("/api/public"):
+        hint = f"without the trailing /api/public: {cfg.base_url.rsplit('/api/public', 1)[0]}"
+    return ConfigError(
+        f"LANGFUSE_BASE_URL={cfg.base_url} does not point at a Langfuse API: GET {url} "
+        f"answered {what}. Set LANGFUSE_BASE_URL to {hint}"
+    )
+
+
+def connect(cfg: LangfuseSettings, tuning: Tuning, calls: Calls) -> Server:
+    """The server before anything is spent: its version (``GET health``, no auth; it picks
+    the score write path) and the key pair's project (``GET projects``: a refused key fails
+    here, in one line). An unreachable host fails within ``tuning.connect_budget_s``."""
     url = f"{cfg.base_url}/api/public/health"
-    deadline = time.monotonic() + tuning.connect_budget_s
+    clock = calls.clock
+    deadline = clock.monotonic() + tuning.connect_budget_s
     while True:
-        left = deadline - time.monotonic()
+        left = deadline - clock.monotonic()
         timeout = httpx.Timeout(cfg.timeout_s, connect=max(min(left, 5.0), 0.1))
 
         def get(t: httpx.Timeout = timeout) -> httpx.Response:
@@ -192,22 +269,46 @@ def read_server(cfg: LangfuseSettings, tuning: Tuning, calls: Calls) -> Server:
             resp = calls(f"asking {cfg.base_url} for its version (GET health)", get, retry=False)
             break
         except (httpx.TransportError, ApiError) as err:
-            if time.monotonic() + 1.0 >= deadline:
+            if clock.monotonic() + 1.0 >= deadline:
                 raise ConfigError(
                     f"cannot reach Langfuse at {cfg.base_url} ({describe(err)}): check "
                     "LANGFUSE_BASE_URL and the network"
                 ) from None
-            time.sleep(1.0)
-    version = None
-    if resp.status_code == 200:
-        try:
-            version = str(resp.json().get("version") or "") or None
-        except (ValueError, AttributeError):
-            version = None
+            clock.sleep(1.0)
+    if resp.status_code == 404:
+        raise not_langfuse(cfg, url, "404")
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        kind = resp.headers.get("content-type", "no content type").split(";")[0]
+        raise not_langfuse(cfg, url, f"HTTP {resp.status_code} with {kind}, not JSON")
+    version = str(body.get("version") or "") or None
     server = server_of(version, tuning.score_write)
     if tuning.score_write == "auto" and parse_version(version) is None:
         server = Server(version, batch_scores=takes_lists(cfg, calls))
-    return server
+    return Server(server.version, server.batch_scores, project_of(cfg, calls))
+
+
+def project_of(cfg: LangfuseSettings, calls: Calls) -> str:
+    """The id of the project the key pair belongs to (``GET /api/public/projects``)."""
+    try:
+        resp = calls(
+            "reading the key pair's project (GET projects)",
+            lambda: calls.api.projects.get(request_options=NO_RETRY),
+        )
+    except ApiError as err:
+        if err.status_code == 404:
+            raise not_langfuse(cfg, f"{cfg.base_url}/api/public/projects", "404") from None
+        raise
+    projects = getattr(resp, "data", None) or []
+    if not projects:
+        raise ConfigError(
+            f"Langfuse at {cfg.base_url} shows no project for LANGFUSE_PUBLIC_KEY: use a "
+            "project's API keys (project settings -> API keys)"
+        )
+    return str(projects[0].id)
 
 
 def takes_lists(cfg: LangfuseSettings, calls: Calls) -> bool:
@@ -236,6 +337,7 @@ def v2_observations_missing(cfg: LangfuseSettings, server: Server) -> str:
     """The one-line refusal for a server without GET /api/public/v2/observations."""
     return (
         f"{server.label} at {cfg.base_url} answered 404 on /api/public/v2/observations. "
-        "Self-hosted Langfuse v4 serves it only with LANGFUSE_MIGRATION_V4_ALLOW_PREVIEW_OPT_IN"
-        "=true set on the server (or upgrade to v4.59+, or use Langfuse Cloud)."
+        "Self-hosted Langfuse v4 serves it unless LANGFUSE_MIGRATION_V4_ALLOW_PREVIEW_OPT_IN"
+        "=false is set on the server (it is true by default); Langfuse v3 and older do not "
+        "have it: upgrade to v4.59+, or use Langfuse Cloud."
     )

@@ -83,16 +83,6 @@ class Scored:
     explanation: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """A score a run wrote, as the score ledger recorded it."""
-
-    value: float | None
-    comment: str | None
-    written_at: float  # epoch seconds
-    missing: bool = False  # the run knows Langfuse did not take it (refused, lost, dropped)
-
-
 class Bucket(StrEnum):
     ALREADY_SCORED = "already_scored"
     SKIPPED = "skipped"

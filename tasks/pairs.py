@@ -462,7 +462,7 @@ def build_pairs(
             skip = (
                 err if isinstance(err, SkipError) else SkipError(Reason.UNREADABLE_TRACE, repr(err))
             )
-            out.skipped.append(outcome_for(rec, Bucket.SKIPPED, skip.reason))
+            out.skipped.append(outcome_for(rec, Bucket.SKIPPED, skip.reason, skip.detail))
             if logger is not None and skip.reason.unexpected:
                 logger.warning("skipped trace %s: %s", rec.trace_id, skip)
     return out

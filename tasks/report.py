@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -12,7 +13,7 @@ from urllib.parse import quote
 from pydantic import BaseModel, Field
 
 from tasks.failures import Reason
-from tasks.models import Bucket, Outcome, preview
+from tasks.models import Bucket, Outcome, Pair, preview
 
 HIST_BINS = 10
 
@@ -44,6 +45,7 @@ class EvalReport(BaseModel):
     failed_to_score: dict[str, list[str]] = Field(default_factory=dict)
     uploaded: int = 0
     failed_to_upload: dict[str, list[str]] = Field(default_factory=dict)
+    details: dict[str, str] = Field(default_factory=dict)  # "bucket/reason" -> its first detail
     would_score: int = 0  # dry run only: paired, not sent to TLM
     tlm_requests: int = 0
     langfuse_requests: int = 0
@@ -94,6 +96,39 @@ class EvalReport(BaseModel):
     def accounted(self) -> int:
         return sum(self.counts().values())
 
+    def count_sent(self, fresh: list[Pair], again: list[Any]) -> None:
+        """A chunk's units for TLM (``fresh``) and its re-sent scores; a dry run only counts
+        what it would send, and its characters (for the estimate)."""
+        if self.dry_run:
+            self.would_score += len(fresh) + len(again)
+            self.would_score_chars += sum(len(p.prompt) + len(p.response) for p in fresh)
+        else:
+            self.tlm_requests += len(fresh)
+
+    def close(self, langfuse_requests: int, price_per_1k_tokens: float | None) -> None:
+        """The run's last figures, and the accounting check (a bug if it ever trips)."""
+        self.langfuse_requests = langfuse_requests
+        if self.dry_run and price_per_1k_tokens is not None:
+            tokens = self.would_score_chars / 4
+            self.estimated_cost_usd = round(tokens / 1000 * price_per_1k_tokens, 4)
+        if self.accounted() != self.fetched:
+            self.errors.append(
+                f"accounting error: {self.accounted()} outcomes for {self.fetched} traces"
+            )
+
+    def groups(self) -> list[tuple[str, Bucket, dict[str, list[str]]]]:
+        """The buckets that group units by reason: (title, bucket, reason -> unit ids)."""
+        return [
+            ("Skipped", Bucket.SKIPPED, self.skipped),
+            ("Failed to score", Bucket.FAILED_TO_SCORE, self.failed_to_score),
+            ("Failed to upload", Bucket.FAILED_TO_UPLOAD, self.failed_to_upload),
+        ]
+
+    def why(self, bucket: Bucket, reason: str) -> str:
+        """A reason of a bucket as the report shows it: with the first detail seen."""
+        detail = self.details.get(f"{bucket.value}/{reason}")
+        return f"{reason}: {detail}" if detail else reason
+
     @property
     def ok(self) -> bool:
         return not self.errors and not self.failed_to_score and not self.failed_to_upload
@@ -119,7 +154,9 @@ class EvalReport(BaseModel):
 
     def add(self, outcome: Outcome) -> None:
         b = outcome.bucket
-        reason = outcome.why
+        reason = str(outcome.reason) if outcome.reason is not None else "unknown"
+        if outcome.detail and b is not Bucket.ALREADY_SCORED:
+            self.details.setdefault(f"{b.value}/{reason}", outcome.detail)
         if b is Bucket.ALREADY_SCORED:
             self.already_scored += 1
             self.already_pending += outcome.reason is Reason.PENDING
@@ -149,6 +186,21 @@ class EvalReport(BaseModel):
         for src in sources:
             kind = "generation" if src == "generation" else "root input/output"
             self.pair_sources[kind] = self.pair_sources.get(kind, 0) + 1
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class LowTrust:
+    """A unit below the low-trust threshold: what a review queue receives."""
+
+    score: float
+    object_id: str  # the trace, or the observation in observation scope
+    object_type: str  # "TRACE" or "OBSERVATION"
+
+
+def review_order(low: list[LowTrust], limit: int | None) -> list[LowTrust]:
+    """Lowest score first (ties by id, so re-runs agree), at most ``limit`` of them."""
+    ranked = sorted(low)
+    return ranked if limit is None else ranked[:limit]
 
 
 class Lowest:
@@ -182,6 +234,37 @@ class Lowest:
             )
             for _, _, o in ordered
         ]
+
+
+def trace_url(ui_base: str, project: str, trace_id: str, observation_id: str | None = None) -> str:
+    """A trace (or one of its observations) in the Langfuse UI."""
+    url = f"{ui_base.rstrip('/')}/project/{project}/traces/{trace_id}"
+    return f"{url}?observation={observation_id}" if observation_id else url
+
+
+class Tally:
+    """Where a run's outcomes go: the report's buckets, the lowest-trust table, and the units
+    below the threshold (for review), whether this run scored them or found them scored."""
+
+    def __init__(self, report: EvalReport, lowest_n: int) -> None:
+        self.report = report
+        self.lowest = Lowest(lowest_n)
+        self.values: dict[str, float | None] = {}  # already-scored units: their value
+        self.low: dict[str, LowTrust] = {}  # units below the threshold
+
+    def add(self, outcomes: Iterable[Outcome]) -> None:
+        thr = self.report.low_trust_threshold
+        for o in outcomes:
+            self.report.add(o)
+            value = o.score if o.bucket is Bucket.UPLOADED else None
+            if o.bucket is Bucket.UPLOADED:
+                self.lowest.offer(o)
+            elif o.bucket is Bucket.ALREADY_SCORED:
+                value = self.values.get(o.key)
+                self.report.add_existing(value)
+            if value is not None and value < thr:
+                kind = "OBSERVATION" if o.observation_id else "TRACE"
+                self.low[o.key] = LowTrust(value, o.observation_id or o.trace_id, kind)
 
 
 # --- rendering ----------------------------------------------------------------------------
@@ -268,15 +351,12 @@ def summary_markdown(report: EvalReport, table_url: str | None = None) -> str:
         lines += ["", "_max_traces reached: later traces of the window were not fetched._"]
     if report.uploaded:
         lines += ["", "## Score histogram", "", "```", *histogram_lines(report.histogram), "```"]
-    for title, groups in (
-        ("Skipped", report.skipped),
-        ("Failed to score", report.failed_to_score),
-        ("Failed to upload", report.failed_to_upload),
-    ):
+    for title, bucket, groups in report.groups():
         if groups:
             lines += ["", f"## {title}", "", "| reason | traces | e.g. |", "|---|---:|---|"]
             for reason, ids in sorted(groups.items(), key=lambda kv: -len(kv[1])):
-                lines.append(f"| {md_escape(reason, 200)} | {len(ids)} | {md_code(ids[0])} |")
+                why = md_escape(report.why(bucket, reason), 200)
+                lines.append(f"| {why} | {len(ids)} | {md_code(ids[0])} |")
     if report.errors:
         lines += ["", "## Errors", ""] + [f"- {md_escape(e, 1000)}" for e in report.errors]
     return "\n".join(lines)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import math
+import random
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -19,6 +20,9 @@ from langfuse.api.core.api_error import ApiError
 T = TypeVar("T")
 
 TRANSIENT_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+# each wait is stretched by up to this share, at random, so that many runs behind one 429 do
+# not all come back at the same instant
+JITTER = 0.2
 
 
 def retry_after_s(headers: dict[str, str] | None) -> float | None:
@@ -84,8 +88,10 @@ def call_with_retries(
     max_delay_s: float,
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
     sleep: Callable[[float], None] = time.sleep,
+    jitter: Callable[[], float] = random.random,
 ) -> T:
-    """Call ``fn``; on a transient error wait (Retry-After, else exponential) and try again."""
+    """Call ``fn``; on a transient error wait (Retry-After, else exponential, within
+    ``max_delay_s``; stretched by up to ``JITTER`` at random) and try again."""
     attempt = 0
     while True:
         try:
@@ -95,7 +101,7 @@ def call_with_retries(
                 raise
             hinted = retry_after_s(err.headers) if isinstance(err, ApiError) else None
             delay = hinted if hinted is not None else base_delay_s * (2**attempt)
-            delay = min(delay, max_delay_s)
+            delay = min(delay, max_delay_s) * (1.0 + JITTER * jitter())
             attempt += 1
             logger.warning(
                 "%s failed (%s); retry %d of %d in %.1f s",
@@ -115,6 +121,7 @@ def retrying(
     fn: Callable[[], T],
     *,
     sleep: Callable[[float], None] = time.sleep,
+    jitter: Callable[[], float] = random.random,
 ) -> T:
     """``call_with_retries`` with the run's tuning (retries, base and max delay)."""
     return call_with_retries(
@@ -125,4 +132,5 @@ def retrying(
         max_delay_s=tuning.retry_max_delay_s,
         logger=logger,
         sleep=sleep,
+        jitter=jitter,
     )

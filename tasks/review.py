@@ -22,8 +22,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from tasks.config import LangfuseSettings, Tuning
-from tasks.langfuse_api import NO_RETRY, Calls
+from tasks.langfuse_api import NO_RETRY, Access, Calls
 
 LABELS = ("untrustworthy", "review", "trustworthy")
 PAGE = 100
@@ -116,7 +115,6 @@ class QueueResult:
     queue_id: str
     added: int
     already_queued: int
-    requests: int
 
 
 def enqueue(
@@ -154,11 +152,10 @@ def enqueue(
 
 @task(name="ensure-score-configs", task_run_name="ensure score configs", cache_policy=NO_CACHE)
 def ensure_configs_task(
-    cfg: LangfuseSettings, score_name: str | None, label_name: str | None, tuning: Tuning
-) -> tuple[dict[str, str], int]:
-    """Score config ids by score name (the numeric trust score, and its label, as wanted), and
-    the requests it took."""
-    calls = Calls(cfg, tuning, get_run_logger())
+    lf: Access, score_name: str | None, label_name: str | None
+) -> dict[str, str]:
+    """Score config ids by score name (the numeric trust score, and its label, as wanted)."""
+    calls = lf.calls(get_run_logger())
     ids: dict[str, str] = {}
     if score_name:
         ids[score_name] = ensure_score_config(
@@ -178,20 +175,19 @@ def ensure_configs_task(
             description="Trust label from the Cleanlab TLM score (langfuse-tlm-evals).",
             categories=[{"label": label, "value": i} for i, label in enumerate(LABELS)],
         )
-    return ids, calls.requests
+    return ids
 
 
 @task(name="review-queue", task_run_name="queue low-trust for review", cache_policy=NO_CACHE)
 def review_task(
-    cfg: LangfuseSettings,
+    lf: Access,
     queue_name: str,
     score_config_ids: list[str],
     objects: list[tuple[str, str]],
     check_existing: bool,
-    tuning: Tuning,
 ) -> QueueResult:
-    calls = Calls(cfg, tuning, get_run_logger())
+    calls = lf.calls(get_run_logger())
     queue_id = ensure_queue(calls, queue_name, score_config_ids=score_config_ids)
     added, there = enqueue(calls, queue_id, objects, check_existing=check_existing)
     calls.logger.info("review queue %r: %d added, %d already queued", queue_name, added, there)
-    return QueueResult(queue_id, added, there, calls.requests)
+    return QueueResult(queue_id, added, there)

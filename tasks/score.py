@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import logging
 import math
 import threading
 from collections import deque
@@ -38,6 +39,7 @@ MAX_IN_FLIGHT = 512  # cleanlab-tlm's own cap (TlmRateHandler.MAX_CONCURRENT_REQ
 DOWN_AFTER = 8  # at least this many items in a row timed out or ran out of retries: TLM is down
 REFUSED_KEY = "Cleanlab TLM refused the API key: check CLEANLAB_TLM_API_KEY"
 FAILED = Bucket.FAILED_TO_SCORE
+logger = logging.getLogger("trust.score")
 
 
 @dataclass(slots=True)
@@ -61,6 +63,25 @@ def make_tlm(cfg: TLMSettings, *, quality_preset: str, timeout_s: float) -> TLM:
         timeout=timeout_s,
         verbose=False,
     )
+
+
+_WINDOW_MISSING: list[str] = []  # warned once per process
+
+
+def congestion_window(tlm: object) -> int | None:
+    """How many calls the TLM client lets run at once now: its own congestion window (AIMD: 4
+    at first, up to 512, halved on 429/503), read from its private rate handler. None when the
+    client no longer has it (a warning, once): the engine then sends up to 512 at once."""
+    window = getattr(getattr(tlm, "_rate_handler", None), "_congestion_window", None)
+    if isinstance(window, int) and window > 0:
+        return window
+    if tlm is not None and not _WINDOW_MISSING:
+        _WINDOW_MISSING.append(type(tlm).__name__)
+        logger.warning(
+            "cleanlab-tlm's TLM has no _rate_handler._congestion_window any more: up to %d "
+            "items go out at once (the client still backs off on 429s)", MAX_IN_FLIGHT,
+        )  # fmt: skip
+    return None
 
 
 def interpret(pair: Pair, result: TLMScore | object) -> Scored | Outcome:
@@ -274,9 +295,7 @@ class TLMEngine:
     # ------------------------------------------------------------------ loop side
 
     def _window(self) -> int:
-        # the client's own congestion window (AIMD: 4 at first, up to 512, halved on 429/503)
-        window = getattr(getattr(self._tlm, "_rate_handler", None), "_congestion_window", None)
-        return window if isinstance(window, int) and window > 0 else MAX_IN_FLIGHT
+        return congestion_window(self._tlm) or MAX_IN_FLIGHT
 
     def _room(self) -> int:
         """How many items may be in flight now: the congestion window, within the slots held

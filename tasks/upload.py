@@ -22,9 +22,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from tasks.config import LangfuseSettings, Tuning
+from tasks.config import Tuning
 from tasks.failures import Reason
-from tasks.langfuse_api import NO_RETRY, Calls, Server, scores_by_id
+from tasks.langfuse_api import NO_RETRY, Access, Calls, Server, scores_by_id
 from tasks.models import (
     Bucket,
     Outcome,
@@ -74,6 +74,12 @@ class ScoreSpec:
     config_id: str | None = None
     label: LabelSpec | None = None
     comment_max_chars: int = 20_000
+
+    @property
+    def config_ids(self) -> list[str]:
+        """The score configs of the run's scores (a review queue offers them)."""
+        ids = [self.config_id, self.label.config_id if self.label else None]
+        return [i for i in ids if i]
 
 
 def _body(
@@ -230,7 +236,6 @@ class Writer:
 class UploadResult:
     uploaded: list[Outcome]  # accepted by Langfuse (not yet read back)
     failed: list[Outcome]
-    requests: int
     server: Server  # the write path, as the uploads left it
     labels_failed: int = 0
     read_back: int = 0
@@ -260,28 +265,21 @@ def upload_scores(items: list[Scored], spec: ScoreSpec, writer: Writer) -> Uploa
             answer=preview(s.pair.response),
         )
         (uploaded if verdict is None else failed).append(outcome)
-    return UploadResult(
-        uploaded, failed, writer.calls.requests, writer.server, labels_failed, writer.read_back
-    )
+    return UploadResult(uploaded, failed, writer.server, labels_failed, writer.read_back)
 
 
 @task(name="upload-scores", task_run_name="upload chunk {chunk_no}", cache_policy=NO_CACHE)
 def upload_task(
-    items: list[Scored],
-    cfg: LangfuseSettings,
-    spec: ScoreSpec,
-    server: Server,
-    tuning: Tuning,
-    chunk_no: int,
+    items: list[Scored], lf: Access, spec: ScoreSpec, server: Server, chunk_no: int
 ) -> UploadResult:
     logger = get_run_logger()
-    writer = Writer(Calls(cfg, tuning, logger), server, tuning)
+    writer = Writer(lf.calls(logger), server, lf.tuning)
     result = upload_scores(items, spec, writer)
     logger.info(
         "chunk %d: %d scores accepted by Langfuse, %d refused or lost (%d requests)",
         chunk_no,
         len(result.uploaded),
         len(result.failed),
-        result.requests,
+        writer.calls.requests,
     )
     return result

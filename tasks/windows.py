@@ -1,10 +1,11 @@
-"""Evaluation windows: the daily window of a scheduled time, explicit windows, backfill days."""
+"""UTC days and windows: the daily window of a scheduled time, explicit windows, the days a
+window touches, backfill days. Every cut at a UTC midnight in the project is made here."""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
-from tasks.config import ConfigError
+from tasks.errors import ConfigError
 
 
 def midnight(day: date) -> datetime:
@@ -65,3 +66,13 @@ def split_days(start: datetime, end: datetime) -> list[tuple[datetime, datetime]
         out.append((cur, nxt))
         cur = nxt
     return out
+
+
+def days_touched(start: datetime, end: datetime) -> list[date]:
+    """The UTC days that [start, end) touches (an end at 00:00 does not touch its day)."""
+    return [s.date() for s, _ in split_days(start, end)]
+
+
+def whole_days(start: datetime, end: datetime) -> list[date]:
+    """The whole UTC days inside [start, end)."""
+    return [s.date() for s, e in split_days(start, end) if e - s == timedelta(days=1)]

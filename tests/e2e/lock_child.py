@@ -21,10 +21,16 @@ def main(argv: list[str]) -> int:
     from prefect.runtime import flow_run
 
     from flows.window_lock import window_lock
+    from tasks.config import load_tuning
+    from tasks.stream import Stream
 
     @flow(name="lock-child", log_prints=False)
     def hold(start: datetime, end: datetime, tag: str) -> None:
-        with window_lock(start, end, [tag], "trust_score"):
+        t = load_tuning()
+        stream = Stream.of(
+            os.environ.get("LOCK_CHILD_PROJECT", "e2e-project"), [tag], "trust_score"
+        )
+        with window_lock(stream, start, end, lease_s=t.lock_lease_s, timeout_s=t.lock_timeout_s):
             print(f"HELD {flow_run.id}", flush=True)
             release = os.environ.get("LOCK_CHILD_RELEASE_FILE")
             while not (release and Path(release).exists()):

@@ -20,10 +20,10 @@ from prefect import flow
 from prefect.artifacts import create_table_artifact
 
 from deployments import local
-from flows.publish import stream_key
 from sandbox.chromium import dump_dom, find_chromium
 from sandbox.runner import free_port
 from tasks.report import LowTrustRow, lowest_table, short_id
+from tasks.stream import Stream
 from tests.support.prefect_stack import in_process_on
 
 pytestmark = pytest.mark.skipif(
@@ -120,7 +120,9 @@ def publish_table(rows: list[LowTrustRow]) -> UUID:
     """The lowest-trust table, created as flows/publish.py creates it."""
     made = create_table_artifact(
         table=lowest_table(rows),
-        key=stream_key("trust-lowest", ["TLM_eval_pipeline"], "trust_score"),
+        key=Stream.of("e2e-project", ["TLM_eval_pipeline"], "trust_score").artifact_key(
+            "trust-lowest"
+        ),
         description=f"The {len(rows)} least trustworthy traces, lowest first",
     )
     assert isinstance(made, UUID)

@@ -19,17 +19,17 @@ from prefect.client.schemas.filters import (
 )
 from prefect.exceptions import ParameterTypeError
 
-from flows.backfill import BackfillFailed, backfill, summary_markdown
+from flows.backfill import BackfillFailed, backfill
+from flows.backfill_summary import summary_markdown
 from flows.evaluate_traces import evaluate_traces
-from flows.publish import stream_key
 from flows.window_lock import lock_names
 from sandbox.faults import Fault
 from sandbox.langfuse import LangfuseSandbox
 from sandbox.tlm import TLMSandbox
-from tasks.config import ConfigError
+from tasks.errors import ConfigError
 from tasks.windows import midnight
 from tests.support.profiles import ON_BOTH_SERVERS
-from tests.support.seeding import TAG, seed, with_options
+from tests.support.seeding import TAG, seed, stream_of, with_options
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -95,10 +95,11 @@ def test_three_days_scored_once_then_rerun_adds_nothing(
 def test_days_run_concurrently_bounded_and_show_as_children(
     langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox
 ) -> None:
-    """TLM holds every call until two are in flight: only real concurrency gets through fast,
-    and the highest number in flight is the bound, never more."""
+    """TLM holds every call until two are in flight (it would hold one alone until the item
+    times out, failing its day): every day scoring proves they ran two at a time, and the
+    highest number in flight is the bound, never more."""
     seed_days(langfuse_sandbox, FIRST, 4, 1)  # one TLM call per day
-    tlm.faults.set("tlm.score", Fault(hang=True, hang_seconds=15))
+    tlm.faults.set("tlm.score", Fault(hang=True))
     peak, done = [0], threading.Event()
 
     def gate() -> None:
@@ -113,7 +114,6 @@ def test_days_run_concurrently_bounded_and_show_as_children(
 
     watcher = threading.Thread(target=gate, daemon=True)
     watcher.start()
-    started = time.monotonic()
     try:
         summary = backfill(FIRST, FIRST + timedelta(days=3), tags=[TAG], max_concurrency=2)
     finally:
@@ -121,7 +121,6 @@ def test_days_run_concurrently_bounded_and_show_as_children(
         tlm.faults.release_hangs()
     assert summary.ok and summary.total("uploaded") == 4
     assert peak[0] == 2  # really concurrent, and never more than max_concurrency
-    assert time.monotonic() - started < 25  # no day waited out its 15 s hang
     kids = children(summary.flow_run_id or "")
     assert len(kids) == 4
     assert all(k.parent_task_run_id is not None for k in kids)  # nested under the backfill run
@@ -129,7 +128,7 @@ def test_days_run_concurrently_bounded_and_show_as_children(
         arts = client.read_artifacts(
             artifact_filter=ArtifactFilter(
                 key=ArtifactFilterKey(
-                    any_=[stream_key("trust-backfill-summary", [TAG], "trust_score")]
+                    any_=[stream_of(langfuse_sandbox).artifact_key("trust-backfill-summary")]
                 )
             ),
             limit=200,
@@ -217,7 +216,7 @@ def test_two_runs_of_one_window_do_not_race(
     assert sorted((r.uploaded, r.already_scored) for r in reports) == [(0, 5), (5, 0)]
     assert len(tlm.prompts) == 5  # TLM paid once, not twice
     assert scored_ids(langfuse_sandbox) == sorted(ids)
-    (name,) = lock_names(window["window_start"], window["window_end"], [TAG], "trust_score")
+    (name,) = lock_names(stream_of(langfuse_sandbox), window["window_start"], window["window_end"])
     with get_client(sync_client=True) as client:
         assert client.read_variable_by_name(name) is None  # released
 
@@ -230,7 +229,7 @@ def test_a_lock_left_by_a_dead_run_is_taken_over(
     monkeypatch.setenv("TRUST_EVAL_LOCK_LEASE_S", "1")
     ids = seed_days(langfuse_sandbox, FIRST, 1, 2)[FIRST]
     s, e = midnight(FIRST), midnight(FIRST) + timedelta(days=1)
-    (name,) = lock_names(s, e, [TAG], "trust_score")
+    (name,) = lock_names(stream_of(langfuse_sandbox), s, e)
     dead = {"flow_run_id": str(uuid4()), "lease_s": 1.0, "host": "elsewhere", "beat": 7}
     with get_client(sync_client=True) as client:
         client.create_variable(VariableCreate(name=name, value=dead))
@@ -238,6 +237,6 @@ def test_a_lock_left_by_a_dead_run_is_taken_over(
     began = time.monotonic()
     report = evaluate_traces(window_start=s, window_end=e, tags=[TAG])
     assert report.uploaded == 2 and scored_ids(langfuse_sandbox) == sorted(ids)
-    assert 1 <= time.monotonic() - began < 20
+    assert time.monotonic() - began >= 1  # it waited one lease of silence
     with get_client(sync_client=True) as client:
         assert client.read_variable_by_name(name) is None

@@ -11,7 +11,7 @@ from flows.window_lock import window_lock
 from sandbox.faults import Fault
 from sandbox.langfuse import LangfuseSandbox
 from sandbox.tlm import TLMSandbox
-from tests.support.seeding import TAG, seed
+from tests.support.seeding import TAG, seed, stream_of
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -153,7 +153,8 @@ def test_a_window_held_past_the_wait_timeout_fails_naming_it(
     seed(langfuse_sandbox, 2, start=START, step=timedelta(hours=2))
     monkeypatch.setenv("TRUST_EVAL_LOCK_TIMEOUT_S", "1")
     evening = START + timedelta(hours=20)  # another run's window overlapping the 14th
-    with window_lock(evening, evening + timedelta(hours=10), [TAG], "trust_score"):
+    stream = stream_of(langfuse_sandbox)
+    with window_lock(stream, evening, evening + timedelta(hours=10), lease_s=60, timeout_s=1):
         assert main(window_args()) == 1
     out = capsys.readouterr().out
     assert "FAILED: window 2026-09-14T00:00:00Z..2026-09-15T00:00:00Z is still being" in out

@@ -18,7 +18,7 @@ from flows.evaluate_traces import evaluate_traces
 from flows.options import EvalOptions
 from sandbox.langfuse import LangfuseSandbox
 from sandbox.tlm import TLMSandbox
-from tasks.config import ConfigError
+from tasks.errors import ConfigError
 from tests.support.seeding import with_options
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

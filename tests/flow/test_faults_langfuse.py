@@ -11,6 +11,7 @@ import pytest
 from sandbox.faults import Fault
 from sandbox.langfuse import LangfuseSandbox
 from sandbox.tlm import TLMSandbox
+from tasks.models import Bucket
 from tests.support.fault_matrix import (
     RETRIES,
     FailWhen,
@@ -200,7 +201,8 @@ def test_write_persistent_5xx_fails_loudly_with_what_landed(
     assert "chunk 3" in report.errors[1]
     assert report.fetched == 12 and report.uploaded == 5
     assert ids_in(report.failed_to_upload) == set(seeded.order[:-5])
-    assert all(k.startswith("upload_error: HTTP 500") for k in report.failed_to_upload)
+    assert set(report.failed_to_upload) == {"upload_error"}
+    assert report.why(Bucket.FAILED_TO_UPLOAD, "upload_error").startswith("upload_error: HTTP 500")
     assert {s.trace_id for s in lf.store.all_scores()} == set(seeded.order[-5:])
     sent = (RETRIES + 1) * (posts_for(lf, 5) + posts_for(lf, 2))
     assert lf.faults.count("scores.create", status=500) == sent
@@ -253,7 +255,7 @@ def test_207_refuses_only_some_traces(
     report = r.report
     assert not report.ok
     assert ids_in(report.failed_to_upload) == refused
-    assert all(k.startswith("not confirmed after a 207") for k in report.failed_to_upload)
+    assert set(report.failed_to_upload) == {"not confirmed after a 207"}
     assert report.uploaded == 16 and report.fetched == 20
     assert {s.trace_id for s in lf.store.all_scores()} == set(seeded.pairs) - refused
     # SDK 5: a 207 batch is not re-sent; its scores are read back by id (one GET per 100)

@@ -11,6 +11,7 @@ import pytest
 from sandbox.faults import Fault
 from sandbox.langfuse import LangfuseSandbox
 from sandbox.tlm import TLMSandbox
+from tasks.models import Bucket
 from tests.support.fault_matrix import (
     assert_failed_loudly,
     assert_invariants,
@@ -65,7 +66,7 @@ def test_tlm_per_item_errors_fail_only_those_items(
     report = r.report
     assert not report.ok  # ...but the report says they failed
     assert ids_in(report.failed_to_score) == bad
-    assert all(k.startswith("tlm_error: ") for k in report.failed_to_score)
+    assert set(report.failed_to_score) == {"tlm_error"}
     assert report.uploaded == 8
     assert {s.trace_id for s in lf.store.all_scores()} == set(seeded.pairs) - bad
     assert_invariants(lf, tlm, seeded, r)
@@ -86,7 +87,8 @@ def test_tlm_item_error_at_batch_index_401_is_not_a_bad_key(
     assert r.error is None, f"one failed item failed the run: {r.error}"
     assert ids_in(r.report.failed_to_score) == {seeded.order[0]}
     (reason,) = r.report.failed_to_score
-    assert reason.startswith("tlm_error: ") and "API key" not in reason
+    why = r.report.why(Bucket.FAILED_TO_SCORE, reason)
+    assert why.startswith("tlm_error: ") and "API key" not in why
     assert r.report.uploaded == 402
     assert_invariants(lf, tlm, seeded, r)
 

@@ -15,11 +15,11 @@ from sandbox.faults import Fault
 from sandbox.langfuse import LangfuseSandbox
 from sandbox.openai_app import OpenAISandbox
 from sandbox.tlm import TLMSandbox
-from tasks.config import ConfigError
+from tasks.errors import ConfigError
 from tasks.models import score_id
 from tasks.select import sampled as in_sample
 from tests.support.profiles import ON_BOTH_SERVERS
-from tests.support.seeding import DAY, TAG, WINDOW, scores_by_trace, seed
+from tests.support.seeding import DAY, TAG, WINDOW, scores_by_trace, seed, stream_of
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -275,15 +275,17 @@ def test_report_artifacts_escape_markup(langfuse_sandbox: LangfuseSandbox, tlm: 
     import asyncio
 
     found = [a for a in asyncio.run(artifacts()) if str(a.flow_run_id) == report.flow_run_id]
-    stream = f"{TAG.lower().replace('_', '-')}-trust-score"
+    stream = stream_of(langfuse_sandbox)
+    lowest, summary_key = stream.artifact_key("trust-lowest"), stream.artifact_key("trust-summary")
+    assert lowest == f"trust-lowest-tlm-eval-pipeline-trust-score-{stream.key[:8]}"
     keys = sorted(a.key for a in found if a.key)  # (the persisted result has no key)
-    assert keys == [f"trust-lowest-{stream}", "trust-progress", f"trust-summary-{stream}"], keys
-    table = next(a for a in found if a.key == f"trust-lowest-{stream}")
+    assert keys == [lowest, "trust-progress", summary_key], keys
+    table = next(a for a in found if a.key == lowest)
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data
     assert len(rows) == 3 and float(rows[0]["score"]) <= float(rows[-1]["score"])
     assert list(rows[0]) == ["rank", "score", "trace", "question", "answer", "explanation"]
     assert "<script>" not in json.dumps(rows) and "\\<script\\>" in rows[0]["question"]
-    summary = next(a for a in found if a.key == f"trust-summary-{stream}")
+    summary = next(a for a in found if a.key == summary_key)
     assert "| 3 | 0 | 0 | 0 | 3 | 0 |" in summary.data
 
 

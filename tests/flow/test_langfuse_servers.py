@@ -171,6 +171,6 @@ def test_v416_without_the_preview_flag_is_refused_in_one_line_before_tlm(
         evaluate_traces(tags=[TAG], **WINDOW)
     message = str(exc.value)
     assert "\n" not in message
-    assert "LANGFUSE_MIGRATION_V4_ALLOW_PREVIEW_OPT_IN=true" in message and "v4.59" in message
+    assert "LANGFUSE_MIGRATION_V4_ALLOW_PREVIEW_OPT_IN=false" in message and "v4.59" in message
     assert "Langfuse 4.16.0" in message and lf.url in message
     assert tlm.calls == [] and exc.value.report.fetched == 0

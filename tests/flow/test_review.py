@@ -16,7 +16,7 @@ from sandbox.tlm import TLMSandbox, synthetic_score
 from tasks.models import score_id
 from tasks.report import EVENT_EVALUATED, EVENT_LOW_TRUST
 from tests.support.profiles import ON_BOTH_SERVERS
-from tests.support.seeding import seed
+from tests.support.seeding import seed, stream_of
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -146,7 +146,8 @@ def test_run_events_carry_the_figures(langfuse_sandbox: LangfuseSandbox, tlm: TL
     by_name = {e["event"]: e for e in _events(report.flow_run_id, expect=2)}
     assert set(by_name) == {EVENT_EVALUATED, EVENT_LOW_TRUST}
     resource = by_name[EVENT_EVALUATED]["resource"]
-    assert resource["prefect.resource.id"] == "trust-eval.window.20261127T0000-20261128T0000"
+    key = stream_of(langfuse_sandbox, [TAG]).key
+    assert resource["prefect.resource.id"] == f"trust-eval.window.{key}.20261127T0000-20261128T0000"
     assert resource["trust-eval.tags"] == TAG
     payload = by_name[EVENT_EVALUATED]["payload"]
     assert payload["fetched"] == 21 and payload["uploaded"] == payload["scored"] == 20

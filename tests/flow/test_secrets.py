@@ -26,7 +26,7 @@ import pytest
 from flows.evaluate_traces import evaluate_traces
 from sandbox.langfuse import LangfuseSandbox
 from sandbox.tlm import TLMSandbox
-from tasks.config import ConfigError
+from tasks.errors import ConfigError
 from tasks.report import EVENT_EVALUATED, EvalReport
 from tests.support.seeding import TAG, WINDOW, seed, with_options
 
@@ -313,10 +313,10 @@ def test_prefect_database_holds_no_secret() -> None:
     stored: set[str] = set()
     while time.monotonic() < deadline:  # events are persisted in batches
         stored = asyncio.run(_events_of(ids))
-        if len(stored) >= 3:  # the three runs that got past configuration emit their event
+        if len(stored) >= 2:  # the two runs that reached Langfuse's data emit their event
             break
         time.sleep(0.5)
-    assert len(stored) >= 3, f"the runs' events never reached the database: {stored}"
+    assert len(stored) >= 2, f"the runs' events never reached the database: {stored}"
     data = prefect_database().decode("latin-1")
     for run_id, secrets_ in RUNS:
         assert secrets_, f"run {run_id} recorded no secrets to look for"

@@ -11,11 +11,22 @@ from sandbox.langfuse import LangfuseSandbox
 
 if TYPE_CHECKING:
     from tasks.report import EvalReport
+    from tasks.stream import Stream
 
 DAY = datetime(2026, 11, 28, tzinfo=UTC)
 WINDOW: dict[str, Any] = {"window_start": DAY, "window_end": DAY + timedelta(days=1)}
 TAG = "TLM_eval_pipeline"
 SYSTEM_PROMPT = "You are a trivia master."
+
+
+def stream_of(
+    lf: LangfuseSandbox, tags: Sequence[str] = (TAG,), score: str = "trust_score"
+) -> Stream:
+    """The stream a run of ``tags`` on the sandbox's project evaluates."""
+    from tasks.stream import Stream
+
+    return Stream.of(lf.store.project_id, tags, score)
+
 
 _APP: Any = object()  # "as the seed app records it" (None is a value: no input, no metadata)
 

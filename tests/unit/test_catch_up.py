@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
-from flows.evaluated_days import days_to_catch_up, variable_name, whole_days
+from flows.evaluated_days import complete, days_to_catch_up
+from flows.options import EvalOptions
+from tasks.report import EvalReport
+from tasks.stream import Stream
+from tasks.windows import whole_days
 
 D = date(2026, 11, 28)
 MIDNIGHT = datetime(2026, 11, 28, tzinfo=UTC)
@@ -29,23 +33,39 @@ def test_the_missed_days_are_those_without_a_completed_evaluation_oldest_first()
     assert D not in days_to_catch_up(D, 3, set())  # the previous day itself is always run
 
 
-def test_the_watermark_is_one_variable_per_stream() -> None:
-    a = variable_name(["x", "y"], "trust_score")
-    assert a == variable_name(["y", "x", "x"], "trust_score")  # the tag set, in any order
-    assert a != variable_name(["x"], "trust_score") and a != variable_name(["x", "y"], "other")
-    assert a.startswith("trust_evaluated_") and a == a.lower()
+def test_the_record_is_one_variable_per_stream_and_day() -> None:
+    a = Stream.of("p1", ["x", "y"], "trust_score").day_record_name(D)
+    assert a == Stream.of("p1", ["y", "x", "x"], "trust_score").day_record_name(D)  # any order
+    assert a != Stream.of("p1", ["x"], "trust_score").day_record_name(D)
+    assert a != Stream.of("p1", ["x", "y"], "other").day_record_name(D)
+    assert a != Stream.of("p2", ["x", "y"], "trust_score").day_record_name(D)  # another project
+    assert a != Stream.of("p1", ["x", "y"], "trust_score").day_record_name(D - timedelta(days=1))
+    assert a.startswith("trust_evaluated_") and a.endswith("_2026-11-28") and a == a.lower()
+
+
+def test_only_a_complete_evaluation_marks_a_day() -> None:
+    ok = EvalReport(window_start=MIDNIGHT, window_end=MIDNIGHT, tags=["x"], score_name="s")
+    assert complete(ok, EvalOptions())
+    assert not complete(ok, EvalOptions(dry_run=True))
+    assert not complete(ok, EvalOptions(max_traces=5))  # a trial run: the rest may be unscored
+    assert not complete(ok, EvalOptions(sample_rate=0.5))
+    assert not complete(ok.model_copy(update={"capped": True}), EvalOptions())
+    failed = ok.model_copy(update={"failed_to_score": {"tlm_error": ["t1"]}})
+    assert not complete(failed, EvalOptions())  # its failed trace is left for the catch-up
 
 
 def test_a_day_run_key_is_the_same_for_the_same_day_and_parameters_only() -> None:
     from flows.day_runs import day_key, day_parameters
-    from flows.options import EvalOptions
 
     start, end = MIDNIGHT, MIDNIGHT + timedelta(days=1)
     params = {"tags": ["b", "a"], "options": EvalOptions(score_name="s")}
-    key = day_key("evaluate-traces/window", start, end, params)
-    assert key == day_key("evaluate-traces/window", start, end, {**params, "tags": ["a", "b"]})
-    assert key != day_key("evaluate-traces/window", end, end + timedelta(days=1), params)
-    assert key != day_key("evaluate-traces/window", start, end, {**params, "options": None})
+    stream = Stream.of("p1", ["b", "a"], "s")
+    dep = "evaluate-traces/window"
+    key = day_key(dep, stream, start, end, params)
+    assert key == day_key(dep, stream, start, end, {**params, "tags": ["a", "b"]})
+    assert key != day_key(dep, stream, end, end + timedelta(days=1), params)
+    assert key != day_key(dep, stream, start, end, {**params, "options": None})
+    assert key != day_key(dep, Stream.of("p2", ["a", "b"], "s"), start, end, params)
     assert key.startswith("trust-day-")
     assert day_parameters(start, end, params) == {
         "tags": ["b", "a"],

@@ -10,7 +10,7 @@ import pytest
 from flows.backfill import day_range
 from flows.cli import parse_duration
 from flows.options import EvalOptions, options_from, validate_tags
-from tasks.config import ConfigError
+from tasks.errors import ConfigError
 
 
 def test_parse_duration() -> None:

@@ -7,7 +7,17 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED = {"config", "models", "failures", "langfuse_api", "retry", "budgets"}
+SHARED = {
+    "config",
+    "models",
+    "failures",
+    "langfuse_api",
+    "retry",
+    "budgets",
+    "clock",
+    "errors",
+    "stream",
+}
 PRODUCT = ("flows", "tasks", "deployments")
 
 

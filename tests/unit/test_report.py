@@ -18,6 +18,7 @@ from tasks.report import (
     md_code,
     md_escape,
     md_link,
+    summary_markdown,
 )
 
 T0 = datetime(2026, 11, 28, tzinfo=UTC)
@@ -149,9 +150,32 @@ def test_reasons_group_the_skips_and_failures() -> None:
     ]:
         r.add(outcome_for(unit(key), bucket, reason, detail))
     assert r.skipped == {"not_sampled": ["a", "c"], "no_generation": ["b"], "unknown": ["d"]}
-    assert r.failed_to_score == {"tlm_error: timeout": ["e"]}
+    assert r.failed_to_score == {"tlm_error": ["e"]}
     assert r.failed_to_upload == {"unknown": ["f"]}
+    assert r.why(Bucket.FAILED_TO_SCORE, "tlm_error") == "tlm_error: timeout"
+    assert r.why(Bucket.SKIPPED, "not_sampled") == "not_sampled"
     assert (r.already_scored, r.already_pending) == (2, 1)
+
+
+def test_a_reason_keeps_its_first_detail_and_groups_by_its_code() -> None:
+    """A skip's detail says what to fix ("no prompt among keys [...]"): the report keeps the
+    first one per reason, and groups by the reason's code, so details never split a group."""
+    r = report()
+    r.add(
+        outcome_for(
+            unit("a"), Bucket.SKIPPED, Reason.UNRECOGNISED_INPUT, "no prompt among keys ['q']"
+        )
+    )
+    r.add(
+        outcome_for(
+            unit("b"), Bucket.SKIPPED, Reason.UNRECOGNISED_INPUT, "no prompt among keys ['x']"
+        )
+    )
+    assert r.skipped == {"unrecognised_input": ["a", "b"]}
+    assert r.why(Bucket.SKIPPED, "unrecognised_input") == (
+        "unrecognised_input: no prompt among keys ['q']"
+    )
+    assert "no prompt among keys" in summary_markdown(r)
 
 
 def test_existing_scores_are_reported_apart_from_uploads() -> None:

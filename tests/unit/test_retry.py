@@ -58,6 +58,7 @@ def run(
         max_delay_s=cap,
         logger=LOG,
         sleep=delays.append,
+        jitter=lambda: 0.0,
     )
     return result, delays
 
@@ -160,7 +161,7 @@ def test_the_retry_after_of_a_raw_answer_sets_the_wait() -> None:
 
     delays: list[float] = []
     text = call_with_retries(post, what="POST", retries=3, base_delay_s=1.0, max_delay_s=60.0,
-                             logger=LOG, sleep=delays.append)  # fmt: skip
+                             logger=LOG, sleep=delays.append, jitter=lambda: 0.0)  # fmt: skip
     assert (text, delays) == ("ok", [4.0])
 
 
@@ -179,7 +180,7 @@ def test_attempts_are_bounded_and_the_last_error_is_raised() -> None:
     delays: list[float] = []
     with pytest.raises(ApiError) as caught:
         call_with_retries(script, what="x", retries=4, base_delay_s=1.0, max_delay_s=5.0,
-                          logger=LOG, sleep=delays.append)  # fmt: skip
+                          logger=LOG, sleep=delays.append, jitter=lambda: 0.0)  # fmt: skip
     assert script.calls == 5  # the first attempt and 4 retries
     assert delays == [1.0, 2.0, 4.0, 5.0]  # doubling, capped at max_delay_s
     assert caught.value.body == "try 4"
@@ -200,7 +201,7 @@ def test_errors_that_are_not_transient_are_raised_at_once(error: Exception) -> N
     delays: list[float] = []
     with pytest.raises(type(error)) as caught:
         call_with_retries(script, what="x", retries=5, base_delay_s=1.0, max_delay_s=60.0,
-                          logger=LOG, sleep=delays.append)  # fmt: skip
+                          logger=LOG, sleep=delays.append, jitter=lambda: 0.0)  # fmt: skip
     assert caught.value is error
     assert (script.calls, delays) == (1, [])
 
@@ -229,10 +230,23 @@ def test_retrying_takes_its_attempts_and_delays_from_the_tuning() -> None:
     script = Script([api_error(500)] * 4)
     delays: list[float] = []
     with pytest.raises(ApiError):
-        retrying(tuning, LOG, "x", script, sleep=delays.append)
+        retrying(tuning, LOG, "x", script, sleep=delays.append, jitter=lambda: 0.0)
     assert (script.calls, delays) == (4, [2.0, 4.0, 5.0])
     ok = Script([api_error(504)])
     assert retrying(tuning, LOG, "x", ok, sleep=delays.append) == "ok"
+
+
+def test_each_wait_is_stretched_at_random_so_runs_behind_one_429_spread_out() -> None:
+    """N workers throttled together must not all retry at the same instant: every wait, the
+    server's Retry-After included, is stretched by up to JITTER, never shortened."""
+    from tasks.retry import JITTER
+
+    for draw, factor in [(0.0, 1.0), (0.5, 1 + JITTER / 2), (1.0, 1 + JITTER)]:
+        delays: list[float] = []
+        call_with_retries(Script([api_error(429, "4"), api_error(503)]), what="x", retries=3,
+                          base_delay_s=1.0, max_delay_s=60.0, logger=LOG, sleep=delays.append,
+                          jitter=lambda d=draw: d)  # type: ignore[misc]  # fmt: skip
+        assert delays == pytest.approx([4.0 * factor, 2.0 * factor])
 
 
 # --------------------------------------------------------------------------- describe

@@ -1,5 +1,5 @@
-"""What test_ledger_and_select.py leaves out: the sample is pinned (the same units in or out on
-every run and every release), nested as the rate grows; observation scope; the read-lag edge."""
+"""Sampling is pinned (the same units in or out on every run and every release) and nested as
+the rate grows; observation scope makes a unit of each generation."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tasks.ledger import days_of
-from tasks.models import Bucket, Entry, GenerationRecord, Pair, TraceRecord
-from tasks.select import Known, sampled, select, split_resends
+from tasks.models import Bucket, GenerationRecord, TraceRecord
+from tasks.select import sampled, units_in
 
 T0 = datetime(2026, 11, 28, 12, tzinfo=UTC)
 KEYS = [f"trace-{i}" for i in range(4000)]
@@ -54,63 +53,16 @@ def trace(trace_id: str, *gens: str) -> TraceRecord:
 
 
 def test_observation_scope_makes_one_unit_per_generation() -> None:
-    known = Known(in_langfuse={"g2": 0.4})
-    sel = select([trace("t1", "g1", "g2"), trace("t2"), trace("t3", "g3")], known=known,
-                 observations=True, rescore=False, sample_rate=1.0)  # fmt: skip
-    assert sel.units == 4  # g1, g2, g3 and the trace with no generation
-    assert [(u.trace_id, u.key, u.score_observation) for u in sel.todo] == [
-        ("t1", "g1", "g1"), ("t3", "g3", "g3")
+    units, none, n = units_in([trace("t1", "g1", "g2"), trace("t2"), trace("t3", "g3")], True)
+    assert n == 4  # g1, g2, g3 and the trace with no generation
+    assert [(u.trace_id, u.key, u.score_observation) for u in units] == [
+        ("t1", "g1", "g1"), ("t1", "g2", "g2"), ("t3", "g3", "g3")
     ]  # fmt: skip
-    g1 = sel.todo[0]
+    g1 = units[0]
     assert (g1.input, g1.output, g1.start_time) == ("in g1", "out g1", T0 + timedelta(seconds=1))
     assert (g1.name, g1.environment, g1.retrieved, g1.metadata) == ("trivia", "prod", ["doc"], None)
-    assert [(o.trace_id, o.key, o.bucket) for o in sel.outcomes] == [
-        ("t1", "g2", Bucket.ALREADY_SCORED), ("t2", "t2", Bucket.SKIPPED)
-    ]  # fmt: skip
-    assert sel.values == {"g2": 0.4}
-
-
-def test_observation_scope_samples_by_observation() -> None:
-    gens = [f"trace-{i}" for i in range(40)]  # observation ids drawn like KEYS
-    sel = select([trace("t", *gens)], known=Known(), observations=True, rescore=False,
-                 sample_rate=0.25)  # fmt: skip
-    assert [u.key for u in sel.todo] == [k for k in gens if sampled(k, 0.25)]
-    assert len(sel.todo) + len(sel.outcomes) == sel.units == 40
-
-
-# --------------------------------------------------------------------------- the read lag
-
-
-def test_a_write_is_pending_strictly_within_the_read_lag_then_resent() -> None:
-    now = 10_000.0
-    known = Known(
-        ledger={
-            "inside": Entry(0.3, "c", now - 899.999),
-            "at_lag": Entry(0.3, "c", now - 900.0),
-            "no_value": Entry(None, None, now - 10),
-            "shown": Entry(0.5, None, now - 10),
-        },
-        in_langfuse={"shown": 0.5},
-        read_lag_s=900.0,
-        now=now,
-    )
-    assert known.pending("inside") == Entry(0.3, "c", now - 899.999)
-    assert known.resend("inside") is None
-    assert known.pending("at_lag") is None
-    assert known.resend("at_lag") == Entry(0.3, "c", now - 900.0)
-    for key in ("no_value", "shown", "never_written"):
-        assert (known.pending(key), known.resend(key)) == (None, None)
-    pairs = [Pair(k, T0, None, None, "p", "r", "chat") for k in ("inside", "at_lag", "no_value")]
-    again, fresh = split_resends(pairs, known, rescore=False)
-    assert [(s.pair.trace_id, s.score, s.explanation) for s in again] == [("at_lag", 0.3, "c")]
-    assert [p.trace_id for p in fresh] == ["inside", "no_value"]
-
-
-def test_ledger_days_cover_the_window_end_exclusive() -> None:
-    day = T0.date()
-    assert days_of(T0, T0 + timedelta(hours=1)) == [day]
-    midnight = T0.replace(hour=0)
-    assert days_of(midnight, midnight + timedelta(days=2)) == [day, day + timedelta(days=1)]
-    assert days_of(midnight, midnight + timedelta(days=2, microseconds=1)) == [
-        day, day + timedelta(days=1), day + timedelta(days=2)
-    ]  # fmt: skip
+    assert [(o.trace_id, o.key, o.bucket, o.reason) for o in none] == [
+        ("t2", "t2", Bucket.SKIPPED, "no_generation")
+    ]
+    records = [trace("t1", "g1")]
+    assert units_in(records, False) == (records, [], 1)  # trace scope: the traces themselves

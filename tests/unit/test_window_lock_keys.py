@@ -1,76 +1,160 @@
-"""Window-lock keys and knobs, and the OS-lock wait: no Prefect server involved."""
+"""The window lock's names and its rules, on a fake clock: who is taken over, who never is, how
+long a waiter waits. No Prefect server: a fake Variable store and OS locks in a temp folder."""
 
 from __future__ import annotations
 
-import time
+import json
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from uuid import UUID, uuid4
 
+import httpx
 import pytest
+from prefect.exceptions import ObjectAlreadyExists
 
 import flows.window_lock as wl
-from flows.window_lock import WindowLockTimeout, lock_names, window_days
-from tasks.config import ConfigError
+from flows.window_lock import Held, Watch, lock_names
+from tasks.errors import WindowLockTimeout
+from tasks.stream import Stream
+from tasks.windows import days_touched
+from tests.support.clock import FakeClock
 
 DAY = datetime(2026, 11, 28, tzinfo=UTC)
 NEXT = DAY + timedelta(days=1)
+S = Stream.of("project-1", ["a"], "trust_score")
 
 
 def test_a_window_locks_every_utc_day_it_touches() -> None:
-    assert window_days(DAY, NEXT) == [date(2026, 11, 28)]  # the end (00:00) is exclusive
-    assert window_days(DAY + timedelta(hours=7), NEXT + timedelta(hours=1)) == [
+    assert days_touched(DAY, NEXT) == [date(2026, 11, 28)]  # the end (00:00) is exclusive
+    assert days_touched(DAY + timedelta(hours=7), NEXT + timedelta(hours=1)) == [
         date(2026, 11, 28),
         date(2026, 11, 29),
     ]
     paris = datetime(2026, 11, 29, 0, 0, tzinfo=timezone(timedelta(hours=1)))
-    assert window_days(paris, paris + timedelta(minutes=30)) == [date(2026, 11, 28)]
-    assert window_days(DAY, DAY) == [date(2026, 11, 28)]
+    assert days_touched(paris, paris + timedelta(minutes=30)) == [date(2026, 11, 28)]
 
 
-def test_day_lock_names_are_deterministic_and_valid() -> None:
-    (name,) = lock_names(DAY, NEXT, ["b/x", "a"], "trust_score")
-    assert (
-        name
-        == lock_names(
-            DAY + timedelta(hours=5), DAY + timedelta(hours=6), ["a", "b/x", "a"], "trust_score"
-        )[0]
-    )
-    assert name != lock_names(DAY, NEXT, ["a"], "trust_score")[0]
-    assert name != lock_names(DAY, NEXT, ["a", "b/x"], "other")[0]
+def test_day_lock_names_are_per_project_score_name_and_day_whatever_the_tags() -> None:
+    (name,) = lock_names(S, DAY, NEXT)
+    assert name == lock_names(S, DAY + timedelta(hours=5), DAY + timedelta(hours=6))[0]
+    # overlapping (or disjoint) tag sets can score the same traces: they share the lock
+    assert name == lock_names(Stream.of("project-1", ["a", "b"], "trust_score"), DAY, NEXT)[0]
+    assert name == lock_names(Stream.of("project-1", ["b"], "trust_score"), DAY, NEXT)[0]
+    assert name != lock_names(Stream.of("project-1", ["a"], "other"), DAY, NEXT)[0]
+    assert name != lock_names(Stream.of("project-2", ["a"], "trust_score"), DAY, NEXT)[0]
     assert name.startswith("trust_window_2026-11-28_")
     assert set(name) <= set("abcdefghijklmnopqrstuvwxyz0123456789_-")
-    two = lock_names(DAY - timedelta(hours=1), NEXT, ["a"], "s")
+    two = lock_names(S, DAY - timedelta(hours=1), NEXT)
     assert [n.split("_")[2] for n in two] == ["2026-11-27", "2026-11-28"]  # date order
 
 
-def test_lock_knobs_are_validated(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("TRUST_EVAL_LOCK_LEASE_S", raising=False)
-    monkeypatch.delenv("TRUST_EVAL_LOCK_TIMEOUT_S", raising=False)
-    assert wl.lock_settings() == (120.0, 3600.0)
-    monkeypatch.setenv("TRUST_EVAL_LOCK_LEASE_S", "0.5")
-    with pytest.raises(ConfigError, match="TRUST_EVAL_LOCK_LEASE_S must be at least 1"):
-        wl.lock_settings()
-    monkeypatch.setenv("TRUST_EVAL_LOCK_LEASE_S", "30")
-    monkeypatch.setenv("TRUST_EVAL_LOCK_TIMEOUT_S", "soon")
-    with pytest.raises(ConfigError, match="TRUST_EVAL_LOCK_TIMEOUT_S must be a number"):
-        wl.lock_settings()
+def test_a_watch_calls_a_holder_dead_only_after_a_whole_lease_without_change() -> None:
+    w = Watch()
+    assert not w.dead("beat 1", 0.0, 10.0)
+    assert not w.dead("beat 1", 10.0, 10.0)  # exactly a lease: not yet
+    assert w.dead("beat 1", 10.1, 10.0)
+    assert not w.dead("beat 2", 10.2, 10.0)  # a beat: alive again, the lease starts over
+    assert not w.dead("beat 2", 20.0, 10.0)
 
 
-def test_the_os_lock_wait_times_out_naming_the_holder(tmp_path: Path) -> None:
-    """Without a server the wait is on the OS lock first: bounded, and it names the holder."""
+# --- take_variable against a fake Variable store, on a fake clock ---------------------------
+
+
+@dataclass
+class Var:
+    id: UUID
+    name: str
+    value: Any
+
+
+class FakeVariables:
+    """What ``take_variable`` and ``beat`` use of a Prefect client."""
+
+    def __init__(self) -> None:
+        self.vars: dict[str, Var] = {}
+        self.deleted: list[UUID] = []
+        self.patched: list[UUID] = []
+
+    def create_variable(self, v: Any) -> Var:
+        if v.name in self.vars:
+            raise ObjectAlreadyExists(http_exc=Exception("409"))
+        self.vars[v.name] = Var(uuid4(), v.name, v.value)
+        return self.vars[v.name]
+
+    def read_variable_by_name(self, name: str) -> Var | None:
+        return self.vars.get(name)
+
+    def request(self, method: str, path: str, path_params: dict[str, Any], **kw: Any) -> None:
+        var = next((v for v in self.vars.values() if v.id == path_params["id"]), None)
+        if var is None:
+            req = httpx.Request(method, "http://x")
+            raise httpx.HTTPStatusError("gone", request=req, response=httpx.Response(404))
+        if method == "DELETE":
+            del self.vars[var.name]
+            self.deleted.append(var.id)
+        else:
+            var.value = kw["json"]["value"]
+            self.patched.append(var.id)
+
+
+def held(lease: float) -> Held:
+    return Held(window="W", lease_s=lease)
+
+
+def test_a_dead_holder_is_taken_over_after_one_lease_and_deleted_once_by_id() -> None:
+    store, clock = FakeVariables(), FakeClock()
+    old = store.create_variable(Var(uuid4(), "lock", {"flow_run_id": "dead", "lease_s": 30}))
+    got = wl.take_variable(store, "lock", {"me": 1}, held(10.0), clock.monotonic() + 3600, clock)  # type: ignore[arg-type]
+    assert store.deleted == [old.id] and store.patched == []  # never written to
+    assert got.record == {"me": 1} and store.vars["lock"].value == {"me": 1}
+    waited = sum(clock.sleeps)
+    assert 30.0 < waited <= 30.0 + 2 * wl.MAX_POLL_S  # the holder's own (longer) lease
+
+
+def test_a_live_holder_is_never_taken_over_and_the_waiter_times_out_naming_it() -> None:
+    store, clock = FakeVariables(), FakeClock()
+    rec = {"flow_run_id": "alive", "pid": 7, "host": "h", "lease_s": 10.0, "beat": 0}
+    var = store.create_variable(Var(uuid4(), "lock", rec))
+
+    def holder_beats(c: FakeClock) -> None:  # the holder beats 4 times a lease
+        if c.monotonic() % 2.5 < 1.3:
+            var.value = {**var.value, "beat": var.value["beat"] + 1}
+
+    clock.on_sleep = holder_beats
+    deadline = clock.monotonic() + 600.0  # 60 leases
+    with pytest.raises(WindowLockTimeout, match=r"window W .* flow run alive \(pid 7 on h\)"):
+        wl.take_variable(store, "lock", {"me": 1}, held(10.0), deadline, clock)  # type: ignore[arg-type]
+    assert store.deleted == [] and store.vars["lock"].id == var.id
+    assert clock.monotonic() >= deadline  # it waited the whole timeout, no less
+
+
+def test_a_holder_that_finds_its_record_taken_over_marks_the_lock_lost() -> None:
+    store = FakeVariables()
+    var = store.create_variable(Var(uuid4(), "lock", {"flow_run_id": "me"}))
+    lock = held(10.0)
+    lock.days.append(wl._Held("lock", var.id, {"flow_run_id": "me"}))
+    wl.beat(store, lock, 1)  # type: ignore[arg-type]
+    assert not lock.lost.is_set() and store.vars["lock"].value["beat"] == 1
+    del store.vars["lock"]  # a waiter freed it (this holder was silent for a whole lease)
+    wl.beat(store, lock, 2)  # type: ignore[arg-type]
+    assert lock.lost.is_set()
+
+
+def test_the_os_lock_wait_times_out_naming_the_holder_from_its_file(tmp_path: Path) -> None:
+    """Without a server: the OS lock, bounded, and the file says who holds it."""
     import fcntl
-    from types import SimpleNamespace
 
     path = tmp_path / "trust_window_2026-11-28_abc.lock"
-    path.touch()
-    record = {"flow_run_id": "0f0e", "pid": 7, "host": "h"}
-    client: Any = SimpleNamespace(read_variable_by_name=lambda name: SimpleNamespace(value=record))
-    with path.open("ab") as other:
+    path.write_text(json.dumps({"flow_run_id": "0f0e", "pid": 7, "host": "h"}))
+    clock = FakeClock()
+    with path.open("a") as other:
         fcntl.flock(other.fileno(), fcntl.LOCK_EX)  # another run (another open file) holds it
-        began = time.monotonic()
+        deadline = clock.monotonic() + 5.0
         with pytest.raises(WindowLockTimeout, match=r"window W .* flow run 0f0e \(pid 7 on h\)"):
-            wl._take_file(path, began + 0.5, "W", client)
-        assert 0.5 <= time.monotonic() - began < 2
-    with wl._take_file(path, time.monotonic(), "W", client):  # released: taken at once
-        pass
+            wl.take_file(path, {"flow_run_id": "me"}, deadline, "W", clock)
+        assert clock.monotonic() >= deadline and len(clock.sleeps) >= 5 / 0.2
+    with wl.take_file(path, {"flow_run_id": "me"}, clock.monotonic(), "W", clock) as fh:
+        assert json.loads(path.read_text()) == {"flow_run_id": "me"}  # taken at once: named
+        assert not fh.closed

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from tasks.config import ConfigError
+from tasks.errors import ConfigError
 from tasks.windows import aware, previous_day, resolve_window, split_days
 
 PARIS_SUMMER = timezone(timedelta(hours=2), "CEST")
