@@ -18,6 +18,8 @@ import pytest
 # Tests never reach beyond 127.0.0.1: no telemetry from the Prefect servers they start.
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["DO_NOT_TRACK"] = "1"
+# a Prefect server started by a test on a busy 2-core machine may take a minute to answer
+os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "180"
 
 TESTS = Path(__file__).resolve().parent
 REPO_ROOT = TESTS.parent
@@ -138,7 +140,7 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     mp.setenv("PREFECT_HOME", str(home))
     mp.setenv("PREFECT_LOGGING_LEVEL", "WARNING")
     try:
-        with prefect_test_harness(server_startup_timeout=60):
+        with prefect_test_harness(server_startup_timeout=180):
             yield
             drain_workers()  # before the harness's own drain, which has no timeout
     finally:

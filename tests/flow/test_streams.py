@@ -1,0 +1,86 @@
+"""Streams on one Prefect server: two Langfuse projects with the same tags and score name keep
+their own record of evaluated days, window lock and artifacts."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from prefect import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+from flows.daily import daily
+from flows.evaluate_traces import evaluate_traces
+from flows.evaluated_days import evaluated_days
+from flows.window_lock import lock_names, window_lock
+from sandbox.langfuse import LangfuseSandbox
+from sandbox.tlm import TLMSandbox
+from tasks.windows import midnight
+from tests.support.seeding import TAG, seed, stream_of
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+LOG = logging.getLogger("tests.flow.streams")
+
+
+def artifact_keys(flow_run_id: str | None) -> set[str]:
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return {a.key for a in found if a.key and a.key != "trust-progress"}
+
+
+def test_two_projects_with_the_same_tags_and_score_name_keep_apart(
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = langfuse_sandbox
+    today = datetime.now(UTC).date()
+    yesterday, before = today - timedelta(days=1), today - timedelta(days=2)
+    window = {"window_start": midnight(before), "window_end": midnight(yesterday)}
+    with LangfuseSandbox() as b:  # another project: its own keys and project id
+        seed(a, 2, start=midnight(before) + timedelta(hours=6))
+        seed(b, 3, start=midnight(before) + timedelta(hours=6))
+        stream_a, stream_b = stream_of(a), stream_of(b)
+        assert stream_a.tags == stream_b.tags and stream_a.score_name == stream_b.score_name
+        assert lock_names(stream_a, **_span(window)) != lock_names(stream_b, **_span(window))
+
+        report_a = evaluate_traces(tags=[TAG], **window)  # project A evaluates the day
+        assert report_a.uploaded == 2
+        assert evaluated_days(stream_a, [before], LOG) == {before}
+        assert evaluated_days(stream_b, [before], LOG) == set()  # B's record knows nothing
+
+        for name, value in b.env().items():
+            monkeypatch.setenv(name, value)
+        # A holds its lock on the day: B's run of the same day does not wait for it
+        monkeypatch.setenv("TRUST_EVAL_LOCK_TIMEOUT_S", "1")
+        with window_lock(stream_a, **_span(window), lease_s=60, timeout_s=1):
+            report_b = evaluate_traces(tags=[TAG], **window)
+        assert report_b.uploaded == 3 and report_b.already_scored == 0
+        keys_a, keys_b = artifact_keys(report_a.flow_run_id), artifact_keys(report_b.flow_run_id)
+        assert len(keys_a) == len(keys_b) == 2 and keys_a.isdisjoint(keys_b)
+        assert evaluated_days(stream_b, [before], LOG) == {before}
+        assert len(a.store.all_scores()) == 2 and len(b.store.all_scores()) == 3
+
+
+def test_a_daily_run_of_one_project_does_not_skip_a_day_another_project_evaluated(
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = langfuse_sandbox
+    today = datetime.now(UTC).date()
+    missed = today - timedelta(days=2)
+    with LangfuseSandbox() as b:
+        seed(a, 1, start=midnight(missed) + timedelta(hours=3))
+        theirs = seed(b, 2, start=midnight(missed) + timedelta(hours=3))
+        end = midnight(today - timedelta(days=1))
+        evaluate_traces(tags=[TAG], window_start=midnight(missed), window_end=end)  # A's day
+        for name, value in b.env().items():
+            monkeypatch.setenv(name, value)
+        summary = daily(tags=[TAG], catch_up_days=1)  # B's daily: yesterday and the missed day
+        assert summary.caught_up == [missed]
+        assert {s.trace_id for s in b.store.all_scores()} == set(theirs)
+        assert evaluated_days(stream_of(b), [missed], LOG) == {missed}
+
+
+def _span(window: dict[str, datetime]) -> dict[str, datetime]:
+    return {"start": window["window_start"], "end": window["window_end"]}
