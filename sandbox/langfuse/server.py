@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Literal, Self
 
-from sandbox.faults import FaultState, RateLimit
+from sandbox.faults import FaultState, FixedWindowRateLimit
 from sandbox.langfuse.app import create_langfuse_app
 from sandbox.langfuse.common import RATE_LIMIT_BUCKETS
 from sandbox.langfuse.records import DroppedScore
@@ -109,18 +109,27 @@ class LangfuseSandbox(ServerThread):
         window_s: float = 60.0,
         endpoints: Iterable[str] | Literal["bucket"] | None = "bucket",
         bucket: str = "public-api",
-    ) -> RateLimit:
-        """Langfuse Cloud style limit: ``per_minute`` calls per ``window_s`` in one ``bucket``.
+    ) -> FixedWindowRateLimit:
+        """Langfuse Cloud's limit: ``per_minute`` points per fixed window of ``window_s`` in one
+        ``bucket``, per organisation (every project of this server shares it).
+
+        As RateLimitService.ts (v4.16.0) does it: the window opens with the first request; each
+        request takes a point (refused ones too) and the one taking the LAST point is already
+        refused, so ``per_minute=30`` (Hobby, general API) serves 29 requests a window. The 429
+        carries ``Retry-After`` (seconds to the window's end), ``X-RateLimit-*`` and the
+        ``{"message","code":"rate_limited","details"}`` body.
 
         Buckets are independent (a call counts against one): "public-api" (the general API,
-        Hobby 30/min) and "annotation-queues" (Hobby 100/min) cover their endpoints
-        (``RATE_LIMIT_BUCKETS``) by default; ``endpoints`` overrides that (None: every
-        endpoint). Any other bucket name needs ``endpoints``."""
+        Hobby 30/min), "annotation-queues" (Hobby 100/min), "ingestion" (POST ingestion and
+        OTLP, Hobby 1000/min), "public-api-metrics" (v1 metrics, Hobby 100/day) and
+        "public-api-v2-metrics" (Hobby 100/day) cover their endpoints (``RATE_LIMIT_BUCKETS``)
+        by default; ``endpoints`` overrides that (None: every endpoint). Any other bucket name
+        needs ``endpoints``."""
         if endpoints == "bucket":
             if bucket not in RATE_LIMIT_BUCKETS:
                 raise ValueError(f"bucket {bucket!r} needs endpoints")
             endpoints = RATE_LIMIT_BUCKETS[bucket]
-        limit = RateLimit(
+        limit = FixedWindowRateLimit(
             limit=per_minute,
             window_s=window_s,
             endpoints=frozenset(endpoints) if endpoints is not None else None,

@@ -385,8 +385,9 @@ def test_duplicate_queue_name_is_400(
 def test_annotation_queues_have_their_own_rate_limit_bucket(
     langfuse_sandbox: LangfuseSandbox, langfuse_client: Langfuse
 ) -> None:
-    general = langfuse_sandbox.set_rate_limit(per_minute=2)
-    queues = langfuse_sandbox.set_rate_limit(per_minute=3, bucket="annotation-queues")
+    # the point that would leave none is refused: 3 points serve 2 calls, 4 serve 3
+    general = langfuse_sandbox.set_rate_limit(per_minute=3)
+    queues = langfuse_sandbox.set_rate_limit(per_minute=4, bucket="annotation-queues")
     assert general.endpoints is not None and queues.endpoints is not None
     assert not general.endpoints & queues.endpoints
     configs, aq = langfuse_client.api.score_configs, langfuse_client.api.annotation_queues
