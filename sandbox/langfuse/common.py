@@ -19,6 +19,12 @@ from starlette.responses import JSONResponse, Response
 PROFILES = ("current", "v4.16")
 PROFILE_VERSIONS = {"current": "4.59.0", "v4.16": "4.16.0"}
 SERVER_VERSION = PROFILE_VERSIONS["current"]
+# LANGFUSE_MIGRATION_V4_WRITE_MODE (web/src/env.mjs, worker/src/env.ts at v4.16.0): "legacy"
+# writes only the v3 tables (traces, observations), "events_only" only the v4 events tables,
+# "dual" both. v4.16.0 defaults to events_only; Cloud still serves the legacy-table reads (the
+# v1 metrics API, deprecated there until 2026-11-16) next to the events ones: "dual".
+WRITE_MODES = ("legacy", "dual", "events_only")
+WRITE_MODE_DEFAULTS = {"current": "dual", "v4.16": "events_only"}
 MAX_BODY_BYTES = 1024 * 1024  # Next.js "1mb" body limit of POST /api/public/scores
 OBSERVATIONS_DEFAULT_LIMIT = 50
 OBSERVATIONS_MAX_LIMIT = 1000

@@ -65,7 +65,7 @@ class ScoreStore(StoreBase):
         key replaces the row, timestamp included; another day adds a row.
         """
         now = self.now_ms()
-        by_day = self._profile == "v4.16"
+        by_day = self.profile == "v4.16"
         with self._lock:
             for seq in self._score_ids.get(score.id, []):
                 row = self._scores[seq]
