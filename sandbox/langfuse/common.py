@@ -57,6 +57,11 @@ RATE_LIMIT_BUCKETS: dict[str, frozenset[str]] = {
     "public-api": GENERAL_API_ENDPOINTS,
     "annotation-queues": ANNOTATION_QUEUE_ENDPOINTS,
 }
+# packages/shared/src/domain/scores.ts (v4.16.0): a 400 on the REST routes, a silent drop in the
+# ingestion worker (validateAndInflateScore)
+ANNOTATION_SCORE_REQUIRES_CONFIG_ID = (
+    "configId is required when source is ANNOTATION (except for CORRECTION scores)."
+)
 # v2 observations without LANGFUSE_MIGRATION_V4_ALLOW_PREVIEW_OPT_IN=true (v4.16.0,
 # web/src/pages/api/public/v2/observations/index.ts: LangfuseNotFoundError)
 OBSERVATIONS_V2_DISABLED = (
