@@ -13,7 +13,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Match
 
 from sandbox.faults import install
-from sandbox.langfuse import annotation_queues, ingest, observations, score_configs, scores
+from sandbox.langfuse import (
+    annotation_queues,
+    ingest,
+    ingestion,
+    observations,
+    score_configs,
+    scores,
+)
 from sandbox.langfuse.common import ApiError, BadRequest, _api_error, error_body
 from sandbox.langfuse.deps import Projects, StoreDep, require_auth
 from sandbox.langfuse.store import LangfuseStore
@@ -41,6 +48,7 @@ async def projects(store: StoreDep) -> Response:
 ROUTERS: tuple[tuple[APIRouter, bool], ...] = (
     (meta, False),
     (ingest.router, True),
+    (ingestion.router, True),
     (observations.router, True),
     (scores.router, True),
     (score_configs.router, True),

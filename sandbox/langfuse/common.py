@@ -53,10 +53,21 @@ ANNOTATION_QUEUE_ENDPOINTS = frozenset(
         "annotation_queue_items.delete",
     }
 )
+# POST /api/public/ingestion and the OTLP route both take the "ingestion" resource
+# (web/src/pages/api/public/ingestion.ts, .../otel/v1/traces/index.ts; Hobby 1000/min)
+INGESTION_ENDPOINTS = frozenset({"ingestion", "otel"})
 RATE_LIMIT_BUCKETS: dict[str, frozenset[str]] = {
     "public-api": GENERAL_API_ENDPOINTS,
     "annotation-queues": ANNOTATION_QUEUE_ENDPOINTS,
+    "ingestion": INGESTION_ENDPOINTS,
 }
+# POST /api/public/ingestion: Next.js bodyParser sizeLimit "4.5mb" (bytes.parse: 4.5 * 2**20);
+# over it Next answers 413 with this text (plain text, from apiResolver's sendError)
+INGESTION_MAX_BODY_BYTES = int(4.5 * 1024 * 1024)
+INGESTION_BODY_TOO_LARGE = "Body exceeded 4.5mb limit"
+# the key's isIngestionSuspended (web/src/pages/api/public/scores/index.ts, ingestion.ts,
+# otel/v1/traces/index.ts at v4.16.0): ForbiddenError -> 403 {"message", "error"}
+INGESTION_SUSPENDED = "Ingestion suspended: Usage threshold exceeded. Please upgrade your plan."
 # packages/shared/src/domain/scores.ts (v4.16.0): a 400 on the REST routes, a silent drop in the
 # ingestion worker (validateAndInflateScore)
 ANNOTATION_SCORE_REQUIRES_CONFIG_ID = (
@@ -170,6 +181,15 @@ class NotFound(ApiError):
 
 class NotAllowed(ApiError):
     status = 405
+
+
+class Forbidden(ApiError):
+    """withMiddlewares' answer to a ForbiddenError: 403 with ``error`` "ForbiddenError"."""
+
+    status = 403
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, error="ForbiddenError")
 
 
 # --------------------------------------------------------------------------- HTTP helpers

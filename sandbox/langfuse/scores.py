@@ -12,11 +12,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from sandbox.langfuse.common import (
+    INGESTION_SUSPENDED,
     MAX_BODY_BYTES,
     SCORE_FIELD_GROUPS,
     SCORES_DEFAULT_LIMIT,
     SCORES_MAX_LIMIT,
     BadRequest,
+    Forbidden,
     _csv,
     _decode_cursor,
     _encode_cursor,
@@ -50,6 +52,8 @@ async def create_scores(request: Request, store: StoreDep, faults: FaultsDep) ->
     rejected_traces = fault.reject_trace_ids if fault else set()
     if store.profile == "v4.16":
         return _create_score_v416(store, payload, rejected_traces)
+    if store.ingestion_suspended:
+        raise Forbidden(INGESTION_SUSPENDED)
     if isinstance(payload, dict):  # the older single-score form
         score = validate_score(payload, now_ms=store.now_ms())
         if score.trace_id in rejected_traces:
@@ -276,6 +280,8 @@ def _create_score_v416(store: LangfuseStore, payload: Any, rejected: set[str]) -
     except BadRequest as e:
         # the sandbox's reason in zod's shape (the issue itself is not zod's own)
         return _invalid_request_data([{"code": "custom", "path": [], "message": str(e)}])
+    if store.ingestion_suspended:  # in the handler, after the body schema
+        raise Forbidden(INGESTION_SUSPENDED)
     if score.trace_id in rejected:
         return _error(400, f"Score for trace {score.trace_id} was rejected")
     store.ingest_score(item, score)

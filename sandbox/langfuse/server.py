@@ -169,6 +169,13 @@ class LangfuseSandbox(ServerThread):
     def heavy_read_rows(self, value: int | None) -> None:
         self.store.heavy_read_rows = value
 
+    def set_ingestion_suspended(self, suspended: bool = True) -> None:
+        """The first project's key as Langfuse Cloud marks it past the free tier's usage
+        threshold: POST scores, POST ingestion and OTLP answer 403 "Ingestion suspended: Usage
+        threshold exceeded. Please upgrade your plan." (per project:
+        ``store.ingestion_suspended``)."""
+        self.store.ingestion_suspended = suspended
+
     def advance_clock(self, seconds: float) -> None:
         """Shift the server's "now" by ``seconds`` (see :meth:`LangfuseStore.advance_clock`)."""
         self.store.advance_clock(seconds)

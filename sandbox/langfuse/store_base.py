@@ -6,6 +6,7 @@ import secrets
 import threading
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 from sandbox.langfuse.common import (
     PROFILE_VERSIONS,
@@ -81,6 +82,11 @@ class StoreBase:
         self.organization_id = "sandbox-org"
         self.public_key = public_key or f"pk-lf-sandbox-{secrets.token_hex(8)}"
         self.secret_key = secret_key or f"sk-lf-sandbox-{secrets.token_hex(16)}"
+        # the key's isIngestionSuspended (Cloud: the free tier's usage threshold BLOCKED): 403 on
+        # POST scores, POST ingestion and OTLP
+        self.ingestion_suspended = False
+        # valid ingestion events the sandbox answers but does not store (not score-create)
+        self.ignored_events: list[dict[str, Any]] = []
         self._lock = threading.RLock()
         self._traces: dict[str, TraceRecord] = {}
         self._observations: dict[str, ObservationRecord] = {}
