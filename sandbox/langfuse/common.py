@@ -68,6 +68,17 @@ INGESTION_BODY_TOO_LARGE = "Body exceeded 4.5mb limit"
 # the key's isIngestionSuspended (web/src/pages/api/public/scores/index.ts, ingestion.ts,
 # otel/v1/traces/index.ts at v4.16.0): ForbiddenError -> 403 {"message", "error"}
 INGESTION_SUSPENDED = "Ingestion suspended: Usage threshold exceeded. Please upgrade your plan."
+# withMiddlewares (web/src/features/public-api/server/withMiddlewares.ts, v4.16.0) answers a
+# ClickHouseResourceError (a ClickHouse timeout, memory limit or overcommit) with 422
+# {"message": this, "error": "Request timed out"} (RESOURCE_LIMIT_ERROR_MESSAGE +
+# DEFAULT_CLICKHOUSE_RESOURCE_ERROR_MESSAGE's docs line)
+CLICKHOUSE_RESOURCE_ERROR = (
+    "Your query could not be completed. Please narrow your request by adding more specific "
+    "filters (e.g., a shorter date range).\n"
+    "See https://langfuse.com/docs/api-and-data-platform/features/public-api for more details."
+)
+# the v2 observations field groups whose columns make a page heavy (input/output, metadata)
+HEAVY_FIELD_GROUPS = frozenset({"io", "metadata"})
 # packages/shared/src/domain/scores.ts (v4.16.0): a 400 on the REST routes, a silent drop in the
 # ingestion worker (validateAndInflateScore)
 ANNOTATION_SCORE_REQUIRES_CONFIG_ID = (
@@ -183,6 +194,15 @@ class NotAllowed(ApiError):
     status = 405
 
 
+class RequestTimedOut(ApiError):
+    """A ClickHouse resource error as withMiddlewares answers it: 422 "Request timed out"."""
+
+    status = 422
+
+    def __init__(self) -> None:
+        super().__init__(CLICKHOUSE_RESOURCE_ERROR, error="Request timed out")
+
+
 class Forbidden(ApiError):
     """withMiddlewares' answer to a ForbiddenError: 403 with ``error`` "ForbiddenError"."""
 
@@ -205,6 +225,7 @@ def error_body(status: int, message: str | None = None) -> dict[str, Any]:
         405: "Method Not Allowed",
         409: "Conflict",
         413: "Payload Too Large",
+        422: "Unprocessable Entity",
         429: "Too Many Requests",
         500: "Internal Server Error",
         502: "Bad Gateway",
