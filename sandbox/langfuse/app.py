@@ -17,6 +17,7 @@ from sandbox.langfuse import (
     annotation_queues,
     ingest,
     ingestion,
+    metrics,
     observations,
     score_configs,
     scores,
@@ -53,6 +54,8 @@ ROUTERS: tuple[tuple[APIRouter, bool], ...] = (
     (scores.router, True),
     (score_configs.router, True),
     (annotation_queues.router, True),
+    (metrics.router, True),
+    (metrics.legacy_router, False),  # authenticates in the handler, after its events_only 404
 )
 
 

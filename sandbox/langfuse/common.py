@@ -60,6 +60,9 @@ RATE_LIMIT_BUCKETS: dict[str, frozenset[str]] = {
     "public-api": GENERAL_API_ENDPOINTS,
     "annotation-queues": ANNOTATION_QUEUE_ENDPOINTS,
     "ingestion": INGESTION_ENDPOINTS,
+    # GET /api/public/metrics and /api/public/v2/metrics (Hobby: 100 a day each)
+    "public-api-metrics": frozenset({"metrics.v1"}),
+    "public-api-v2-metrics": frozenset({"metrics.v2"}),
 }
 # POST /api/public/ingestion: Next.js bodyParser sizeLimit "4.5mb" (bytes.parse: 4.5 * 2**20);
 # over it Next answers 413 with this text (plain text, from apiResolver's sendError)
@@ -228,6 +231,7 @@ def error_body(status: int, message: str | None = None) -> dict[str, Any]:
         422: "Unprocessable Entity",
         429: "Too Many Requests",
         500: "Internal Server Error",
+        501: "Not Implemented",
         502: "Bad Gateway",
         503: "Service Unavailable",
         504: "Gateway Timeout",

@@ -208,7 +208,8 @@ def _observations_page(store: LangfuseStore, request: Request, fault_repeat: int
         raise RequestTimedOut()
 
     def predicate(o: ObservationRecord, t: TraceRecord | None) -> bool:
-        return all(p(o, t) for p in predicates)
+        # v2 reads the events tables only: a trace ingested in legacy write mode is not there
+        return o.in_events and all(p(o, t) for p in predicates)
 
     rows, more = store.query_observations(
         predicate=predicate, from_ms=from_ms, to_ms=to_ms_, before=before, limit=limit

@@ -23,6 +23,9 @@ class TraceRecord:
     session_id: str | None = None
     environment: str = "default"
     public: bool = False
+    # written to the v3 "traces" table (write modes legacy and dual): what the v1 metrics API
+    # reads; events_only does not write it
+    in_legacy: bool = True
 
 
 @dataclass(slots=True)
@@ -55,6 +58,9 @@ class ObservationRecord:
     tags: tuple[str, ...] = ()
     created_ms: int = 0
     updated_ms: int = 0
+    # written to the v4 events tables (write modes dual and events_only): what v2 observations
+    # and v2 metrics read; legacy mode does not write them
+    in_events: bool = True
 
 
 @dataclass(slots=True)

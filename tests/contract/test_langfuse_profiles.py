@@ -23,7 +23,7 @@ from langfuse.api import (
 )
 from langfuse.api.core import ApiError
 
-from sandbox.langfuse import OBSERVATIONS_V2_DISABLED, LangfuseSandbox
+from sandbox.langfuse import OBSERVATIONS_V2_DISABLED, LangfuseSandbox, LangfuseStore
 from tests.support.langfuse_api import raw
 
 NO_RETRY: dict[str, Any] = {"max_retries": 0}
@@ -147,6 +147,18 @@ def test_v416_a_resent_id_keeps_one_row_with_the_first_timestamp(
 
 
 # --------------------------------------------------------------------------- v4.16: v2 observations
+
+
+def test_v416_serves_v2_observations_by_default() -> None:
+    """LANGFUSE_MIGRATION_V4_ALLOW_PREVIEW_OPT_IN defaults to "true" on v4.16.0
+    (web/src/env.mjs); only a server started with it set false answers 404."""
+    with LangfuseSandbox(profile="v4.16") as lf:
+        assert lf.preview_opt_in is True and lf.store.preview_opt_in is True
+        assert lf.write_mode == "events_only"  # v4.16.0's default write mode
+        lf.store.add_trace(name="t", start_time=lf.store.now())
+        answer = raw(lf, "GET", "/api/public/v2/observations")
+        assert answer.status_code == 200 and len(answer.json()["data"]) == 1
+    assert LangfuseStore(profile="v4.16").preview_opt_in is True
 
 
 def test_v416_observations_need_the_preview_opt_in(
