@@ -19,6 +19,7 @@ from sandbox.langfuse import (
     ingestion,
     metrics,
     observations,
+    review,
     score_configs,
     scores,
 )
@@ -56,6 +57,7 @@ ROUTERS: tuple[tuple[APIRouter, bool], ...] = (
     (annotation_queues.router, True),
     (metrics.router, True),
     (metrics.legacy_router, False),  # authenticates in the handler, after its events_only 404
+    (review.router, True),  # sandbox only: /sandbox/...
 )
 
 
