@@ -75,6 +75,77 @@ class RateLimit:
         self._hits.append(now)
         return None
 
+    def refusal(self, wait: float, error_body: Any) -> Response:
+        """The 429 answer once :meth:`check` said to wait ``wait`` seconds."""
+        return JSONResponse(
+            error_body(429),
+            status_code=429,
+            headers={
+                "Retry-After": str(max(1, math.ceil(wait))),  # whole seconds, as Langfuse
+                "X-RateLimit-Limit": str(self.limit),
+                "X-RateLimit-Remaining": "0",
+                "X-RateLimit-Reset": str(int(time.time() + wait)),
+            },
+        )
+
+
+@dataclass
+class FixedWindowRateLimit(RateLimit):
+    """Langfuse's limiter (rate-limiter-flexible's RateLimiterRedis, as used by
+    web/src/features/public-api/server/RateLimitService.ts at v4.16.0): a FIXED window of
+    ``window_s`` that opens with the first request after the previous one expired; every request
+    consumes a point, refused ones included; a request is refused when it leaves no point
+    (``remainingPoints < 1``), so ``limit`` points serve ``limit - 1`` requests a window (Hobby's
+    30 a minute on the general API serve 29)."""
+
+    _window_end: float = 0.0
+    _consumed: int = 0
+
+    def check(self, now: float) -> float | None:
+        if now >= self._window_end:
+            self._window_end = now + self.window_s
+            self._consumed = 0
+        self._consumed += 1
+        if self.limit - self._consumed < 1:
+            return max(self._window_end - now, 0.001)
+        return None
+
+    @property
+    def remaining(self) -> int:
+        """Points left in the current window (0 once spent)."""
+        return max(self.limit - self._consumed, 0)
+
+    def refusal(self, wait: float, error_body: Any) -> Response:
+        """RateLimitHelper.sendRestResponseIfLimited: the rate_limited error contract
+        (unstable-public-api-error-contract.ts) and createHttpHeaderFromRateLimit's headers."""
+        retry_after = math.ceil(wait)
+        reset = time.time() + wait
+        body = {
+            "message": "Rate limit exceeded",
+            "code": "rate_limited",
+            "details": {
+                "retryAfterSeconds": retry_after,
+                "limit": self.limit,
+                "remaining": 0,
+                "resetAt": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(reset))
+                + f".{int(reset * 1000) % 1000:03d}Z",
+            },
+        }
+        return JSONResponse(
+            body,
+            status_code=429,
+            headers={
+                "Retry-After": str(retry_after),
+                "X-RateLimit-Limit": str(self.limit),
+                "X-RateLimit-Remaining": "0",
+                # JavaScript's Date.prototype.toString() on a UTC server
+                "X-RateLimit-Reset": time.strftime(
+                    "%a %b %d %Y %H:%M:%S GMT+0000 (Coordinated Universal Time)",
+                    time.gmtime(reset),
+                ),
+            },
+        )
+
 
 @dataclass
 class RequestRecord:
@@ -190,16 +261,7 @@ def install(app: Any, endpoint_of: Any, error_body: Any) -> FaultState:
         if rl is not None:
             wait = rl.check(time.monotonic())
             if wait is not None:
-                return JSONResponse(
-                    error_body(429),
-                    status_code=429,
-                    headers={
-                        "Retry-After": str(max(1, math.ceil(wait))),  # whole seconds, as Langfuse
-                        "X-RateLimit-Limit": str(rl.limit),
-                        "X-RateLimit-Remaining": "0",
-                        "X-RateLimit-Reset": str(int(time.time() + wait)),
-                    },
-                )
+                return rl.refusal(wait, error_body)
         if fault is None:
             response: Response = await call_next(request)
             return response

@@ -13,9 +13,18 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Match
 
 from sandbox.faults import install
-from sandbox.langfuse import annotation_queues, ingest, observations, score_configs, scores
+from sandbox.langfuse import (
+    annotation_queues,
+    ingest,
+    ingestion,
+    metrics,
+    observations,
+    review,
+    score_configs,
+    scores,
+)
 from sandbox.langfuse.common import ApiError, BadRequest, _api_error, error_body
-from sandbox.langfuse.deps import StoreDep, require_auth
+from sandbox.langfuse.deps import Projects, StoreDep, require_auth
 from sandbox.langfuse.store import LangfuseStore
 
 meta = APIRouter()
@@ -41,10 +50,14 @@ async def projects(store: StoreDep) -> Response:
 ROUTERS: tuple[tuple[APIRouter, bool], ...] = (
     (meta, False),
     (ingest.router, True),
+    (ingestion.router, True),
     (observations.router, True),
     (scores.router, True),
     (score_configs.router, True),
     (annotation_queues.router, True),
+    (metrics.router, True),
+    (metrics.legacy_router, False),  # authenticates in the handler, after its events_only 404
+    (review.router, True),  # sandbox only: /sandbox/...
 )
 
 
@@ -68,9 +81,11 @@ async def _handle_error(request: Request, exc: Exception) -> Response:
 
 
 def create_langfuse_app(store: LangfuseStore) -> FastAPI:
-    """The ASGI app serving ``store``; ``app.state.faults`` is its FaultState."""
+    """The ASGI app serving ``store`` (its first project); ``app.state.projects`` holds every
+    project (``Projects.add``), ``app.state.faults`` is its FaultState."""
     app = FastAPI(title="Langfuse sandbox", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.store = store
+    app.state.projects = Projects(store)
     for router, authed in ROUTERS:
         app.include_router(router, dependencies=[Depends(require_auth)] if authed else None)
     app.add_exception_handler(BadRequest, _handle_error)

@@ -19,6 +19,12 @@ from starlette.responses import JSONResponse, Response
 PROFILES = ("current", "v4.16")
 PROFILE_VERSIONS = {"current": "4.59.0", "v4.16": "4.16.0"}
 SERVER_VERSION = PROFILE_VERSIONS["current"]
+# LANGFUSE_MIGRATION_V4_WRITE_MODE (web/src/env.mjs, worker/src/env.ts at v4.16.0): "legacy"
+# writes only the v3 tables (traces, observations), "events_only" only the v4 events tables,
+# "dual" both. v4.16.0 defaults to events_only; Cloud still serves the legacy-table reads (the
+# v1 metrics API, deprecated there until 2026-11-16) next to the events ones: "dual".
+WRITE_MODES = ("legacy", "dual", "events_only")
+WRITE_MODE_DEFAULTS = {"current": "dual", "v4.16": "events_only"}
 MAX_BODY_BYTES = 1024 * 1024  # Next.js "1mb" body limit of POST /api/public/scores
 OBSERVATIONS_DEFAULT_LIMIT = 50
 OBSERVATIONS_MAX_LIMIT = 1000
@@ -47,10 +53,40 @@ ANNOTATION_QUEUE_ENDPOINTS = frozenset(
         "annotation_queue_items.delete",
     }
 )
+# POST /api/public/ingestion and the OTLP route both take the "ingestion" resource
+# (web/src/pages/api/public/ingestion.ts, .../otel/v1/traces/index.ts; Hobby 1000/min)
+INGESTION_ENDPOINTS = frozenset({"ingestion", "otel"})
 RATE_LIMIT_BUCKETS: dict[str, frozenset[str]] = {
     "public-api": GENERAL_API_ENDPOINTS,
     "annotation-queues": ANNOTATION_QUEUE_ENDPOINTS,
+    "ingestion": INGESTION_ENDPOINTS,
+    # GET /api/public/metrics and /api/public/v2/metrics (Hobby: 100 a day each)
+    "public-api-metrics": frozenset({"metrics.v1"}),
+    "public-api-v2-metrics": frozenset({"metrics.v2"}),
 }
+# POST /api/public/ingestion: Next.js bodyParser sizeLimit "4.5mb" (bytes.parse: 4.5 * 2**20);
+# over it Next answers 413 with this text (plain text, from apiResolver's sendError)
+INGESTION_MAX_BODY_BYTES = int(4.5 * 1024 * 1024)
+INGESTION_BODY_TOO_LARGE = "Body exceeded 4.5mb limit"
+# the key's isIngestionSuspended (web/src/pages/api/public/scores/index.ts, ingestion.ts,
+# otel/v1/traces/index.ts at v4.16.0): ForbiddenError -> 403 {"message", "error"}
+INGESTION_SUSPENDED = "Ingestion suspended: Usage threshold exceeded. Please upgrade your plan."
+# withMiddlewares (web/src/features/public-api/server/withMiddlewares.ts, v4.16.0) answers a
+# ClickHouseResourceError (a ClickHouse timeout, memory limit or overcommit) with 422
+# {"message": this, "error": "Request timed out"} (RESOURCE_LIMIT_ERROR_MESSAGE +
+# DEFAULT_CLICKHOUSE_RESOURCE_ERROR_MESSAGE's docs line)
+CLICKHOUSE_RESOURCE_ERROR = (
+    "Your query could not be completed. Please narrow your request by adding more specific "
+    "filters (e.g., a shorter date range).\n"
+    "See https://langfuse.com/docs/api-and-data-platform/features/public-api for more details."
+)
+# the v2 observations field groups whose columns make a page heavy (input/output, metadata)
+HEAVY_FIELD_GROUPS = frozenset({"io", "metadata"})
+# packages/shared/src/domain/scores.ts (v4.16.0): a 400 on the REST routes, a silent drop in the
+# ingestion worker (validateAndInflateScore)
+ANNOTATION_SCORE_REQUIRES_CONFIG_ID = (
+    "configId is required when source is ANNOTATION (except for CORRECTION scores)."
+)
 # v2 observations without LANGFUSE_MIGRATION_V4_ALLOW_PREVIEW_OPT_IN=true (v4.16.0,
 # web/src/pages/api/public/v2/observations/index.ts: LangfuseNotFoundError)
 OBSERVATIONS_V2_DISABLED = (
@@ -161,6 +197,24 @@ class NotAllowed(ApiError):
     status = 405
 
 
+class RequestTimedOut(ApiError):
+    """A ClickHouse resource error as withMiddlewares answers it: 422 "Request timed out"."""
+
+    status = 422
+
+    def __init__(self) -> None:
+        super().__init__(CLICKHOUSE_RESOURCE_ERROR, error="Request timed out")
+
+
+class Forbidden(ApiError):
+    """withMiddlewares' answer to a ForbiddenError: 403 with ``error`` "ForbiddenError"."""
+
+    status = 403
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, error="ForbiddenError")
+
+
 # --------------------------------------------------------------------------- HTTP helpers
 
 
@@ -174,8 +228,10 @@ def error_body(status: int, message: str | None = None) -> dict[str, Any]:
         405: "Method Not Allowed",
         409: "Conflict",
         413: "Payload Too Large",
+        422: "Unprocessable Entity",
         429: "Too Many Requests",
         500: "Internal Server Error",
+        501: "Not Implemented",
         502: "Bad Gateway",
         503: "Service Unavailable",
         504: "Gateway Timeout",

@@ -10,6 +10,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from sandbox.langfuse.common import (
+    INGESTION_SUSPENDED,
+    Forbidden,
     _error,
 )
 from sandbox.langfuse.deps import StoreDep
@@ -23,6 +25,8 @@ router = APIRouter()
 @router.post("/api/public/otel/v1/traces", name="otel")
 async def otel_traces(request: Request, store: StoreDep) -> Response:
     """Each span becomes an observation (LangfuseStore.ingest_otlp)."""
+    if store.ingestion_suspended:  # first thing in the handler (otel/v1/traces/index.ts)
+        raise Forbidden(INGESTION_SUSPENDED)
     body = await request.body()
     try:
         decoded, is_json = decode_otlp(

@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse, Response
 
 from sandbox.langfuse.common import (
     FIELD_GROUPS,
+    HEAVY_FIELD_GROUPS,
     METADATA_TRUNCATE_AT,
     METADATA_TRUNCATION_SUFFIX,
     OBSERVATIONS_DEFAULT_LIMIT,
@@ -18,6 +19,7 @@ from sandbox.langfuse.common import (
     OBSERVATIONS_V2_DISABLED,
     BadRequest,
     NotFound,
+    RequestTimedOut,
     _bool_param,
     _csv,
     _decode_cursor,
@@ -199,9 +201,15 @@ def _observations_page(store: LangfuseStore, request: Request, fault_repeat: int
     if store.profile == "v4.16" and not store.preview_opt_in:
         # checked inside the handler, after auth and the query schema
         raise NotFound(OBSERVATIONS_V2_DISABLED, error="LangfuseNotFoundError")
+    heavy = store.heavy_read_rows
+    if heavy is not None and groups & HEAVY_FIELD_GROUPS and limit > heavy:
+        # the events query of a large page with input/output or metadata hits ClickHouse's
+        # timeout or memory limit; a smaller page passes
+        raise RequestTimedOut()
 
     def predicate(o: ObservationRecord, t: TraceRecord | None) -> bool:
-        return all(p(o, t) for p in predicates)
+        # v2 reads the events tables only: a trace ingested in legacy write mode is not there
+        return o.in_events and all(p(o, t) for p in predicates)
 
     rows, more = store.query_observations(
         predicate=predicate, from_ms=from_ms, to_ms=to_ms_, before=before, limit=limit

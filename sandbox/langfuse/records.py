@@ -23,6 +23,9 @@ class TraceRecord:
     session_id: str | None = None
     environment: str = "default"
     public: bool = False
+    # written to the v3 "traces" table (write modes legacy and dual): what the v1 metrics API
+    # reads; events_only does not write it
+    in_legacy: bool = True
 
 
 @dataclass(slots=True)
@@ -55,11 +58,15 @@ class ObservationRecord:
     tags: tuple[str, ...] = ()
     created_ms: int = 0
     updated_ms: int = 0
+    # written to the v4 events tables (write modes dual and events_only): what v2 observations
+    # and v2 metrics read; legacy mode does not write them
+    in_events: bool = True
 
 
 @dataclass(slots=True)
 class ScoreRecord:
-    """One stored score row. Duplicate ids can exist (a resend with another timestamp)."""
+    """One stored score row. Duplicate ids can exist on "current" (a list POST resent with
+    another timestamp); v4.16 and the ingestion route keep one row per id."""
 
     id: str
     name: str
@@ -76,9 +83,13 @@ class ScoreRecord:
     source: str = "API"
     config_id: str | None = None
     queue_id: str | None = None
+    author_user_id: str | None = None  # the reviewer of an ANNOTATION score set in the UI
     created_ms: int = 0
     updated_ms: int = 0
     seq: int = 0  # insertion order, the tie-breaker of the v3 cursor
+    # the timestamp of the newest ingestion event merged into this row (the worker's merge
+    # takes the mutable fields from the newest event)
+    event_ms: int = 0
 
     @property
     def timestamp(self) -> datetime:
@@ -146,7 +157,3 @@ class ScoreDropped(Exception):
 
 def _score_key(s: ScoreRecord) -> tuple[int, int]:
     return (s.timestamp_ms, s.seq)
-
-
-def _day(ms: int) -> int:
-    return ms // 86_400_000

@@ -12,11 +12,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from sandbox.langfuse.common import (
+    INGESTION_SUSPENDED,
     MAX_BODY_BYTES,
     SCORE_FIELD_GROUPS,
     SCORES_DEFAULT_LIMIT,
     SCORES_MAX_LIMIT,
     BadRequest,
+    Forbidden,
     _csv,
     _decode_cursor,
     _encode_cursor,
@@ -50,6 +52,8 @@ async def create_scores(request: Request, store: StoreDep, faults: FaultsDep) ->
     rejected_traces = fault.reject_trace_ids if fault else set()
     if store.profile == "v4.16":
         return _create_score_v416(store, payload, rejected_traces)
+    if store.ingestion_suspended:
+        raise Forbidden(INGESTION_SUSPENDED)
     if isinstance(payload, dict):  # the older single-score form
         score = validate_score(payload, now_ms=store.now_ms())
         if score.trace_id in rejected_traces:
@@ -106,7 +110,7 @@ def score_json(score: ScoreRecord, groups: set[str], project_id: str) -> dict[st
     if "details" in groups:
         row.update(comment=score.comment, configId=score.config_id, metadata=score.metadata)
     if "annotation" in groups:
-        row.update(authorUserId=None, queueId=score.queue_id)
+        row.update(authorUserId=score.author_user_id, queueId=score.queue_id)
     if "subject" in groups:
         subject: dict[str, Any]
         if score.observation_id:
@@ -122,8 +126,65 @@ def score_json(score: ScoreRecord, groups: set[str], project_id: str) -> dict[st
     return row
 
 
+# GetScoresQueryV3 (packages/shared/src/features/scores/interfaces/api/v3/endpoints.ts) is zod
+# .strict(), plus the route's cursor
+V3_QUERY_KEYS = frozenset(
+    {"limit", "fields", "id", "name", "source", "dataType", "environment", "configId"}
+    | {"queueId", "authorUserId", "value", "valueMin", "valueMax", "traceId", "sessionId"}
+    | {"observationId", "experimentId", "fromTimestamp", "toTimestamp", "userId", "traceTags"}
+    | {"cursor"}
+)
+SCORE_SOURCES = ("API", "EVAL", "ANNOTATION")  # ScoreSourceArray
+SCORE_DATA_TYPE_VALUES = ("NUMERIC", "CATEGORICAL", "BOOLEAN", "CORRECTION", "TEXT")
+
+
+def _v3_query_issues(params: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The zod issues of GetScoresV3Query the sandbox checks: unknown keys, the source and
+    dataType values (csvEnumParam, case-insensitive), the v2-only filters."""
+    issues: list[dict[str, Any]] = []
+    unknown = sorted(set(params) - V3_QUERY_KEYS)
+    if unknown:
+        keys = ", ".join(f'"{k}"' for k in unknown)
+        issues.append(
+            {
+                "code": "unrecognized_keys",
+                "keys": unknown,
+                "path": [],
+                "message": f"Unrecognized key{'s' if len(unknown) > 1 else ''}: {keys}",
+            }
+        )
+    for key, label, allowed in (
+        ("source", "source", SCORE_SOURCES),
+        ("dataType", "dataType", SCORE_DATA_TYPE_VALUES),
+    ):
+        for value in _csv(params.get(key)) or []:
+            if value.upper() not in allowed:
+                issues.append(
+                    {
+                        "code": "custom",
+                        "path": [key],
+                        "message": f'Invalid {label} value: "{value.upper()}". '
+                        f"Allowed: {', '.join(allowed)}",
+                    }
+                )
+    for key in ("userId", "traceTags"):
+        if params.get(key):
+            issues.append(
+                {
+                    "code": "custom",
+                    "path": [],
+                    "message": f"{key} filter requires a trace JOIN and is not supported in v3 "
+                    "— use v2 or omit this filter",
+                }
+            )
+    return issues
+
+
 def _scores_page(store: LangfuseStore, request: Request) -> Response:
     params = request.query_params
+    issues = _v3_query_issues(params)
+    if issues:
+        raise BadRequest("Invalid request data", error=issues)
     groups = set(_csv(params.get("fields")) or [])
     unknown = groups - SCORE_FIELD_GROUPS
     if unknown:
@@ -166,8 +227,7 @@ def _scores_page(store: LangfuseStore, request: Request) -> Response:
     one_of(session_ids, lambda s: s.session_id, False)
     one_of(observation_ids, lambda s: s.observation_id, False)
     one_of(run_ids, lambda s: s.dataset_run_id, False)
-    if params.get("authorUserId"):
-        checks.append(lambda s: False)  # API scores have no author
+    one_of(_csv(params.get("authorUserId")), lambda s: s.author_user_id, False)
     _value_checks(params, data_types, checks)
 
     from_ms = _time_param(params.get("fromTimestamp"), "fromTimestamp")
@@ -276,6 +336,8 @@ def _create_score_v416(store: LangfuseStore, payload: Any, rejected: set[str]) -
     except BadRequest as e:
         # the sandbox's reason in zod's shape (the issue itself is not zod's own)
         return _invalid_request_data([{"code": "custom", "path": [], "message": str(e)}])
+    if store.ingestion_suspended:  # in the handler, after the body schema
+        raise Forbidden(INGESTION_SUSPENDED)
     if score.trace_id in rejected:
         return _error(400, f"Score for trace {score.trace_id} was rejected")
     store.ingest_score(item, score)

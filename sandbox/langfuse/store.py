@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from sandbox.langfuse.store_observations import ObservationStore
-from sandbox.langfuse.store_queues import QueueStore
-from sandbox.langfuse.store_scores import ScoreStore
+from sandbox.langfuse.store_review import ReviewStore
 
 
-class LangfuseStore(ObservationStore, ScoreStore, QueueStore):
+class LangfuseStore(ReviewStore):
     """One in-memory Langfuse project: traces, observations, scores. Thread-safe.
 
     Every store gets fresh random API keys unless ``public_key``/``secret_key`` are given (the
@@ -15,6 +13,9 @@ class LangfuseStore(ObservationStore, ScoreStore, QueueStore):
     an old key; ``python -m sandbox`` passes stable ones, one process per sandbox).
 
     ``profile`` picks the server modelled ("current" or "v4.16", see ``PROFILES``). The store
-    also holds the server's settings (``preview_opt_in``, ``version``), its clock
-    (``advance_clock``) and the score read lag (``set_score_read_lag``).
+    also reaches the server's settings (``settings``, shared by every project of one server:
+    ``profile``, ``preview_opt_in``, ``version``, ``write_mode``, ``heavy_read_rows``, the clock
+    (``advance_clock``) and the score read lag (``set_score_read_lag``)); the project's own are
+    its keys, ``ingestion_suspended`` and ``max_annotation_queues``. ``annotate`` plays the
+    reviewer of an annotation queue (sandbox only).
     """

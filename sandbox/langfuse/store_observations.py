@@ -92,6 +92,7 @@ class ObservationStore(StoreBase):
         trace_id = trace_id or secrets.token_hex(16)
         start_ms = to_ms(start_time)
         meta = dict(metadata or {})
+        in_legacy, in_events = self._written_tables()
         with self._lock:
             self._traces[trace_id] = TraceRecord(
                 id=trace_id,
@@ -103,6 +104,7 @@ class ObservationStore(StoreBase):
                 user_id=user_id,
                 session_id=session_id,
                 environment=environment,
+                in_legacy=in_legacy,
             )
             self._put_observation(
                 ObservationRecord(
@@ -122,6 +124,7 @@ class ObservationStore(StoreBase):
                     tags=tuple(dict.fromkeys(tags)),
                     created_ms=start_ms,
                     updated_ms=start_ms,
+                    in_events=in_events,
                 )
             )
         return trace_id
@@ -185,6 +188,7 @@ class ObservationStore(StoreBase):
                 tags=trace.tags if tags is None else tuple(dict.fromkeys(tags)),
                 created_ms=start_ms,
                 updated_ms=start_ms,
+                in_events=self._written_tables()[1],
             )
             self._put_observation(obs)
         return obs.id
@@ -202,6 +206,12 @@ class ObservationStore(StoreBase):
                 self._obs_sorted = False
             self._obs_order.append(key)
 
+    def _written_tables(self) -> tuple[bool, bool]:
+        """(legacy tables, events tables) the server's write mode writes a trace into
+        (worker/src/env.ts at v4.16.0: v4WritesToLegacyTables, v4WritesToEventsTable)."""
+        mode = self.write_mode
+        return mode != "events_only", mode != "legacy"
+
     # ----------------------------------------------------------- accessors
 
     def trace(self, trace_id: str) -> TraceRecord | None:
@@ -211,6 +221,11 @@ class ObservationStore(StoreBase):
     def trace_count(self) -> int:
         with self._lock:
             return len(self._traces)
+
+    def all_traces(self) -> list[TraceRecord]:
+        """Every trace (the stored records: read, do not change)."""
+        with self._lock:
+            return list(self._traces.values())
 
     def all_observations(self) -> list[ObservationRecord]:
         with self._lock:
@@ -227,16 +242,19 @@ class ObservationStore(StoreBase):
         """Turn the spans of an OTLP export into traces and observations. Returns span count."""
         count = 0
         now = self.now_ms()
+        tables = self._written_tables()
         with self._lock:
             for resource_spans in request.resource_spans:
                 resource = _attributes(resource_spans.resource.attributes)
                 for scope_spans in resource_spans.scope_spans:
                     for span in scope_spans.spans:
-                        self._ingest_span(span, resource, now)
+                        self._ingest_span(span, resource, now, tables)
                         count += 1
         return count
 
-    def _ingest_span(self, span: Span, resource: dict[str, Any], now: int) -> None:
+    def _ingest_span(
+        self, span: Span, resource: dict[str, Any], now: int, tables: tuple[bool, bool]
+    ) -> None:
         attrs = _attributes(span.attributes)
         trace_id = span.trace_id.hex()
         span_id = span.span_id.hex()
@@ -261,10 +279,14 @@ class ObservationStore(StoreBase):
         is_root = parent_id is None or attrs.get(A_IS_APP_ROOT) is True
 
         # the trace: created by its first span, enriched by every later one
+        in_legacy, in_events = tables
         trace = self._traces.get(trace_id)
         if trace is None:
-            trace = TraceRecord(id=trace_id, start_ms=start_ms, environment=environment)
+            trace = TraceRecord(
+                id=trace_id, start_ms=start_ms, environment=environment, in_legacy=in_legacy
+            )
             self._traces[trace_id] = trace
+        trace.in_legacy = trace.in_legacy or in_legacy
         trace.start_ms = min(trace.start_ms, start_ms)
         if attrs.get(A_TRACE_NAME):
             trace.name = str(attrs[A_TRACE_NAME])
@@ -327,6 +349,7 @@ class ObservationStore(StoreBase):
                 tags=tuple(dict.fromkeys(tags)),
                 created_ms=old.created_ms if old is not None else now,
                 updated_ms=now,
+                in_events=in_events or (old is not None and old.in_events),
             )
         )
 

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from sandbox.langfuse.common import (
+    ANNOTATION_SCORE_REQUIRES_CONFIG_ID,
     BOOLEAN_CATEGORIES,
     SCORE_CONFIG_DATA_TYPES,
     BadRequest,
@@ -21,7 +22,6 @@ from sandbox.langfuse.records import (
     ScoreConfigRecord,
     ScoreDropped,
     ScoreRecord,
-    _day,
     _score_key,
 )
 from sandbox.langfuse.store_base import (
@@ -36,6 +36,14 @@ from sandbox.langfuse.validation import (
     _opt_string,
     validate_score,
 )
+
+
+def _merged_metadata(older: Any, newer: Any) -> Any:
+    """overwriteObject's metadata rule (worker/src/services/IngestionService/utils.ts): the one
+    that is set, else both merged, the newer winning."""
+    if isinstance(older, dict) and isinstance(newer, dict):
+        return {**older, **newer}
+    return newer if newer else older
 
 
 class ScoreStore(StoreBase):
@@ -55,35 +63,65 @@ class ScoreStore(StoreBase):
 
     # ----------------------------------------------------------- scores
 
-    def upsert_score(self, score: ScoreRecord) -> ScoreRecord:
+    def upsert_score(self, score: ScoreRecord, *, merge_by_id: bool | None = None) -> ScoreRecord:
         """Store a score row.
 
-        current: a stored row with the same id, timestamp and name is updated in place;
-        otherwise a row is added (a resend with another timestamp duplicates).
-        v4.16: rows are keyed (project, day of timestamp, name, id), the ClickHouse ORDER BY of
-        ``scores`` (packages/shared/clickhouse/migrations/clustered/0003_scores.up.sql): the same
-        key replaces the row, timestamp included; another day adds a row.
+        ``merge_by_id`` (default: on the v4.16 profile): the ingestion worker's merge
+        (worker/src/services/IngestionService/index.ts at v4.16.0, processScoreEventList and
+        mergeScoreRecords): every event of one score id is merged into ONE row, whichever route
+        wrote it (POST scores and POST ingestion both enqueue score-create events). The first
+        row's ``timestamp``, ``traceId``, ``environment`` and ``createdAt`` are immutable
+        (``immutableEntityKeys``); the other fields come from the newest event by event
+        timestamp (``toTimeSortedEventList``); metadata is merged. ``score.timestamp_ms`` is the
+        new event's timestamp (v4.16 stamps a POSTed score on arrival; ingestion takes the
+        event's ``timestamp``). A changed name stays on the one row (ClickHouse would keep the
+        old-name row too: its ORDER BY holds the name).
+
+        Otherwise ("current", the list POST of SDK 5): a stored row with the same id, timestamp
+        and name is updated in place; else a row is added (a resend with another timestamp
+        duplicates), as the SDK's contract documents it.
         """
         now = self.now_ms()
-        by_day = self._profile == "v4.16"
+        if merge_by_id is None:
+            merge_by_id = self.profile == "v4.16"
         with self._lock:
-            for seq in self._score_ids.get(score.id, []):
+            seqs = self._score_ids.get(score.id, [])
+            if merge_by_id and seqs:
+                first = self._scores[min(seqs)]
+                newer = score.timestamp_ms >= first.event_ms
+                base = score if newer else first
+                merged = replace(
+                    base,
+                    seq=first.seq,
+                    timestamp_ms=first.timestamp_ms,
+                    trace_id=first.trace_id,
+                    environment=first.environment,
+                    created_ms=first.created_ms,
+                    updated_ms=now,
+                    event_ms=max(first.event_ms, score.timestamp_ms),
+                    metadata=_merged_metadata(
+                        first.metadata if newer else score.metadata,
+                        score.metadata if newer else first.metadata,
+                    ),
+                )
+                self._scores[first.seq] = merged
+                return replace(merged)
+            for seq in seqs:
                 row = self._scores[seq]
-                if row.name != score.name:
-                    continue
-                if by_day and _day(row.timestamp_ms) == _day(score.timestamp_ms):
-                    updated = replace(score, seq=seq, created_ms=now, updated_ms=now)
-                    if row.timestamp_ms != score.timestamp_ms:
-                        self._score_order.remove((row.timestamp_ms, seq))
-                        self._add_score_order(updated)
-                    self._scores[seq] = updated
-                    return replace(updated)
-                if not by_day and row.timestamp_ms == score.timestamp_ms:
-                    updated = replace(score, seq=seq, created_ms=row.created_ms, updated_ms=now)
+                if (
+                    not merge_by_id
+                    and row.name == score.name
+                    and row.timestamp_ms == score.timestamp_ms
+                ):
+                    updated = replace(
+                        score, seq=seq, created_ms=row.created_ms, updated_ms=now, event_ms=now
+                    )
                     self._scores[seq] = updated
                     return replace(updated)
             self._seq += 1
-            stored = replace(score, seq=self._seq, created_ms=now, updated_ms=now)
+            stored = replace(
+                score, seq=self._seq, created_ms=now, updated_ms=now, event_ms=score.timestamp_ms
+            )
             self._scores[stored.seq] = stored
             self._score_ids.setdefault(stored.id, []).append(stored.seq)
             self._add_score_order(stored)
@@ -95,17 +133,27 @@ class ScoreStore(StoreBase):
             self._scores_sorted = False
         self._score_order.append(key)
 
-    def ingest_score(self, item: Mapping[str, Any], score: ScoreRecord) -> ScoreRecord | None:
+    def ingest_score(
+        self, item: Mapping[str, Any], score: ScoreRecord, *, merge_by_id: bool | None = None
+    ) -> ScoreRecord | None:
         """What ingestion does with a score the HTTP answer already accepted: apply its config
-        (:meth:`inflate_with_config`) and store it, or drop it silently (kept in
-        ``dropped_scores``) and return None."""
+        (:meth:`inflate_with_config`) and store it (:meth:`upsert_score`), or drop it silently
+        (kept in ``dropped_scores``) and return None."""
         try:
+            if (
+                score.source == "ANNOTATION"
+                and not item.get("configId")
+                and score.data_type != "CORRECTION"
+            ):
+                # validateAndInflateScore: the REST routes refuse this in their schema; the
+                # ingestion route's events reach the worker, which drops them
+                raise ScoreDropped(ANNOTATION_SCORE_REQUIRES_CONFIG_ID)
             final = self.inflate_with_config(item, score)
         except ScoreDropped as e:
             with self._lock:
                 self._dropped.append(DroppedScore(replace(score), str(e), self.now_ms()))
             return None
-        return self.upsert_score(final)
+        return self.upsert_score(final, merge_by_id=merge_by_id)
 
     def add_score(
         self,

@@ -9,6 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 from sandbox.langfuse.common import (
+    ANNOTATION_SCORE_REQUIRES_CONFIG_ID,
     BOOLEAN_CATEGORIES,
     ENVIRONMENT_RE,
     SCORE_CONFIG_NAME_RE,
@@ -23,9 +24,13 @@ from sandbox.langfuse.records import ScoreConfigRecord, ScoreRecord
 # --------------------------------------------------------------------------- scores
 
 
-def validate_score(item: Any, *, now_ms: int | None = None) -> ScoreRecord:
+def validate_score(item: Any, *, now_ms: int | None = None, ingestion: bool = False) -> ScoreRecord:
     """Check one score of a POST body; raise BadRequest with the reason. A missing timestamp
-    is ``now_ms`` (default: wall-clock now)."""
+    is ``now_ms`` (default: wall-clock now).
+
+    ``ingestion``: the body of a score-create event, already checked against the event schema
+    (packages/shared/src/server/ingestion/types.ts): source may also be EVAL, and an ANNOTATION
+    score without configId passes (the worker drops it, see ``LangfuseStore.ingest_score``)."""
     if not isinstance(item, dict):
         raise BadRequest("Each score must be a JSON object")
     name = item.get("name")
@@ -87,11 +92,12 @@ def validate_score(item: Any, *, now_ms: int | None = None) -> ScoreRecord:
             "at most 40 characters, and must not start with 'langfuse'"
         )
     source = item.get("source") or "API"
-    if source not in ("API", "ANNOTATION"):
-        raise BadRequest("source must be API or ANNOTATION")
+    sources = ("API", "EVAL", "ANNOTATION") if ingestion else ("API", "ANNOTATION")
+    if source not in sources:
+        raise BadRequest(f"source must be one of {', '.join(sources)}")
     config_id = item.get("configId")
-    if source == "ANNOTATION" and not config_id and data_type != "CORRECTION":
-        raise BadRequest("ANNOTATION scores need a configId")
+    if source == "ANNOTATION" and not config_id and data_type != "CORRECTION" and not ingestion:
+        raise BadRequest(ANNOTATION_SCORE_REQUIRES_CONFIG_ID)
     comment = item.get("comment")
     if comment is not None and not isinstance(comment, str):
         raise BadRequest("comment must be a string")

@@ -236,7 +236,7 @@ def test_review_endpoints_take_faults_and_their_rate_limits(
     assert caught.value.status_code == 503
     assert langfuse_client.api.annotation_queues.list_queues().data == []
 
-    limit = langfuse_sandbox.set_rate_limit(per_minute=2)
+    limit = langfuse_sandbox.set_rate_limit(per_minute=3)  # the third point is refused
     api = langfuse_client.api.score_configs
     api.get()
     api.get()

@@ -23,7 +23,7 @@ from langfuse.api import (
 )
 from langfuse.api.core import ApiError
 
-from sandbox.langfuse import OBSERVATIONS_V2_DISABLED, LangfuseSandbox
+from sandbox.langfuse import OBSERVATIONS_V2_DISABLED, LangfuseSandbox, LangfuseStore
 from tests.support.langfuse_api import raw
 
 NO_RETRY: dict[str, Any] = {"max_retries": 0}
@@ -99,53 +99,66 @@ def test_v416_score_post_takes_one_object_and_refuses_a_list(
     assert bad.status_code == 400 and bad.json()["message"] == "Invalid request data"
 
 
-def test_v416_same_id_on_another_day_adds_a_row_and_v3_shows_the_newest(
+def test_v416_a_resent_id_keeps_one_row_with_the_first_timestamp(
     langfuse_sandbox: LangfuseSandbox, langfuse_client: Langfuse
 ) -> None:
+    """The worker merges every event of a score id into one row; timestamp, traceId and
+    environment are immutable (worker/src/services/IngestionService/index.ts, v4.16.0)."""
     langfuse_sandbox.profile = "v4.16"
     store, api = langfuse_sandbox.store, langfuse_client.api.scores
-    assert _post_score(langfuse_sandbox, id="s", traceId="t", name="trust", value=0.1).is_success
-    assert _post_score(langfuse_sandbox, id="s", traceId="t", name="trust", value=0.2).is_success
-    (same_day,) = store.all_scores()  # same (day, name, id): replaced
-    assert same_day.value == pytest.approx(0.2)
-    day1 = same_day.timestamp
+    first = _post_score(
+        langfuse_sandbox, id="s", traceId="t", name="trust", value=0.1, metadata={"a": 1}
+    )
+    assert first.is_success
+    (row,) = store.all_scores()
+    day1 = row.timestamp
 
-    langfuse_sandbox.advance_clock(DAY_S / 2)
-    assert _post_score(langfuse_sandbox, id="u", traceId="t", name="trust", value=0.9).is_success
-    langfuse_sandbox.advance_clock(DAY_S / 2)  # "the next day"
-    assert _post_score(langfuse_sandbox, id="s", traceId="t", name="trust", value=0.3).is_success
-    rows = [r for r in store.all_scores() if r.id == "s"]
-    assert [r.value for r in rows] == [pytest.approx(0.2), pytest.approx(0.3)]
-    assert rows[1].timestamp - rows[0].timestamp >= timedelta(days=1)
+    langfuse_sandbox.advance_clock(DAY_S)  # the next day: no second row under a new day key
+    again = _post_score(
+        langfuse_sandbox,
+        id="s",
+        traceId="t-other",
+        name="trust",
+        value=0.3,
+        comment="rescored",
+        metadata={"b": 2},
+    )
+    assert again.is_success
+    (merged,) = store.all_scores()
+    assert merged.timestamp == day1  # the first timestamp
+    assert merged.trace_id == "t"  # immutable
+    assert merged.value == pytest.approx(0.3) and merged.comment == "rescored"  # the newest
+    assert merged.metadata == {"a": 1, "b": 2}
 
-    # v3: LIMIT 1 BY id after the filters: the newest row, or the older one in an older window
-    (newest,) = api.get_many(id="s").data
-    assert newest.value == pytest.approx(0.3) and newest.timestamp == rows[1].timestamp
-    (older,) = api.get_many(id="s", to_timestamp=day1 + timedelta(hours=1)).data
-    assert older.value == pytest.approx(0.2)
-    assert [r.id for r in api.get_many(name="trust").data] == ["s", "u"]
-    # per query: a later page (cursor: older than the last row) can carry the older row of an
-    # id an earlier page showed
-    pages: list[tuple[str, Any]] = []
-    cursor: str | None = None
-    while True:
-        page = api.get_many(name="trust", limit=1, cursor=cursor)
-        pages += [(r.id, r.value) for r in page.data]
-        cursor = page.meta.cursor
-        if not cursor:
-            break
-    assert pages == [
-        ("s", pytest.approx(0.3)),
-        ("u", pytest.approx(0.9)),
-        ("s", pytest.approx(0.2)),
-    ]
+    (listed,) = api.get_many(id="s", fields="details,subject").data
+    assert listed.timestamp == day1 and listed.value == pytest.approx(0.3)
+    assert listed.subject is not None and listed.subject.id == "t"
+    assert len(api.get_many(id="s", to_timestamp=day1 + timedelta(hours=1)).data) == 1
+    assert api.get_many(id="s", from_timestamp=day1 + timedelta(hours=1)).data == []
 
-    # "current" keeps every row in the v3 list (and upserts by id + timestamp + name)
+    # "current" (the SDK 5 list POST) upserts by id + timestamp + name: another timestamp is a
+    # second row (tests/contract/test_langfuse_scores.py)
     langfuse_sandbox.profile = "current"
+    later = langfuse_sandbox.store.now().isoformat()
+    api.create(
+        request=[{"id": "s", "traceId": "t", "name": "trust", "value": 1, "timestamp": later}]
+    )
     assert len(api.get_many(id="s").data) == 2
 
 
 # --------------------------------------------------------------------------- v4.16: v2 observations
+
+
+def test_v416_serves_v2_observations_by_default() -> None:
+    """LANGFUSE_MIGRATION_V4_ALLOW_PREVIEW_OPT_IN defaults to "true" on v4.16.0
+    (web/src/env.mjs); only a server started with it set false answers 404."""
+    with LangfuseSandbox(profile="v4.16") as lf:
+        assert lf.preview_opt_in is True and lf.store.preview_opt_in is True
+        assert lf.write_mode == "events_only"  # v4.16.0's default write mode
+        lf.store.add_trace(name="t", start_time=lf.store.now())
+        answer = raw(lf, "GET", "/api/public/v2/observations")
+        assert answer.status_code == 200 and len(answer.json()["data"]) == 1
+    assert LangfuseStore(profile="v4.16").preview_opt_in is True
 
 
 def test_v416_observations_need_the_preview_opt_in(
@@ -385,8 +398,9 @@ def test_duplicate_queue_name_is_400(
 def test_annotation_queues_have_their_own_rate_limit_bucket(
     langfuse_sandbox: LangfuseSandbox, langfuse_client: Langfuse
 ) -> None:
-    general = langfuse_sandbox.set_rate_limit(per_minute=2)
-    queues = langfuse_sandbox.set_rate_limit(per_minute=3, bucket="annotation-queues")
+    # the point that would leave none is refused: 3 points serve 2 calls, 4 serve 3
+    general = langfuse_sandbox.set_rate_limit(per_minute=3)
+    queues = langfuse_sandbox.set_rate_limit(per_minute=4, bucket="annotation-queues")
     assert general.endpoints is not None and queues.endpoints is not None
     assert not general.endpoints & queues.endpoints
     configs, aq = langfuse_client.api.score_configs, langfuse_client.api.annotation_queues

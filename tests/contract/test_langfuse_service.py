@@ -16,9 +16,9 @@ from langfuse.api import UnauthorizedError
 from langfuse.api.core import ApiError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from sandbox.faults import Fault
+from sandbox.faults import Fault, FixedWindowRateLimit
 from sandbox.langfuse import LangfuseSandbox, to_ms
-from tests.support.langfuse_api import NO_RETRY, T0, fetch_all, score_body
+from tests.support.langfuse_api import NO_RETRY, T0, fetch_all, raw, score_body
 
 # --------------------------------------------------------------------------- health, auth, OTLP
 
@@ -138,7 +138,7 @@ def test_429_with_retry_after_is_retried_by_the_generated_client(
 def test_rate_limit_covers_the_general_api_group(
     langfuse_sandbox: LangfuseSandbox, langfuse_client: Langfuse
 ) -> None:
-    langfuse_sandbox.set_rate_limit(per_minute=2, window_s=60.0)
+    langfuse_sandbox.set_rate_limit(per_minute=3, window_s=60.0)  # 3 points: 2 served
     api = langfuse_client.api
     api.observations.get_many(request_options=NO_RETRY)
     api.scores.get_many(request_options=NO_RETRY)
@@ -147,9 +147,39 @@ def test_rate_limit_covers_the_general_api_group(
     assert err.value.status_code == 429
     headers = err.value.headers or {}
     assert int(headers["retry-after"]) >= 1
-    assert headers["x-ratelimit-limit"] == "2" and headers["x-ratelimit-remaining"] == "0"
+    assert headers["x-ratelimit-limit"] == "3" and headers["x-ratelimit-remaining"] == "0"
     assert api.health.health().status == "OK"  # health is not in the group
     assert langfuse_sandbox.store.all_scores() == []
+
+
+def test_rate_limit_is_a_fixed_window_whose_last_point_is_refused(
+    langfuse_sandbox: LangfuseSandbox,
+) -> None:
+    """RateLimitService.ts (v4.16.0): Hobby's 30 points a minute serve 29 requests; refused
+    requests spend points too, and the window does not slide."""
+    limit = langfuse_sandbox.set_rate_limit(per_minute=30)
+    statuses = [
+        raw(langfuse_sandbox, "GET", "/api/public/v3/scores").status_code for _ in range(31)
+    ]
+    assert statuses == [200] * 29 + [429, 429]
+    assert limit.remaining == 0
+    refused = raw(langfuse_sandbox, "GET", "/api/public/v2/observations")
+    assert refused.status_code == 429
+    body = refused.json()
+    assert body["message"] == "Rate limit exceeded" and body["code"] == "rate_limited"
+    details = body["details"]
+    assert (details["limit"], details["remaining"]) == (30, 0)
+    assert details["retryAfterSeconds"] == int(refused.headers["retry-after"]) >= 1
+    assert refused.headers["x-ratelimit-reset"].endswith("(Coordinated Universal Time)")
+    assert langfuse_sandbox.faults.count(status=429) == 3
+
+    # the window's clock, driven by hand: it opens with the first request and does not slide
+    window = FixedWindowRateLimit(limit=3, window_s=60.0)
+    assert [window.check(t) for t in (0.0, 1.0)] == [None, None]
+    assert window.check(2.0) == pytest.approx(58.0)  # the third point: refused
+    assert window.check(59.0) == pytest.approx(1.0)  # still the first window
+    assert window.check(60.0) is None  # a new window
+    assert window.remaining == 2
 
 
 def test_5xx_every_nth_call(langfuse_sandbox: LangfuseSandbox, langfuse_client: Langfuse) -> None:
@@ -170,14 +200,17 @@ def test_5xx_every_nth_call(langfuse_sandbox: LangfuseSandbox, langfuse_client: 
 def test_hang_is_bounded_by_the_client_timeout(
     langfuse_sandbox: LangfuseSandbox, langfuse_client: Langfuse
 ) -> None:
-    langfuse_sandbox.faults.set("observations", Fault(hang=True))
-    started = time.monotonic()
+    faults = langfuse_sandbox.faults
+    faults.set("observations", Fault(hang=True))
     with pytest.raises(httpx.TimeoutException):
         langfuse_client.api.observations.get_many(
             request_options={"timeout_in_seconds": 1, "max_retries": 0}
         )
-    assert time.monotonic() - started < 3
-    langfuse_sandbox.faults.clear()
+    # the client gave up while the server still held its one request: it reached the server
+    # (one call seen), was not retried, and has no answer yet (a request is logged once answered)
+    assert faults.faults["observations"].calls == 1
+    assert faults.count("observations") == 0
+    faults.clear()  # releases the held request
     assert langfuse_client.api.observations.get_many().data == []
 
 

@@ -217,3 +217,43 @@ def test_review_answers_match_the_spec(
     scores = get("/v3/scores", fields="details,subject,annotation", traceId=trace_id)
     assert len(scores["data"]) == 2
     validate("GetScoresV3Response", scores)
+
+
+# --------------------------------------------------------------------------- ingestion, metrics
+
+
+def test_ingestion_metrics_and_projects_answers_match_the_spec(
+    langfuse_sandbox: LangfuseSandbox, validate: Validate
+) -> None:
+    store = langfuse_sandbox.store
+    trace_id = store.add_trace(tags=["a"], start_time=T0)
+    event = {
+        "id": "ev-1",
+        "type": "score-create",
+        "timestamp": "2025-03-01T12:00:00.000Z",
+        "body": {"id": "s-1", "traceId": trace_id, "name": "trust", "value": 0.5},
+    }
+    validate("IngestionEvent", event)
+    ingested = raw(langfuse_sandbox, "POST", "/api/public/ingestion", {"batch": [event, {}]})
+    assert ingested.status_code == 207
+    validate("IngestionResponse", ingested.json())
+    assert ingested.json()["errors"][0]["id"] == "unknown"
+
+    window = {"fromTimestamp": "2025-03-01T00:00:00Z", "toTimestamp": "2025-03-02T00:00:00Z"}
+    count = [{"measure": "count", "aggregation": "count"}]
+    for path, view, schema in (
+        ("/api/public/v2/metrics", "scores-numeric", "MetricsV2Response"),
+        ("/api/public/v2/metrics", "observations", "MetricsV2Response"),
+        ("/api/public/metrics", "traces", "legacyMetricsResponse"),  # with _deprecation
+    ):
+        query = json.dumps({"view": view, "metrics": count, **window})
+        body = _get(langfuse_sandbox, path, query=query)
+        assert body["data"] == [{"count_count": 1}], (path, view)
+        validate(schema, body)
+
+    other = langfuse_sandbox.add_project("second")
+    answer = httpx.get(
+        f"{langfuse_sandbox.url}/api/public/projects", auth=(other.public_key, other.secret_key)
+    )
+    validate("Projects", answer.json())
+    assert answer.json()["data"][0]["id"] == other.project_id
