@@ -44,7 +44,9 @@ def test_read_429_retry_after_is_honoured(
     assert_recovered(lf, tlm, seeded, r)
     assert lf.faults.count("observations", status=429) == 1
     (gap,) = gaps_after(lf.faults.requests, "observations", 429)
-    assert 0.9 <= gap <= 2.5, f"waited {gap:.2f} s after a 429 with Retry-After: 1"
+    assert gap >= 0.9, (
+        f"waited {gap:.2f} s after a 429 with Retry-After: 1"  # the plan: tests/unit/test_retry.py
+    )
 
 
 @ON_BOTH_SERVERS
@@ -168,7 +170,9 @@ def test_write_429_retry_after_is_honoured(
     r = run()
     assert_recovered(lf, tlm, seeded, r)
     (gap,) = gaps_after(lf.faults.requests, "scores.create", 429)
-    assert 0.9 <= gap <= 2.5, f"waited {gap:.2f} s after a 429 with Retry-After: 1"
+    assert gap >= 0.9, (
+        f"waited {gap:.2f} s after a 429 with Retry-After: 1"  # the plan: tests/unit/test_retry.py
+    )
 
 
 @ON_BOTH_SERVERS

@@ -39,7 +39,9 @@ def test_tlm_429_retry_after_is_honoured(
     assert_recovered(lf, tlm, seeded, r)
     assert tlm.faults.count("tlm.score", status=429) == 1
     (gap,) = gaps_after(tlm.faults.requests, "tlm.score", 429)
-    assert 0.9 <= gap <= 2.5, f"waited {gap:.2f} s after a 429 with Retry-After: 1"
+    assert gap >= 0.9, (
+        f"waited {gap:.2f} s after a 429 with Retry-After: 1"  # the plan: tests/unit/test_retry.py
+    )
 
 
 def test_tlm_transient_5xx_recovers(langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox) -> None:

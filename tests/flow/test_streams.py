@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
+from uuid import UUID
 
 import pytest
 from prefect import get_client
@@ -24,9 +25,12 @@ LOG = logging.getLogger("tests.flow.streams")
 
 
 def artifact_keys(flow_run_id: str | None) -> set[str]:
+    assert flow_run_id is not None
     with get_client(sync_client=True) as client:
         found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(flow_run_id)])
+            )
         )
     return {a.key for a in found if a.key and a.key != "trust-progress"}
 
@@ -37,15 +41,15 @@ def test_two_projects_with_the_same_tags_and_score_name_keep_apart(
     a = langfuse_sandbox
     today = datetime.now(UTC).date()
     yesterday, before = today - timedelta(days=1), today - timedelta(days=2)
-    window = {"window_start": midnight(before), "window_end": midnight(yesterday)}
+    start, end = midnight(before), midnight(yesterday)
     with LangfuseSandbox() as b:  # another project: its own keys and project id
         seed(a, 2, start=midnight(before) + timedelta(hours=6))
         seed(b, 3, start=midnight(before) + timedelta(hours=6))
         stream_a, stream_b = stream_of(a), stream_of(b)
         assert stream_a.tags == stream_b.tags and stream_a.score_name == stream_b.score_name
-        assert lock_names(stream_a, **_span(window)) != lock_names(stream_b, **_span(window))
+        assert lock_names(stream_a, start, end) != lock_names(stream_b, start, end)
 
-        report_a = evaluate_traces(tags=[TAG], **window)  # project A evaluates the day
+        report_a = evaluate_traces(tags=[TAG], window_start=start, window_end=end)  # A's day
         assert report_a.uploaded == 2
         assert evaluated_days(stream_a, [before], LOG) == {before}
         assert evaluated_days(stream_b, [before], LOG) == set()  # B's record knows nothing
@@ -54,8 +58,8 @@ def test_two_projects_with_the_same_tags_and_score_name_keep_apart(
             monkeypatch.setenv(name, value)
         # A holds its lock on the day: B's run of the same day does not wait for it
         monkeypatch.setenv("TRUST_EVAL_LOCK_TIMEOUT_S", "1")
-        with window_lock(stream_a, **_span(window), lease_s=60, timeout_s=1):
-            report_b = evaluate_traces(tags=[TAG], **window)
+        with window_lock(stream_a, start, end, lease_s=60, timeout_s=1):
+            report_b = evaluate_traces(tags=[TAG], window_start=start, window_end=end)
         assert report_b.uploaded == 3 and report_b.already_scored == 0
         keys_a, keys_b = artifact_keys(report_a.flow_run_id), artifact_keys(report_b.flow_run_id)
         assert len(keys_a) == len(keys_b) == 2 and keys_a.isdisjoint(keys_b)
@@ -80,7 +84,3 @@ def test_a_daily_run_of_one_project_does_not_skip_a_day_another_project_evaluate
         assert summary.caught_up == [missed]
         assert {s.trace_id for s in b.store.all_scores()} == set(theirs)
         assert evaluated_days(stream_of(b), [missed], LOG) == {missed}
-
-
-def _span(window: dict[str, datetime]) -> dict[str, datetime]:
-    return {"start": window["window_start"], "end": window["window_end"]}
