@@ -73,6 +73,7 @@ def run_child(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     )
 
 
+@pytest.mark.timing  # the dead run's slots come back when their 60 s lease runs out
 def test_sigkill_during_scoring_then_rerun_on_the_same_server(
     server: Server,
     langfuse_sandbox: LangfuseSandbox,

@@ -34,6 +34,7 @@ LIMIT, WINDOW_S = 5, 2.0  # the sandbox Langfuse's limit: Hobby's 30 a minute, 5
 CEILING = 4  # TLM calls in flight over all runs (one run alone may have 4)
 
 
+@pytest.mark.timing  # the Langfuse limit and the slot leases are real seconds
 @pytest.mark.timeout(600)
 def test_a_backfill_spreads_over_two_workers_and_survives_its_own_death(tmp_path: Path) -> None:
     tlm = session_tlm_sandbox()

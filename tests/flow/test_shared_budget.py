@@ -43,6 +43,7 @@ def run_concurrently(lf: LangfuseSandbox) -> tuple[list[EvalReport], int, int]:
     return reports, requests, lf.faults.count(status=429)
 
 
+@pytest.mark.timing  # a request limit of real seconds, met or not by runs in parallel
 def test_a_shared_request_budget_keeps_429s_rare_where_runs_alone_hit_them(
     langfuse_sandbox: LangfuseSandbox,
     tlm: TLMSandbox,

@@ -182,3 +182,31 @@ def test_split_sends_scores_and_failures_to_their_lists_in_order() -> None:
     assert (result.tlm_requests, result.fatal, result.all_failed) == (4, None, False)
     _split([], result)
     assert len(result.scored) == 2 and len(result.failed) == 2
+
+
+def test_the_engine_reads_the_clients_own_congestion_window() -> None:
+    """The engine sends as many items at once as cleanlab-tlm's rate handler allows: it reads
+    ``TLM._rate_handler._congestion_window``. A new client starts at 4; a cleanlab release that
+    renames the attribute fails here, not silently in production."""
+    from cleanlab_tlm import TLM
+
+    from tasks.score import congestion_window
+
+    tlm = TLM(api_key="unit-test-key", options={"log": ["explanation"]})
+    assert congestion_window(tlm) == 4
+
+
+def test_a_client_without_the_window_is_warned_about_once(caplog: pytest.LogCaptureFixture) -> None:
+    import tasks.score as score
+
+    class Renamed:  # a cleanlab release without the private attribute
+        _rate_handler = object()
+
+    score._WINDOW_MISSING.clear()
+    with caplog.at_level("WARNING", logger="trust.score"):
+        assert score.congestion_window(Renamed()) is None
+        assert score.congestion_window(Renamed()) is None
+    assert [r.message for r in caplog.records if "_congestion_window" in r.message] == [
+        f"cleanlab-tlm's TLM has no _rate_handler._congestion_window any more: up to "
+        f"{score.MAX_IN_FLIGHT} items go out at once (the client still backs off on 429s)"
+    ]
