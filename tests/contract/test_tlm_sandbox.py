@@ -475,7 +475,7 @@ def test_hang_is_bounded_by_the_per_item_timeout(tlm_sandbox: TLMSandbox) -> Non
     """The hang is never released: the calls come back with the client's timeout error while
     the sandbox still holds every request and has answered none."""
     tlm_sandbox.faults.set("tlm.score", Fault(hang=True))
-    tlm = make_tlm(tlm_sandbox, timeout=0.5)
+    tlm = make_tlm(tlm_sandbox, timeout=2.0)  # long enough for both requests to arrive
     with pytest.warns(UserWarning, match="Timeout while waiting for prediction"):
         results = score_list(tlm, ["Q1?", "Q2?"], ["A1.", "A2."])
     assert tlm_sandbox.in_flight == 2  # both still held: the timeout, not an answer, ended them
