@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import secrets
 import time
 from typing import Any
@@ -11,6 +12,8 @@ from sandbox.runner import ServerThread
 from sandbox.tlm.app import AUTH_SHAPES, Recorder, create_app
 from sandbox.tlm.load import Latency, Load, Span, as_latency, in_flight_series
 from sandbox.tlm.wire import CallRecord
+
+BARRIER_PATH = "/_sandbox/barrier"  # no route: a 404, neither faulted nor logged
 
 
 class TLMSandbox(ServerThread):
@@ -171,15 +174,30 @@ class TLMSandbox(ServerThread):
     def env(self) -> dict[str, str]:
         return {"CLEANLAB_TLM_API_KEY": self.api_key, "CLEANLAB_API_BASE_URL": self.base_url}
 
+    def barrier(self, timeout_s: float = 10.0) -> None:
+        """Send one request and wait for its answer: the server's loop has then taken up every
+        request already written to it, so one a client abandoned (on its timeout, say) is now
+        counted in ``in_flight`` or answered, no longer unread in a socket buffer."""
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout_s)
+        try:
+            conn.request("GET", BARRIER_PATH)
+            conn.getresponse().read()
+        except OSError:
+            pass  # not serving: nothing to wait for
+        finally:
+            conn.close()
+
     def reset(self, drain_s: float = 5.0) -> None:
         """Clear faults, the rate limit, the request log, the captures and the spans; restore
         the constructor's latency and ceiling; release hangs.
 
-        Requests still being served (e.g. released hangs) are waited for, up to ``drain_s``, so
-        that they do not land in the next test's log.
+        Requests still being served (e.g. released hangs, or one a client sent just before it
+        gave up: see :meth:`barrier`) are waited for, up to ``drain_s``, so that they do not land
+        in the next test's log.
         """
         self.faults.clear()
         self._rec.wake_sleepers()
+        self.barrier()
         deadline = time.monotonic() + drain_s
         while self._rec.in_flight > 0 and time.monotonic() < deadline:
             time.sleep(0.005)

@@ -375,7 +375,8 @@ def test_429_without_retry_after_is_retried_at_once_without_limit(
     assert tlm_sandbox.faults.count("tlm.score", status=429) >= 8
     assert tlm_sandbox.faults.count("tlm.score", status=200) == 0 and tlm_sandbox.calls == []
 
-    # transient: without a header, six refusals in a row still end in the score
+    # transient: without a header, six refusals in a row still end in the score (reset takes
+    # up the request the client abandoned on its timeout before it clears the log)
     tlm_sandbox.reset()
     tlm_sandbox.faults.set("tlm.score", Fault(status=429, first=6))
     assert score_one(make_tlm(tlm_sandbox), "Q?", "A.")["trustworthiness_score"] == (
@@ -398,6 +399,9 @@ def test_ceiling_429_without_retry_after_loops_until_the_client_timeout(
     with pytest.raises(APITimeoutError):
         make_tlm(tlm_sandbox, timeout=3.0).get_trustworthiness_score("Q?", "A.")
     assert tlm_sandbox.faults.count("tlm.score", status=429) >= 8
+    # the request the client abandoned on its timeout, if any, is refused before the release
+    tlm_sandbox.barrier()
+    wait_for(lambda: tlm_sandbox.in_flight == 1, "only the held call in flight")
     tlm_sandbox.faults.release_hangs()
     assert held.result()["trustworthiness_score"] == synthetic_score("HOLD Q?", "A.")
     assert tlm_sandbox.prompts == ["HOLD Q?"]
