@@ -72,11 +72,12 @@ class Latency:
 
 @dataclass(frozen=True, slots=True)
 class Span:
-    """One score call as the server saw it (``time.time()`` seconds)."""
+    """One score call as the server saw it (``time.time()`` seconds), on either score endpoint."""
 
     start: float
     end: float
     status: int
+    endpoint: str = "tlm.score"  # or "tlm.rag_score"
 
 
 def in_flight_series(spans: list[Span], *, accepted_only: bool = True) -> list[tuple[float, int]]:
@@ -106,13 +107,15 @@ class Load:
     latency: Latency | None = None
     max_in_flight: int | None = None  # None: no ceiling
     over_status: int = 429  # answered above the ceiling: 429 (with Retry-After) or 503
-    retry_after: int = 1  # whole seconds (the client parses it with int())
+    retry_after: int | None = 1  # whole seconds (the client parses it with int()); None: no header
 
     def __post_init__(self) -> None:
         if self.over_status not in (429, 503):
             raise ValueError("over_status must be 429 or 503")
         if self.max_in_flight is not None and self.max_in_flight < 1:
             raise ValueError("max_in_flight must be >= 1")
+        if self.retry_after is not None and self.retry_after < 0:
+            raise ValueError("retry_after must be >= 0 (or None: no Retry-After header)")
 
 
 def as_latency(latency: Latency | float | None) -> Latency | None:

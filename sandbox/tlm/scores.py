@@ -169,3 +169,35 @@ def synthetic_explanation(
             f"mean the response is {verdict}."
         )
     return text + RICH_SUFFIX if rich else text
+
+
+def _unit_score(*parts: str) -> float:
+    """A hash of ``parts`` mapped into [0.02, 0.98], rounded to 4 places."""
+    digest = hashlib.sha256(b"\x00".join(p.encode() for p in parts)).digest()
+    x = int.from_bytes(digest[:8], "big") / 2**64
+    return round(0.02 + 0.96 * x, 4)
+
+
+def eval_score(
+    name: str,
+    *,
+    query: str | None = None,
+    context: str | None = None,
+    response: str | None = None,
+) -> float:
+    """The SYNTHETIC score of a TrustworthyRAG eval: a hash of its name and of the inputs it
+    reads (pass only those its identifiers name: an eval without a ``response_identifier``
+    scores the same whatever the response)."""
+    return _unit_score(
+        "rag-eval",
+        name,
+        "q" if query is None else "Q" + query,
+        "c" if context is None else "C" + context,
+        "r" if response is None else "R" + response,
+    )
+
+
+def criteria_score(name: str, prompt: str, response: str) -> float:
+    """The SYNTHETIC score of a custom evaluation criterion on plain TLM (by name, prompt,
+    response)."""
+    return _unit_score("custom-criterion", name, prompt, response)

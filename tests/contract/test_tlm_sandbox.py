@@ -3,12 +3,15 @@
 cleanlab-tlm reads CLEANLAB_API_BASE_URL once, at import: the session sandbox is configured
 before the import below (the contract conftest did it already). The client's backoff has no
 knob: one transient 5xx (1 s), one 429 (1 s) and one exhausted 5xx (7 s) wait it out.
+
+No test bounds an elapsed time from above: "no retry" is exactly one request recorded, a hang
+bounded by the client's timeout is the timeout error coming back while the sandbox still holds
+the request, concurrency is requests held at once. Lower bounds (a backoff honoured) stay.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -30,16 +33,23 @@ from sandbox.tlm import (
     synthetic_explanation,
     synthetic_score,
 )
+from sandbox.tlm.app import AUTH_DESCRIPTION
+from tests.support.tlm_client import Background, error_slot, fresh_session_sandbox, wait_for
 
 _SANDBOX = session_tlm_sandbox()  # must run before cleanlab_tlm is imported
 
 import cleanlab_tlm  # noqa: E402
 import cleanlab_tlm.internal.api.api as tlm_api  # noqa: E402
 from cleanlab_tlm import TLM  # noqa: E402
-from cleanlab_tlm.errors import APITimeoutError, AuthError  # noqa: E402
+from cleanlab_tlm.errors import (  # noqa: E402
+    APITimeoutError,
+    AuthError,
+    TlmBadRequestError,
+)
 from cleanlab_tlm.tlm import TLMScore  # noqa: E402
 
 TIMEOUT = 10.0
+HELD_TIMEOUT = 120.0  # for a call the sandbox holds until the test releases it
 EXPECTED_OPTIONS = {"model": "gpt-4.1-mini", "log": ["explanation"], "max_timeout": TIMEOUT}
 
 PROMPTS = list(TRIVIA)
@@ -48,10 +58,7 @@ RESPONSES = [TRIVIA[p] for p in PROMPTS]
 
 @pytest.fixture
 def tlm_sandbox() -> Iterator[TLMSandbox]:
-    sandbox = session_tlm_sandbox()
-    sandbox.reset()
-    yield sandbox
-    sandbox.reset()
+    yield from fresh_session_sandbox()
 
 
 def make_tlm(sandbox: TLMSandbox, **kwargs: Any) -> TLM:
@@ -217,10 +224,9 @@ def test_get_explanation_for_a_list(tlm_sandbox: TLMSandbox) -> None:
 
 def test_bad_key_single_call_raises_at_once_without_retry(tlm_sandbox: TLMSandbox) -> None:
     tlm = make_tlm(tlm_sandbox, api_key="wrong-key")
-    started = time.monotonic()
     with pytest.raises(AuthError, match="Invalid API key"):
         tlm.get_trustworthiness_score("What is the capital of France?", "Paris")
-    assert time.monotonic() - started < 3  # retries would back off 1 + 2 + 4 s
+    # no retry: the call returned after exactly one request (a retry would come before it)
     assert tlm_sandbox.faults.count("tlm.score") == 1
     assert tlm_sandbox.faults.count("tlm.score", status=401) == 1
     assert tlm_sandbox.calls == []
@@ -249,6 +255,96 @@ def test_bad_key_list_call_fills_error_slots_without_retry(tlm_sandbox: TLMSandb
     assert tlm_sandbox.faults.count("tlm.score", status=401) == 2
 
 
+UNAUTHORIZED_GENERIC = (
+    "TLM query failed. Please try again and contact support@cleanlab.ai if the problem persists."
+)
+
+
+def test_401_of_another_shape_is_a_bad_request_not_retried(tlm_sandbox: TLMSandbox) -> None:
+    """``{"error": "Unauthorized"}``: not ``invalid_api_key``, so no AuthError; the 4xx handler
+    raises TlmBadRequestError(error, retryable=False), which the client never retries."""
+    tlm_sandbox.auth_shape = "error"
+    tlm = make_tlm(tlm_sandbox, api_key="wrong-key")
+    with pytest.raises(TlmBadRequestError) as raised:
+        tlm.get_trustworthiness_score("Q?", "A.")
+    assert (raised.value.message, raised.value.retryable) == ("Unauthorized", False)
+    assert tlm_sandbox.faults.count("tlm.score", status=401) == 1
+
+    with pytest.warns(UserWarning, match="Retrying will not help"):
+        results = score_list(tlm, ["Q1?", "Q2?"], ["A.", "A."])
+    assert results == [
+        {
+            "trustworthiness_score": None,
+            "log": error_slot(
+                f"Error executing query at index {i}:\nUnauthorized", retryable=False
+            ),
+        }
+        for i in range(2)
+    ]
+    assert tlm_sandbox.faults.count("tlm.score", status=401) == 3
+
+
+def test_401_json_without_code_or_error_is_marked_retryable_but_not_retried(
+    tlm_sandbox: TLMSandbox,
+) -> None:
+    tlm_sandbox.auth_shape = "detail"
+    with pytest.raises(TlmBadRequestError) as raised:
+        make_tlm(tlm_sandbox, api_key="wrong-key").get_trustworthiness_score("Q?", "A.")
+    assert (raised.value.message, raised.value.retryable) == (UNAUTHORIZED_GENERIC, True)
+    assert tlm_sandbox.faults.count("tlm.score", status=401) == 1
+
+
+def test_401_in_plain_text_is_retried_like_a_5xx(tlm_sandbox: TLMSandbox) -> None:
+    """A text/plain 401: the client's ``resp.json()`` raises before any status is looked at, a
+    generic error it retries 4 times (1 + 2 + 4 s), then an APIError."""
+    tlm_sandbox.auth_shape = "text"
+    with pytest.warns(UserWarning, match=r"prompt\[0\] failed\. Worth retrying"):
+        results = score_list(make_tlm(tlm_sandbox, api_key="wrong-key"), ["Q?"], ["A."])
+    error = results[0]["log"]["error"]
+    assert results[0]["trustworthiness_score"] is None and error["retryable"] is True
+    assert error["message"].startswith("(\"TLM failed after 4 attempts. 401, message='Attempt")
+    assert "unexpected mimetype: text/plain" in error["message"]
+    assert tlm_sandbox.faults.count("tlm.score", status=401) == 4
+
+
+WIRE_401: dict[str, tuple[dict[str, Any], dict[str, Any]] | str] = {
+    # shape: (body of the auth refusal, body of an injected 401), or the plain text of both
+    "invalid_api_key": (
+        {"code": "invalid_api_key", "description": AUTH_DESCRIPTION},
+        {"code": "invalid_api_key", "description": "Invalid API key (injected fault)."},
+    ),
+    "error": ({"error": "Unauthorized"}, {"error": "Unauthorized"}),
+    "detail": ({"detail": "Not authenticated"}, {"detail": "Not authenticated"}),
+    "text": "Unauthorized",
+}
+
+
+@pytest.mark.parametrize("shape", list(WIRE_401))
+def test_401_shapes_on_the_wire(tlm_sandbox: TLMSandbox, shape: str) -> None:
+    """Every 401 takes the shape, whether auth refused the key or a fault injected it."""
+    tlm_sandbox.auth_shape = shape
+    body = {"prompt": "Q?", "response": {"response": "A."}, "options": {}}
+    good = {"Authorization": f"bearer {tlm_sandbox.api_key}"}
+    with httpx.Client(base_url=tlm_sandbox.url, timeout=60) as http:
+        refused = http.post(SCORE_PATH, json=body, headers={"Authorization": "bearer nope"})
+        tlm_sandbox.faults.set("tlm.score", Fault(status=401))
+        injected = http.post(SCORE_PATH, json=body, headers=good)
+    assert refused.status_code == injected.status_code == 401
+    want = WIRE_401[shape]
+    if isinstance(want, str):
+        for answer in (refused, injected):
+            assert answer.headers["content-type"].startswith("text/plain")
+            assert answer.text == want
+    else:
+        assert refused.headers["content-type"] == injected.headers["content-type"]
+        assert refused.headers["content-type"] == "application/json"
+        assert (refused.json(), injected.json()) == want
+    tlm_sandbox.reset()
+    assert tlm_sandbox.auth_shape == "invalid_api_key"
+    with pytest.raises(ValueError):
+        tlm_sandbox.auth_shape = "html"
+
+
 # --------------------------------------------------------------------------- retries
 
 
@@ -261,13 +357,63 @@ def test_429_with_retry_after_zero_is_retried_without_limit(tlm_sandbox: TLMSand
     assert tlm_sandbox.faults.count("tlm.score", status=200) == 1
 
 
+def test_429_without_retry_after_is_retried_at_once_without_limit(
+    tlm_sandbox: TLMSandbox,
+) -> None:
+    """No Retry-After: the client reads 0 (``int(headers.get("Retry-After", 0))``) and retries
+    at once, outside its 4-attempt budget, until its own timeout ends the call. In a 3 s timeout
+    a backoff of 1 + 2 + 4 s would allow 3 attempts: many more prove there is none."""
+    tlm_sandbox.faults.set("tlm.score", Fault(status=429))  # retry_after=None: no header
+    with httpx.Client(base_url=tlm_sandbox.url, timeout=60) as http:
+        raw = http.post(SCORE_PATH, json={}, headers={"Authorization": "bearer x"})
+    assert raw.status_code == 429 and "retry-after" not in raw.headers
+    tlm_sandbox.reset()
+    tlm_sandbox.faults.set("tlm.score", Fault(status=429))
+
+    with pytest.raises(APITimeoutError):
+        make_tlm(tlm_sandbox, timeout=3.0).get_trustworthiness_score("Q?", "A.")
+    assert tlm_sandbox.faults.count("tlm.score", status=429) >= 8
+    assert tlm_sandbox.faults.count("tlm.score", status=200) == 0 and tlm_sandbox.calls == []
+
+    # transient: without a header, six refusals in a row still end in the score (reset takes
+    # up the request the client abandoned on its timeout before it clears the log)
+    tlm_sandbox.reset()
+    tlm_sandbox.faults.set("tlm.score", Fault(status=429, first=6))
+    assert score_one(make_tlm(tlm_sandbox), "Q?", "A.")["trustworthiness_score"] == (
+        synthetic_score("Q?", "A.")
+    )
+    assert [r.status for r in tlm_sandbox.faults.requests] == [429] * 6 + [200]
+
+
+def test_ceiling_429_without_retry_after_loops_until_the_client_timeout(
+    tlm_sandbox: TLMSandbox,
+) -> None:
+    """The ceiling's 429 with ``retry_after=None``: one call held at the ceiling of 1, a second
+    call is refused again and again, at once, until its timeout."""
+    tlm_sandbox.set_ceiling(1, retry_after=None)
+    tlm_sandbox.faults.set("tlm.score", Fault(hold_items={"HOLD"}))
+    held = Background(
+        lambda: score_one(make_tlm(tlm_sandbox, timeout=HELD_TIMEOUT), "HOLD Q?", "A.")
+    )
+    wait_for(lambda: tlm_sandbox.holding == 1, "the first call held")
+    with pytest.raises(APITimeoutError):
+        make_tlm(tlm_sandbox, timeout=3.0).get_trustworthiness_score("Q?", "A.")
+    assert tlm_sandbox.faults.count("tlm.score", status=429) >= 8
+    # the request the client abandoned on its timeout, if any, is refused before the release
+    tlm_sandbox.barrier()
+    wait_for(lambda: tlm_sandbox.in_flight == 1, "only the held call in flight")
+    tlm_sandbox.faults.release_hangs()
+    assert held.result()["trustworthiness_score"] == synthetic_score("HOLD Q?", "A.")
+    assert tlm_sandbox.prompts == ["HOLD Q?"]
+
+
 def test_429_retry_after_is_honoured(tlm_sandbox: TLMSandbox) -> None:
     tlm_sandbox.faults.set("tlm.score", Fault(status=429, retry_after=1, first=1))
     started = time.monotonic()
     result = score_one(make_tlm(tlm_sandbox), "Q?", "A.")
     elapsed = time.monotonic() - started
     assert result["trustworthiness_score"] == synthetic_score("Q?", "A.")
-    assert 1.0 <= elapsed < 3.0
+    assert elapsed >= 0.9  # the 1 s Retry-After was slept
     assert [r.status for r in tlm_sandbox.faults.requests] == [429, 200]
 
 
@@ -277,7 +423,7 @@ def test_transient_5xx_is_retried_after_one_second(tlm_sandbox: TLMSandbox) -> N
     result = score_one(make_tlm(tlm_sandbox), "Q?", "A.")
     elapsed = time.monotonic() - started
     assert result["trustworthiness_score"] == synthetic_score("Q?", "A.")
-    assert 1.0 <= elapsed < 3.0
+    assert elapsed >= 0.9  # the first backoff (1 s) was slept
     assert [r.status for r in tlm_sandbox.faults.requests] == [503, 200]
 
 
@@ -303,16 +449,14 @@ def test_persistent_5xx_on_one_item_gives_its_slot_an_error(tlm_sandbox: TLMSand
     assert failed["log"]["error"]["message"] == str((f"TLM failed after 4 attempts. {inner}", -1))
     assert tlm_sandbox.prompts.count("Please FAIL-ME now") == 4
     assert tlm_sandbox.faults.count("tlm.score", status=500) == 4
-    assert 7.0 <= elapsed < 9.5
+    assert elapsed >= 6.9  # backoffs of 1 + 2 + 4 s between the 4 attempts
 
 
 def test_per_item_422_fails_fast_without_retry(tlm_sandbox: TLMSandbox) -> None:
     tlm_sandbox.fail_status = 422
     tlm_sandbox.faults.set("tlm.score", Fault(fail_items={"FAIL-ME"}))
-    started = time.monotonic()
     with pytest.warns(UserWarning, match="Retrying will not help"):
         results = score_list(make_tlm(tlm_sandbox), ["FAIL-ME", "Q?"], ["x", "A."])
-    assert time.monotonic() - started < 3  # retries would back off 1 + 2 + 4 s
     assert results[0] == {
         "trustworthiness_score": None,
         "log": {
@@ -324,19 +468,22 @@ def test_per_item_422_fails_fast_without_retry(tlm_sandbox: TLMSandbox) -> None:
         },
     }
     assert results[1]["trustworthiness_score"] == synthetic_score("Q?", "A.")
-    assert tlm_sandbox.faults.count("tlm.score", status=422) == 1
+    assert tlm_sandbox.faults.count("tlm.score", status=422) == 1  # the list returned: no retry
+    assert tlm_sandbox.prompts.count("FAIL-ME") == 1
 
 
 # --------------------------------------------------------------------------- timeouts, missing log
 
 
 def test_hang_is_bounded_by_the_per_item_timeout(tlm_sandbox: TLMSandbox) -> None:
+    """The hang is never released: the calls come back with the client's timeout error while
+    the sandbox still holds every request and has answered none."""
     tlm_sandbox.faults.set("tlm.score", Fault(hang=True))
-    tlm = make_tlm(tlm_sandbox, timeout=0.5)
-    started = time.monotonic()
+    tlm = make_tlm(tlm_sandbox, timeout=2.0)  # long enough for both requests to arrive
     with pytest.warns(UserWarning, match="Timeout while waiting for prediction"):
         results = score_list(tlm, ["Q1?", "Q2?"], ["A1.", "A2."])
-    assert time.monotonic() - started < 5  # bounded by the 0.5 s timeout, not the 1 h hang
+    assert tlm_sandbox.in_flight == 2  # both still held: the timeout, not an answer, ended them
+    assert tlm_sandbox.faults.requests == []  # nothing was answered
     assert (
         results
         == [
@@ -355,10 +502,9 @@ def test_hang_is_bounded_by_the_per_item_timeout(tlm_sandbox: TLMSandbox) -> Non
     )
     assert tlm_sandbox.calls == []  # held by the fault before reaching the handler
 
-    started = time.monotonic()
     with pytest.raises(APITimeoutError):
         tlm.get_trustworthiness_score("Q3?", "A3.")
-    assert time.monotonic() - started < 5
+    assert tlm_sandbox.in_flight == 3 and tlm_sandbox.faults.requests == []
 
 
 def test_missing_log_is_an_item_error_without_retry(tlm_sandbox: TLMSandbox) -> None:
@@ -464,10 +610,27 @@ def test_fixed_latency_is_honoured_per_item(tlm_sandbox: TLMSandbox) -> None:
     assert all(r["trustworthiness_score"] is not None for r in results)
     assert elapsed >= 0.2
     spans = tlm_sandbox.spans()
-    assert len(spans) == 3 and all(0.2 <= s.end - s.start < 2 for s in spans)
-    assert tlm_sandbox.peak_in_flight() == 3  # concurrent, not one after another
+    assert len(spans) == 3 and all(s.end - s.start >= 0.2 for s in spans)
+    assert [r.delay_s for r in tlm_sandbox.records()] == [0.2] * 3  # medium: the latency as set
     tlm_sandbox.reset()
     assert tlm_sandbox.latency is None and tlm_sandbox.spans() == []
+
+
+def test_list_items_are_sent_concurrently(tlm_sandbox: TLMSandbox) -> None:
+    """All three items are held by the sandbox at once (the client starts with 4 in flight):
+    concurrent, not one after another. Nothing is answered until they are released."""
+    tlm_sandbox.faults.set("tlm.score", Fault(hold_items={"Q"}))
+    prompts = ["Q1?", "Q2?", "Q3?"]
+    tlm = make_tlm(tlm_sandbox, timeout=HELD_TIMEOUT)
+    call = Background(lambda: score_list(tlm, prompts, ["A."] * 3))
+    wait_for(lambda: tlm_sandbox.holding == 3, "three items held at once")
+    assert tlm_sandbox.calls == [] and not call.done()
+    tlm_sandbox.faults.release_hangs()
+    results = call.result()
+    assert [r["trustworthiness_score"] for r in results] == [
+        synthetic_score(p, "A.") for p in prompts
+    ]
+    assert tlm_sandbox.peak_in_flight() == 3
 
 
 def test_lognormal_latency_is_honoured_per_item(tlm_sandbox: TLMSandbox) -> None:
@@ -477,11 +640,14 @@ def test_lognormal_latency_is_honoured_per_item(tlm_sandbox: TLMSandbox) -> None
     results = score_list(make_tlm(tlm_sandbox), prompts, ["A."] * len(prompts))
     assert all(r["trustworthiness_score"] is not None for r in results)
     assert sorted(tlm_sandbox.prompts) == sorted(prompts)
-    spans = tlm_sandbox.spans()
+    # each item was served its own draw (medium: x1), and no span was shorter than its draw
+    assert {r.prompt: r.delay_s for r in tlm_sandbox.records()} == {
+        p: lat.for_item(p, "A.") for p in prompts
+    }
     want = sorted(lat.for_item(p, "A.") for p in prompts)
-    got = sorted(s.end - s.start for s in spans)
+    got = sorted(s.end - s.start for s in tlm_sandbox.spans())
     for w, g in zip(want, got, strict=True):
-        assert w <= g < w + 0.5
+        assert w <= g
     assert max(want) > 2 * min(want)  # a spread, not a constant
 
 
@@ -491,35 +657,50 @@ def test_ceiling_refuses_then_the_client_finishes_every_item(
 ) -> None:
     tlm_sandbox.set_latency(0.1)
     tlm_sandbox.set_ceiling(2, status=status, retry_after=1)
+    # the first two items are held until a third has been refused (the client starts at 4 in
+    # flight), so a refusal happens however slowly this machine runs
+    tlm_sandbox.faults.set("tlm.score", Fault(hold_items={"Q"}))
     prompts = [f"Q{i}?" for i in range(8)]
-    results = score_list(make_tlm(tlm_sandbox), prompts, ["A."] * len(prompts))
+    tlm = make_tlm(tlm_sandbox, timeout=HELD_TIMEOUT)
+    call = Background(lambda: score_list(tlm, prompts, ["A."] * len(prompts)))
+    wait_for(
+        lambda: (
+            tlm_sandbox.faults.count("tlm.score", status=status) >= 1 and tlm_sandbox.holding == 2
+        ),
+        "two items held and a third refused",
+    )
+    tlm_sandbox.faults.set("tlm.score", None)
+    tlm_sandbox.faults.release_hangs()
+    results = call.result()
     assert [r["trustworthiness_score"] for r in results] == [
         synthetic_score(p, "A.") for p in prompts
     ]
     refused = tlm_sandbox.faults.count("tlm.score", status=status)
-    assert refused >= 1  # the client started at 4 in flight
+    assert refused >= 1
     assert tlm_sandbox.faults.count("tlm.score", status=200) == len(prompts)
     assert tlm_sandbox.peak_in_flight() <= 2
     assert sum(1 for s in tlm_sandbox.spans() if s.status == status) == refused
 
 
-@pytest.mark.parametrize("status", [429, 503])
-def test_ceiling_answer_on_the_wire(tlm_sandbox: TLMSandbox, status: int) -> None:
-    tlm_sandbox.set_latency(0.5)
-    tlm_sandbox.set_ceiling(1, status=status, retry_after=2)
+@pytest.mark.parametrize(("status", "retry_after"), [(429, 2), (503, 2), (429, None)])
+def test_ceiling_answer_on_the_wire(
+    tlm_sandbox: TLMSandbox, status: int, retry_after: int | None
+) -> None:
+    tlm_sandbox.set_ceiling(1, status=status, retry_after=retry_after)
+    tlm_sandbox.faults.set("tlm.score", Fault(hold_items={"HOLD"}))
     auth = {"Authorization": f"bearer {tlm_sandbox.api_key}"}
+    held = {"prompt": "HOLD Q?", "response": {"response": "A."}, "options": {}}
     body = {"prompt": "Q?", "response": {"response": "A."}, "options": {}}
-    with httpx.Client(base_url=tlm_sandbox.url, timeout=5) as http:
-        first = threading.Thread(
-            target=http.post, args=(SCORE_PATH,), kwargs={"json": body, "headers": auth}
-        )
-        first.start()
-        deadline = time.monotonic() + 2
-        while tlm_sandbox.scoring < 1 and time.monotonic() < deadline:
-            time.sleep(0.01)
+    with httpx.Client(base_url=tlm_sandbox.url, timeout=60) as http:
+        first = Background(lambda: http.post(SCORE_PATH, json=held, headers=auth))
+        wait_for(lambda: tlm_sandbox.holding == 1, "the first call held")
         over = http.post(SCORE_PATH, json=body, headers=auth)
-        first.join()
+        tlm_sandbox.faults.release_hangs()
+        assert first.result().status_code == 200
     assert over.status_code == status
-    assert over.headers["retry-after"] == "2"
+    if retry_after is None:
+        assert "retry-after" not in over.headers
+    else:
+        assert over.headers["retry-after"] == str(retry_after)
     assert over.headers["content-type"] == "application/json"
     assert "error" in over.json()
