@@ -27,6 +27,7 @@ from flows.evaluate_traces import EvaluationFailed, evaluate_traces
 from flows.options import EvalOptions, options_from, validate_tags
 from flows.publish import table_artifact
 from flows.settings import Settings, open_stream
+from flows.stopping import STOP, stop_on_signals
 from tasks.config import load_tuning
 from tasks.errors import ConfigError, RunFailed, fails_in_one_line
 from tasks.langfuse_api import Access
@@ -70,6 +71,9 @@ def _run_name() -> str:
 
 def run_day(start: datetime, end: datetime, params: dict[str, Any]) -> DayResult:
     """One day as a subflow; its failure becomes a failed DayResult, never an exception."""
+    if STOP.why:
+        return DayResult(window_start=start, window_end=end, status="failed",
+                         error=f"not started: {STOP.why}")  # fmt: skip
     try:
         report = evaluate_traces(window_start=start, window_end=end, **params)
     except EvaluationFailed as err:
@@ -192,6 +196,13 @@ def backfill(
     logger.info(
         "backfill %s → %s: %d day(s), %d at a time", start_date, end_date, len(windows), workers
     )
+    on_workers = days_on == "workers" or (days_on == "auto" and bool(deployment.id))
+    with stop_on_signals(cancel_on_sigterm=bool(deployment.id)):  # no new day after a stop
+        days = (
+            days_of_runs(run_days_on_workers(day_deployment, windows, params, workers, stream))
+            if on_workers
+            else run_days(windows, params, workers)
+        )
     summary = BackfillSummary(
         start_date=start_date,
         end_date=end_date,
@@ -199,11 +210,7 @@ def backfill(
         score_name=opts.score_name,
         dry_run=opts.dry_run,
         max_concurrency=workers,
-        days=(
-            days_of_runs(run_days_on_workers(day_deployment, windows, params, workers, stream))
-            if days_on == "workers" or (days_on == "auto" and deployment.id)
-            else run_days(windows, params, workers)
-        ),
+        days=days,
         flow_run_id=str(flow_run.id) if flow_run.id else None,
     )
     write_summary(summary, stream)

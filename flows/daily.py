@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Annotated
 
 from prefect import flow, get_run_logger
-from prefect.runtime import flow_run
+from prefect.runtime import deployment, flow_run
 from pydantic import Field
 
 from flows.backfill import raise_if_failed, run_days, write_summary
@@ -17,6 +17,7 @@ from flows.evaluate_traces import scheduled_time
 from flows.evaluated_days import days_to_catch_up, evaluated_days
 from flows.options import EvalOptions, options_from, validate_tags
 from flows.settings import Settings, open_stream
+from flows.stopping import stop_on_signals
 from tasks.errors import fails_in_one_line
 from tasks.langfuse_api import Access
 from tasks.windows import midnight, previous_day
@@ -54,13 +55,15 @@ def daily(
     if missed:
         logger.info("catching up %s (no complete evaluation)", ", ".join(map(str, missed)))
     windows = [(start, start + timedelta(days=1)) for start in map(midnight, [*missed, day])]
+    with stop_on_signals(cancel_on_sigterm=bool(deployment.id)):  # no new day after a stop
+        days = run_days(windows, {"tags": tags, "options": opts}, workers=1)
     summary = BackfillSummary(
         start_date=windows[0][0].date(),
         end_date=day,
         tags=tags,
         score_name=opts.score_name,
         dry_run=opts.dry_run,
-        days=run_days(windows, {"tags": tags, "options": opts}, workers=1),
+        days=days,
         flow_run_id=str(flow_run.id) if flow_run.id else None,
         caught_up=missed,
     )

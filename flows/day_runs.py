@@ -17,6 +17,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 
 from flows.options import EvalOptions
+from flows.stopping import STOP
 from tasks.clock import SYSTEM, Clock
 from tasks.report import EvalReport
 from tasks.stream import Stream
@@ -97,7 +98,7 @@ def wait_for_room(
     """Poll until fewer than ``room`` of the runs are unfinished; those still unfinished."""
     while True:
         left = [i for i in ids if not _final(client.read_flow_run(i))]
-        if len(left) < room:
+        if len(left) < room or STOP.why:
             return left
         clock.sleep(POLL_S)
 
@@ -119,10 +120,14 @@ def run_days_on_workers(
         in_flight: list[UUID] = []
         for start, end in windows:
             in_flight = wait_for_room(client, in_flight, at_once, clock)
+            if STOP.why:  # stopped: no new day (those submitted go on on their workers)
+                logger.warning("%s: the days from %s on were not submitted", STOP.why, start.date())
+                break
             run = submit_day(deployment, stream, start, end, params, started)
             logger.info("day %s: flow run %s (%s)", f"{start:%Y-%m-%d}", run.name, run.id)
             runs.append(run)
             in_flight.append(run.id)
-        wait_for_room(client, in_flight, 1, clock)  # a day run may take hours: no timeout
+        if not STOP.why:
+            wait_for_room(client, in_flight, 1, clock)  # a day run may take hours: no timeout
         final = [client.read_flow_run(r.id) for r in runs]
     return [(run, report_of(run)) for run in final]

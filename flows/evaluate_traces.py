@@ -10,15 +10,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from prefect import flow, get_run_logger
-from prefect.runtime import flow_run
+from prefect.runtime import deployment, flow_run
 
 from flows.evaluated_days import complete, mark_evaluated
 from flows.options import EvalOptions, options_from, validate_tags
 from flows.publish import publish
 from flows.settings import Settings
+from flows.stopping import STOP, stop_on_signals
 from flows.window_run import WindowRun
 from tasks.clock import SYSTEM, Clock, utcnow
-from tasks.errors import RunFailed, fails_in_one_line
+from tasks.errors import RunFailed, StageError, fails_in_one_line
 from tasks.models import Window
 from tasks.report import EvalReport
 from tasks.windows import resolve_window, settle_wait_s
@@ -30,6 +31,10 @@ class EvaluationFailed(RunFailed):
     def __init__(self, message: str, report: EvalReport) -> None:
         super().__init__(message)
         self.report = report
+
+
+class Interrupted(EvaluationFailed):
+    """Ctrl-C: the run stopped sending, and what TLM had answered landed (``report``)."""
 
 
 def scheduled_time() -> datetime:
@@ -91,27 +96,39 @@ def evaluate_traces(
     start, end = resolve_window(window_start, window_end, scheduled=scheduled_time())
     settle_wait_s(end, settings.tuning.settle_lag_s, utcnow())  # refuses a future end
     run = WindowRun(Window(start, end, tuple(tags)), settings, opts)
+    # Ctrl-C or SIGTERM: stop sending, land what TLM answered, release, report (flows/stopping)
+    with stop_on_signals(cancel_on_sigterm=bool(deployment.id)):
+        report = run_window(run)
+    if report.errors:
+        raise (Interrupted if STOP.why else EvaluationFailed)("; ".join(report.errors), report)
+    if run.stream is not None and complete(report, opts):  # the catch-up skips these days
+        mark_evaluated(run.stream, start, end, run.run_id, get_run_logger())
+    return report
+
+
+def run_window(run: WindowRun) -> EvalReport:
+    """The stages, in order; whatever stops them, the report of what landed."""
     try:
-        stream = run.connect()  # Langfuse's version, the keys' project: a bad key fails here
-        wait_to_settle(end, settings.tuning.settle_lag_s)
-        # one run per window at a time: a second run waits, then finds the units scored
-        with run.locked():
-            run.prepare()  # the score configs, what is already scored
-            with run.scoring() as tlm:  # one TLM client; every chunk sent to it lands
-                for no, page in enumerate(run.pages(), start=1):  # fetch
-                    chunk, pairs = run.pair(run.select(page), no)  # pair what is new
-                    tlm.submit(chunk, pairs)  # score; chunks TLM has finished upload
-                    if run.report.capped:
-                        break
-            run.review()
+        with STOP.listening(run.stop):
+            run.connect()  # Langfuse's version, the keys' project: a bad key fails here
+            wait_to_settle(run.window.end, run.tuning.settle_lag_s)
+            # one run per window at a time: a second run waits, then finds the units scored
+            with run.locked():
+                run.prepare()  # the score configs, what is already scored
+                with run.scoring() as tlm:  # one TLM client; every chunk sent to it lands
+                    for no, page in enumerate(run.pages(), start=1):  # fetch
+                        chunk, pairs = run.pair(run.select(page), no)  # pair what is new
+                        tlm.submit(chunk, pairs)  # score; chunks TLM has finished upload
+                        if run.report.capped:
+                            break
+                run.review()
     except Exception as err:
         run.failed(err)
+    except BaseException as err:  # a second Ctrl-C: what TLM answered has landed all the same
+        run.failed(StageError(f"stopped at once by {type(err).__name__}"))
+        raise
     finally:
         report = run.finish()
         if run.stream is not None:
-            publish(report, run.stream, run.progress, opts.alert_low_trust_share, get_run_logger())
-    if report.errors:
-        raise EvaluationFailed("; ".join(report.errors), report)
-    if complete(report, opts):  # the daily run's catch-up skips the whole days done here
-        mark_evaluated(stream, start, end, run.run_id, get_run_logger())
+            publish(report, run.stream, run.progress, run.opts.alert_low_trust_share, run.logger)
     return report

@@ -62,13 +62,18 @@ class Landing:
     logger: RunLogger
 
     def land(self, chunk: Chunk) -> None:
-        """A chunk's scores (and its re-sends) go to Langfuse."""
+        """A chunk's scores (and its re-sends) go to Langfuse; then, if TLM failed as a whole
+        (a refused key, a lost slot lease), the run stops: what it paid for has landed."""
         scored: list[Scored] = []
+        down: StageError | None = None
         if chunk.future is not None:
             result = chunk.future.result()
             self.tally.add(result.failed)
             scored = result.scored
-            self.health.check(result, chunk.pairs, self.logger)
+            try:
+                self.health.check(result, chunk.pairs, self.logger)
+            except StageError as err:
+                down = err
         if chunk.again:
             self.tally.report.resent += len(chunk.again)
             self.logger.info(
@@ -77,6 +82,8 @@ class Landing:
             )  # fmt: skip
         if scored or chunk.again:
             self.upload(chunk.again + scored, chunk.no)
+        if down is not None:
+            raise down
 
     def upload(self, items: list[Scored], no: int) -> None:
         try:

@@ -93,14 +93,19 @@ def chunks_at_tlm(
     health: TLMHealth,
     report: EvalReport,
     late_errors: list[str],
+    grace_s: float,
 ) -> Iterator[Scoring]:
     """The chunks at TLM for one run; on the way out every chunk still there lands, whatever
-    stopped the loop (its errors join ``late_errors`` when something else already failed)."""
+    stopped the loop (its errors join ``late_errors`` when something else already failed).
+    When the run is stopped (Ctrl-C, SIGTERM, a cancel), nothing more is sent, and what is at
+    TLM has ``grace_s`` to come back before it is given up: what came back lands."""
     with engine if engine is not None else nullcontext():
         at_tlm = Scoring(engine, land, limit)
         try:
             yield at_tlm
-        except BaseException:
+        except BaseException as err:
+            if engine is not None and not isinstance(err, Exception):
+                engine.halt(f"the run was stopped ({type(err).__name__})", grace_s)
             late_errors += at_tlm.drain()  # listed after the failure on its way
             raise
         finally:

@@ -31,9 +31,9 @@ class Settings:
     tuning: Tuning
 
     @classmethod
-    def load(cls, opts: EvalOptions) -> Settings:
+    def load(cls, opts: EvalOptions, logger: RunLogger | None = None) -> Settings:
         tuning, langfuse = load_tuning(), load_langfuse()
-        check_limits(tuning)
+        tuning = check_limits(tuning, logger)
         if opts.dry_run:
             return cls(langfuse, None, tuning)
         check_preset(opts.quality_preset)

@@ -22,7 +22,7 @@ import os
 import socket
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -93,6 +93,7 @@ class Held:
     lease_s: float
     names: list[str] = field(default_factory=list)
     lost: threading.Event = field(default_factory=threading.Event)
+    on_lost: Callable[[str], None] | None = None  # told once, with why
     days: list[_Held] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -225,11 +226,13 @@ def beat(client: SyncPrefectClient, lock: Held, n: int) -> None:
             return
         if not _by_id(client, "PATCH", h.var_id, json={"value": {**h.record, "beat": n}}):
             lock.lost.set()
-            logger.error(
-                "window %s: lost %s (no heartbeat for a whole lease): another run may be "
-                "scoring this day; this run stops sending",
-                lock.window, h.name,
-            )  # fmt: skip
+            why = (
+                f"lost the window lock {h.name} (no heartbeat reached the server for a whole "
+                "lease): another run may be scoring this day, so this run stopped sending"
+            )
+            logger.error("window %s: %s", lock.window, why)
+            if lock.on_lost is not None:
+                lock.on_lost(why)
 
 
 def _keep_alive(lock: Held, settings: SettingsContext) -> None:
@@ -262,6 +265,7 @@ def window_lock(
     lease_s: float,
     timeout_s: float,
     clock: Clock = SYSTEM,
+    on_lost: Callable[[str], None] | None = None,
 ) -> Iterator[Held]:
     """Hold every UTC day of [start, end) for the stream's scores; yields what it holds.
 
@@ -269,7 +273,9 @@ def window_lock(
     shared server a holder that stops beating for ``lease_s`` is dead and its lock taken over.
     """
     s, e = start.astimezone(UTC), end.astimezone(UTC)
-    lock = Held(window=f"{s:%Y-%m-%dT%H:%M:%S}Z..{e:%Y-%m-%dT%H:%M:%S}Z", lease_s=lease_s)
+    lock = Held(
+        window=f"{s:%Y-%m-%dT%H:%M:%S}Z..{e:%Y-%m-%dT%H:%M:%S}Z", lease_s=lease_s, on_lost=on_lost
+    )
     deadline = clock.monotonic() + timeout_s
     lock.names = lock_names(stream, start, end)
     record = {

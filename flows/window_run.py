@@ -21,7 +21,7 @@ from flows.scoring import Chunk, Scoring, TLMHealth, bulk, chunks_at_tlm, make_e
 from flows.settings import Settings, open_stream
 from flows.window_lock import Held, window_lock
 from tasks.clock import SYSTEM, Clock
-from tasks.errors import TrustEvalError, stage
+from tasks.errors import StageError, TrustEvalError, stage
 from tasks.fetch import Page, fetch_page_task, find_scored_task
 from tasks.langfuse_api import Access, CursorGuard, RequestCount
 from tasks.models import Pair, TraceRecord, Window
@@ -29,10 +29,24 @@ from tasks.pairs import build_pairs_task
 from tasks.report import EvalReport, Tally, trace_url
 from tasks.retry import describe
 from tasks.review import ensure_configs_task
+from tasks.score import TLMEngine
 from tasks.scorebook import ScoreBook
 from tasks.select import cap, first_sight, sampled, units_in
 from tasks.stream import Stream
 from tasks.windows import days_touched
+
+
+def new_report(window: Window, opts: EvalOptions, run_id: str | None) -> EvalReport:
+    return EvalReport(
+        window_start=window.start,
+        window_end=window.end,
+        tags=list(window.tags),
+        score_name=opts.score_name,
+        scope=opts.scope,
+        dry_run=opts.dry_run,
+        low_trust_threshold=opts.low_trust_threshold,
+        flow_run_id=run_id,
+    )
 
 
 class WindowRun:
@@ -45,16 +59,7 @@ class WindowRun:
         self.tuning = settings.tuning
         self.lf = Access(settings.langfuse, settings.tuning, RequestCount(), clock)
         self.run_id = str(flow_run.id) if flow_run.id else None
-        self.report = EvalReport(
-            window_start=window.start,
-            window_end=window.end,
-            tags=list(window.tags),
-            score_name=opts.score_name,
-            scope=opts.scope,
-            dry_run=opts.dry_run,
-            low_trust_threshold=opts.low_trust_threshold,
-            flow_run_id=self.run_id,
-        )
+        self.report = new_report(window, opts, self.run_id)
         self.logger = get_run_logger()
         self.tally = Tally(self.report, self.tuning.lowest_n)
         self.progress = Progress(window)
@@ -65,6 +70,8 @@ class WindowRun:
         self.seen: set[str] = set()  # trace ids: a row repeated across pages counts once
         self.sent = 0  # units sent (or, in a dry run, that would be sent) to TLM
         self.late_errors: list[str] = []  # failures while landing after the run had failed
+        self.engine: TLMEngine | None = None
+        self.stopping: str | None = None  # why the run must stop sending (a lost lock)
 
     def warn(self, text: str) -> None:
         self.logger.warning("%s", text)
@@ -101,7 +108,14 @@ class WindowRun:
             lease_s=t.lock_lease_s,
             timeout_s=t.lock_timeout_s,
             clock=self.clock,
+            on_lost=self.stop,
         )
+
+    def stop(self, why: str) -> None:
+        """Stop sending at once (from any thread); the loop then fails the run with ``why``."""
+        self.stopping = self.stopping or why
+        if self.engine is not None:
+            self.engine.halt(why, self.tuning.stop_grace_s)
 
     def prepare(self) -> None:
         """The score configs, and what is already scored (the ledger, then Langfuse)."""
@@ -154,6 +168,8 @@ class WindowRun:
 
     def select(self, page: Page) -> list[TraceRecord]:
         """New units of the page that are not scored yet (or are re-scored), sampled."""
+        if self.stopping:
+            raise StageError(self.stopping)
         o = self.opts
         units, none, n = units_in(first_sight(page.records, self.seen), o.observations)
         self.report.fetched += n
@@ -184,22 +200,27 @@ class WindowRun:
     def scoring(self) -> AbstractContextManager[Scoring]:
         """One TLM engine for the run (its concurrency carries over from chunk to chunk); on
         the way out every chunk still at TLM lands, whatever stopped the loop."""
-        cfg, t, engine = self.settings.tlm, self.tuning, None
+        cfg, t = self.settings.tlm, self.tuning
         if not self.opts.dry_run and cfg is not None:
             run = UUID(self.run_id) if self.run_id else None
-            engine = make_engine(cfg, t, self.opts.quality_preset, run, self.logger)
+            self.engine = make_engine(cfg, t, self.opts.quality_preset, run, self.logger)
+            if self.stopping:
+                self.engine.halt(self.stopping)
         return chunks_at_tlm(
-            engine,
+            self.engine,
             self.landing.land,
             t.chunks_in_flight,
             self.health,
             self.report,
             self.late_errors,
+            t.stop_grace_s,
         )
 
     # --- after the chunks ---------------------------------------------------------------------
 
     def review(self) -> None:
+        if self.stopping:  # the loop may have ended before the stop: say why nonetheless
+            raise StageError(self.stopping)
         queue_for_review(self.opts, self.tally, self.landing.spec.config_ids, self.lf)
 
     def failed(self, err: Exception) -> None:

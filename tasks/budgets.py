@@ -30,15 +30,17 @@ WAITED_S = 1.0
 CREATE_HINT = "run `make prefect`, or create it: prefect gcl create {name} --limit N"
 
 
-def check_limits(tuning: Tuning) -> None:
-    """The limits named in the settings exist and have the right kind, or one ConfigError."""
+def check_limits(tuning: Tuning, logger: RunLogger | None = None) -> Tuning:
+    """The limits named in the settings exist and have the right kind, or one ConfigError; the
+    tuning to run with (the TLM slot block no larger than the ceiling: Prefect refuses a
+    request for more slots than a limit has)."""
     wanted = [
         ("TRUST_EVAL_LANGFUSE_RATE_LIMIT", tuning.langfuse_rate_limit, True),
         ("TRUST_EVAL_TLM_CONCURRENCY_LIMIT", tuning.tlm_concurrency_limit, False),
     ]
     wanted = [w for w in wanted if w[1]]
     if not wanted:
-        return
+        return tuning
     with get_client(sync_client=True) as client:
         for var, name, decays in wanted:
             assert name is not None
@@ -60,6 +62,20 @@ def check_limits(tuning: Tuning) -> None:
                     f"{var}: the global concurrency limit {name!r} has a slot decay, so it "
                     "would count calls started, not calls in flight: use a limit without one"
                 )
+            if not decays and limit.active and limit.limit < 1:
+                raise ConfigError(
+                    f"{var}: the global concurrency limit {name!r} has no slots, so no TLM "
+                    f"call could start: prefect gcl update {name} --limit N"
+                )
+            if not decays and limit.limit < tuning.tlm_slot_block:
+                if logger is not None:
+                    logger.info(
+                        "the TLM ceiling %r has %d slots: taking them %d at a time, not %d "
+                        "(TRUST_EVAL_TLM_SLOT_BLOCK)", name, limit.limit, limit.limit,
+                        tuning.tlm_slot_block,
+                    )  # fmt: skip
+                tuning = tuning.model_copy(update={"tlm_slot_block": limit.limit})
+    return tuning
 
 
 class TLMSlots:

@@ -115,6 +115,9 @@ class Tuning(BaseSettings):
     # waits at most lock_timeout_s for a live holder
     lock_lease_s: Annotated[float, Field(ge=1, le=3600)] = 120.0
     lock_timeout_s: Annotated[float, Field(ge=0, le=7 * 86_400)] = 3600.0
+    # a stopped run (Ctrl-C, SIGTERM, a cancel, a lost lock) sends nothing more and gives the
+    # items at TLM this long to come back (they land), then gives them up
+    stop_grace_s: Annotated[float, Field(ge=0, le=60)] = 3.0
 
 
 def _explain(err: ValidationError, names: dict[str, str]) -> str:

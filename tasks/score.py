@@ -200,6 +200,7 @@ class TLMEngine:
         self._refused: str | None = None
         self._failed_in_row = 0  # timeouts and exhausted retries since the last score
         self._down: str | None = None
+        self._halted: str | None = None  # why the run stopped sending (halt)
         self._dispatcher: asyncio.Task[None] | None = None
         self._closed = False
         self._lock = threading.Lock()
@@ -248,6 +249,23 @@ class TLMEngine:
             else:
                 self._loop.call_soon_threadsafe(self._enqueue, _Chunk(list(pairs), future))
         return future
+
+    def halt(self, reason: str, grace_s: float = 0.0) -> None:
+        """Stop sending, from any thread (a stopped run, a lost lock): what is queued fails
+        as not sent; what is at TLM has ``grace_s`` to come back (and land), then is given up
+        as not scored. Returns at once."""
+        with self._lock:
+            if self._closed:
+                return
+        asyncio.run_coroutine_threadsafe(self._halt(reason, grace_s), self._loop)
+
+    async def _halt(self, reason: str, grace_s: float) -> None:
+        self._halted = self._halted or reason
+        self._wake.set()
+        if self._running and grace_s > 0:
+            await asyncio.wait(list(self._running), timeout=grace_s)
+        for t in list(self._running):
+            t.cancel()
 
     def stats(self) -> dict[str, int]:
         """A snapshot (racy, for logs): congestion window, items in flight and queued, slots
@@ -328,6 +346,11 @@ class TLMEngine:
                         chunk, i, outcome_for(chunk.pairs[i], FAILED, Reason.NOT_SENT, slots_error)
                     )
                     continue
+                if self._pending and self._halted is not None:
+                    chunk, i = self._pending.popleft()
+                    out = outcome_for(chunk.pairs[i], FAILED, Reason.NOT_SENT, self._halted)
+                    self._finish(chunk, i, out)
+                    continue
                 if self._pending and not self._probing and len(self._running) < self._room():
                     chunk, i = self._pending.popleft()
                     if self._refused is not None:
@@ -364,6 +387,9 @@ class TLMEngine:
         try:
             answer = await self._tlm.get_trustworthiness_score_async(pair.prompt, pair.response)
             out = interpret(pair, answer)
+        except asyncio.CancelledError:  # halted, or the engine closed: TLM never answered
+            why = self._halted or "the TLM engine was closed"
+            out = outcome_for(pair, FAILED, Reason.NOT_SCORED, why)
         except _auth_error() as err:
             out = outcome_for(pair, FAILED, Reason.TLM_ERROR, _error_detail(err))
             self._refused = self._refused or f"{REFUSED_KEY} ({out.why})"

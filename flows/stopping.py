@@ -1,0 +1,84 @@
+"""Stopping a run cleanly: Ctrl-C, SIGTERM (a CLI killed, a cancelled deployment run) or a lost
+window lock ask the runs of this process to stop; they send nothing more, land what TLM has
+answered, release their locks and end with a report. The signal only sets a flag: nothing is
+interrupted half-way through landing a chunk. A second signal stops the process at once."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+from prefect.exceptions import TerminationSignal
+
+Listener = Callable[[str], None]
+
+
+class Stop:
+    """The process's stop request: why (None: not asked), and who to tell."""
+
+    def __init__(self) -> None:
+        self.why: str | None = None
+        self.signum: int | None = None
+        self._listeners: list[Listener] = []
+        self._lock = threading.Lock()
+
+    def request(self, why: str, signum: int | None = None) -> None:
+        with self._lock:
+            if self.why is not None:
+                return
+            self.why, self.signum = why, signum
+            listeners = list(self._listeners)
+        for tell in listeners:
+            tell(why)
+
+    @contextmanager
+    def listening(self, tell: Listener) -> Iterator[None]:
+        """``tell(why)`` is called once a stop is asked (at once if it already was)."""
+        with self._lock:
+            self._listeners.append(tell)
+            why = self.why
+        if why is not None:
+            tell(why)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._listeners.remove(tell)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.why, self.signum = None, None
+
+
+STOP = Stop()
+NAMES: dict[int, str] = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+
+
+@contextmanager
+def stop_on_signals(cancel_on_sigterm: bool) -> Iterator[None]:
+    """While the block runs (in the main thread; elsewhere it does nothing): the first SIGINT
+    or SIGTERM asks the process's runs to stop (``STOP``), a second one raises at once. On the
+    way out the former handlers come back; with ``cancel_on_sigterm`` (a deployment run: its
+    worker sends SIGTERM to cancel it) a run stopped by SIGTERM then raises Prefect's
+    TerminationSignal, so it ends as Prefect ends a cancelled run."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    STOP.reset()
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        if STOP.why is not None:  # asked twice: stop now
+            raise KeyboardInterrupt if signum == signal.SIGINT else TerminationSignal(signum)
+        STOP.request(f"stopped by {NAMES.get(signum, signum)}", signum)
+
+    before = {s: signal.signal(s, handle) for s in NAMES}
+    try:
+        yield
+    finally:
+        for s, h in before.items():
+            signal.signal(s, h)
+        if cancel_on_sigterm and STOP.signum == signal.SIGTERM:
+            raise TerminationSignal(signal.SIGTERM)
