@@ -51,13 +51,33 @@ def day_range(start_date: date, end_date: date) -> list[tuple[datetime, datetime
     """Whole UTC days from ``start_date`` to ``end_date``, both included."""
     if end_date < start_date:
         raise ConfigError(f"end_date ({end_date}) must not be before start_date ({start_date})")
-    start, end = midnight(start_date), midnight(end_date + timedelta(days=1))
-    if end > datetime.now(UTC):
+    if end_date >= datetime.now(UTC).date():
         raise ConfigError(
             f"end_date {end_date} is not over yet (UTC): a backfill covers whole past days; "
             "use the window flow for today so far"
         )
-    return split_days(start, end)
+    return split_days(midnight(start_date), midnight(end_date + timedelta(days=1)))
+
+
+def check_day_deployment(name: str) -> None:
+    """The deployment a backfill runs its days on exists and runs the window flow."""
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            dep = client.read_deployment_by_name(name)
+        except (ObjectNotFound, ValueError):
+            raise ConfigError(
+                f"day_deployment {name!r} is not a deployment of the Prefect server at "
+                f"{client.api_url}: use 'evaluate-traces/window' (prefect deploy --all)"
+            ) from None
+        flow_name = client.read_flow(dep.flow_id).name
+    if flow_name != "evaluate-traces":
+        raise ConfigError(
+            f"day_deployment {name!r} runs the flow {flow_name!r}, not 'evaluate-traces': "
+            "each day must be a window run (e.g. 'evaluate-traces/window')"
+        )
 
 
 # --- the flow -----------------------------------------------------------------------------
@@ -189,6 +209,9 @@ def backfill(
         raise ConfigError(f"max_concurrency must be at least 1, got {max_concurrency}")
     settings = Settings.load(opts)
     windows = day_range(start_date, end_date)
+    on_workers = days_on == "workers" or (days_on == "auto" and bool(deployment.id))
+    if on_workers:
+        check_day_deployment(day_deployment)
     _, stream = open_stream(Access(settings.langfuse, settings.tuning), tags, opts.score_name,
                             logger)  # fmt: skip
     params: dict[str, Any] = {"tags": tags, "options": opts}
@@ -196,7 +219,6 @@ def backfill(
     logger.info(
         "backfill %s → %s: %d day(s), %d at a time", start_date, end_date, len(windows), workers
     )
-    on_workers = days_on == "workers" or (days_on == "auto" and bool(deployment.id))
     with stop_on_signals(cancel_on_sigterm=bool(deployment.id)):  # no new day after a stop
         days = (
             days_of_runs(run_days_on_workers(day_deployment, windows, params, workers, stream))

@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from datetime import timedelta
-from typing import Any
 from uuid import UUID
 
 from prefect import get_run_logger
@@ -17,13 +16,15 @@ from prefect.runtime import flow_run
 from flows.landing import Landing, confirm, queue_for_review, score_spec
 from flows.options import EvalOptions
 from flows.publish import Progress
+from flows.reading import Reader
 from flows.scoring import Chunk, Scoring, TLMHealth, bulk, chunks_at_tlm, make_engine
 from flows.settings import Settings, open_stream
 from flows.window_lock import Held, window_lock
 from tasks.clock import SYSTEM, Clock
+from tasks.config import without_credentials
 from tasks.errors import StageError, TrustEvalError, stage
-from tasks.fetch import Page, fetch_page_task, find_scored_task
-from tasks.langfuse_api import Access, CursorGuard, RequestCount
+from tasks.fetch import find_scored_task, scores_in_range
+from tasks.langfuse_api import Access, RequestCount
 from tasks.models import Pair, TraceRecord, Window
 from tasks.pairs import build_pairs_task
 from tasks.report import EvalReport, Tally, trace_url
@@ -31,9 +32,9 @@ from tasks.retry import describe
 from tasks.review import ensure_configs_task
 from tasks.score import TLMEngine
 from tasks.scorebook import ScoreBook
-from tasks.select import cap, first_sight, sampled, units_in
+from tasks.select import cap, sampled, units_in
 from tasks.stream import Stream
-from tasks.windows import days_touched
+from tasks.windows import days_touched, whole_days
 
 
 def new_report(window: Window, opts: EvalOptions, run_id: str | None) -> EvalReport:
@@ -64,10 +65,10 @@ class WindowRun:
         self.tally = Tally(self.report, self.tuning.lowest_n)
         self.progress = Progress(window)
         self.health = TLMHealth(self.tuning.tlm_down_after_chunks)
-        self.stream: Stream | None = None  # these three once connected
+        self.stream: Stream | None = None  # these once connected
         self.book: ScoreBook
         self.landing: Landing
-        self.seen: set[str] = set()  # trace ids: a row repeated across pages counts once
+        self.reader: Reader
         self.sent = 0  # units sent (or, in a dry run, that would be sent) to TLM
         self.late_errors: list[str] = []  # failures while landing after the run had failed
         self.engine: TLMEngine | None = None
@@ -92,8 +93,10 @@ class WindowRun:
         self.landing = Landing(
             self.lf, spec, server, self.book, self.tally, self.health, self.logger
         )
+        self.reader = Reader(self.lf, self.window, o, server, self.book, self.report,
+                             self.progress, self.logger)  # fmt: skip
         how = "score lists" if server.batch_scores else "one score per POST"
-        self.logger.info("%s (%s) takes %s", server.label, self.lf.cfg.base_url, how)
+        self.logger.info("%s (%s) takes %s", server.label, self.lf.cfg.shown_url, how)
         return self.stream
 
     def locked(self) -> AbstractContextManager[Held | None]:
@@ -130,48 +133,27 @@ class WindowRun:
         if o.rescore and not o.review_queue:  # a re-run's review needs the values
             return
         self.book.load(days_touched(w.start, end))
-        if self.landing.server.batch_scores:  # it keeps our timestamps: one range look-up
-            with stage("reading existing scores"):
-                found = find_scored_task(self.lf, o.score_name, w.start, end, o.observations)
-            self.book.saw(found)
+        if not self.landing.server.batch_scores:  # it stamps scores: looked up by id, per page
+            return
+        if whole_days(w.start, end) == days_touched(w.start, end) and self.book.agrees(
+            lambda: scores_in_range(self.lf.calls(self.logger), o.score_name, w.start, end)
+        ):
+            return  # Langfuse holds what the ledger says runs wrote: no look-up needed
+        with stage("reading existing scores"):
+            self.book.saw(find_scored_task(self.lf, o.score_name, w.start, end, o.observations))
 
     # --- per chunk ---------------------------------------------------------------------------
 
-    def pages(self) -> Iterator[Page]:
-        """The window's traces, a page (one chunk) at a time, newest first."""
-        o, server = self.opts, self.landing.server
-        guard, cursor = CursorGuard("reading traces"), None
-        kinds: dict[str, Any] | None = None  # how child observations are found: page 1 asks
-        lookup = o.score_name if not server.batch_scores and not o.rescore else None
-        for no in range(1, 10**9):
-            with stage(f"reading traces (page {no})"):
-                page = fetch_page_task(
-                    self.lf,
-                    self.window,
-                    cursor,
-                    no,
-                    server,
-                    o.environment,
-                    kinds,
-                    lookup,
-                    o.observations,
-                )
-            kinds = page.kinds if page.kinds is not None else kinds
-            self.report.generations_by_trace_id = (kinds or {}).get("GENERATION") == "trace_ids"
-            self.book.saw(page.scored or {})
-            yield page
-            self.progress.update(min((rec.start_time for rec in page.records), default=None))
-            with stage(f"reading traces (page {no})"):
-                cursor = guard.next(page.cursor, page.rows, [r.trace_id for r in page.records])
-            if cursor is None:
-                return
+    def pages(self) -> Iterator[list[TraceRecord]]:
+        """The window's new traces, a page (one chunk) at a time, newest first."""
+        return self.reader.pages()
 
-    def select(self, page: Page) -> list[TraceRecord]:
-        """New units of the page that are not scored yet (or are re-scored), sampled."""
+    def select(self, records: list[TraceRecord]) -> list[TraceRecord]:
+        """The units of a page that are not scored yet (or are re-scored), sampled."""
         if self.stopping:
             raise StageError(self.stopping)
         o = self.opts
-        units, none, n = units_in(first_sight(page.records, self.seen), o.observations)
+        units, none, n = units_in(records, o.observations)
         self.report.fetched += n
         self.tally.add(none)
         triage = self.book.triage(
@@ -184,6 +166,7 @@ class WindowRun:
     def pair(self, records: list[TraceRecord], no: int) -> tuple[Chunk, list[Pair]]:
         """Prompt and response per unit; what TLM needs to score, within ``max_traces``."""
         r, o = self.report, self.opts
+        records = self.reader.children(records, no)
         paired = build_pairs_task(bulk(records), self.tuning, no) if records else None
         pairs = paired.pairs if paired else []
         if paired:
@@ -234,7 +217,7 @@ class WindowRun:
         r, t, stream = self.report, self.tuning, self.stream
         if stream is not None and self.book.accepted and t.verify_wait_s > 0:
             confirm(self.book, self.lf.calls(self.logger), t.verify_wait_s, r)
-        ui = (t.langfuse_ui_url or self.lf.cfg.base_url).rstrip("/")
+        ui = without_credentials(t.langfuse_ui_url or self.lf.cfg.base_url).rstrip("/")
         if stream is not None:
             r.lowest = self.tally.lowest.rows(lambda *ids: trace_url(ui, stream.project, *ids))
             r.langfuse_traces_url = f"{ui}/project/{stream.project}/traces"

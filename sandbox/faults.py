@@ -43,6 +43,7 @@ class Fault:
     # Langfuse specific
     reject_trace_ids: set[str] = field(default_factory=set)  # scores.create answers 207
     repeat_rows: int = 0  # observations: repeat the last N rows of a page on the next page
+    loop_pages: bool = False  # observations: every page again, under a fresh cursor each time
     # TLM specific
     fail_items: set[str] = field(default_factory=set)  # prompts containing one of these -> 500
     hold_items: set[str] = field(default_factory=set)  # prompts containing one wait like ``hang``

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from logging import Logger, LoggerAdapter
 from typing import Annotated, Literal, get_args
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,6 +44,19 @@ class LangfuseSettings(BaseSettings):
         if not v.get_secret_value():
             raise ValueError("must not be empty")
         return v
+
+    @property
+    def shown_url(self) -> str:
+        """The base URL as messages, logs and links show it: without a user or password."""
+        return without_credentials(self.base_url)
+
+
+def without_credentials(url: str) -> str:
+    """``url`` with any ``user:password@`` taken out (masked as ``***@``)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
 
 
 class TLMSettings(BaseSettings):

@@ -7,11 +7,13 @@ window's tags, or, for apps that tag only the root span, by the page's trace ids
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+import httpx
 from langfuse.api import (
     GetScoresV3Response,
     ObservationsV2Response,
@@ -48,11 +50,37 @@ CHILD_FIELDS = "core,io,model"
 ChildMode = Literal["tags", "trace_ids"]
 
 
+MIN_PAGE = 50  # a page too heavy for Langfuse is asked again at half the size, down to this
+
+
+class HeavyRead(Exception):
+    """Langfuse gave up on a read as too heavy (422 "Request timed out": a ClickHouse timeout or
+    memory limit, web/src/features/public-api/server/withMiddlewares.ts); a smaller page
+    usually passes."""
+
+
+def heavy(err: ApiError) -> bool:
+    body = err.body if isinstance(err.body, dict) else {}
+    return err.status_code == 422 and body.get("error") == "Request timed out"
+
+
+def smaller(limit: int, what: str) -> int:
+    """The next page size after a read too heavy at ``limit``; at the floor, the run fails."""
+    if limit <= MIN_PAGE:
+        raise ConfigError(
+            f"Langfuse timed out {what} even {limit} at a time (422 Request timed out): the "
+            "server's ClickHouse needs more time or memory for these traces; lower "
+            f"TRUST_EVAL_PAGE_SIZE below {MIN_PAGE} only with its operator's advice"
+        )
+    return max(limit // 2, MIN_PAGE)
+
+
 @dataclass(slots=True)
 class Page:
     records: list[TraceRecord]
     cursor: str | None
     rows: int  # rows the page held, repeats included
+    limit: int = 0  # the page size it was read at (smaller than asked when Langfuse timed out)
     kinds: dict[str, ChildMode | None] | None = None  # how children are found (set on page 1)
     scored: dict[str, float | None] | None = None  # units already scored (by-id look-up)
 
@@ -175,20 +203,29 @@ def attach_children(
         list(batches(list(by_id))) if mode == "trace_ids" else [None]
     )
     seen: set[str] = set()
+    limit = 1000
     for ids in groups:
         guard = CursorGuard(f"reading {kind} observations")
         cursor: str | None = None
         while True:
 
             def call(
-                page_cursor: str | None = cursor, trace_ids: Sequence[str] | None = ids
+                page_cursor: str | None = cursor,
+                trace_ids: Sequence[str] | None = ids,
+                n: int = limit,
             ) -> ObservationsV2Response:
                 return child_query(
                     calls, window, environment, start=lo, end=hi, trace_ids=trace_ids,
-                    fields=CHILD_FIELDS, limit=1000, cursor=page_cursor, type=kind,
+                    fields=CHILD_FIELDS, limit=n, cursor=page_cursor, type=kind,
                 )  # fmt: skip
 
-            resp = calls(f"reading {kind} observations (GET v2/observations)", call)
+            try:
+                resp = calls(f"reading {kind} observations (GET v2/observations)", call)
+            except ApiError as err:
+                if not heavy(err):
+                    raise
+                limit = smaller(limit, f"reading {kind} observations")
+                continue
             for obs in sorted(resp.data, key=lambda o: o.start_time):
                 rec = by_id.get(obs.trace_id or "")
                 if rec is None or obs.id in seen:
@@ -219,13 +256,14 @@ def fetch_page(
     *,
     tuning: Tuning,
     server: Server,
+    limit: int,
     environment: Sequence[str] | None = None,
 ) -> Page:
     def call() -> ObservationsV2Response:
         return calls.observations.get_many(
             fields=ROOT_FIELDS,
             expand_metadata=",".join((*tuning.system_prompt_keys, *tuning.context_keys)) or None,
-            limit=tuning.page_size,
+            limit=limit,
             cursor=cursor,
             is_root_observation=True,
             from_start_time=window.start,
@@ -240,6 +278,8 @@ def fetch_page(
     except ApiError as err:
         if err.status_code == 404:
             raise ConfigError(v2_observations_missing(calls.cfg, server)) from None
+        if heavy(err):
+            raise HeavyRead(f"{limit} traces with their input, output and metadata") from None
         raise
     return Page(
         records=[_to_record(o) for o in resp.data],
@@ -310,6 +350,44 @@ def find_scored_task(
     return found
 
 
+def by_id_lookup(
+    calls: Calls, records: list[TraceRecord], score_name: str, observations: bool
+) -> dict[str, float | None]:
+    """Which of the records' units carry ``score_name``, by our score ids (for servers that do
+    not keep our timestamp, so a look-up by time range cannot find them)."""
+    units = {
+        unit: score_id(rec.trace_id, score_name, gen)
+        for rec in records
+        for unit, gen in (
+            [(g.observation_id, g.observation_id) for g in rec.generations]
+            if observations
+            else [(rec.trace_id, None)]
+        )
+    }
+    return scored_by_id(calls, units, observations=observations) if units else {}
+
+
+def with_children(
+    calls: Calls,
+    records: list[TraceRecord],
+    window: Window,
+    kinds: dict[str, ChildMode | None] | None,
+    environment: Sequence[str] | None,
+) -> dict[str, ChildMode | None] | None:
+    """Attach the records' child observations (asking first how they are found, when nobody has
+    yet); how they are found."""
+    if not records:
+        return kinds
+    if kinds is None:
+        kinds = probe_children(calls, window, records, tuning=calls.tuning, environment=environment)
+    for kind, mode in kinds.items():
+        if mode is not None:
+            attach_children(
+                calls, records, window, kind, mode, tuning=calls.tuning, environment=environment
+            )
+    return kinds
+
+
 @task(name="fetch-traces", task_run_name="fetch page {page_no}", cache_policy=NO_CACHE)
 def fetch_page_task(
     lf: Access,
@@ -317,44 +395,138 @@ def fetch_page_task(
     cursor: str | None,
     page_no: int,
     server: Server,
+    limit: int,
     environment: list[str] | None = None,
     kinds: dict[str, ChildMode | None] | None = None,
     lookup: str | None = None,
     observations: bool = False,
 ) -> Page:
-    """One page of root observations, with their generations and retrieved documents.
-
-    ``kinds=None`` (the first page) asks Langfuse how the window's children are found; later
-    pages are told the answer. ``lookup`` (a score name) also asks which of the page's units
-    already carry that score, by our score ids (servers that do not keep our timestamp).
-    """
-    calls, tuning = lf.calls(get_run_logger()), lf.tuning
-    page = fetch_page(calls, window, cursor, tuning=tuning, server=server, environment=environment)
-    if kinds is None and page.records:
-        kinds = probe_children(calls, window, page.records, tuning=tuning, environment=environment)
-        page.kinds = kinds
-    for kind, mode in (kinds or {}).items():
-        if mode is not None:
-            attach_children(
-                calls, page.records, window, kind, mode, tuning=tuning, environment=environment
-            )
+    """One page of root observations (``limit`` of them, or half as many, and so on, while
+    Langfuse times out). In observation scope (a unit per generation) their children come with
+    them; in trace scope only the units that go on to pairing get theirs (``children_task``).
+    ``lookup`` (a score name) also asks which of the page's units already carry it, by our
+    score ids."""
+    calls = lf.calls(get_run_logger())
+    while True:
+        try:
+            page = fetch_page(
+                calls, window, cursor, tuning=lf.tuning, server=server, limit=limit,
+                environment=environment,
+            )  # fmt: skip
+            break
+        except HeavyRead as err:
+            limit = smaller(limit, "reading traces")
+            calls.logger.warning("Langfuse timed out reading %s: asking %d at a time", err, limit)
+    page.limit = limit
+    if observations:
+        page.kinds = with_children(calls, page.records, window, kinds, environment)
     if lookup is not None and page.records:
-        units = {
-            unit: score_id(rec.trace_id, lookup, gen)
-            for rec in page.records
-            for unit, gen in (
-                [(g.observation_id, g.observation_id) for g in rec.generations]
-                if observations
-                else [(rec.trace_id, None)]
-            )
-        }
-        page.scored = scored_by_id(calls, units, observations=observations)
+        page.scored = by_id_lookup(calls, page.records, lookup, observations)
     calls.logger.info(
-        "page %d: %d traces, %d generations, %d with retrieved documents%s",
-        page_no,
-        page.rows,
-        sum(len(r.generations) for r in page.records),
-        sum(bool(r.retrieved) for r in page.records),
-        "" if page.cursor else " (last page)",
+        "page %d: %d traces%s", page_no, page.rows, "" if page.cursor else " (last page)"
     )
     return page
+
+
+@task(name="fetch-children", task_run_name="fetch children {chunk_no}", cache_policy=NO_CACHE)
+def children_task(
+    lf: Access,
+    window: Window,
+    records: list[TraceRecord],
+    kinds: dict[str, ChildMode | None] | None,
+    chunk_no: int,
+    environment: list[str] | None = None,
+) -> tuple[list[TraceRecord], dict[str, ChildMode | None] | None]:
+    """The generations and retrieved documents of the traces about to be paired."""
+    calls = lf.calls(get_run_logger())
+    kinds = with_children(calls, records, window, kinds, environment)
+    calls.logger.info(
+        "chunk %d: %d generations, %d traces with retrieved documents", chunk_no,
+        sum(len(r.generations) for r in records), sum(bool(r.retrieved) for r in records),
+    )  # fmt: skip
+    return records, kinds
+
+
+def roots_before(
+    calls: Calls, window: Window, environment: Sequence[str] | None = None
+) -> set[str]:
+    """Traces with a root observation in the hour(s) before the window (as long as a trace may
+    run): a trace whose roots straddle the window's start belongs to the earlier window."""
+    start = window.start - timedelta(seconds=calls.tuning.trace_max_duration_s)
+    found: set[str] = set()
+    guard = CursorGuard("reading traces that began before the window")
+    cursor: str | None = None
+    while True:
+
+        def call(page_cursor: str | None = cursor) -> ObservationsV2Response:
+            return calls.observations.get_many(
+                fields="core", limit=1000, cursor=page_cursor, is_root_observation=True,
+                from_start_time=start, to_start_time=window.start,
+                environment=list(environment) if environment else None,
+                filter=tag_filter(window.tags), request_options=NO_RETRY,
+            )  # fmt: skip
+
+        resp = calls("reading traces that began before the window (GET v2/observations)", call)
+        found |= {o.trace_id or o.id for o in resp.data}
+        cursor = guard.next(page_cursor(resp), len(resp.data), [o.id for o in resp.data])
+        if cursor is None:
+            return found
+
+
+@task(name="find-earlier-traces", task_run_name="find traces that began earlier",
+      cache_policy=NO_CACHE)  # fmt: skip
+def roots_before_task(lf: Access, window: Window, environment: list[str] | None) -> set[str]:
+    return roots_before(lf.calls(get_run_logger()), window, environment)
+
+
+def metric_count(calls: Calls, version: str, query: dict[str, Any]) -> int | None:
+    """A count from Langfuse's metrics API (``v1``: the legacy tables; ``v2``: the v4 events
+    tables), in one request, never retried; None when the server cannot say (404: not in
+    this write mode; a daily limit spent; anything else)."""
+    path = "metrics" if version == "v1" else "v2/metrics"
+    cfg = calls.cfg
+    auth = (cfg.public_key, cfg.secret_key.get_secret_value())
+
+    def get() -> httpx.Response:
+        return httpx.get(
+            f"{cfg.base_url}/api/public/{path}", params={"query": json.dumps(query)}, auth=auth,
+            timeout=cfg.timeout_s,
+        )  # fmt: skip
+
+    try:
+        resp = calls(f"counting (GET {path})", get, retry=False)
+        rows = resp.json().get("data") if resp.status_code == 200 else None
+        if not isinstance(rows, list):
+            return None
+        return int(rows[0]["count_count"]) if rows else 0
+    except Exception:
+        return None
+
+
+def count_query(
+    view: str, filters: list[dict[str, Any]], start: datetime, end: datetime
+) -> dict[str, Any]:
+    """A metrics query counting ``view`` rows in [start, end): the API's ends are both
+    inclusive, so the end is moved back a millisecond."""
+    return {
+        "view": view,
+        "metrics": [{"measure": "count", "aggregation": "count"}],
+        "filters": filters,
+        "fromTimestamp": start.isoformat(),
+        "toTimestamp": (end - timedelta(milliseconds=1)).isoformat(),
+    }
+
+
+def legacy_traces(calls: Calls, window: Window) -> int | None:
+    """How many traces with the window's tags the legacy tables hold in it (v1 metrics): a
+    server left in LANGFUSE_MIGRATION_V4_WRITE_MODE=legacy writes only those, and v2
+    observations then answer 200 with no data."""
+    tags = {"column": "tags", "operator": "any of", "value": list(window.tags),
+            "type": "arrayOptions"}  # fmt: skip
+    return metric_count(calls, "v1", count_query("traces", [tags], window.start, window.end))
+
+
+def scores_in_range(calls: Calls, score_name: str, start: datetime, end: datetime) -> int | None:
+    """How many scores named ``score_name`` have a timestamp in [start, end) (v2 metrics)."""
+    name = {"column": "name", "operator": "=", "value": score_name, "type": "string"}
+    return metric_count(calls, "v2", count_query("scores-numeric", [name], start, end))

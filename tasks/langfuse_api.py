@@ -18,7 +18,7 @@ from langfuse.api.scores.client import ScoresClient
 from prefect.concurrency.sync import rate_limit
 
 from tasks.clock import SYSTEM, Clock
-from tasks.config import LangfuseSettings, RunLogger, Tuning
+from tasks.config import LangfuseSettings, RunLogger, Tuning, without_credentials
 from tasks.errors import ConfigError
 from tasks.retry import AUTH_STATUS, describe, raise_if_transient, retrying
 
@@ -121,7 +121,7 @@ class Calls:
 
 
 def refused_keys(cfg: LangfuseSettings, status: int | None) -> ConfigError:
-    host = urlsplit(cfg.base_url).netloc or cfg.base_url
+    host = urlsplit(cfg.shown_url).netloc or cfg.shown_url
     return ConfigError(
         f"Langfuse at {host} refused the API keys (HTTP {status}): check LANGFUSE_PUBLIC_KEY "
         "and LANGFUSE_SECRET_KEY (a key pair belongs to one project on one host: "
@@ -244,9 +244,10 @@ def not_langfuse(cfg: LangfuseSettings, url: str, what: str) -> ConfigError:
     """The one line for a LANGFUSE_BASE_URL that does not point at a Langfuse API."""
     hint = "the host only, e.g. https://cloud.langfuse.com or http://localhost:3000"
     if urlsplit(cfg.base_url).path.rstrip("/").endswith("/api/public"):
-        hint = f"without the trailing /api/public: {cfg.base_url.rsplit('/api/public', 1)[0]}"
+        hint = f"without the trailing /api/public: {cfg.shown_url.rsplit('/api/public', 1)[0]}"
     return ConfigError(
-        f"LANGFUSE_BASE_URL={cfg.base_url} does not point at a Langfuse API: GET {url} "
+        f"LANGFUSE_BASE_URL={cfg.shown_url} does not point at a Langfuse API: GET "
+        f"{without_credentials(url)} "
         f"answered {what}. Set LANGFUSE_BASE_URL to {hint}"
     )
 
@@ -266,12 +267,13 @@ def connect(cfg: LangfuseSettings, tuning: Tuning, calls: Calls) -> Server:
             return raise_if_transient(httpx.get(url, timeout=t))
 
         try:
-            resp = calls(f"asking {cfg.base_url} for its version (GET health)", get, retry=False)
+            what = f"asking {cfg.shown_url} for its version (GET health)"
+            resp = calls(what, get, retry=False)
             break
         except (httpx.TransportError, ApiError) as err:
             if clock.monotonic() + 1.0 >= deadline:
                 raise ConfigError(
-                    f"cannot reach Langfuse at {cfg.base_url} ({describe(err)}): check "
+                    f"cannot reach Langfuse at {cfg.shown_url} ({describe(err)}): check "
                     "LANGFUSE_BASE_URL and the network"
                 ) from None
             clock.sleep(1.0)
@@ -305,7 +307,7 @@ def project_of(cfg: LangfuseSettings, calls: Calls) -> str:
     projects = getattr(resp, "data", None) or []
     if not projects:
         raise ConfigError(
-            f"Langfuse at {cfg.base_url} shows no project for LANGFUSE_PUBLIC_KEY: use a "
+            f"Langfuse at {cfg.shown_url} shows no project for LANGFUSE_PUBLIC_KEY: use a "
             "project's API keys (project settings -> API keys)"
         )
     return str(projects[0].id)
@@ -336,7 +338,7 @@ def takes_lists(cfg: LangfuseSettings, calls: Calls) -> bool:
 def v2_observations_missing(cfg: LangfuseSettings, server: Server) -> str:
     """The one-line refusal for a server without GET /api/public/v2/observations."""
     return (
-        f"{server.label} at {cfg.base_url} answered 404 on /api/public/v2/observations. "
+        f"{server.label} at {cfg.shown_url} answered 404 on /api/public/v2/observations. "
         "Self-hosted Langfuse v4 serves it unless LANGFUSE_MIGRATION_V4_ALLOW_PREVIEW_OPT_IN"
         "=false is set on the server (it is true by default); Langfuse v3 and older do not "
         "have it: upgrade to v4.59+, or use Langfuse Cloud."

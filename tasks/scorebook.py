@@ -35,7 +35,7 @@ import fsspec
 from tasks.clock import SYSTEM, Clock
 from tasks.config import Tuning
 from tasks.failures import Reason
-from tasks.langfuse_api import Calls, scores_by_id
+from tasks.langfuse_api import ID_BATCH, Calls, scores_by_id
 from tasks.models import Bucket, Outcome, Pair, Scored, TraceRecord, outcome_for, score_id
 from tasks.retry import describe
 
@@ -194,6 +194,19 @@ class ScoreBook:
     def saw(self, found: Mapping[str, float | None]) -> None:
         """Units Langfuse shows with the score (a look-up's answer)."""
         self.shown.update(found)
+
+    def agrees(self, count: Callable[[], int | None]) -> bool:
+        """When the ledger knows what runs wrote in the window (more than a look-up page) and
+        ``count()`` (Langfuse's count of the name's scores there) says Langfuse holds just as
+        many, Langfuse shows what the ledger says: the book takes the ledger's values as
+        shown, and the look-up page by page is not needed."""
+        taken = {k: e.value for k, e in self.entries.items() if not e.missing}
+        if len(taken) <= ID_BATCH or len(taken) < len(self.entries):
+            return False
+        if count() != len(taken):
+            return False
+        self.saw(taken)
+        return True
 
     def verdict(self, key: str) -> Verdict:
         return verdict(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import itertools
 import json
 from typing import Any
 
@@ -44,12 +46,15 @@ from sandbox.langfuse.records import (
 from sandbox.langfuse.store import LangfuseStore
 
 router = APIRouter()
+_LOOPS = itertools.count(1)
 
 
 @router.get("/api/public/v2/observations", name="observations")
 async def list_observations(request: Request, store: StoreDep, faults: FaultsDep) -> Response:
     fault = faults.faults.get("observations")
-    return _observations_page(store, request, fault.repeat_rows if fault else 0)
+    return _observations_page(
+        store, request, fault.repeat_rows if fault else 0, bool(fault and fault.loop_pages)
+    )
 
 
 def _truncate_metadata(metadata: dict[str, Any] | None, expand: set[str]) -> Any:
@@ -146,7 +151,9 @@ def observation_json(
     return row
 
 
-def _observations_page(store: LangfuseStore, request: Request, fault_repeat: int) -> Response:
+def _observations_page(
+    store: LangfuseStore, request: Request, fault_repeat: int, fault_loop: bool = False
+) -> Response:
     params = request.query_params
     fields = _csv(params.get("fields"))
     # unknown groups are dropped silently (commaSeparatedEnumArray(..., {unknownValues:
@@ -215,7 +222,13 @@ def _observations_page(store: LangfuseStore, request: Request, fault_repeat: int
         predicate=predicate, from_ms=from_ms, to_ms=to_ms_, before=before, limit=limit
     )
     meta: dict[str, Any] = {}
-    if more and rows:
+    if fault_loop and rows:
+        # fault: a store that hands out a new cursor over the same rows, for ever (the same
+        # position, written with more spaces each time)
+        ms, oid = before if before is not None else (2**62, "\uffff")
+        text = f"[{json.dumps(ms)},{' ' * next(_LOOPS)}{json.dumps(oid)}]"
+        meta["cursor"] = base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+    elif more and rows:
         # fault: the next page starts with the last N rows of this one (an unmerged store)
         last = rows[-1 - min(fault_repeat, len(rows) - 1)][0]
         meta["cursor"] = _encode_cursor([last.start_ms, last.id])

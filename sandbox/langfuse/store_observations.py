@@ -150,12 +150,14 @@ class ObservationStore(StoreBase):
         observation_id: str | None = None,
         environment: str | None = None,
         tags: Iterable[str] | None = None,
+        is_root: bool = False,
     ) -> str:
-        """Add a (non-root) observation to an existing trace. Returns the observation id.
+        """Add an observation to an existing trace. Returns the observation id.
 
         ``tags`` are the observation's own (what the v2 tag filter looks at). None: the trace's
         tags, the shape SDK 5's ``propagate_attributes(tags=...)`` gives every span; ``()``:
-        none, as when only the root span carries ``langfuse.trace.tags``."""
+        none, as when only the root span carries ``langfuse.trace.tags``. ``is_root``: a second
+        root (no parent), as OTLP ingestion makes when two services start spans of one trace."""
         kind = type.upper()
         if kind not in OBSERVATION_TYPES:
             raise ValueError(f"unknown observation type {type!r}")
@@ -172,7 +174,7 @@ class ObservationStore(StoreBase):
                 start_ms=start_ms,
                 end_ms=to_ms(end_time) if end_time is not None else None,
                 parent_observation_id=parent_observation_id,
-                is_root=False,
+                is_root=is_root and parent_observation_id is None,
                 level=level,
                 status_message=status_message,
                 environment=environment or trace.environment,

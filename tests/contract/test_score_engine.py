@@ -58,21 +58,26 @@ def test_scores_every_pair_in_order(tlm: TLMSandbox, engine: TLMEngine) -> None:
     }
 
 
-def test_concurrency_carries_over_to_the_next_chunk(tlm: TLMSandbox, engine: TLMEngine) -> None:
+def test_concurrency_carries_over_to_the_next_chunk(tlm: TLMSandbox) -> None:
     """Chunk 2's items are all held at TLM: what the engine sends before any answer is the
-    window it learned on chunk 1 (a fresh client would send 4)."""
-    first = engine.submit(pairs("c1", 60)).result(timeout=60)
-    assert len(first.scored) == 60
-    window = engine.stats()["window"]
-    assert window > 16
-    tlm.faults.set("tlm.score", Fault(hold_items={"c2"}))
-    second = engine.submit(pairs("c2", 60))
-    deadline = time.monotonic() + 60
-    while tlm.scoring < min(window, 60) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert tlm.scoring == min(window, 60) and not second.done()
-    tlm.faults.release_hangs()
-    assert len(second.result(timeout=60).scored) == 60
+    window it learned on chunk 1 (a fresh client would send 4). The items' timeout is long: a
+    held item must not time out while a busy machine is still sending the window."""
+    cfg = TLMSettings(api_key=SecretStr(tlm.api_key))
+    with TLMEngine(cfg, quality_preset="medium", timeout_s=300) as engine:
+        first = engine.submit(pairs("c1", 60)).result(timeout=120)
+        assert len(first.scored) == 60
+        window = engine.stats()["window"]
+        assert window > 16
+        tlm.faults.set("tlm.score", Fault(hold_items={"c2"}))
+        second = engine.submit(pairs("c2", 60))
+        try:
+            deadline = time.monotonic() + 120  # only a guard against a stuck test
+            while tlm.scoring < min(window, 60) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert tlm.scoring == min(window, 60) and not second.done()
+        finally:
+            tlm.faults.release_hangs()
+        assert len(second.result(timeout=120).scored) == 60
 
 
 def test_next_chunk_runs_while_the_previous_chunks_tail_is_out(

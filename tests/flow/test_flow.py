@@ -48,8 +48,9 @@ def test_window_and_tags_across_pages_one_score_each(
     assert report.fetched == report.uploaded == len(expected)
     assert report.accounted() == report.fetched
     # 32 traces, 7 a page: 5 pages, plus two probes that find no child observations (by tag,
-    # then by the first page's trace ids, for apps that tag only the root span)
-    assert lf.faults.count("observations") == 5 + 2
+    # then by the first page's trace ids, for apps that tag only the root span), plus one for
+    # the traces of the hour before the window (a trace whose roots straddle its start)
+    assert lf.faults.count("observations") == 5 + 2 + 1
     for trace_id, (score,) in landed.items():
         trace = lf.store.trace(trace_id)
         assert trace is not None
@@ -331,8 +332,9 @@ def test_prompt_comes_from_the_generation_the_integration_recorded(
             == (TRIVIA[question])
         )
     # 3 pages of 4 traces: one probe (its 12 children are all generations), then per page one
-    # root query and one generation query: constant per page, not one per trace
-    assert lf.faults.count("observations") == 1 + 3 + 3
+    # root query and one generation query: constant per page, not one per trace; and one for
+    # the traces of the hour before the window
+    assert lf.faults.count("observations") == 1 + 3 + 3 + 1
 
 
 @ON_BOTH_SERVERS

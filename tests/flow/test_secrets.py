@@ -281,6 +281,28 @@ def test_langfuse_401_shows_no_secret(
     assert_nowhere(places, all_secrets)
 
 
+def test_a_password_in_the_base_url_is_masked_everywhere(
+    langfuse_sandbox: LangfuseSandbox,
+    tlm: TLMSandbox,
+    known: dict[str, str],
+    debug_logs: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+    console: io.StringIO,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``http://user:password@host`` (a proxy's credentials): the run works, and its messages,
+    logs, links and records show ``***@host``."""
+    lf = langfuse_sandbox
+    seed_with_markup(lf)
+    password = f"proxy-pw-{secrets.token_hex(12)}"
+    monkeypatch.setenv("LANGFUSE_BASE_URL", lf.url.replace("://", f"://proxy-user:{password}@"))
+    result, flow_run_id = run_flow()
+    all_secrets = known | {"the URL's password": password}
+    places = gather(result, flow_run_id, debug_logs, capfd, console, all_secrets)
+    assert "***@127.0.0.1" in places["log records (all loggers, DEBUG)"]  # the URL is shown
+    assert_nowhere(places, all_secrets)
+
+
 @pytest.mark.parametrize(
     "variable",
     ["LANGFUSE_BASE_URL", "TRUST_EVAL_PAGE_SIZE", "LANGFUSE_TIMEOUT"],
