@@ -5,6 +5,7 @@ day's failure is reported: docs/DESIGN.md, "Backfills"."""
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -22,15 +23,18 @@ from flows.backfill_summary import (
     day_status,
     summary_markdown,
 )
-from flows.day_runs import run_days_on_workers
+from flows.day_runs import heartbeat_silence_s, report_of, run_days_on_workers
 from flows.evaluate_traces import EvaluationFailed, evaluate_traces
+from flows.evaluated_days import complete
 from flows.options import EvalOptions, options_from, validate_tags
 from flows.publish import table_artifact
 from flows.settings import Settings, open_stream
 from flows.stopping import STOP, stop_on_signals
 from tasks.config import load_tuning
 from tasks.errors import ConfigError, RunFailed, fails_in_one_line
+from tasks.fetch import roots_in_window
 from tasks.langfuse_api import Access
+from tasks.models import Window
 from tasks.report import EvalReport
 from tasks.retry import describe
 from tasks.stream import Stream
@@ -57,6 +61,32 @@ def day_range(start_date: date, end_date: date) -> list[tuple[datetime, datetime
             "use the window flow for today so far"
         )
     return split_days(midnight(start_date), midnight(end_date + timedelta(days=1)))
+
+
+def left_to_do(lf: Access, opts: EvalOptions) -> Callable[[FlowRun], bool]:
+    """Whether a day an earlier backfill evaluated has something left to score: its report had
+    failures (or cannot be read, or was a trial), or Langfuse now counts more of its traces than
+    it read (late traces). One count per day, no TLM; when Langfuse cannot count, yes."""
+    logger = get_run_logger()
+
+    def needs(run: FlowRun) -> bool:
+        report = report_of(run)
+        if report is None or not complete(report, opts) or opts.observations:
+            return True
+        window = Window(
+            datetime.fromisoformat(str(run.parameters["window_start"])),
+            datetime.fromisoformat(str(run.parameters["window_end"])),
+            tuple(report.tags),
+        )
+        count = roots_in_window(lf.calls(logger), window)
+        if count is None or count > report.fetched:
+            logger.info("day %s: %s traces now, %d read by %s: evaluated again",
+                        f"{window.start:%Y-%m-%d}", count if count is not None else "more",
+                        report.fetched, run.name)  # fmt: skip
+            return True
+        return False
+
+    return needs
 
 
 def check_day_deployment(name: str) -> None:
@@ -221,7 +251,17 @@ def backfill(
     )
     with stop_on_signals(cancel_on_sigterm=bool(deployment.id)):  # no new day after a stop
         days = (
-            days_of_runs(run_days_on_workers(day_deployment, windows, params, workers, stream))
+            days_of_runs(
+                run_days_on_workers(
+                    day_deployment,
+                    windows,
+                    params,
+                    workers,
+                    stream,
+                    needs_run=left_to_do(Access(settings.langfuse, settings.tuning), opts),
+                    silence_s=heartbeat_silence_s(settings.tuning),
+                )
+            )
             if on_workers
             else run_days(windows, params, workers)
         )

@@ -132,6 +132,9 @@ class Tuning(BaseSettings):
     # a stopped run (Ctrl-C, SIGTERM, a cancel, a lost lock) sends nothing more and gives the
     # items at TLM this long to come back (they land), then gives them up
     stop_grace_s: Annotated[float, Field(ge=0, le=60)] = 3.0
+    # a backfill's running day with no heartbeat this long is lost (its worker died) and runs
+    # again; unset: three of Prefect's heartbeats (PREFECT_FLOWS_HEARTBEAT_FREQUENCY)
+    day_silence_s: Annotated[float, Field(ge=30, le=86_400)] | None = None
 
 
 def _explain(err: ValidationError, names: dict[str, str]) -> str:

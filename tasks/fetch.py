@@ -526,6 +526,16 @@ def legacy_traces(calls: Calls, window: Window) -> int | None:
     return metric_count(calls, "v1", count_query("traces", [tags], window.start, window.end))
 
 
+def roots_in_window(calls: Calls, window: Window) -> int | None:
+    """How many root observations with the window's tags started in it (v2 metrics)."""
+    filters: list[dict[str, Any]] = [
+        {"column": "isRootObservation", "operator": "=", "value": True, "type": "boolean"},
+        {"column": "tags", "operator": "any of", "value": list(window.tags),
+         "type": "arrayOptions"},
+    ]  # fmt: skip
+    return metric_count(calls, "v2", count_query("observations", filters, window.start, window.end))
+
+
 def scores_in_range(calls: Calls, score_name: str, start: datetime, end: datetime) -> int | None:
     """How many scores named ``score_name`` have a timestamp in [start, end) (v2 metrics)."""
     name = {"column": "name", "operator": "=", "value": score_name, "type": "string"}

@@ -20,12 +20,15 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.schedules import CronSchedule
-from prefect.states import Scheduled
+from prefect.states import Running, Scheduled
 
 from deployments import local
+from flows.day_runs import day_key, day_parameters
+from flows.options import EvalOptions
 from sandbox.faults import Fault
 from sandbox.langfuse import LangfuseSandbox
 from sandbox.tlm import session_tlm_sandbox
+from tasks.stream import Stream
 from tasks.windows import midnight
 from tests.support.prefect_stack import prefect_stack, runs_of
 from tests.support.seeding import TAG, seed
@@ -61,8 +64,13 @@ def assert_forms_document_every_parameter(schema: dict[str, Any] | None) -> None
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[tuple[dict[str, str], LangfuseSandbox, Path]]:
     """Server + pool + deployments + a worker, with the sandboxes' env in the worker's env."""
-    timeout = {"TRUST_EVAL_TLM_TIMEOUT_S": str(HELD_S)}  # a held item must outlive the hold
-    with prefect_stack(tmp_path, workers=("worker",), extra_env=timeout) as (env, lf, home):
+    extra = {
+        "TRUST_EVAL_TLM_TIMEOUT_S": str(HELD_S),  # a held item must outlive the hold
+        # a running day silent for 45 s is lost (live ones beat every 30 s, Prefect's least)
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
+        "TRUST_EVAL_DAY_SILENCE_S": "45",
+    }
+    with prefect_stack(tmp_path, workers=("worker",), extra_env=extra) as (env, lf, home):
         yield env, lf, home
 
 
@@ -74,7 +82,7 @@ def test_schedules_manual_runs_and_backfills_on_a_real_server(
     t0 = time.monotonic()
     today = datetime.now(UTC).date()
     d = [today - timedelta(days=30 - i) for i in range(8)]  # eight past days
-    traces = {day: seed_day(lf, day) for day in d}
+    traces = {day: seed_day(lf, day) for day in d[:7]}
 
     def scored() -> dict[str, int]:
         out: dict[str, int] = {}
@@ -201,12 +209,34 @@ def test_schedules_manual_runs_and_backfills_on_a_real_server(
         figures = alerts[0].parameters["figures"]
         assert isinstance(figures, dict) and figures["low_trust_share"] > 0.2
         assert figures["tags"] == [TAG] and figures["uploaded"] >= 1
-        # 4. the same backfill again: its days re-attach to the first backfill's day runs
-        day_runs = len(runs_of(client, window.id))
-        same = client.create_flow_run_from_deployment(back.id, parameters=backfill)
-        run = local.wait_final(client, same.id)
+        # 4. the same backfill again, one day longer. A trace came late to d[5]: its day runs
+        # again. d[7] has a run some earlier backfill left RUNNING on a worker that died (no
+        # heartbeat): found by its silence, marked Crashed, run again. d[4] and d[6]
+        # re-attach to the first backfill's runs: nothing new to score, no run.
+        late = seed(lf, 1, start=midnight(d[5]) + timedelta(hours=20), question="Late one?")
+        traces[d[7]] = seed_day(lf, d[7])
+        stream = Stream.of(lf.store.project_id, [TAG], "trust_score")
+        params = {"tags": [TAG], "options": EvalOptions()}
+        d7 = (midnight(d[7]), midnight(d[7]) + timedelta(days=1))
+        lost = client.create_flow_run_from_deployment(
+            window.id, parameters=day_parameters(*d7, params), state=Running(),
+            idempotency_key=day_key("evaluate-traces/window", stream, *d7, params),
+        )  # fmt: skip
+        before = {r.id for r in runs_of(client, window.id)}
+        longer = backfill | {"end_date": d[7].isoformat()}
+        same = client.create_flow_run_from_deployment(back.id, parameters=longer)
+        run = local.wait_final(client, same.id, timeout=300)
         assert run.state is not None and run.state.is_completed(), run.state
-        assert len(runs_of(client, window.id)) == day_runs  # no day ran again
+        new = [r for r in runs_of(client, window.id) if r.id not in before]
+        assert sorted(str(r.parameters["window_start"])[:10] for r in new) == [str(d[5]), str(d[7])]
+        crashed = client.read_flow_run(lost.id)
+        assert crashed.state is not None and crashed.state.is_crashed(), crashed.state
+        assert "no heartbeat" in (crashed.state.message or "")
+        landed = scored()
+        expected |= set(late) | set(traces[d[7]])
+        assert set(landed) == expected and all(n == 1 for n in landed.values())
+        assert len(tlm.prompts) == len(expected)  # the re-run paid only for the new traces
+        backfill = longer
         # 5. ... and evaluated afresh in this process: everything already scored, nothing added
         again = client.create_flow_run_from_deployment(
             back.id, parameters=backfill | {"days_on": "this-process"}
@@ -222,7 +252,7 @@ def test_schedules_manual_runs_and_backfills_on_a_real_server(
         ]
         assert len(arts) == 1, [a.key for a in client.read_artifacts()]
         summary = str(arts[0].data)
-        assert "| **total** | 3 ran, 0 failed | 12 | 0 | 12 |" in summary, summary
+        assert "| **total** | 4 ran, 0 failed | 17 | 0 | 17 |" in summary, summary
         # a re-run's summary still reports the day's trust, from the scores already there
         assert "| – | 0 |" not in summary and "| 12 | 0 | 12 | 0 | 0 | – |" not in summary
         # the whole session (window, daily, two backfills, the alerts they set off): no failure
