@@ -74,6 +74,7 @@ def stack(tmp_path: Path) -> Iterator[tuple[dict[str, str], LangfuseSandbox, Pat
         yield env, lf, home
 
 
+@pytest.mark.timeout(900)
 def test_schedules_manual_runs_and_backfills_on_a_real_server(
     stack: tuple[dict[str, str], LangfuseSandbox, Path],
 ) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -85,6 +85,16 @@ CASES = [
         env={"TRUST_EVAL_TLM_TIMEOUT_S": "0"}),
     Bad("prompt_budget_tiny", "TRUST_EVAL_MAX_PROMPT_CHARS=10",
         ("TRUST_EVAL_MAX_PROMPT_CHARS",), env={"TRUST_EVAL_MAX_PROMPT_CHARS": "10"}),
+    Bad("settle_lag_inf", "TRUST_EVAL_SETTLE_LAG_S=inf", ("TRUST_EVAL_SETTLE_LAG_S", "86400"),
+        env={"TRUST_EVAL_SETTLE_LAG_S": "inf"}),
+    Bad("settle_lag_huge", "TRUST_EVAL_SETTLE_LAG_S=1e12", ("TRUST_EVAL_SETTLE_LAG_S",),
+        env={"TRUST_EVAL_SETTLE_LAG_S": "1e12"}),
+    Bad("lock_lease_inf", "TRUST_EVAL_LOCK_LEASE_S=inf (its heartbeat thread would die)",
+        ("TRUST_EVAL_LOCK_LEASE_S", "3600"), env={"TRUST_EVAL_LOCK_LEASE_S": "inf"}),
+    Bad("lock_lease_tiny", "TRUST_EVAL_LOCK_LEASE_S=0.5", ("TRUST_EVAL_LOCK_LEASE_S", "1"),
+        env={"TRUST_EVAL_LOCK_LEASE_S": "0.5"}),
+    Bad("lock_timeout_text", "TRUST_EVAL_LOCK_TIMEOUT_S=soon", ("TRUST_EVAL_LOCK_TIMEOUT_S",),
+        env={"TRUST_EVAL_LOCK_TIMEOUT_S": "soon"}),
     # --- flow parameters
     Bad("tags_empty", "tags=[]", ("tags",), {"tags": []}),
     Bad("tags_int", "tags=[1]", ("tags",), {"tags": [1]}, errors=PARAM_TYPE),
@@ -123,6 +133,33 @@ def test_refused_before_any_call(
         assert re.search(re.escape(needle), message, re.I), f"{needle!r} not in: {message}"
     assert langfuse_sandbox.faults.requests == [], "Langfuse was called"
     assert tlm.faults.requests == [] and tlm.prompts == [], "TLM was called"
+
+
+@pytest.mark.parametrize(
+    ("params", "says"),
+    [
+        ({"end_date": date(9999, 12, 31)}, "end_date 9999-12-31 is not over yet"),
+        ({"days_on": "workers", "day_deployment": "no/such"}, "'no/such' is not a deployment"),
+        ({"days_on": "workers", "day_deployment": "evaluate-traces-backfill/itself"},
+         "runs the flow 'evaluate-traces-backfill', not 'evaluate-traces'"),
+    ],
+    ids=["end_date_far_ahead", "day_deployment_missing", "day_deployment_not_a_window"],
+)  # fmt: skip
+def test_a_backfill_is_refused_in_one_line_before_any_call(
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, params: dict[str, Any], says: str
+) -> None:
+    from prefect import get_client
+
+    from flows.backfill import backfill
+
+    with get_client(sync_client=True) as client:  # a deployment of the backfill flow itself
+        flow_id = client.create_flow_from_name("evaluate-traces-backfill")
+        client.create_deployment(flow_id=flow_id, name="itself")
+    kwargs: dict[str, Any] = {"start_date": DAY.date(), "end_date": DAY.date(), "tags": [TAG]}
+    state = backfill(**(kwargs | params), return_state=True)
+    message = state.message or ""
+    assert state.is_failed() and says in message and "\n" not in message, message
+    assert langfuse_sandbox.faults.requests == [] and tlm.faults.requests == []
 
 
 def test_dry_run_needs_no_tlm_key_but_checks_the_rest(

@@ -18,7 +18,7 @@ from flows.window_lock import lock_names, window_lock
 from sandbox.langfuse import LangfuseSandbox
 from sandbox.tlm import TLMSandbox
 from tasks.windows import midnight
-from tests.support.seeding import TAG, seed, stream_of
+from tests.support.seeding import TAG, seed, stream_of, windows_at_once
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 LOG = logging.getLogger("tests.flow.streams")
@@ -84,3 +84,45 @@ def test_a_daily_run_of_one_project_does_not_skip_a_day_another_project_evaluate
         assert summary.caught_up == [missed]
         assert {s.trace_id for s in b.store.all_scores()} == set(theirs)
         assert evaluated_days(stream_of(b), [missed], LOG) == {missed}
+
+
+def test_runs_whose_tag_sets_overlap_pay_once_for_the_traces_they_share(
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox
+) -> None:
+    """``--tag A`` and ``--tag A --tag B`` at the same time, on traces tagged A and B: their
+    score ids coincide, so they take the same lock; the second finds the first's scores."""
+    lf = langfuse_sandbox
+    ids = seed(lf, 20, tags=("A", "B"))
+    runs = windows_at_once(["A", ["A", "B"]], own_score=False)
+    assert sorted((r.uploaded, r.already_scored) for r in runs) == [(0, 20), (20, 0)]
+    assert len(tlm.prompts) == 20  # not 40
+    assert sorted(str(s.trace_id) for s in lf.store.all_scores()) == sorted(ids)
+
+
+def test_only_a_complete_evaluation_marks_a_day_and_a_foreign_record_is_a_warning(
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    from prefect.variables import Variable
+
+    from flows.options import EvalOptions
+
+    lf = langfuse_sandbox
+    today = datetime.now(UTC).date()
+    trial, broken = today - timedelta(days=3), today - timedelta(days=2)
+    seed(lf, 3, start=midnight(trial) + timedelta(hours=1))
+    seed(lf, 2, start=midnight(broken) + timedelta(hours=1))
+    stream = stream_of(lf)
+    capped = evaluate_traces(
+        tags=[TAG], window_start=midnight(trial), window_end=midnight(trial + timedelta(days=1)),
+        options=EvalOptions(max_traces=1),
+    )  # fmt: skip
+    assert capped.capped and capped.uploaded == 1
+    assert evaluated_days(stream, [trial], LOG) == set()  # a trial run is not the day done
+    Variable.set(stream.day_record_name(broken), {"days": ["2026-13-45"]}, overwrite=True)
+    with caplog.at_level("WARNING"):
+        assert evaluated_days(stream, [trial, broken], LOG) == set()
+    assert any("not one this project wrote" in r.getMessage() for r in caplog.records)
+    summary = daily(tags=[TAG], catch_up_days=3)  # catches both up, the broken record too
+    assert set(summary.caught_up) >= {trial, broken}
+    assert len(lf.store.all_scores()) == 5 and len(tlm.prompts) == 5
+    assert evaluated_days(stream, [trial, broken], LOG) == {trial, broken}

@@ -22,7 +22,7 @@ from tasks.score import ScoreResult, SharedLimit, TLMEngine
 from tests.support.prefect_stack import global_limit
 from tests.support.seeding import DAY, WINDOW, seed, windows_at_once
 
-pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("prefect_harness")]
+pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("prefect_harness")]
 
 CEILING, ENGINES, ITEMS = 6, 3, 24
 T0 = datetime(2025, 6, 1, tzinfo=UTC)

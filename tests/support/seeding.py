@@ -92,21 +92,26 @@ def with_options(params: dict[str, Any]) -> dict[str, Any]:
     return rest
 
 
-def windows_at_once(tags: list[str]) -> list[EvalReport]:
-    """One window run (``WINDOW``) per tag, all at once in threads; their reports, or the
-    first error raised."""
+def windows_at_once(runs: Sequence[str | list[str]], own_score: bool = True) -> list[EvalReport]:
+    """One window run (``WINDOW``) per entry (a tag, or a list of tags), all at once in
+    threads; their reports, or the first error raised. ``own_score``: each run writes a score
+    name of its own (``trust_0``, ``trust_1``...), so the runs neither lock nor pay as one (runs
+    of one score name and project take the same window lock)."""
     from flows.evaluate_traces import evaluate_traces
+    from flows.options import EvalOptions
 
     reports: list[EvalReport] = []
     errors: list[BaseException] = []
 
-    def one(tag: str) -> None:
+    def one(i: int, tags: str | list[str]) -> None:
+        opts = EvalOptions(score_name=f"trust_{i}" if own_score else "trust_score")
         try:
-            reports.append(evaluate_traces(tags=[tag], **WINDOW))
+            tag_list = [tags] if isinstance(tags, str) else tags
+            reports.append(evaluate_traces(tags=tag_list, options=opts, **WINDOW))
         except BaseException as err:  # raised below
             errors.append(err)
 
-    threads = [threading.Thread(target=one, args=(t,)) for t in tags]
+    threads = [threading.Thread(target=one, args=(i, t)) for i, t in enumerate(runs)]
     for t in threads:
         t.start()
     for t in threads:
