@@ -36,6 +36,10 @@ if TYPE_CHECKING:  # imported at run time only where used: it reads its base URL
     from cleanlab_tlm.tlm import TLMScore
 
 MAX_IN_FLIGHT = 512  # cleanlab-tlm's own cap (TlmRateHandler.MAX_CONCURRENT_REQUESTS)
+# an item that timed out on the client keeps its slot (of the run, and of the shared ceiling)
+# this much longer: TLM stops working on it at the same timeout, sent as options.max_timeout,
+# but the server's clock started a little after the client's
+TIMEOUT_SETTLE_S = 1.0
 DOWN_AFTER = 8  # at least this many items in a row timed out or ran out of retries: TLM is down
 REFUSED_KEY = "Cleanlab TLM refused the API key: check CLEANLAB_TLM_API_KEY"
 FAILED = Bucket.FAILED_TO_SCORE
@@ -110,6 +114,12 @@ def _auth_error() -> type[BaseException]:
     from cleanlab_tlm.errors import AuthError
 
     return AuthError
+
+
+def _timeouts() -> tuple[type[BaseException], ...]:
+    from cleanlab_tlm.errors import APITimeoutError
+
+    return (APITimeoutError, TimeoutError)
 
 
 def _service_errors() -> tuple[type[BaseException], ...]:
@@ -396,6 +406,8 @@ class TLMEngine:
             chunk.fatal = chunk.fatal or self._refused
         except Exception as err:  # timeouts, exhausted retries, bad answers: this item only
             out = outcome_for(pair, FAILED, Reason.TLM_ERROR, _error_detail(err))
+            if isinstance(err, _timeouts()):  # TLM stops at the same max_timeout, near enough:
+                await asyncio.sleep(TIMEOUT_SETTLE_S)  # the item keeps its slot that long yet
             if isinstance(err, _service_errors()):
                 self._failed_in_row += 1
                 if self._down is None and self._failed_in_row >= max(self._window(), DOWN_AFTER):

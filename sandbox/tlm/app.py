@@ -317,6 +317,12 @@ def create_app(api_key: str, load: Load | None = None) -> FastAPI:
             finally:
                 with rec.lock:
                     rec.holding -= 1
+        # the service stops working on an item at the client's timeout, which the client sends
+        # as options.max_timeout (cleanlab-tlm's changelog: "Add server side max_timeout")
+        limit = options.get("max_timeout")
+        if isinstance(limit, int | float) and not isinstance(limit, bool) and delay > limit:
+            await sleep(float(limit))
+            return done(_error(504, "TLM sandbox: the item ran past options.max_timeout."))
         if delay > 0:
             await sleep(delay)
         with rec.lock:

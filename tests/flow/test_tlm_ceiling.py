@@ -154,3 +154,22 @@ def test_a_limit_of_the_wrong_kind_is_refused_before_any_call(
             evaluate_traces(tags=["x"], **WINDOW)
     assert var in str(err.value) and name in str(err.value)
     assert langfuse_sandbox.faults.requests == [] and tlm.prompts == []
+
+
+def test_items_that_time_out_keep_their_slot_until_tlm_stops_working_on_them(
+    tlm: TLMSandbox, ceiling: str
+) -> None:
+    """Every item outlives its 1 s timeout. TLM stops working on an item at the timeout the
+    client sends (options.max_timeout), and the engine frees the item's slot only a moment
+    after: at no time does TLM work on more items than the ceiling."""
+    tlm.set_latency(5.0)
+    cfg = TLMSettings(api_key=SecretStr(tlm.api_key))
+    limit = SharedLimit(ceiling, block=2, lease_s=60)
+    with TLMEngine(cfg, quality_preset="medium", timeout_s=1, shared=limit) as engine:
+        result = engine.submit(pairs("slow", 12)).result(timeout=120)
+    assert result.scored == [] and result.tlm_requests >= CEILING
+    deadline = time.monotonic() + 60  # only a guard: TLM's own spans end when it stops working
+    while tlm.scoring and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert 1 <= tlm.peak_in_flight() <= CEILING
+    assert slots_left(ceiling) == 0
