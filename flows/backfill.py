@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from contextlib import nullcontext
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -169,18 +170,22 @@ def run_days(
             # links the child flow run to this one
             ctx = contextvars.copy_context()
             futures[pool.submit(ctx.run, run_day, start, end, params)] = start
-        for fut in as_completed(futures):
-            day = fut.result()
-            results[futures[fut]] = day
-            r = day.report
-            logger.info(
-                "day %s: %s%s",
-                day.day,
-                day.status.replace("_", " "),
-                f" (fetched {r.fetched}, scored {r.uploaded}, already {r.already_scored})"
-                if r
-                else f": {day.error}",
-            )
+        try:
+            for fut in as_completed(futures):
+                day = fut.result()
+                results[futures[fut]] = day
+                r = day.report
+                logger.info(
+                    "day %s: %s%s",
+                    day.day,
+                    day.status.replace("_", " "),
+                    f" (fetched {r.fetched}, scored {r.uploaded}, already {r.already_scored})"
+                    if r
+                    else f": {day.error}",
+                )
+        except BaseException as err:  # a cancel: the days (threads) stop as Ctrl-C stops them
+            STOP.request(f"stopped by {type(err).__name__}")
+            raise
     return [results[s] for s, _ in windows]
 
 
@@ -249,7 +254,7 @@ def backfill(
     logger.info(
         "backfill %s → %s: %d day(s), %d at a time", start_date, end_date, len(windows), workers
     )
-    with stop_on_signals(cancel_on_sigterm=bool(deployment.id)):  # no new day after a stop
+    with nullcontext() if deployment.id else stop_on_signals():  # no new day once stopped
         days = (
             days_of_runs(
                 run_days_on_workers(

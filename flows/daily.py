@@ -4,6 +4,7 @@ the next run). Each day is a window run, a subflow of this run."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from datetime import timedelta
 from typing import Annotated
 
@@ -55,7 +56,7 @@ def daily(
     if missed:
         logger.info("catching up %s (no complete evaluation)", ", ".join(map(str, missed)))
     windows = [(start, start + timedelta(days=1)) for start in map(midnight, [*missed, day])]
-    with stop_on_signals(cancel_on_sigterm=bool(deployment.id)):  # no new day after a stop
+    with nullcontext() if deployment.id else stop_on_signals():  # no new day once stopped
         days = run_days(windows, {"tags": tags, "options": opts}, workers=1)
     summary = BackfillSummary(
         start_date=windows[0][0].date(),

@@ -7,6 +7,7 @@ scored, or recorded as written, skip TLM). Design: docs/DESIGN.md and docs/RELIA
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from datetime import UTC, datetime
 
 from prefect import flow, get_run_logger
@@ -96,8 +97,9 @@ def evaluate_traces(
     start, end = resolve_window(window_start, window_end, scheduled=scheduled_time())
     settle_wait_s(end, settings.tuning.settle_lag_s, utcnow())  # refuses a future end
     run = WindowRun(Window(start, end, tuple(tags)), settings, opts)
-    # Ctrl-C or SIGTERM: stop sending, land what TLM answered, release, report (flows/stopping)
-    with stop_on_signals(cancel_on_sigterm=bool(deployment.id)):
+    # Ctrl-C or SIGTERM: stop sending, land what TLM answered, release, report (flows/stopping);
+    # a deployment run keeps Prefect's SIGTERM handler (its worker cancels it with SIGTERM)
+    with nullcontext() if deployment.id else stop_on_signals():
         report = run_window(run)
     if report.errors:
         raise (Interrupted if STOP.why else EvaluationFailed)("; ".join(report.errors), report)
@@ -124,8 +126,8 @@ def run_window(run: WindowRun) -> EvalReport:
                 run.review()
     except Exception as err:
         run.failed(err)
-    except BaseException as err:  # a second Ctrl-C: what TLM answered has landed all the same
-        run.failed(StageError(f"stopped at once by {type(err).__name__}"))
+    except BaseException as err:  # a cancel, a second Ctrl-C: what TLM answered has landed
+        run.failed(StageError(f"stopped by {type(err).__name__}: nothing more was sent"))
         raise
     finally:
         report = run.finish()

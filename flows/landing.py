@@ -9,6 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from flows.options import EvalOptions
 from flows.scoring import Chunk, TLMHealth, bulk
+from flows.stopping import critical
 from tasks.config import RunLogger
 from tasks.errors import StageError, stage
 from tasks.failures import Reason
@@ -86,6 +87,10 @@ class Landing:
             raise down
 
     def upload(self, items: list[Scored], no: int) -> None:
+        with critical():  # a signal meanwhile waits: the chunk lands whole, then the run stops
+            self._upload(items, no)
+
+    def _upload(self, items: list[Scored], no: int) -> None:
         try:
             up = upload_task(bulk(items), self.lf, self.spec, self.server, no)
         except Exception as err:  # never lose track of a scored unit

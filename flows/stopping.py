@@ -5,6 +5,7 @@ interrupted half-way through landing a chunk. A second signal stops the process 
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -58,12 +59,14 @@ NAMES: dict[int, str] = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 
 
 @contextmanager
-def stop_on_signals(cancel_on_sigterm: bool) -> Iterator[None]:
+def stop_on_signals() -> Iterator[None]:
     """While the block runs (in the main thread; elsewhere it does nothing): the first SIGINT
-    or SIGTERM asks the process's runs to stop (``STOP``), a second one raises at once. On the
-    way out the former handlers come back; with ``cancel_on_sigterm`` (a deployment run: its
-    worker sends SIGTERM to cancel it) a run stopped by SIGTERM then raises Prefect's
-    TerminationSignal, so it ends as Prefect ends a cancelled run."""
+    or SIGTERM asks the process's runs to stop (``STOP``), a second one raises at once.
+
+    Not for a deployment run: its worker cancels it with a SIGTERM that Prefect's own handler
+    turns into TerminationSignal (Prefect's cancellation needs that handler in place); the
+    run's except-path stops it the same way, and ``critical`` keeps the signal out of landing.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -80,5 +83,29 @@ def stop_on_signals(cancel_on_sigterm: bool) -> Iterator[None]:
     finally:
         for s, h in before.items():
             signal.signal(s, h)
-        if cancel_on_sigterm and STOP.signum == signal.SIGTERM:
-            raise TerminationSignal(signal.SIGTERM)
+
+
+@contextmanager
+def critical() -> Iterator[None]:
+    """Landing a chunk (its upload, the ledger, the report) is not cut in two: a SIGINT or
+    SIGTERM arriving meanwhile is handed to the former handler once the block is done."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[tuple[int, FrameType | None]] = []
+
+    def defer(signum: int, frame: FrameType | None) -> None:
+        pending.append((signum, frame))
+
+    before = {s: signal.signal(s, defer) for s in NAMES}
+    try:
+        yield
+    finally:
+        for s, h in before.items():
+            signal.signal(s, h)
+        for signum, frame in pending[:1]:
+            handler = before[signum]
+            if callable(handler):
+                handler(signum, frame)
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), signum)
