@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
+from prefect.exceptions import Abort
+
 from flows.options import EvalOptions
 from flows.scoring import Chunk, TLMHealth, bulk
 from flows.stopping import critical
@@ -92,7 +94,12 @@ class Landing:
 
     def _upload(self, items: list[Scored], no: int) -> None:
         try:
-            up = upload_task(bulk(items), self.lf, self.spec, self.server, no)
+            try:
+                up = upload_task(bulk(items), self.lf, self.spec, self.server, no)
+            except (
+                Abort
+            ):  # a run being cancelled: Prefect starts no task, the scores go all the same
+                up = upload_task.fn(items, self.lf, self.spec, self.server, no)
         except Exception as err:  # never lose track of a scored unit
             why = describe(err)
             bucket, reason = Bucket.FAILED_TO_UPLOAD, Reason.UPLOAD_ERROR
