@@ -103,6 +103,7 @@ def chunks_at_tlm(
         at_tlm = Scoring(engine, land, limit)
         try:
             yield at_tlm
+            errors = at_tlm.drain()  # (a signal may cut in between two chunks: see below)
         except BaseException as err:
             if engine is not None and not isinstance(err, Exception):
                 engine.halt(f"the run was stopped ({type(err).__name__})", grace_s)
@@ -110,7 +111,6 @@ def chunks_at_tlm(
             raise
         finally:
             report.tlm_slot_wait_s = round(engine.slot_wait_s, 1) if engine else 0.0
-        errors = at_tlm.drain()
         if errors:
             raise StageError("; ".join(errors))
     if report.tlm_requests and health.scored_any is False:

@@ -50,8 +50,10 @@ def test_a_cancelled_window_run_lands_what_tlm_answered(
                 "options": {"alert_low_trust_share": None},
             },
         )
+        # the newer pages land; the oldest page waits on its two held items, its other three
+        # answered and paid for: cancel then
         deadline = time.monotonic() + 240  # only a guard against a stuck test
-        while not (tlm.holding >= 1 and len(lf.store.all_scores()) >= 5):
+        while not (tlm.holding == 2 and len(lf.store.all_scores()) == 15):
             assert time.monotonic() < deadline, "the run never got to its held page"
             time.sleep(0.2)
         client.set_flow_run_state(run.id, Cancelling(message="from the UI"), force=True)
@@ -60,5 +62,5 @@ def test_a_cancelled_window_run_lands_what_tlm_answered(
     assert final.state is not None and final.state.is_cancelled(), final.state
     answered = {p for p in tlm.prompts}  # what TLM answered (the held ones never were)
     stored = {s.trace_id for s in lf.store.all_scores()}
-    assert len(stored) == len(answered) >= 5  # every paid answer landed, once
-    assert stored <= set(ids) and len(stored) < 20
+    assert len(stored) == len(answered) == 18  # every paid answer landed, once
+    assert stored <= set(ids)
