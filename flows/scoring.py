@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar, cast
 from uuid import UUID
 
+from prefect import get_run_logger
 from prefect.futures import PrefectFuture, as_completed
 from prefect.utilities.annotations import quote
 
@@ -78,10 +79,12 @@ class Scoring:
         """Land every chunk still at TLM (the scores paid for still land); their errors."""
         errors: list[str] = []
         while self.at_tlm:
+            chunk = self.at_tlm.pop(0)
             try:
-                self.land(self.at_tlm.pop(0))
+                self.land(chunk)
             except Exception as err:
                 errors.append(str(err) if isinstance(err, StageError) else describe(err))
+                get_run_logger().warning("landing chunk %d failed: %s", chunk.no, errors[-1])
         return list(dict.fromkeys(errors))
 
 
