@@ -20,6 +20,7 @@ from tasks.models import Bucket, Scored, outcome_for
 from tasks.report import EvalReport, Tally, review_order
 from tasks.retry import describe
 from tasks.review import review_task
+from tasks.score import ScoreResult
 from tasks.scorebook import ScoreBook, read_back
 from tasks.upload import LabelSpec, ScoreSpec, upload_task
 
@@ -64,13 +65,12 @@ class Landing:
     health: TLMHealth
     logger: RunLogger
 
-    def land(self, chunk: Chunk) -> None:
+    def land(self, chunk: Chunk, result: ScoreResult | None) -> None:
         """A chunk's scores (and its re-sends) go to Langfuse; then, if TLM failed as a whole
         (a refused key, a lost slot lease), the run stops: what it paid for has landed."""
         scored: list[Scored] = []
         down: StageError | None = None
-        if chunk.future is not None:
-            result = chunk.future.result()
+        if result is not None:
             self.tally.add(result.failed)
             scored = result.scored
             try:

@@ -13,6 +13,7 @@ from prefect import get_run_logger
 from prefect.futures import PrefectFuture, as_completed
 from prefect.utilities.annotations import quote
 
+from flows.stopping import critical
 from tasks.config import RunLogger, TLMSettings, Tuning
 from tasks.errors import StageError
 from tasks.models import Bucket, Pair, Scored
@@ -57,7 +58,7 @@ class Scoring:
     slowest item does not hold back the next one and TLM always has items to work on."""
 
     engine: TLMEngine | None  # None: a dry run
-    land: Callable[[Chunk], None]
+    land: Callable[[Chunk, ScoreResult | None], None]
     limit: int
     at_tlm: list[Chunk] = field(default_factory=list)
 
@@ -72,26 +73,35 @@ class Scoring:
             if ready is None:
                 done = next(as_completed([c.future for c in self.at_tlm if c.future is not None]))
                 ready = next(c for c in self.at_tlm if c.future is done)
-            self.at_tlm.remove(ready)
-            self.land(ready)
+            self.land_one(ready)
 
     def drain(self) -> list[str]:
         """Land every chunk still at TLM (the scores paid for still land); their errors."""
         errors: list[str] = []
         while self.at_tlm:
-            chunk = self.at_tlm.pop(0)
+            chunk = self.at_tlm[0]
             try:
-                self.land(chunk)
+                self.land_one(chunk)
             except Exception as err:
                 errors.append(str(err) if isinstance(err, StageError) else describe(err))
                 get_run_logger().warning("landing chunk %d failed: %s", chunk.no, errors[-1])
         return list(dict.fromkeys(errors))
 
+    def land_one(self, chunk: Chunk) -> None:
+        """Wait for the chunk's scores (a signal may cut that wait: the chunk then stays, and
+        lands in the drain), then land it whole and let it go (``critical``: a signal waits)."""
+        result = chunk.future.result() if chunk.future is not None else None
+        with critical():
+            try:
+                self.land(chunk, result)
+            finally:
+                self.at_tlm.remove(chunk)
+
 
 @contextmanager
 def chunks_at_tlm(
     engine: TLMEngine | None,
-    land: Callable[[Chunk], None],
+    land: Callable[[Chunk, ScoreResult | None], None],
     limit: int,
     health: TLMHealth,
     report: EvalReport,

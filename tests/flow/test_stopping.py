@@ -75,7 +75,7 @@ def test_a_chunk_tlm_failed_as_a_whole_lands_what_it_paid_for_then_stops(
 
     @flow
     def land() -> None:  # tasks run in a flow, as in a window run
-        landing.land(Chunk(1, 5, [], future))  # type: ignore[arg-type]
+        landing.land(Chunk(1, 5, [], None), future.result())
 
     with pytest.raises(StageError, match="could not take slots"):
         land()
