@@ -20,7 +20,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.schedules import CronSchedule
-from prefect.states import Running, Scheduled
+from prefect.states import Cancelling, Running, Scheduled
 
 from deployments import local
 from flows.day_runs import day_key, day_parameters
@@ -61,11 +61,16 @@ def assert_forms_document_every_parameter(schema: dict[str, Any] | None) -> None
     assert options["scope"]["enum"] == ["trace", "generation"]
 
 
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[tuple[dict[str, str], LangfuseSandbox, Path]]:
-    """Server + pool + deployments + a worker, with the sandboxes' env in the worker's env."""
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[dict[str, str], LangfuseSandbox, Path]]:
+    """Server + pool + deployments + a worker, with the sandboxes' env in the worker's env;
+    one for the module's tests (a stack takes a minute to start)."""
+    tmp_path = tmp_path_factory.mktemp("stack")
     extra = {
         "TRUST_EVAL_TLM_TIMEOUT_S": str(HELD_S),  # a held item must outlive the hold
+        "TRUST_EVAL_PAGE_SIZE": "5",
         # a running day silent for 45 s is lost (live ones beat every 30 s, Prefect's least)
         "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
         "TRUST_EVAL_DAY_SILENCE_S": "45",
@@ -276,3 +281,43 @@ def test_schedules_manual_runs_and_backfills_on_a_real_server(
         ]
         assert failed == [], failed
         assert len(runs) >= 8  # daily, window, 2 backfills and their 6 days, the alert runs
+
+
+def test_a_cancelled_window_run_lands_what_tlm_answered(
+    stack: tuple[dict[str, str], LangfuseSandbox, Path],
+) -> None:
+    """Cancelling a window run from the UI: the worker sends the run's process SIGTERM; the run
+    stops sending, lands what TLM had answered, and ends Cancelled. Nothing paid is lost."""
+    env, lf, _ = stack
+    tlm = session_tlm_sandbox()
+    day = datetime.now(UTC).date() - timedelta(days=60)  # a day no other run of the module reads
+    ids = seed(lf, 20, start=midnight(day), step=timedelta(minutes=30), question="Cancel {i}?")
+    # the oldest page's items 0 and 1 wait at TLM: the newer pages are answered and land first
+    tlm.faults.set("tlm.score", Fault(hold_items={"Cancel 0?", "Cancel 1?"}, hang_seconds=HELD_S))
+
+    def stored() -> set[str]:
+        return {s.trace_id or "" for s in lf.store.all_scores()} & set(ids)
+
+    with local.client_for(env) as client:
+        window = client.read_deployment_by_name("evaluate-traces/window")
+        run = client.create_flow_run_from_deployment(
+            window.id,
+            parameters={
+                "tags": [TAG],
+                "window_start": midnight(day).isoformat(),
+                "window_end": midnight(day + timedelta(days=1)).isoformat(),
+                "options": {"alert_low_trust_share": None},
+            },
+        )
+        # the newer pages land; the oldest waits on its two held items, its other three
+        # answered and paid for: cancel then
+        deadline = time.monotonic() + 240  # only a guard against a stuck test
+        while not (tlm.holding == 2 and len(stored()) == 15):
+            assert time.monotonic() < deadline, "the run never got to its held page"
+            time.sleep(0.2)
+        client.set_flow_run_state(run.id, Cancelling(message="from the UI"), force=True)
+        final = local.wait_final(client, run.id, timeout=240)
+    tlm.faults.clear()
+    assert final.state is not None and final.state.is_cancelled(), final.state
+    answered = [p for p in tlm.prompts if "Cancel " in p]  # the held two never were
+    assert len(stored()) == len(answered) == 18  # every paid answer landed, once
