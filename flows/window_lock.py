@@ -8,7 +8,7 @@ days in date order.
   holder (creation is atomic: a second run gets 409 and waits) and rewritten by the holder's
   keeper thread (a heartbeat) until it deletes it on release. A waiter takes over a record it
   has seen unchanged for a whole lease.
-- Without one (the CLI on Prefect's ephemeral server): an OS lock (flock) per day in
+- Without one (the CLI on an ephemeral or embedded server of its own): an OS lock (flock) per day in
   PREFECT_HOME, which the kernel drops the moment its holder dies. The file names its holder.
 
 Why a Variable and not a concurrency limit, and how a dead holder is told from a live one:
@@ -252,8 +252,11 @@ def _keep_alive(lock: Held, settings: SettingsContext) -> None:
 
 
 def on_shared_server() -> bool:
-    """Runs share a Prefect server (PREFECT_API_URL), not each its own ephemeral one."""
-    return PREFECT_API_URL.value() is not None or sys.platform == "win32"
+    """Runs share a Prefect server (PREFECT_API_URL), not each its own ephemeral one (Prefect's,
+    or the CLI's embedded server: flows/prefect_server.py)."""
+    url = PREFECT_API_URL.value()
+    own = url is not None and url == os.environ.get("TRUST_EVAL_EMBEDDED_PREFECT_API")
+    return (url is not None and not own) or sys.platform == "win32"
 
 
 @contextmanager
