@@ -179,7 +179,7 @@ def choose(local_api: str | None, say: Say) -> PrefectApi:
     server = Embedded()
     timeout, chosen = startup_timeout_s()
     why = f"{STARTUP_VAR}={timeout}" if chosen else f"up to {timeout} s; {STARTUP_VAR} sets it"
-    say(f"Prefect: starting an embedded server for this run ({why}) ...")
+    say(f"Prefect: starting an embedded server for this run at {server.url} ({why}) ...")
     os.environ["PREFECT_API_URL"] = server.url
     os.environ[EMBEDDED_VAR] = server.url
     os.environ.setdefault(STARTUP_VAR, str(timeout))  # any ephemeral server Prefect starts too

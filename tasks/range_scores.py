@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 
 from langfuse.api import GetScoresV3Response, ObservationsV2Response, ScoreV3, ScoreV3_Numeric
@@ -52,15 +52,33 @@ class DayFigures:
         return self.total / self.scored if self.scored else None
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(frozen=True, slots=True)
 class Found:
-    """One score of the range (ordered by value, then ids: re-reads agree)."""
+    """One score of the range."""
 
     value: float
     trace_id: str
     observation_id: str | None
-    comment: str | None = field(compare=False)
-    timestamp: datetime = field(compare=False)
+    comment: str | None
+    timestamp: datetime
+
+    @property
+    def key(self) -> str:
+        return f"{self.trace_id}/{self.observation_id or ''}"
+
+
+@dataclass(frozen=True, slots=True)
+class Last:
+    """A key that sorts backwards: in the heap of the lowest, of two equal scores the one with
+    the greater key goes first, so re-reads keep the same rows."""
+
+    key: str
+
+    def __lt__(self, other: Last) -> bool:
+        return self.key > other.key
+
+    def __gt__(self, other: Last) -> bool:
+        return self.key < other.key
 
 
 @dataclass(slots=True)
@@ -117,7 +135,7 @@ def read_scores(
 ) -> tuple[list[DayFigures], list[Found]]:
     """Per-day figures and the ``limit`` lowest of the tagged traces' scores in the range."""
     days: dict[date, DayFigures] = {}
-    heap: list[tuple[float, str, Found]] = []  # the lowest, as a max-heap of -value
+    heap: list[tuple[float, Last, Found]] = []  # the lowest: heap[0] is the one to drop
     seen: set[str] = set()
     guard, cursor = CursorGuard("reading the range's scores"), None
     while True:
@@ -131,18 +149,18 @@ def read_scores(
         resp = calls("reading the range's scores (GET v3/scores)", call)
         for score in resp.data:
             on = subject_of(score)
-            if score.id in seen or on is None or on[0] not in tagged:
-                continue
+            if on is None or on[0] not in tagged or f"{on[0]}/{on[1] or ''}" in seen:
+                continue  # another tag's trace, or a unit already counted (one score each)
             if not isinstance(score, ScoreV3_Numeric) or score.value is None:
                 continue
-            seen.add(score.id)
+            seen.add(f"{on[0]}/{on[1] or ''}")
             value = float(score.value)
             fig = days.setdefault(score.timestamp.date(), DayFigures(score.timestamp.date()))
             fig.scored += 1
             fig.total += value
             fig.below += value < below
             found = Found(value, on[0], on[1], score.comment, score.timestamp)
-            item = (-value, f"{on[0]}/{on[1] or ''}", found)
+            item = (-value, Last(found.key), found)
             if len(heap) < limit:
                 heapq.heappush(heap, item)
             elif item > heap[0]:
@@ -150,7 +168,8 @@ def read_scores(
         cursor = guard.next(page_cursor(resp), len(resp.data), [str(s.id) for s in resp.data])
         if cursor is None:
             break
-    return sorted(days.values(), key=lambda d: d.day), sorted(f for _, _, f in heap)
+    lowest = sorted((f for _, _, f in heap), key=lambda f: (f.value, f.key))
+    return sorted(days.values(), key=lambda d: d.day), lowest
 
 
 def roots_of(
