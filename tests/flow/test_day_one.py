@@ -5,7 +5,10 @@ window warned of, and the worst traces of a range read back from Langfuse withou
 from __future__ import annotations
 
 import re
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from prefect import get_client
@@ -111,6 +114,52 @@ def test_bad_input_is_one_line_exit_2_and_calls_nothing(
     assert captured.err.startswith("error: ") and captured.err.count("\n") == 1, captured.err
     assert needle in captured.err and "Traceback" not in captured.err
     assert langfuse_sandbox.faults.requests == [] and tlm.faults.requests == []
+
+
+class HtmlPage(BaseHTTPRequestHandler):
+    """Another web service: a 200 HTML page for every path."""
+
+    def do_GET(self) -> None:
+        body = b"<!doctype html><html><body>Grafana</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def html_service() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), HtmlPage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
+def test_a_base_url_of_another_service_or_with_api_public_is_named_with_the_fix(
+    langfuse_sandbox: LangfuseSandbox,
+    tlm: TLMSandbox,
+    html_service: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lf = langfuse_sandbox
+    cases = [
+        (html_service, "answered HTTP 200 with text/html, not JSON"),
+        (f"{lf.url}/api/public", f"without the trailing /api/public: {lf.url}"),
+    ]
+    for url, needle in cases:
+        monkeypatch.setenv("LANGFUSE_BASE_URL", url)
+        assert main(window_args()) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"error: LANGFUSE_BASE_URL={url} " in err, err
+        assert needle in err and "does not point at a Langfuse API" in err
+    assert tlm.faults.requests == [] and lf.store.all_scores() == []
 
 
 # --------------------------------------------------------------------------- guard rails
