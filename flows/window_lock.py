@@ -40,8 +40,9 @@ from prefect.logging import get_logger
 from prefect.runtime import flow_run
 from prefect.settings import PREFECT_API_URL, PREFECT_HOME
 
+from flows.stopping import STOP
 from tasks.clock import SYSTEM, Clock
-from tasks.errors import WindowLockTimeout
+from tasks.errors import StageError, WindowLockTimeout
 from tasks.stream import Stream
 from tasks.windows import days_touched
 
@@ -132,6 +133,12 @@ def _file_holder(path: Path) -> str:
         return "unknown"
 
 
+def stop_waiting_if_asked(window: str) -> None:
+    """Ctrl-C or SIGTERM while waiting for another run's lock: stop now (nothing was paid)."""
+    if STOP.why:
+        raise StageError(f"{STOP.why} while waiting for window {window}'s lock")
+
+
 def take_file(
     path: Path, record: dict[str, Any], deadline: float, window: str, clock: Clock
 ) -> IO[str]:
@@ -153,6 +160,7 @@ def take_file(
                 return fh
             except BlockingIOError:
                 pass
+            stop_waiting_if_asked(window)
             if clock.monotonic() >= deadline:
                 raise WindowLockTimeout(
                     f"window {window} is still being evaluated by flow run "
@@ -205,6 +213,7 @@ def take_variable(
                     lock.window, name, holder_text(info),
                 )  # fmt: skip
             continue
+        stop_waiting_if_asked(lock.window)
         if now >= deadline:
             raise WindowLockTimeout(
                 f"window {lock.window} is still being evaluated by flow run "

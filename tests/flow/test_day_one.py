@@ -4,7 +4,10 @@ window warned of, and the worst traces of a range read back from Langfuse withou
 
 from __future__ import annotations
 
+import logging
+import os
 import re
+import signal
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,9 +18,10 @@ from prefect import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from flows.cli import main
-from flows.evaluate_traces import evaluate_traces
+from flows.evaluate_traces import Interrupted, evaluate_traces
 from flows.options import EvalOptions
 from flows.report_range import report_range
+from flows.window_lock import window_lock
 from sandbox.faults import Fault
 from sandbox.langfuse import LangfuseSandbox
 from sandbox.tlm import TLMSandbox
@@ -281,3 +285,46 @@ def test_report_over_scored_days_lists_the_lowest_with_explanations_and_pays_no_
     assert len(tlm.faults.requests) == tlm_before
     key = stream_of(lf).artifact_key("trust-range-summary")
     assert "| scored |" in summary_markdown(key)
+
+
+# --------------------------------------------------------------------------- Ctrl-C while waiting
+
+
+class Said(logging.Handler):
+    """Sets ``event`` once a log record contains ``text``."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text, self.event = text, threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.event.set()
+
+
+def test_ctrl_c_while_waiting_for_another_runs_window_lock_stops_at_once(
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lf = langfuse_sandbox
+    seed(lf, 2)
+    monkeypatch.setenv("TRUST_EVAL_LOCK_TIMEOUT_S", "30")  # not stopping: a timeout, not this
+    waiting = Said("; waiting")
+    lock_log = logging.getLogger("prefect.trust.window_lock")
+    lock_log.addHandler(waiting)
+
+    def interrupt() -> None:
+        assert waiting.event.wait(timeout=120), "the run never waited for the lock"
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C
+
+    end = START + timedelta(days=1)
+    try:  # another run holds the day (and beats it)
+        with window_lock(stream_of(lf), START, end, lease_s=60, timeout_s=60):
+            threading.Thread(target=interrupt, daemon=True).start()
+            with pytest.raises(Interrupted) as stopped:
+                evaluate_traces(tags=[TAG], **WINDOW)
+    finally:
+        lock_log.removeHandler(waiting)
+    message = str(stopped.value)
+    assert message.startswith("stopped by Ctrl-C while waiting for window 2026-11-28T00:00:00Z")
+    assert stopped.value.report.fetched == 0
+    assert tlm.faults.requests == [] and lf.store.all_scores() == []
