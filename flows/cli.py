@@ -33,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 
 from flows.cli_args import build_parser, options_of, parse_duration
 from flows.cli_output import print_backfill, print_range, print_report
-from flows.cli_session import Declined, Session, sigterm_as_ctrl_c
+from flows.cli_session import Declined, Session, signals_ignored, sigterm_as_ctrl_c
 from flows.options import EvalOptions, validate_tags
 from tasks.config import (
     LangfuseSettings,
@@ -199,7 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_STOPPED
         finally:
             if session.prefect is not None:
-                session.prefect.close()
+                with signals_ignored():
+                    session.prefect.close()
 
 
 if __name__ == "__main__":
