@@ -151,6 +151,7 @@ def test_ctrl_c_mid_scoring_exits_130_within_10_s_with_what_landed(
             # PREFECT_API_URL unset: the CLI finds it as it finds the server of `make prefect`
             env["TRUST_EVAL_LOCAL_PREFECT_API"] = persistent["PREFECT_API_URL"]
         rc, took, out = stop_mid_scoring(lf, tlm, window(), env, tmp_path / "run1.log")
+        print(f"{server}: exit {rc} {took:.1f} s after Ctrl-C")  # shown with -s
         assert rc == 130, out[-3000:]
         assert took < STOP_WITHIN_S, f"{took:.1f} s to stop"
         landed = assert_stopped_with_what_landed(out, lf, "Ctrl-C")
