@@ -66,32 +66,40 @@ def prefect_home() -> Path:
 
 
 class Embedded:
-    """Prefect's ephemeral API in a process of its own session, on a port this process bound
-    (handed over as a file descriptor: no race for the port)."""
+    """Prefect's ephemeral API in a process of its own session, on a socket this process bound
+    and keeps (handed over as a file descriptor: no race for the port, and the same port if the
+    server has to be started again)."""
+
+    ATTEMPTS = 3  # two servers setting up one new database at once: the loser starts again
 
     def __init__(self) -> None:
         home = prefect_home()
         home.mkdir(parents=True, exist_ok=True)
         self.log = home / "embedded-server.log"
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(128)  # requests before the server is up wait instead of being refused
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}/api"
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)  # requests before the server is up wait instead of being refused
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/api"
+        self.started = time.monotonic()
+        self.attempts = 0
+        self.proc = self.spawn()
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        self.attempts += 1
         env = os.environ | {
             "PREFECT_UI_ENABLED": "0",
             "PREFECT__SERVER_EPHEMERAL": "1",
             "PREFECT__SERVER_FINAL": "1",
         }
         env.pop("PREFECT_API_URL", None)
+        fd = self.sock.fileno()
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "flows.prefect_server", "--fd", str(sock.fileno()),
+            return subprocess.Popen(
+                [sys.executable, "-m", "flows.prefect_server", "--fd", str(fd),
                  "--parent", str(os.getpid())],
                 env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                pass_fds=[sock.fileno()], start_new_session=True,
+                pass_fds=[fd], start_new_session=True,
             )  # fmt: skip
-        sock.close()
-        self.started = time.monotonic()
 
     def wait(self, say: Say) -> float:
         """Until the server answers (progress every few seconds); its start-up time."""
@@ -100,10 +108,14 @@ class Embedded:
         while not answers(self.url, timeout_s=1.0):
             now = time.monotonic()
             if self.proc.poll() is not None:
-                raise ServerStartFailed(
-                    f"Prefect's embedded server exited ({self.proc.returncode}) before it "
-                    f"answered; see {self.log}"
-                )
+                if self.attempts >= self.ATTEMPTS or now - self.started > timeout:
+                    raise ServerStartFailed(
+                        f"Prefect's embedded server exited ({self.proc.returncode}) before it "
+                        f"answered; see {self.log}"
+                    )
+                say("  ... Prefect's server stopped while setting up (another run's server on "
+                    "the same PREFECT_HOME?); starting it again")  # fmt: skip
+                self.proc = self.spawn()
             if now - self.started > timeout:
                 self.stop()
                 raise ServerStartFailed(
@@ -121,6 +133,7 @@ class Embedded:
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """SIGTERM its session, then SIGKILL what is left."""
+        self.sock.close()
         if self.proc.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):
