@@ -182,7 +182,7 @@ def roots_of(
         def call(chunk: Sequence[str] = ids) -> ObservationsV2Response:
             return calls.observations.get_many(
                 fields="core,basic,io,metadata", expand_metadata=",".join(expand) or None,
-                limit=len(chunk), is_root_observation=True, to_start_time=end,
+                limit=1000, is_root_observation=True, to_start_time=end,
                 filter=trace_id_filter(chunk), request_options=NO_RETRY,
             )  # fmt: skip
 
