@@ -5,7 +5,11 @@
 2. creates the ``trust-evals`` work pool (type ``process``: flow runs are subprocesses, no Docker);
 3. runs ``prefect deploy --all --no-prompt`` (the deployments of ``prefect.yaml``);
 4. starts a worker on the pool;
-5. prints the Prefect UI address, then waits; Ctrl-C stops the worker and the server.
+5. prints the Prefect UI address, then waits; Ctrl-C or SIGTERM stops the worker, its flow
+   runs and the server (everything they started).
+
+It refuses to start over what an earlier run left (its PID file under PREFECT_HOME names a live
+process, or something listens on the port), in one line naming the PID to kill.
 
 Credentials are NOT passed through Prefect: the worker's flow runs inherit this process's
 environment, so export LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY, LANGFUSE_BASE_URL and
@@ -29,6 +33,8 @@ import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from deployments.processes import PID_FILE, orphan, stop_tree, write_pids
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -89,18 +95,12 @@ def spawn(args: Sequence[str], env: Mapping[str, str], log: Path) -> subprocess.
 
 
 def stop(proc: subprocess.Popen[bytes] | None, timeout: float = 15.0) -> None:
-    """SIGTERM the child's process group, then SIGKILL whatever is left."""
+    """SIGTERM the child and everything it started (its process group, and the flow runs in
+    sessions of their own), then SIGKILL whatever is left after ``timeout``."""
     if proc is None or proc.poll() is not None:
         return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+    stop_tree([proc.pid], timeout)
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=5)
 
 
@@ -254,18 +254,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pool", default=POOL, help="work pool name (as in prefect.yaml)")
     args = parser.parse_args(argv)
 
+    home: Path = args.home.resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    refused = orphan(home, args.port)
+    if refused:
+        print(f"error: {refused}", file=sys.stderr)
+        return 1
     missing = [n for n in CREDENTIALS + TLM_CREDENTIALS if not os.environ.get(n)]
     if missing:
         print(
             f"warning: {', '.join(missing)} not set: flow runs will refuse to start until they are"
         )
-    home: Path = args.home.resolve()
-    home.mkdir(parents=True, exist_ok=True)
     env = prefect_env(home, args.port)
-    server = worker = None
+    started: dict[str, subprocess.Popen[bytes]] = {}
     try:
         print(f"Starting the Prefect server (PREFECT_HOME={home}) ...", flush=True)
-        server = start_server(env, home / "server.log")
+        started["server"] = start_server(env, home / "server.log")
+        write_pids(home, {k: p.pid for k, p in started.items()})
         print(f"Creating the work pool {args.pool!r} (process) ...", flush=True)
         create_pool(env, args.pool)
         per_minute = float(os.environ.get("TRUST_EVAL_LANGFUSE_REQUESTS_PER_MINUTE", "30"))
@@ -274,12 +279,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         in_flight = int(os.environ.get("TRUST_EVAL_TLM_MAX_IN_FLIGHT", "512"))
         create_tlm_limit(env, in_flight)
         env.setdefault("TRUST_EVAL_TLM_CONCURRENCY_LIMIT", TLM_LIMIT)
-        worker = start_worker(env, home / "worker.log", args.pool)  # starts while we deploy
-        print("Deploying prefect.yaml (daily, window, backfill, notify-low-trust) ...", flush=True)
+        # the worker starts while we deploy
+        started["worker"] = start_worker(env, home / "worker.log", args.pool)
+        write_pids(home, {k: p.pid for k, p in started.items()})
+        print("Deploying prefect.yaml (daily, window, backfill, report, notify-low-trust) ...",
+              flush=True)  # fmt: skip
         print(deploy(env), flush=True)
         print(
             f"\nPrefect UI:  http://127.0.0.1:{args.port}\n"
-            f"API:         {env['PREFECT_API_URL']}   (export PREFECT_API_URL to use the CLI)\n"
+            f"API:         {env['PREFECT_API_URL']}   (the CLI uses it while it runs)\n"
             f"Logs:        {home / 'server.log'}, {home / 'worker.log'}\n"
             f"Langfuse:    at most {per_minute:.0f} requests a minute over all runs (global "
             f"concurrency limit {RATE_LIMIT!r};\n"
@@ -289,29 +297,53 @@ def main(argv: Sequence[str] | None = None) -> int:
             "             TRUST_EVAL_TLM_MAX_IN_FLIGHT sets it)\n"
             "Alerts:      notify-low-trust logs low-trust alerts in its run; set its `block`\n"
             "             parameter to send them (README, 'Closing the loop')\n"
-            "Ctrl-C stops the worker and the server.",
+            "Ctrl-C (or SIGTERM) stops the worker, its flow runs and the server.",
             flush=True,
         )
         while True:
-            for name, proc in (("server", server), ("worker", worker)):
+            for name, proc in started.items():
                 if proc.poll() is not None:
                     print(f"the {name} exited ({proc.returncode}); see {home / (name + '.log')}")
                     return 1
             time.sleep(1)
     except KeyboardInterrupt:
-        print("\nStopping ...")
+        print("\nStopping ...", flush=True)
         return 0
     except RuntimeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     finally:
-        stop(worker)
-        stop(server)
+        shut_down(started, home)
+
+
+def shut_down(started: dict[str, subprocess.Popen[bytes]], home: Path) -> None:
+    """The worker and its flow runs first (they report to the server as they stop), then the
+    server; a second Ctrl-C cannot cut this short. The PID file goes once all are gone."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    for name in ("worker", "server"):
+        proc = started.get(name)
+        if proc is not None and proc.poll() is None:
+            killed = stop_tree([proc.pid], timeout_s=20.0)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+            note = f" ({len(killed)} killed after 20 s)" if killed else ""
+            print(f"stopped the {name} (PID {proc.pid}) and what it started{note}", flush=True)
+    if all(p.poll() is not None for p in started.values()):
+        (home / PID_FILE).unlink(missing_ok=True)
+
+
+def interrupt(signum: int, frame: object) -> None:
+    """Ctrl-C and SIGTERM: stop (once; shut_down ignores the next ones)."""
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":
     # Ctrl-C (even when started with SIGINT ignored, e.g. in the background) and SIGTERM both
-    # stop the worker and the server
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    sys.exit(main())
+    # stop the worker, its flow runs and the server
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # before main's own handling began
+        sys.exit(0)

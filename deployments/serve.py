@@ -1,4 +1,4 @@
-"""Serve the three deployments from one process, no work pool or worker: ``python -m
+"""Serve the deployments from one process, no work pool or worker: ``python -m
 deployments.serve`` (with PREFECT_API_URL pointing at a running ``prefect server``).
 
 The deployments (names, entrypoints, parameters, schedules, concurrency) are read from
@@ -27,6 +27,7 @@ from flows.alert import notify_low_trust
 from flows.backfill import backfill
 from flows.daily import daily
 from flows.evaluate_traces import evaluate_traces
+from flows.report_range import report_range
 
 REPO = Path(__file__).resolve().parents[1]
 FLOWS: dict[str, Flow[Any, Any]] = {
@@ -34,6 +35,7 @@ FLOWS: dict[str, Flow[Any, Any]] = {
     "flows/evaluate_traces.py:evaluate_traces": evaluate_traces,
     "flows/backfill.py:backfill": backfill,
     "flows/alert.py:notify_low_trust": notify_low_trust,
+    "flows/report_range.py:report_range": report_range,
 }
 
 

@@ -56,7 +56,7 @@ def day_range(start_date: date, end_date: date) -> list[tuple[datetime, datetime
     """Whole UTC days from ``start_date`` to ``end_date``, both included."""
     if end_date < start_date:
         raise ConfigError(f"end_date ({end_date}) must not be before start_date ({start_date})")
-    if end_date >= datetime.now(UTC).date():
+    if end_date >= datetime.now(UTC).date():  # compared as dates: 9999-12-31 + 1 day overflows
         raise ConfigError(
             f"end_date {end_date} is not over yet (UTC): a backfill covers whole past days; "
             "use the window flow for today so far"

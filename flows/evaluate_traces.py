@@ -21,8 +21,11 @@ from flows.stopping import STOP, stop_on_signals
 from flows.window_run import WindowRun
 from tasks.clock import SYSTEM, Clock, utcnow
 from tasks.errors import RunFailed, StageError, fails_in_one_line
+from tasks.hints import no_match_hint, tags_seen
+from tasks.langfuse_api import Calls
 from tasks.models import Window
 from tasks.report import EvalReport
+from tasks.retry import describe
 from tasks.windows import resolve_window, settle_wait_s
 
 
@@ -108,6 +111,18 @@ def evaluate_traces(
     return report
 
 
+def tag_hint(calls: Calls, window: Window, environment: list[str] | None) -> str:
+    """The warning of a window whose tags matched no trace (never a failure of its own)."""
+    try:
+        seen, traces = tags_seen(calls, window, environment)
+    except Exception as err:
+        return (
+            f"no trace carries the tag(s) {', '.join(window.tags)} (listing the window's "
+            f"tags failed: {describe(err)})"
+        )
+    return no_match_hint(window.tags, seen, traces)
+
+
 def run_window(run: WindowRun) -> EvalReport:
     """The stages, in order; whatever stops them, the report of what landed."""
     try:
@@ -123,6 +138,8 @@ def run_window(run: WindowRun) -> EvalReport:
                         tlm.submit(chunk, pairs)  # score; chunks TLM has finished upload
                         if run.report.capped:
                             break
+                if run.report.fetched == 0:  # a mistyped tag? say which tags the window has
+                    run.warn(tag_hint(run.lf.calls(run.logger), run.window, run.opts.environment))
                 run.review()
     except Exception as err:
         run.failed(err)

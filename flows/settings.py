@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from flows.options import EvalOptions
-from tasks.budgets import check_limits
 from tasks.config import (
     LangfuseSettings,
     RunLogger,
@@ -32,6 +31,8 @@ class Settings:
 
     @classmethod
     def load(cls, opts: EvalOptions, logger: RunLogger | None = None) -> Settings:
+        from tasks.budgets import check_limits  # Prefect: not needed to ask Langfuse
+
         tuning, langfuse = load_tuning(), load_langfuse()
         tuning = check_limits(tuning, logger)
         if opts.dry_run:

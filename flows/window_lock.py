@@ -8,7 +8,7 @@ days in date order.
   holder (creation is atomic: a second run gets 409 and waits) and rewritten by the holder's
   keeper thread (a heartbeat) until it deletes it on release. A waiter takes over a record it
   has seen unchanged for a whole lease.
-- Without one (the CLI on Prefect's ephemeral server): an OS lock (flock) per day in
+- Without one (the CLI on an ephemeral or embedded server of its own): an OS lock (flock) per day in
   PREFECT_HOME, which the kernel drops the moment its holder dies. The file names its holder.
 
 Why a Variable and not a concurrency limit, and how a dead holder is told from a live one:
@@ -40,8 +40,9 @@ from prefect.logging import get_logger
 from prefect.runtime import flow_run
 from prefect.settings import PREFECT_API_URL, PREFECT_HOME
 
+from flows.stopping import STOP
 from tasks.clock import SYSTEM, Clock
-from tasks.errors import WindowLockTimeout
+from tasks.errors import StageError, WindowLockTimeout
 from tasks.stream import Stream
 from tasks.windows import days_touched
 
@@ -132,6 +133,12 @@ def _file_holder(path: Path) -> str:
         return "unknown"
 
 
+def stop_waiting_if_asked(window: str) -> None:
+    """Ctrl-C or SIGTERM while waiting for another run's lock: stop now (nothing was paid)."""
+    if STOP.why:
+        raise StageError(f"{STOP.why} while waiting for window {window}'s lock")
+
+
 def take_file(
     path: Path, record: dict[str, Any], deadline: float, window: str, clock: Clock
 ) -> IO[str]:
@@ -153,6 +160,7 @@ def take_file(
                 return fh
             except BlockingIOError:
                 pass
+            stop_waiting_if_asked(window)
             if clock.monotonic() >= deadline:
                 raise WindowLockTimeout(
                     f"window {window} is still being evaluated by flow run "
@@ -205,6 +213,7 @@ def take_variable(
                     lock.window, name, holder_text(info),
                 )  # fmt: skip
             continue
+        stop_waiting_if_asked(lock.window)
         if now >= deadline:
             raise WindowLockTimeout(
                 f"window {lock.window} is still being evaluated by flow run "
@@ -252,8 +261,11 @@ def _keep_alive(lock: Held, settings: SettingsContext) -> None:
 
 
 def on_shared_server() -> bool:
-    """Runs share a Prefect server (PREFECT_API_URL), not each its own ephemeral one."""
-    return PREFECT_API_URL.value() is not None or sys.platform == "win32"
+    """Runs share a Prefect server (PREFECT_API_URL), not each its own ephemeral one (Prefect's,
+    or the CLI's embedded server: flows/prefect_server.py)."""
+    url = PREFECT_API_URL.value()
+    own = url is not None and url == os.environ.get("TRUST_EVAL_EMBEDDED_PREFECT_API")
+    return (url is not None and not own) or sys.platform == "win32"
 
 
 @contextmanager

@@ -221,7 +221,7 @@ class WindowRun:
         if stream is not None:
             r.lowest = self.tally.lowest.rows(lambda *ids: trace_url(ui, stream.project, *ids))
             r.langfuse_traces_url = f"{ui}/project/{stream.project}/traces"
-        r.close(self.lf.count.value, t.price_per_1k_tokens)
+        r.close(self.lf.count.value, t.price_per_1k_tokens, t.preset_cost(self.opts.quality_preset))
         counts = ", ".join(f"{k} {v}" for k, v in r.counts().items() if v)
         self.logger.info("window %s → %s: %s", r.window_start, r.window_end, counts)
         return r

@@ -5,8 +5,9 @@
    ``TLM_eval_pipeline`` that asks the model through ``langfuse.openai`` (system prompt
    ``You are a trivia master.``, also kept in trace metadata as the seed did), for the seed's
    five trivia questions and a few hundred varied synthetic ones;
-3. runs the ``evaluate-traces`` flow on Prefect's embedded server and prints the least
-   trustworthy traces;
+3. runs the ``evaluate-traces`` flow on an embedded Prefect server (flows/prefect_server.py:
+   its start-up shown as it goes, up to PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, 180 s
+   unless set) and prints the least trustworthy traces;
 4. runs it again and shows that nothing was scored or written twice.
 
 Sandbox scores are SYNTHETIC: the TLM sandbox is not a trust model. To score real traces, set
@@ -23,6 +24,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from flows import prefect_server
 from sandbox.langfuse import LangfuseSandbox
 from sandbox.openai_app import OpenAISandbox
 from sandbox.tlm import TLMSandbox
@@ -37,6 +39,16 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
 
+    # the Prefect server starts (in its own process) while the sandboxes start and the traces
+    # are recorded; before anything imports Prefect, which reads PREFECT_API_URL once
+    prefect = prefect_server.choose(None, print)
+    try:
+        return demo(args.synthetic, prefect)
+    finally:
+        prefect.close()
+
+
+def demo(synthetic: int, prefect: prefect_server.PrefectApi) -> int:
     with LangfuseSandbox() as lf, TLMSandbox() as tlm, OpenAISandbox() as oai:
         # before anything imports cleanlab_tlm (it reads its base URL once, at import)
         os.environ.update(lf.env() | tlm.env() | oai.env())
@@ -46,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         print("Sandbox scores are SYNTHETIC (a deterministic stand-in, not a trust model).\n")
 
         start = datetime.now(UTC) - timedelta(seconds=1)
-        questions = SEED_QUESTIONS + synthetic_questions(args.synthetic)
+        questions = SEED_QUESTIONS + synthetic_questions(synthetic)
         trace_answers(questions)
         end = datetime.now(UTC)
         print(
@@ -54,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             "(each model call is a GENERATION holding the full messages)."
         )
 
+        prefect.ready(print)
         from flows.evaluate_traces import evaluate_traces
         from tasks.report import text_table
 

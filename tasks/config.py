@@ -6,18 +6,23 @@ network call, with a message that names the variable to set.
 
 from __future__ import annotations
 
+import json
+import re
 from logging import Logger, LoggerAdapter
 from typing import Annotated, Literal, get_args
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from tasks.errors import ConfigError
 
 RunLogger = Logger | LoggerAdapter[Logger]  # what Prefect's get_run_logger() returns
 QualityPreset = Literal["best", "high", "medium", "low", "base"]
 EXPLAINING_PRESETS = ("best", "high", "medium")
+# TLM tokens per token of prompt and response, by preset (a dry run's cost estimate): the
+# presets' relative cost, as the TLM sandbox models it (sandbox/tlm/presets.py)
+PRESET_COST: dict[str, float] = {"base": 1.0, "low": 2.0, "medium": 4.0, "high": 8.0, "best": 12.0}
 
 
 class LangfuseSettings(BaseSettings):
@@ -135,6 +140,27 @@ class Tuning(BaseSettings):
     # a backfill's running day with no heartbeat this long is lost (its worker died) and runs
     # again; unset: three of Prefect's heartbeats (PREFECT_FLOWS_HEARTBEAT_FREQUENCY)
     day_silence_s: Annotated[float, Field(ge=30, le=86_400)] | None = None
+    # a dry run's cost: TLM tokens per token of prompt and response, by preset; a JSON object,
+    # e.g. {"medium": 5}: the presets it leaves out keep their default
+    preset_cost_multipliers: dict[str, float] = Field(default_factory=lambda: dict(PRESET_COST))
+    # the CLI asks before a window or backfill that may send more TLM items than this
+    confirm_items: Annotated[int, Field(ge=0)] = 10_000
+    # the Prefect server of `make prefect`: the CLI runs on it when PREFECT_API_URL is unset
+    # and it answers (empty: never look)
+    local_prefect_api: str = "http://127.0.0.1:4200/api"
+
+    @field_validator("preset_cost_multipliers")
+    @classmethod
+    def _multipliers(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - set(PRESET_COST))
+        if unknown:
+            raise ValueError(f"unknown preset(s) {unknown}: use {', '.join(PRESET_COST)}")
+        if any(x <= 0 for x in v.values()):
+            raise ValueError("multipliers must be greater than 0")
+        return PRESET_COST | v
+
+    def preset_cost(self, preset: str) -> float:
+        return self.preset_cost_multipliers.get(preset, PRESET_COST["medium"])
 
 
 def _explain(err: ValidationError, names: dict[str, str]) -> str:
@@ -172,12 +198,25 @@ def load_tlm() -> TLMSettings:
         ) from None
 
 
+_FIELD_IN = re.compile(r'field "(\w+)"')
+
+
 def load_tuning() -> Tuning:
+    names = {f: f"TRUST_EVAL_{f.upper()}" for f in Tuning.model_fields}
     try:
         return Tuning()
     except ValidationError as err:
-        names = {f: f"TRUST_EVAL_{f.upper()}" for f in Tuning.model_fields}
         raise ConfigError("Tuning: " + _explain(err, names) + ".") from None
+    except SettingsError as err:  # a list or mapping setting that is not JSON
+        found = _FIELD_IN.search(str(err))
+        field = found.group(1) if found else ""
+        info = Tuning.model_fields.get(field)
+        default = info.get_default(call_default_factory=True) if info else None
+        what = "a JSON object" if isinstance(default, dict) else "a JSON list"
+        example = f", e.g. {json.dumps(default)}" if isinstance(default, dict | tuple) else ""
+        raise ConfigError(
+            f"Tuning: {names.get(field, 'a TRUST_EVAL_ variable')} must be {what}{example}."
+        ) from None
 
 
 def check_preset(preset: str) -> None:

@@ -15,7 +15,6 @@ from langfuse.api import GetScoresV3Response, LangfuseAPI, ObservationsV2Respons
 from langfuse.api.core.api_error import ApiError
 from langfuse.api.observations.client import ObservationsClient
 from langfuse.api.scores.client import ScoresClient
-from prefect.concurrency.sync import rate_limit
 
 from tasks.clock import SYSTEM, Clock
 from tasks.config import LangfuseSettings, RunLogger, Tuning, without_credentials
@@ -104,6 +103,9 @@ class Calls:
     def __call__(self, what: str, fn: Callable[[], T], *, retry: bool = True) -> T:
         def counted() -> T:
             if self.tuning.langfuse_rate_limit:  # wait for a slot of the shared budget
+                # imported here: without a shared budget, Langfuse is asked before Prefect loads
+                from prefect.concurrency.sync import rate_limit
+
                 rate_limit(self.tuning.langfuse_rate_limit, strict=True)
             self.mine.add()
             if self.run is not None:

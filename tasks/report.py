@@ -72,6 +72,7 @@ class EvalReport(BaseModel):
     pair_sources: dict[str, int] = Field(default_factory=dict)  # what pairs were built from
     generations_by_trace_id: bool = False  # the app tags only root spans
     would_score_chars: int = 0  # dry run: characters of prompt and response
+    estimated_tokens: int = 0  # dry run: TLM tokens at the run's preset (its multiplier)
     estimated_cost_usd: float | None = None  # dry run, when a token price is configured
     langfuse_traces_url: str | None = None  # the project's traces in the Langfuse UI
     warnings: list[str] = Field(default_factory=list)
@@ -105,12 +106,21 @@ class EvalReport(BaseModel):
         else:
             self.tlm_requests += len(fresh)
 
-    def close(self, langfuse_requests: int, price_per_1k_tokens: float | None) -> None:
-        """The run's last figures, and the accounting check (a bug if it ever trips)."""
+    def close(
+        self,
+        langfuse_requests: int,
+        price_per_1k_tokens: float | None,
+        preset_multiplier: float = 1.0,
+    ) -> None:
+        """The run's last figures, and the accounting check (a bug if it ever trips). A dry
+        run's estimate: characters / 4 tokens of prompt and response, times what the preset
+        costs per token (``TRUST_EVAL_PRESET_COST_MULTIPLIERS``)."""
         self.langfuse_requests = langfuse_requests
-        if self.dry_run and price_per_1k_tokens is not None:
-            tokens = self.would_score_chars / 4
-            self.estimated_cost_usd = round(tokens / 1000 * price_per_1k_tokens, 4)
+        if self.dry_run:
+            self.estimated_tokens = round(self.would_score_chars / 4 * preset_multiplier)
+            if price_per_1k_tokens is not None:
+                cost = self.estimated_tokens / 1000 * price_per_1k_tokens
+                self.estimated_cost_usd = round(cost, 4)
         if self.accounted() != self.fetched:
             self.errors.append(
                 f"accounting error: {self.accounted()} outcomes for {self.fetched} traces"
@@ -402,7 +412,7 @@ def _delivery_lines(report: EvalReport) -> list[str]:
         cost = report.estimated_cost_usd
         out.append(
             f"Dry run: {report.would_score} TLM items, {chars} characters of prompt and "
-            f"response (about {chars // 4} tokens"
+            f"response (about {report.estimated_tokens} TLM tokens at the run's preset"
             + (f", about ${cost:.2f} at the configured price)." if cost is not None else ").")
         )
     out += [f"_Warning: {md_escape(w, 300)}_" for w in report.warnings]

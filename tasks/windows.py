@@ -3,9 +3,40 @@ window touches, backfill days. Every cut at a UTC midnight in the project is mad
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, timedelta
 
 from tasks.errors import ConfigError
+
+# the longest window or range a run takes (a mistyped --since 1000000d is refused in one line)
+MAX_SPAN = timedelta(days=3653)
+LONG_SPAN = timedelta(days=90)  # a manual window this long gets a size warning
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def duration(text: str, name: str = "--since") -> timedelta:
+    """``90m``, ``24h``, ``7d``, ``1w``, ``3600s`` (or a bare number of seconds), at most
+    ``MAX_SPAN``."""
+    prefix = f"{name}: " if name else ""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", str(text).lower())
+    if not m or float(m.group(1)) <= 0:
+        raise ConfigError(f"{prefix}not a duration: {text!r} (e.g. 90m, 24h, 7d)")
+    seconds = float(m.group(1)) * _UNITS[m.group(2) or "s"]
+    if seconds > MAX_SPAN.total_seconds():
+        raise ConfigError(
+            f"{prefix}{text!r} is more than {MAX_SPAN.days} days (10 years), the longest "
+            "window a run takes"
+        )
+    return timedelta(seconds=seconds)
+
+
+def check_span(start: datetime, end: datetime, what: str = "the window") -> None:
+    """A window or range no longer than ``MAX_SPAN``."""
+    if end - start > MAX_SPAN:
+        raise ConfigError(
+            f"{what} {start:%Y-%m-%d} → {end:%Y-%m-%d} spans {(end - start).days} days: at "
+            f"most {MAX_SPAN.days} (10 years)"
+        )
 
 
 def midnight(day: date) -> datetime:

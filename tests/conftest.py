@@ -20,6 +20,8 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["DO_NOT_TRACK"] = "1"
 # a Prefect server started by a test on a busy 2-core machine may take a minute to answer
 os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "180"
+# the CLI in a test never runs on a developer's `make prefect` server (127.0.0.1:4200)
+os.environ["TRUST_EVAL_LOCAL_PREFECT_API"] = ""
 
 TESTS = Path(__file__).resolve().parent
 REPO_ROOT = TESTS.parent

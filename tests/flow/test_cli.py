@@ -110,7 +110,7 @@ def test_config_errors_are_one_clean_line(
         ),
         (
             ["backfill", "--start-date", "2026-09-14", "--end-date", "2026-09-13", "--tag", TAG],
-            "end_date",
+            "--end-date (2026-09-13) must not be before --start-date",
         ),
     ]
     for argv, needle in cases:

@@ -11,7 +11,7 @@ from tests.support.prefect_yaml import PREFECT_YAML, declared_deployments
 
 def test_prefect_yaml_declares_the_deployments_without_secrets() -> None:
     deps = declared_deployments()
-    assert set(deps) == {"daily", "window", "backfill", "notify-low-trust"}
+    assert set(deps) == {"daily", "window", "backfill", "report", "notify-low-trust"}
     (sched,) = deps["daily"]["schedules"]
     assert sched == {
         "cron": "15 0 * * *",
@@ -22,6 +22,8 @@ def test_prefect_yaml_declares_the_deployments_without_secrets() -> None:
     assert "window_start" not in deps["daily"]["parameters"]  # derived from the scheduled time
     assert deps["window"]["schedules"] == [] and deps["backfill"]["schedules"] == []
     assert deps["backfill"]["entrypoint"] == "flows/backfill.py:backfill"
+    assert deps["report"]["entrypoint"] == "flows/report_range.py:report_range"
+    assert deps["report"]["schedules"] == [] and deps["report"]["parameters"]["since"] == "7d"
     assert all(d["work_pool"]["name"] == local.POOL for d in deps.values())
     (trigger,) = deps["notify-low-trust"]["triggers"]
     assert trigger["expect"] == ["trust-eval.window.low-trust"]
