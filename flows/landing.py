@@ -100,6 +100,8 @@ class Landing:
         report.read_back += up.read_back
         self.tally.add(up.uploaded + up.failed)
         self.book.record(items, {x.key for x in up.uploaded})
+        if up.suspended is not None:  # recorded as not taken: the next run re-sends them
+            raise StageError(up.suspended)
         if up.failed and not up.uploaded:
             raise StageError(
                 f"writing scores failed: {self.server.label} took none of the "

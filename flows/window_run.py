@@ -92,8 +92,7 @@ class WindowRun:
         self.landing = Landing(
             self.lf, spec, server, self.book, self.tally, self.health, self.logger
         )
-        how = "score lists" if server.batch_scores else "one score per POST"
-        self.logger.info("%s (%s) takes %s", server.label, self.lf.cfg.base_url, how)
+        self.logger.info("%s (%s) takes %s", server.label, self.lf.cfg.base_url, server.how)
         return self.stream
 
     def locked(self) -> AbstractContextManager[Held | None]:

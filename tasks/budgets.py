@@ -1,7 +1,9 @@
 """Budgets shared by every run that talks to one Prefect server: global concurrency limits.
 
 - Langfuse requests (``TRUST_EVAL_LANGFUSE_RATE_LIMIT``): a limit with slot decay, refilled at
-  the plan's rate; every request takes one slot (``tasks.langfuse_api.Calls``).
+  the plan's rate; every request takes one slot (``tasks.langfuse_api.Calls``). Score batches
+  on POST ingestion count in Langfuse's "ingestion" bucket instead, so they take slots of
+  ``TRUST_EVAL_LANGFUSE_INGESTION_RATE_LIMIT`` (when set), refilled at that bucket's rate.
 - TLM calls in flight (``TRUST_EVAL_TLM_CONCURRENCY_LIMIT``): a limit without decay. A run's TLM
   engine holds its slots in leased blocks (:class:`TLMSlots`), never one request per item, and
   sends at most as many items at once as it holds slots. A block goes back as soon as the run
@@ -36,6 +38,7 @@ def check_limits(tuning: Tuning, logger: RunLogger | None = None) -> Tuning:
     request for more slots than a limit has)."""
     wanted = [
         ("TRUST_EVAL_LANGFUSE_RATE_LIMIT", tuning.langfuse_rate_limit, True),
+        ("TRUST_EVAL_LANGFUSE_INGESTION_RATE_LIMIT", tuning.langfuse_ingestion_rate_limit, True),
         ("TRUST_EVAL_TLM_CONCURRENCY_LIMIT", tuning.tlm_concurrency_limit, False),
     ]
     wanted = [w for w in wanted if w[1]]

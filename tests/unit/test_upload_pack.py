@@ -43,8 +43,8 @@ T = TypeVar("T")
 T0 = datetime(2026, 11, 28, 12, 0, 0, 250_000, tzinfo=UTC)
 META = {"evaluator": "cleanlab-tlm", "quality_preset": "medium"}
 LABEL = LabelSpec("trust_label", review_below=0.7, untrustworthy_below=0.3, config_id="cfg-label")
-LIST_SERVER = Server("4.60.0", batch_scores=True)
-SINGLE_SERVER = Server("4.16.0", batch_scores=False)
+LIST_SERVER = Server("4.60.0", "list")
+SINGLE_SERVER = Server("4.16.0", "single")
 
 
 def pair(
@@ -352,28 +352,6 @@ def test_a_failed_list_post_fails_its_whole_batch_and_keeps_the_list_path(error:
     verdicts = w.send(bodies("a", "b"))
     assert set(verdicts) == {sid("a"), sid("b")} and None not in verdicts.values()
     assert w.server == LIST_SERVER and cast(FakeCalls, w.calls).single_posts == []
-
-
-def test_a_refused_list_switches_to_one_score_per_post_for_good(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    scores = FakeScores(ApiError(status_code=400, body="expected object"))
-    single = {
-        sid("a"): httpx.Response(201),
-        sid("b"): httpx.Response(200),
-        sid("c"): httpx.Response(200),
-    }
-    w = writer(scores, single=single)
-    with caplog.at_level(logging.WARNING, logger="tests.unit.upload"):
-        assert w.send(bodies("a", "b")) == {sid("a"): None, sid("b"): None}
-    assert w.server == Server("4.60.0", batch_scores=False)
-    assert [r.getMessage() for r in caplog.records] == [
-        "Langfuse 4.60.0 refused a list of scores (HTTP 400: expected object): writing one "
-        "score per POST from now on"
-    ]
-    assert w.send(bodies("c")) == {sid("c"): None}
-    assert scores.posted == [[sid("a"), sid("b")]]  # the list was tried once only
-    assert sorted(cast(FakeCalls, w.calls).single_posts) == sorted([sid("a"), sid("b"), sid("c")])
 
 
 def test_single_posts_give_each_score_its_own_verdict() -> None:
