@@ -7,7 +7,9 @@
 - TLM calls in flight (``TRUST_EVAL_TLM_CONCURRENCY_LIMIT``): a limit without decay. A run's TLM
   engine holds its slots in leased blocks (:class:`TLMSlots`), never one request per item, and
   sends at most as many items at once as it holds slots. A block goes back as soon as the run
-  has no items for it; a run killed while holding slots loses them when its lease runs out.
+  has no items for it; a run killed while holding slots loses them when its lease runs out,
+  which only a persistent server does: a run on Prefect's embedded server (no
+  ``PREFECT_API_URL``) with a ceiling is refused.
 
 How the limits are created and sized: docs/SCALING.md.
 """
@@ -24,6 +26,7 @@ from prefect import get_client
 from prefect.client.schemas.objects import ConcurrencyLeaseHolder
 from prefect.concurrency.asyncio import concurrency
 from prefect.exceptions import ObjectNotFound
+from prefect.settings import get_current_settings
 
 from tasks.config import RunLogger, Tuning
 from tasks.errors import ConfigError
@@ -36,6 +39,13 @@ def check_limits(tuning: Tuning, logger: RunLogger | None = None) -> Tuning:
     """The limits named in the settings exist and have the right kind, or one ConfigError; the
     tuning to run with (the TLM slot block no larger than the ceiling: Prefect refuses a
     request for more slots than a limit has)."""
+    if tuning.tlm_concurrency_limit and not get_current_settings().api.url:
+        raise ConfigError(
+            f"TRUST_EVAL_TLM_CONCURRENCY_LIMIT={tuning.tlm_concurrency_limit} needs a persistent "
+            "Prefect server: set PREFECT_API_URL (e.g. `make prefect`, then export "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api), or unset it for a run of its own "
+            "(Prefect's embedded server never takes back the slots of a killed run)"
+        )
     wanted = [
         ("TRUST_EVAL_LANGFUSE_RATE_LIMIT", tuning.langfuse_rate_limit, True),
         ("TRUST_EVAL_LANGFUSE_INGESTION_RATE_LIMIT", tuning.langfuse_ingestion_rate_limit, True),

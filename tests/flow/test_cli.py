@@ -6,7 +6,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from flows.cli import main
+from flows.cli import main, preflight
+from flows.options import EvalOptions
 from flows.window_lock import window_lock
 from sandbox.faults import Fault
 from sandbox.langfuse import LangfuseSandbox
@@ -122,6 +123,33 @@ def test_config_errors_are_one_clean_line(
     err = capsys.readouterr().err
     assert "CLEANLAB_TLM_API_KEY" in err and "Traceback" not in err
     assert langfuse_sandbox.faults.requests == [] and tlm.prompts == []
+
+
+def test_a_tlm_ceiling_on_the_embedded_server_is_refused_in_one_line(
+    langfuse_sandbox: LangfuseSandbox,
+    tlm: TLMSandbox,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No PREFECT_API_URL: the run would use Prefect's embedded server, which never takes
+    back a killed run's slots. Refused before any call; the same run on a server is not."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    seed(langfuse_sandbox, 3, start=START, step=timedelta(hours=3))
+    monkeypatch.setenv("TRUST_EVAL_TLM_CONCURRENCY_LIMIT", "tlm-in-flight")
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):  # as a plain CLI run
+        assert main(window_args()) == 2
+        assert main(window_args("--dry-run")) == 2
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert len(lines) == 2 and lines[0] == lines[1], err
+    assert lines[0].startswith("error: TRUST_EVAL_TLM_CONCURRENCY_LIMIT=tlm-in-flight needs a ")
+    assert "persistent Prefect server" in err and "PREFECT_API_URL" in err
+    assert langfuse_sandbox.faults.requests == [] and tlm.prompts == []
+
+    monkeypatch.delenv("TRUST_EVAL_TLM_CONCURRENCY_LIMIT")  # a run of its own goes ahead
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        preflight([TAG], EvalOptions())
 
 
 def test_backfill_ok_then_failed_day(
