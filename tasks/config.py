@@ -72,6 +72,9 @@ class Tuning(BaseSettings):
     retry_base_delay_s: Annotated[float, Field(ge=0)] = 1.0  # exponential backoff base
     retry_max_delay_s: Annotated[float, Field(ge=0)] = 60.0  # cap, Retry-After included
     tlm_timeout_s: Annotated[float, Field(gt=0)] = 120.0  # per TLM item
+    # after a TLM 429 without Retry-After (the client would retry at once), the run's TLM calls
+    # pause at least this long (doubling while the 429s go on, jittered)
+    tlm_rate_limit_wait_s: Annotated[float, Field(gt=0, le=60)] = 1.0
     # a Prefect global concurrency limit with slot decay that every Langfuse request of every
     # run takes a slot from: one request budget shared by all workers (make prefect creates it)
     langfuse_rate_limit: str | None = None
