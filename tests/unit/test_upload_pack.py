@@ -34,8 +34,11 @@ from tasks.upload import (
     Writer,
     body_bytes,
     comment_text,
+    event_verdicts,
+    iso_utc,
     pack,
     score_bodies,
+    score_event,
     upload_scores,
 )
 
@@ -427,3 +430,45 @@ def test_nothing_to_upload_sends_nothing() -> None:
     result = upload_scores([], ScoreSpec("s", {}), w)
     assert (result.uploaded, result.failed, scores.posted) == ([], [], [])
     assert cast(FakeCalls, w.calls).requests == 0
+
+
+# --------------------------------------------------------------------------- ingestion events
+
+
+def test_a_score_event_carries_its_score_id_and_the_units_start_as_its_timestamp() -> None:
+    spec = ScoreSpec("trust_score", META, config_id="cfg", label=LABEL)
+    item = Scored(pair("t1", "g1", env="prod"), 0.1, "why")
+    main, label = (score_event(b) for b in score_bodies(item, spec))
+    assert main["type"] == label["type"] == "score-create"
+    assert main["timestamp"] == label["timestamp"] == "2026-11-28T12:00:00.250000Z"
+    assert main["body"] == {
+        "id": score_id("t1", "trust_score", "g1"), "traceId": "t1", "observationId": "g1",
+        "name": "trust_score", "value": 0.1, "dataType": "NUMERIC", "configId": "cfg",
+        "environment": "prod", "metadata": META, "comment": "why",
+    }  # fmt: skip
+    # its own id: the 207 names events, not scores; a fresh one per event
+    assert len({main["id"], label["id"], main["body"]["id"], label["body"]["id"]}) == 4
+    assert iso_utc(datetime(2026, 1, 2, 3, 4, 5)) == "2026-01-02T03:04:05Z"  # naive: UTC
+
+
+def test_the_207_of_ingestion_is_mapped_back_from_event_ids_to_scores() -> None:
+    spec = ScoreSpec("trust_score", META)
+    events = [score_event(b) for t in ("a", "b", "c", "d") for b in score_bodies(scored(t), spec)]
+    answer = {
+        "successes": [{"id": events[i]["id"], "status": 201} for i in (0, 3)],
+        "errors": [
+            {"id": events[1]["id"], "status": 400, "message": "Invalid request data",
+             "error": "bad\n value"},
+            {"id": "unknown", "status": 400, "message": "Invalid request data"},
+        ],
+    }  # fmt: skip
+    assert event_verdicts(events, answer) == {
+        sid("a"): None,
+        sid("b"): (Reason.REFUSED, "HTTP 400: Invalid request data: bad value"),
+        sid("c"): (Reason.UPLOAD_ERROR, "Langfuse's 207 has no result for its event"),
+        sid("d"): None,
+    }
+    nothing = event_verdicts(events, "not json")
+    assert set(nothing.values()) == {
+        (Reason.UPLOAD_ERROR, "Langfuse's 207 has no result for its event")
+    }
