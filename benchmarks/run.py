@@ -234,7 +234,8 @@ def run_one(
         "langfuse_profile": langfuse_profile,
     }
     try:
-        with LangfuseSandbox(store=store) as lf:
+        with LangfuseSandbox(store=store, profile=langfuse_profile) as lf:
+            result["langfuse_profile"] = lf.store.profile  # as the server runs it
             rl = scenario.rate_limit
             if rl is not None:
                 lf.set_rate_limit(per_minute=rl["limit"], window_s=rl["window_s"])
