@@ -74,6 +74,27 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "tlm_latency": 0.3,
         "tlm_latency_p99": 3.0,
     },
+    # the score write path per server: a 10k window on each Langfuse profile, run twice (the
+    # second run on the same data, with a fresh Prefect home and so no ledger: what Langfuse
+    # shows alone must make it pay nothing)
+    "v416": {
+        "sizes": "10000",
+        "hobby": "",
+        "contenders": "flow",
+        "repeat": 3,
+        "tlm_latency": 0.05,
+        "langfuse_profile": "v4.16",
+        "rerun": True,
+    },
+    "current": {
+        "sizes": "10000",
+        "hobby": "",
+        "contenders": "flow",
+        "repeat": 3,
+        "tlm_latency": 0.05,
+        "langfuse_profile": "current",
+        "rerun": True,
+    },
 }
 
 
@@ -198,19 +219,23 @@ def run_one(
     log_dir: Path,
     prefect_home: Path | None,
     profile_dir: Path | None = None,
+    langfuse_profile: str = "current",
+    rerun: bool = False,
 ) -> dict[str, Any]:
     size = scenario.size
     print(f"  {contender:<5} {size:>7,} traces: seeding…", end="", flush=True)
-    store = LangfuseStore()
+    store = LangfuseStore(profile=langfuse_profile)
     intended = workload.seed_store(store, size)
     work = Path(tempfile.mkdtemp(prefix=f"bench-{contender}-"))
     result: dict[str, Any] = {
         "contender": contender,
         "size": size,
         "rate_limit": scenario.rate_limit,
+        "langfuse_profile": langfuse_profile,
     }
     try:
-        with LangfuseSandbox(store=store) as lf:
+        with LangfuseSandbox(store=store, profile=langfuse_profile) as lf:
+            result["langfuse_profile"] = lf.store.profile  # as the server runs it
             rl = scenario.rate_limit
             if rl is not None:
                 lf.set_rate_limit(per_minute=rl["limit"], window_s=rl["window_s"])
@@ -291,15 +316,13 @@ def run_one(
             spans = tlm.spans()
             result["tlm_refused"] = sum(1 for sp in spans if sp.status in (429, 503))
             result["tlm_in_flight"] = charts.series(spans)
-            scores = [s for s in store.all_scores() if s.name == workload.SCORE_NAME]
-            traced = {s.trace_id for s in scores}
-            result["scores"] = {
-                "intended": len(intended),
-                "rows": len(scores),
-                "landed": len(traced & intended),
-                "stray": len(traced - intended),
-                "duplicates": len(scores) - len(traced),
-            }
+            result["scores"] = landed_scores(store, intended)
+            if rerun:
+                print(" again…", end="", flush=True)
+                result["rerun"] = run_again(
+                    contender, store, intended, lf, tlm, work, spec, prefect_home, log_dir,
+                    timeout_s,
+                )  # fmt: skip
             runs = result.get("prefect_task_runs")
             result["prefect_task_runs_per_1k"] = (
                 round(runs * 1000 / size, 3) if isinstance(runs, int) else None
@@ -317,6 +340,69 @@ def run_one(
         flush=True,
     )
     return result
+
+
+def landed_scores(store: LangfuseStore, intended: set[str]) -> dict[str, int]:
+    """The window's scores in the store: landed, duplicated, and how many carry their trace's
+    start time as their timestamp (what makes the window's time range find them)."""
+    scores = [s for s in store.all_scores() if s.name == workload.SCORE_NAME]
+    traced = {s.trace_id for s in scores}
+    starts = {o.trace_id: o.start_ms for o in store.all_observations() if o.is_root}
+    return {
+        "intended": len(intended),
+        "rows": len(scores),
+        "landed": len(traced & intended),
+        "stray": len(traced - intended),
+        "duplicates": len(scores) - len(traced),
+        "at_trace_start": sum(1 for s in scores if s.timestamp_ms == starts.get(s.trace_id or "")),
+    }
+
+
+def run_again(
+    contender: str,
+    store: LangfuseStore,
+    intended: set[str],
+    lf: LangfuseSandbox,
+    tlm: TLMSandbox,
+    work: Path,
+    spec: Path,
+    prefect_home: Path | None,
+    log_dir: Path,
+    timeout_s: float,
+) -> dict[str, Any]:
+    """The same window again on the same Langfuse data, from a fresh Prefect home (no score
+    ledger: only what Langfuse shows keeps TLM from being paid again)."""
+    home = work / "prefect-home-again"
+    if prefect_home is not None and contender == "flow":
+        shutil.copytree(prefect_home, home)
+    lf.faults.reset_log()
+    paid = tlm.faults.count("tlm.score")
+    out = work / "out-again.json"
+    log_path = log_dir / f"{contender}-again-{work.name[-8:]}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", f"benchmarks.contender_{contender}", str(spec), str(out)],
+            cwd=ROOT,
+            env=child_env(lf, tlm, home),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        code, _, _ = _wait(proc, timeout_s)
+    figures = json.loads(out.read_text()) if out.exists() else {}
+    reqs = list(lf.faults.requests)
+    return {
+        "exit_code": code,
+        "error": figures.get("error") or (None if out.exists() else f"no result ({code})"),
+        "work_s": figures.get("work_s"),
+        "report_counts": figures.get("report_counts"),
+        "tlm_requests": tlm.faults.count("tlm.score") - paid,
+        "langfuse": {
+            "total": len(reqs),
+            "by_endpoint": dict(sorted(Counter(r.endpoint for r in reqs).items())),
+        },
+        "scores": landed_scores(store, intended),
+    }
 
 
 def git_state() -> tuple[str | None, bool]:
@@ -398,6 +484,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--tlm-ceiling-status", type=int, choices=(429, 503), default=429)
     parser.add_argument(
+        "--langfuse-profile",
+        choices=("current", "v4.16"),
+        help="the Langfuse sandbox's server profile (default current)",
+    )
+    parser.add_argument(
+        "--rerun",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run each contender a second time on the same data, from a fresh Prefect home",
+    )
+    parser.add_argument(
         "--charts",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -426,6 +523,8 @@ def main(argv: list[str] | None = None) -> int:
     args.contenders = args.contenders or ",".join(DEFAULT_CONTENDERS)
     args.repeat = 2 if args.repeat is None else args.repeat
     args.tlm_latency = 0.05 if args.tlm_latency is None else args.tlm_latency
+    args.langfuse_profile = args.langfuse_profile or "current"
+    args.rerun = bool(args.rerun)
     latency = (
         Latency.lognormal(args.tlm_latency, args.tlm_latency_p99, args.tlm_seed)
         if args.tlm_latency_p99 is not None
@@ -462,6 +561,8 @@ def main(argv: list[str] | None = None) -> int:
         "tlm_latency_s": args.tlm_latency,
         "tlm_latency": latency.describe(),
         "tlm_ceiling": {"max_in_flight": ceiling[0], "status": ceiling[1]} if ceiling else None,
+        "langfuse_profile": args.langfuse_profile,
+        "rerun": args.rerun,
         "repeat": repeat,
         "seed_max": args.seed_max,
         "cpus": os.cpu_count(),
@@ -511,6 +612,8 @@ def main(argv: list[str] | None = None) -> int:
                         log_dir=log_dir,
                         prefect_home=template,
                         profile_dir=args.profile,
+                        langfuse_profile=args.langfuse_profile,
+                        rerun=args.rerun,
                     )
                     runs.append(run | {"rep": rep})
     meta["duration_s"] = round(time.perf_counter() - t0, 1)

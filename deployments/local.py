@@ -159,6 +159,7 @@ def run(args: Sequence[str], env: Mapping[str, str], timeout: float = 300.0) -> 
 
 
 RATE_LIMIT = "langfuse-requests"
+INGESTION_LIMIT = "langfuse-ingestion"  # POST ingestion: Langfuse's "ingestion" rate bucket
 TLM_LIMIT = "tlm-in-flight"
 
 
@@ -276,6 +277,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         per_minute = float(os.environ.get("TRUST_EVAL_LANGFUSE_REQUESTS_PER_MINUTE", "30"))
         create_rate_limit(env, per_minute)
         env.setdefault("TRUST_EVAL_LANGFUSE_RATE_LIMIT", RATE_LIMIT)
+        ingestion = float(os.environ.get("TRUST_EVAL_LANGFUSE_INGESTION_PER_MINUTE", "1000"))
+        create_rate_limit(env, ingestion, INGESTION_LIMIT)
+        env.setdefault("TRUST_EVAL_LANGFUSE_INGESTION_RATE_LIMIT", INGESTION_LIMIT)
         in_flight = int(os.environ.get("TRUST_EVAL_TLM_MAX_IN_FLIGHT", "512"))
         create_tlm_limit(env, in_flight)
         env.setdefault("TRUST_EVAL_TLM_CONCURRENCY_LIMIT", TLM_LIMIT)
@@ -291,7 +295,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"Logs:        {home / 'server.log'}, {home / 'worker.log'}\n"
             f"Langfuse:    at most {per_minute:.0f} requests a minute over all runs (global "
             f"concurrency limit {RATE_LIMIT!r};\n"
-            "             TRUST_EVAL_LANGFUSE_REQUESTS_PER_MINUTE sets your plan's limit)\n"
+            "             TRUST_EVAL_LANGFUSE_REQUESTS_PER_MINUTE sets your plan's limit);\n"
+            f"             score batches on POST ingestion: {ingestion:.0f} a minute "
+            f"({INGESTION_LIMIT!r},\n"
+            "             TRUST_EVAL_LANGFUSE_INGESTION_PER_MINUTE)\n"
             f"TLM:         at most {in_flight} calls in flight over all runs (global concurrency "
             f"limit {TLM_LIMIT!r};\n"
             "             TRUST_EVAL_TLM_MAX_IN_FLIGHT sets it)\n"

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from flows import prefect_server
 from flows.options import EvalOptions
-from tasks.config import LangfuseSettings, Tuning
+from tasks.config import LangfuseSettings, Tuning, no_ceiling_here
 from tasks.errors import ConfigError, TrustEvalError
 from tasks.windows import LONG_SPAN
 
@@ -42,6 +42,8 @@ class Session:
     def start_prefect(self, tuning: Tuning) -> prefect_server.PrefectApi:
         """Choose the server; an embedded one starts while Langfuse is asked."""
         self.prefect = prefect_server.choose(tuning.local_prefect_api or None, self.say)
+        if tuning.tlm_concurrency_limit and self.prefect.kind == "embedded":
+            raise ConfigError(no_ceiling_here(tuning.tlm_concurrency_limit))
         return self.prefect
 
     def ready(self) -> None:

@@ -112,6 +112,8 @@ class Landing:
         report.read_back += up.read_back
         self.tally.add(up.uploaded + up.failed)
         self.book.record(items, {x.key for x in up.uploaded})
+        if up.suspended is not None:  # recorded as not taken: the next run re-sends them
+            raise StageError(up.suspended)
         if up.failed and not up.uploaded:
             raise StageError(
                 f"writing scores failed: {self.server.label} took none of the "
@@ -130,7 +132,7 @@ def queue_for_review(opts: EvalOptions, tally: Tally, config_ids: list[str], lf:
     earlier = opts.rescore or any(k in tally.values for k in low)
     with stage("adding traces to the review queue"):
         objects = [(x.object_id, x.object_type) for x in ranked]
-        result = review_task(lf, opts.review_queue, config_ids, objects, earlier)
+        result = review_task(lf, opts.review_queue, config_ids, objects, earlier, opts.score_name)
     report.queued_for_review = result.added
     report.already_in_review = result.already_queued
 

@@ -91,14 +91,18 @@ class EvalOptions(BaseModel):
             raise ValueError("untrustworthy_below must not exceed low_trust_threshold")
         if self.review_queue is not None and not self.review_queue.strip():
             raise ValueError("review_queue must be a queue name (or unset)")
-        names = [self.score_name] if self.score_config else []
+        # a review queue needs a score config: without ours, it gets the trust score's
+        queue_config = self.review_queue is not None and not self.label_score
+        names = [self.score_name] if self.score_config or queue_config else []
         names += [self.label_name] if self.label_name else []
         for name in names:
             if not CONFIG_NAME.fullmatch(name):
+                fix = "set score_config=false and label_score=false"
+                if self.review_queue is not None:
+                    fix += " and unset review_queue (a Langfuse queue needs a score config)"
                 raise ValueError(
                     f"{name!r} cannot name a Langfuse score config (at most 35 letters, digits, "
-                    "spaces, _ . ( ) -): shorten score_name, or set score_config=false and "
-                    "label_score=false"
+                    f"spaces, _ . ( ) -): shorten score_name, or {fix}"
                 )
         return self
 

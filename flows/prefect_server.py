@@ -31,11 +31,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tasks.config import EMBEDDED_PREFECT_API_VAR
 from tasks.errors import TrustEvalError
 
 STARTUP_VAR = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
 STARTUP_DEFAULT_S = 180  # Prefect's own 20 s is too short on a busy 2-core machine
-EMBEDDED_VAR = "TRUST_EVAL_EMBEDDED_PREFECT_API"  # the API URL of this process's own server
 PROGRESS_EVERY_S = 5.0
 Say = Callable[[str], None]
 
@@ -194,7 +194,7 @@ def choose(local_api: str | None, say: Say) -> PrefectApi:
     why = f"{STARTUP_VAR}={timeout}" if chosen else f"up to {timeout} s; {STARTUP_VAR} sets it"
     say(f"Prefect: starting an embedded server for this run at {server.url} ({why}) ...")
     os.environ["PREFECT_API_URL"] = server.url
-    os.environ[EMBEDDED_VAR] = server.url
+    os.environ[EMBEDDED_PREFECT_API_VAR] = server.url
     os.environ.setdefault(STARTUP_VAR, str(timeout))  # any ephemeral server Prefect starts too
     os.environ.setdefault("PREFECT_UI_URL", "")  # it has no UI: no links to one
     return PrefectApi(server.url, "embedded", server)

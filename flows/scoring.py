@@ -39,7 +39,10 @@ def make_engine(
             tuning.tlm_concurrency_limit, tuning.tlm_slot_block, tuning.tlm_slot_lease_s,
             run_id, logger,
         )  # fmt: skip
-    return TLMEngine(cfg, quality_preset=preset, timeout_s=tuning.tlm_timeout_s, shared=shared)
+    return TLMEngine(
+        cfg, quality_preset=preset, timeout_s=tuning.tlm_timeout_s, shared=shared,
+        rate_limit_wait_s=tuning.tlm_rate_limit_wait_s,
+    )  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -124,6 +127,12 @@ def chunks_at_tlm(
             raise
         finally:
             report.tlm_slot_wait_s = round(engine.slot_wait_s, 1) if engine else 0.0
+            if engine is not None and engine.pacing.rate_limited:
+                report.warnings.append(
+                    f"TLM answered {engine.pacing.rate_limited} calls 429 without Retry-After: "
+                    f"its calls paused {engine.pacing.paused_s:.0f} s in all "
+                    "(TRUST_EVAL_TLM_RATE_LIMIT_WAIT_S)"
+                )
         if errors:
             raise StageError("; ".join(errors))
     if report.tlm_requests and health.scored_any is False:

@@ -38,9 +38,10 @@ from prefect.context import SettingsContext, get_settings_context
 from prefect.exceptions import ObjectAlreadyExists
 from prefect.logging import get_logger
 from prefect.runtime import flow_run
-from prefect.settings import PREFECT_API_URL, PREFECT_HOME
+from prefect.settings import PREFECT_HOME
 
 from flows.stopping import STOP
+from tasks.budgets import on_persistent_server
 from tasks.clock import SYSTEM, Clock
 from tasks.errors import StageError, WindowLockTimeout
 from tasks.stream import Stream
@@ -263,9 +264,7 @@ def _keep_alive(lock: Held, settings: SettingsContext) -> None:
 def on_shared_server() -> bool:
     """Runs share a Prefect server (PREFECT_API_URL), not each its own ephemeral one (Prefect's,
     or the CLI's embedded server: flows/prefect_server.py)."""
-    url = PREFECT_API_URL.value()
-    own = url is not None and url == os.environ.get("TRUST_EVAL_EMBEDDED_PREFECT_API")
-    return (url is not None and not own) or sys.platform == "win32"
+    return on_persistent_server() or sys.platform == "win32"
 
 
 @contextmanager

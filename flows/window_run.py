@@ -95,8 +95,7 @@ class WindowRun:
         )
         self.reader = Reader(self.lf, self.window, o, server, self.book, self.report,
                              self.progress, self.logger)  # fmt: skip
-        how = "score lists" if server.batch_scores else "one score per POST"
-        self.logger.info("%s (%s) takes %s", server.label, self.lf.cfg.shown_url, how)
+        self.logger.info("%s (%s) takes %s", server.label, self.lf.cfg.shown_url, server.how)
         return self.stream
 
     def locked(self) -> AbstractContextManager[Held | None]:

@@ -1,11 +1,15 @@
 """Budgets shared by every run that talks to one Prefect server: global concurrency limits.
 
 - Langfuse requests (``TRUST_EVAL_LANGFUSE_RATE_LIMIT``): a limit with slot decay, refilled at
-  the plan's rate; every request takes one slot (``tasks.langfuse_api.Calls``).
+  the plan's rate; every request takes one slot (``tasks.langfuse_api.Calls``). Score batches
+  on POST ingestion count in Langfuse's "ingestion" bucket instead, so they take slots of
+  ``TRUST_EVAL_LANGFUSE_INGESTION_RATE_LIMIT`` (when set), refilled at that bucket's rate.
 - TLM calls in flight (``TRUST_EVAL_TLM_CONCURRENCY_LIMIT``): a limit without decay. A run's TLM
   engine holds its slots in leased blocks (:class:`TLMSlots`), never one request per item, and
   sends at most as many items at once as it holds slots. A block goes back as soon as the run
-  has no items for it; a run killed while holding slots loses them when its lease runs out.
+  has no items for it; a run killed while holding slots loses them when its lease runs out,
+  which only a persistent server does: a run on Prefect's embedded server (no
+  ``PREFECT_API_URL``, or the CLI's own embedded one) with a ceiling is refused.
 
 How the limits are created and sized: docs/SCALING.md.
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Callable
 from uuid import UUID
@@ -22,20 +27,31 @@ from prefect import get_client
 from prefect.client.schemas.objects import ConcurrencyLeaseHolder
 from prefect.concurrency.asyncio import concurrency
 from prefect.exceptions import ObjectNotFound
+from prefect.settings import get_current_settings
 
-from tasks.config import RunLogger, Tuning
+from tasks.config import EMBEDDED_PREFECT_API_VAR, RunLogger, Tuning, no_ceiling_here
 from tasks.errors import ConfigError
 
 WAITED_S = 1.0
 CREATE_HINT = "run `make prefect`, or create it: prefect gcl create {name} --limit N"
 
 
+def on_persistent_server() -> bool:
+    """Runs share a persistent Prefect server (PREFECT_API_URL), not each its own ephemeral one
+    (Prefect's, or the CLI's embedded server), which runs no lease repossessor."""
+    url = get_current_settings().api.url
+    return url is not None and url != os.environ.get(EMBEDDED_PREFECT_API_VAR)
+
+
 def check_limits(tuning: Tuning, logger: RunLogger | None = None) -> Tuning:
     """The limits named in the settings exist and have the right kind, or one ConfigError; the
     tuning to run with (the TLM slot block no larger than the ceiling: Prefect refuses a
     request for more slots than a limit has)."""
+    if tuning.tlm_concurrency_limit and not on_persistent_server():
+        raise ConfigError(no_ceiling_here(tuning.tlm_concurrency_limit))
     wanted = [
         ("TRUST_EVAL_LANGFUSE_RATE_LIMIT", tuning.langfuse_rate_limit, True),
+        ("TRUST_EVAL_LANGFUSE_INGESTION_RATE_LIMIT", tuning.langfuse_ingestion_rate_limit, True),
         ("TRUST_EVAL_TLM_CONCURRENCY_LIMIT", tuning.tlm_concurrency_limit, False),
     ]
     wanted = [w for w in wanted if w[1]]

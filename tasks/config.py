@@ -17,7 +17,21 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from tasks.errors import ConfigError
 
-RunLogger = Logger | LoggerAdapter[Logger]  # what Prefect's get_run_logger() returns
+# the API URL of the CLI's own embedded Prefect server (flows/prefect_server.py), when it runs one
+EMBEDDED_PREFECT_API_VAR = "TRUST_EVAL_EMBEDDED_PREFECT_API"
+RunLogger = Logger | LoggerAdapter[Logger]
+
+
+def no_ceiling_here(limit: str) -> str:
+    """Why a TLM ceiling is refused on an embedded or ephemeral Prefect server."""
+    return (
+        f"TRUST_EVAL_TLM_CONCURRENCY_LIMIT={limit} needs a persistent Prefect server: set "
+        "PREFECT_API_URL (e.g. `make prefect`, then export PREFECT_API_URL="
+        "http://127.0.0.1:4200/api), or unset it for a run of its own (an embedded server "
+        "never takes back the slots of a killed run)"
+    )  # what Prefect's get_run_logger() returns
+
+
 QualityPreset = Literal["best", "high", "medium", "low", "base"]
 EXPLAINING_PRESETS = ("best", "high", "medium")
 # TLM tokens per token of prompt and response, by preset (a dry run's cost estimate): the
@@ -91,9 +105,15 @@ class Tuning(BaseSettings):
     retry_base_delay_s: Annotated[float, Field(ge=0)] = 1.0  # exponential backoff base
     retry_max_delay_s: Annotated[float, Field(ge=0)] = 60.0  # cap, Retry-After included
     tlm_timeout_s: Annotated[float, Field(gt=0)] = 120.0  # per TLM item
+    # after a TLM 429 without Retry-After (the client would retry at once), the run's TLM calls
+    # pause at least this long (doubling while the 429s go on, jittered)
+    tlm_rate_limit_wait_s: Annotated[float, Field(gt=0, le=60)] = 1.0
     # a Prefect global concurrency limit with slot decay that every Langfuse request of every
     # run takes a slot from: one request budget shared by all workers (make prefect creates it)
     langfuse_rate_limit: str | None = None
+    # the same for POST ingestion (score-create events), which Langfuse counts in a bucket of
+    # its own, far larger than the general API's; unset: ingestion requests take no slot
+    langfuse_ingestion_rate_limit: str | None = None
     # a Prefect global concurrency limit (no decay) whose slots every TLM call in flight takes:
     # one ceiling for the runs of every worker; slots are taken in leased blocks of this size
     tlm_concurrency_limit: str | None = None
@@ -109,6 +129,8 @@ class Tuning(BaseSettings):
     chunks_in_flight: Annotated[int, Field(ge=1, le=32)] = 8
     max_prompt_chars: Annotated[int, Field(ge=100)] = 250_000  # ~70k tokens: skip too_large
     upload_batch_bytes: Annotated[int, Field(ge=10_000, le=1_000_000)] = 900_000
+    # a batch of score-create events on the ingestion route (Langfuse takes up to 4.5 MB)
+    ingestion_batch_bytes: Annotated[int, Field(ge=10_000, le=4_000_000)] = 3_500_000
     settle_lag_s: Annotated[float, Field(ge=0, le=86_400)] = 600.0  # traces younger may run on
     # a trace's GENERATIONs start within this long after its root (looked up per page)
     trace_max_duration_s: Annotated[float, Field(ge=0)] = 3600.0
@@ -117,8 +139,10 @@ class Tuning(BaseSettings):
     lowest_n: Annotated[int, Field(ge=1, le=1000)] = 20  # rows in the lowest-trust table
     langfuse_ui_url: str | None = None  # base for trace links; default the API base URL
     # how scores are written: "auto" asks the server's version (GET health); "batch" is the
-    # list POST (Cloud, self-hosted v4.59+), "single" one score per POST (self-hosted v4.16)
-    score_write: Literal["auto", "batch", "single"] = "auto"
+    # list POST (Cloud, self-hosted v4.59+), "ingestion" score-create events in batches on
+    # POST ingestion (older self-hosted servers: v4.16), "single" one score per POST (v4.16;
+    # stamped on arrival, so looked up by id)
+    score_write: Literal["auto", "batch", "ingestion", "single"] = "auto"
     single_post_concurrency: Annotated[int, Field(ge=1, le=64)] = 8
     # Langfuse shows a written score to readers only after a while (worker + ClickHouse)
     score_read_lag_s: Annotated[float, Field(ge=0)] = 900.0

@@ -7,7 +7,7 @@ import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 from urllib.parse import urlsplit
 
 import httpx
@@ -18,7 +18,7 @@ from langfuse.api.scores.client import ScoresClient
 
 from tasks.clock import SYSTEM, Clock
 from tasks.config import LangfuseSettings, RunLogger, Tuning, without_credentials
-from tasks.errors import ConfigError
+from tasks.errors import ConfigError, StageError
 from tasks.retry import AUTH_STATUS, describe, raise_if_transient, retrying
 
 T = TypeVar("T")
@@ -100,13 +100,21 @@ class Calls:
     def scores(self) -> ScoresClient:
         return cast(ScoresClient, self.api.scores)
 
-    def __call__(self, what: str, fn: Callable[[], T], *, retry: bool = True) -> T:
+    def __call__(
+        self, what: str, fn: Callable[[], T], *, retry: bool = True, ingestion: bool = False
+    ) -> T:
+        """``fn()`` (one request), counted, retried when transient, within the shared budget:
+        ``ingestion`` requests (POST ingestion) have a rate bucket of their own at Langfuse,
+        and so a limit of their own here."""
+        t = self.tuning
+        budget = t.langfuse_ingestion_rate_limit if ingestion else t.langfuse_rate_limit
+
         def counted() -> T:
-            if self.tuning.langfuse_rate_limit:  # wait for a slot of the shared budget
+            if budget:  # wait for a slot of the shared budget
                 # imported here: without a shared budget, Langfuse is asked before Prefect loads
                 from prefect.concurrency.sync import rate_limit
 
-                rate_limit(self.tuning.langfuse_rate_limit, strict=True)
+                rate_limit(budget, strict=True)
             self.mine.add()
             if self.run is not None:
                 self.run.add()
@@ -117,9 +125,28 @@ class Calls:
                 return counted()
             return retrying(self.tuning, self.logger, what, counted, sleep=self.clock.sleep)
         except ApiError as err:
+            if err.status_code == 403 and SUSPENDED in str(err.body).lower():
+                raise suspended(self.cfg) from None
             if err.status_code in AUTH_STATUS:
                 raise refused_keys(self.cfg, err.status_code) from None
             raise
+
+
+SUSPENDED = "ingestion suspended"  # Langfuse's 403 when a project is over its usage threshold
+
+
+class IngestionSuspended(StageError):
+    """Langfuse refuses every write of the project until its usage is back under the plan."""
+
+
+def suspended(cfg: LangfuseSettings) -> IngestionSuspended:
+    host = urlsplit(cfg.base_url).netloc or cfg.base_url
+    return IngestionSuspended(
+        f"Langfuse at {host} suspended ingestion for this project: usage threshold exceeded "
+        "(HTTP 403). Raise the plan's limit or upgrade it in Langfuse (organization settings "
+        "-> billing), or wait for the next usage period; the scores paid for stay in the score "
+        "ledger and the next run writes them without paying TLM again"
+    )
 
 
 def refused_keys(cfg: LangfuseSettings, status: int | None) -> ConfigError:
@@ -213,15 +240,39 @@ def scores_by_id(calls: Calls, score_ids: Sequence[str], what: str) -> list[Scor
 # --- what the server is ------------------------------------------------------------------
 
 
+# how a server takes scores: SDK 5's list POST (Cloud, self-hosted v4.59+), score-create events
+# on the ingestion route (older self-hosted servers), or one score per POST (stamped on arrival)
+WriteRoute = Literal["list", "ingestion", "single"]
+ROUTES: dict[str, WriteRoute] = {"batch": "list", "ingestion": "ingestion", "single": "single"}
+
+
 @dataclass(frozen=True, slots=True)
 class Server:
     version: str | None
-    batch_scores: bool  # POST /scores takes a list (and keeps the score timestamp)
+    write: WriteRoute
     project_id: str | None = None  # the project of the key pair
+
+    @property
+    def batch_scores(self) -> bool:
+        """Scores go in batches that keep our timestamp (the unit's start time), so the
+        window's time range finds them: the list POST and ingestion events, not single POSTs."""
+        return self.write != "single"
 
     @property
     def label(self) -> str:
         return f"Langfuse {self.version}" if self.version else "Langfuse (version unknown)"
+
+    @property
+    def how(self) -> str:
+        """The write route, as the run's log says it."""
+        return {
+            "list": "score lists (POST scores)",
+            "ingestion": "score-create events in batches (POST ingestion)",
+            "single": "one score per POST",
+        }[self.write]
+
+    def taking(self, write: WriteRoute) -> Server:
+        return Server(self.version, write, self.project_id)
 
 
 def parse_version(text: str | None) -> tuple[int, ...] | None:
@@ -232,14 +283,17 @@ def parse_version(text: str | None) -> tuple[int, ...] | None:
 def server_of(version: str | None, mode: str = "auto") -> Server:
     """How to write scores to a server reporting ``version``.
 
-    Self-hosted v4.16 takes ONE score per POST and stamps it on arrival; SDK 5's list POST
-    needs v4.59+ (or Cloud). An unknown version gets the list POST, and a refused list falls
-    back to single POSTs (see tasks.upload).
+    SDK 5's list POST needs v4.59+ (or Cloud). An older server (self-hosted v4.16) takes ONE
+    score per POST and stamps it on arrival, but also takes score-create events in batches on
+    its ingestion route, each score timestamped by its event: that route. An unknown version
+    gets the list POST here (``connect`` asks the server first), and a refused list falls back
+    to ingestion events (see tasks.upload). ``mode`` (TRUST_EVAL_SCORE_WRITE) overrides.
     """
-    if mode in ("batch", "single"):
-        return Server(version, batch_scores=mode == "batch")
+    if mode in ROUTES:
+        return Server(version, ROUTES[mode])
     parsed = parse_version(version)
-    return Server(version, batch_scores=parsed is None or parsed[:2] >= BATCH_SCORES_SINCE)
+    lists = parsed is None or parsed[:2] >= BATCH_SCORES_SINCE
+    return Server(version, "list" if lists else "ingestion")
 
 
 def not_langfuse(cfg: LangfuseSettings, url: str, what: str) -> ConfigError:
@@ -291,8 +345,8 @@ def connect(cfg: LangfuseSettings, tuning: Tuning, calls: Calls) -> Server:
     version = str(body.get("version") or "") or None
     server = server_of(version, tuning.score_write)
     if tuning.score_write == "auto" and parse_version(version) is None:
-        server = Server(version, batch_scores=takes_lists(cfg, calls))
-    return Server(server.version, server.batch_scores, project_of(cfg, calls))
+        server = server.taking("list" if takes_lists(cfg, calls) else "ingestion")
+    return Server(server.version, server.write, project_of(cfg, calls))
 
 
 def project_of(cfg: LangfuseSettings, calls: Calls) -> str:

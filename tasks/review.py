@@ -84,11 +84,21 @@ def find_queue(calls: Calls, name: str) -> str | None:
     return next((str(q.id) for q in queues if q.name == name), None)
 
 
-def ensure_queue(calls: Calls, name: str, *, score_config_ids: list[str]) -> str:
-    """The id of the annotation queue ``name`` (created when missing)."""
+def ensure_queue(
+    calls: Calls, name: str, *, score_config_ids: list[str], score_name: str | None = None
+) -> str:
+    """The id of the annotation queue ``name`` (created when missing).
+
+    Langfuse creates a queue only with at least one score config (its reviewers' form:
+    ``scoreConfigIds`` is ``min(1)`` and every id must exist). A run that attaches its scores
+    to none (score_config and label_score off) creates the trust score's numeric config for
+    the queue all the same, named ``score_name``; its scores stay without a configId.
+    """
     found = find_queue(calls, name)
     if found:
         return found
+    if not score_config_ids and score_name:
+        score_config_ids = [ensure_trust_config(calls, score_name)]
     try:
         created = calls(
             f"creating annotation queue {name!r}",
@@ -150,6 +160,19 @@ def enqueue(
     return added, len(objects) - added
 
 
+def ensure_trust_config(calls: Calls, score_name: str) -> str:
+    """The id of the trust score's NUMERIC config (0 to 1), created when missing."""
+    return ensure_score_config(
+        calls,
+        score_name,
+        data_type="NUMERIC",
+        description=(
+            "Cleanlab TLM trustworthiness of the trace's answer, 0 (untrustworthy) to 1. "
+            "The comment holds TLM's explanation."
+        ),
+    )
+
+
 @task(name="ensure-score-configs", task_run_name="ensure score configs", cache_policy=NO_CACHE)
 def ensure_configs_task(
     lf: Access, score_name: str | None, label_name: str | None
@@ -158,15 +181,7 @@ def ensure_configs_task(
     calls = lf.calls(get_run_logger())
     ids: dict[str, str] = {}
     if score_name:
-        ids[score_name] = ensure_score_config(
-            calls,
-            score_name,
-            data_type="NUMERIC",
-            description=(
-                "Cleanlab TLM trustworthiness of the trace's answer, 0 (untrustworthy) to 1. "
-                "The comment holds TLM's explanation."
-            ),
-        )
+        ids[score_name] = ensure_trust_config(calls, score_name)
     if label_name:
         ids[label_name] = ensure_score_config(
             calls,
@@ -185,9 +200,14 @@ def review_task(
     score_config_ids: list[str],
     objects: list[tuple[str, str]],
     check_existing: bool,
+    score_name: str | None = None,
 ) -> QueueResult:
+    """Queue ``objects`` once; a queue to create with no ``score_config_ids`` gets the config
+    of ``score_name`` (see ``ensure_queue``)."""
     calls = lf.calls(get_run_logger())
-    queue_id = ensure_queue(calls, queue_name, score_config_ids=score_config_ids)
+    queue_id = ensure_queue(
+        calls, queue_name, score_config_ids=score_config_ids, score_name=score_name
+    )
     added, there = enqueue(calls, queue_id, objects, check_existing=check_existing)
     calls.logger.info("review queue %r: %d added, %d already queued", queue_name, added, there)
     return QueueResult(queue_id, added, there)

@@ -5,6 +5,13 @@ that the client's adaptive concurrency carries over from chunk to chunk and a ch
 alongside the slow tail of the chunks before it. A per-item TLM error becomes a recorded failure,
 never a score; ``ScoreResult.fatal`` is set only when TLM refused the key or the call as a whole
 failed, and ``all_failed`` lets the flow decide when TLM is down.
+
+Two of TLM's answers the client mishandles are corrected where every call passes, the client's
+rate handler (:func:`paced_handler`, installed in place of its own): a 429 without
+``Retry-After`` (which the client reads as "retry now", without end) pauses every call of the
+run for at least ``TRUST_EVAL_TLM_RATE_LIMIT_WAIT_S`` (:class:`Pacing`); and a 401 in any other
+shape than the API's own ``{"code": "invalid_api_key"}`` is raised as the client's
+``AuthError``, so it is a refused key (not retried, fatal) like the API's own.
 """
 
 from __future__ import annotations
@@ -12,10 +19,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import logging
 import math
+import random
 import threading
+import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -30,6 +41,7 @@ from tasks.budgets import TLMSlots
 from tasks.config import RunLogger, TLMSettings, check_preset
 from tasks.failures import Reason
 from tasks.models import Bucket, Outcome, Pair, Scored, outcome_for
+from tasks.retry import JITTER
 
 if TYPE_CHECKING:  # imported at run time only where used: it reads its base URL at import
     from cleanlab_tlm import TLM
@@ -86,6 +98,133 @@ def congestion_window(tlm: object) -> int | None:
             "items go out at once (the client still backs off on 429s)", MAX_IN_FLIGHT,
         )  # fmt: skip
     return None
+
+
+# --------------------------------------------------------------------------- TLM's answers
+
+PAUSE_CAP_S = 60.0  # the longest pause after 429s without Retry-After, however many in a row
+
+
+@dataclass
+class Pacing:
+    """The pause of a run's TLM calls after 429s that carry no ``Retry-After``.
+
+    cleanlab-tlm reads a missing header as "retry after 0 s" and retries at once, without
+    limit. Each such 429 makes every call of the run wait until ``resume_at``: at least
+    ``floor_s`` from that 429, doubling for each pause that ends in another 429 (up to
+    ``PAUSE_CAP_S``), stretched by up to ``JITTER`` at random; a scored item ends the series.
+    A 429 whose ``Retry-After`` is at least the floor is left to the client, which waits it.
+    """
+
+    floor_s: float
+    clock: Callable[[], float] = time.monotonic
+    jitter: Callable[[], float] = random.random
+    resume_at: float = 0.0
+    streak: int = 0  # pauses in a row that ended in another 429
+    rate_limited: int = 0  # 429s without a usable Retry-After
+    paused_s: float = 0.0  # time the run's calls were held, all pauses together
+
+    def after_429(self, retry_after: float) -> float | None:
+        """Record a 429 whose client waits ``retry_after`` s; the length of the pause it
+        starts, None when it starts none (a long enough Retry-After, or a pause running)."""
+        if retry_after >= self.floor_s:
+            return None
+        self.rate_limited += 1
+        now = self.clock()
+        new = now >= self.resume_at  # a pause running: the 429s of calls sent before it
+        self.streak += new
+        pause = min(self.floor_s * 2 ** (self.streak - 1), PAUSE_CAP_S)
+        pause *= 1.0 + JITTER * self.jitter()
+        before = max(self.resume_at, now)
+        self.resume_at = max(self.resume_at, now + pause)  # every 429 waits at least the floor
+        self.paused_s += self.resume_at - before
+        return pause if new else None
+
+    def after_answer(self) -> None:
+        self.streak = 0
+
+    def wait_s(self) -> float:
+        return max(0.0, self.resume_at - self.clock())
+
+    async def wait(self) -> None:
+        """Until the pause is over (at once when none runs)."""
+        while (wait := self.wait_s()) > 0:
+            await asyncio.sleep(wait)
+
+
+def answer_status(err: BaseException | None) -> int | None:
+    """The HTTP status of the TLM answer a client error came from: aiohttp's own error
+    carries it; the client's errors do not, but the answer object is a local of the frames
+    that raised them."""
+    import aiohttp
+
+    if isinstance(err, aiohttp.ClientResponseError):
+        return err.status
+    tb = err.__traceback__ if err is not None else None
+    while tb is not None:
+        for value in tb.tb_frame.f_locals.values():
+            if isinstance(value, aiohttp.ClientResponse):
+                return value.status
+        tb = tb.tb_next
+    return None
+
+
+@functools.cache
+def paced_handler() -> type[Any]:
+    """cleanlab-tlm's rate handler (its AIMD congestion window, kept), which also waits out
+    :class:`Pacing` before each call and raises any 401 as ``AuthError`` (imported on first
+    use: cleanlab_tlm reads its base URL at import)."""
+    from cleanlab_tlm.errors import AuthError, RateLimitError
+    from cleanlab_tlm.internal.concurrency import TlmRateHandler
+
+    class PacedRateHandler(TlmRateHandler):
+        def __init__(self, pacing: Pacing) -> None:
+            super().__init__()
+            self.pacing = pacing
+
+        async def __aenter__(self) -> None:
+            await self.pacing.wait()
+            await super().__aenter__()  # a pause may have begun while this call queued
+            await self.pacing.wait()
+
+        async def __aexit__(
+            self,
+            exc_type: type[BaseException] | None,
+            exc: BaseException | None,
+            tb: TracebackType | None,
+        ) -> bool:
+            if isinstance(exc, RateLimitError):
+                pause = self.pacing.after_429(exc.retry_after)
+                if pause is not None:
+                    logger.warning(
+                        "TLM answered 429 without Retry-After: its calls pause %.1f s", pause
+                    )
+            elif exc is None:
+                self.pacing.after_answer()
+            swallow = bool(await super().__aexit__(exc_type, exc, tb))
+            if exc is not None and not isinstance(exc, AuthError) and answer_status(exc) == 401:
+                raise AuthError(f"TLM answered HTTP 401 ({type(exc).__name__})") from None
+            return swallow
+
+    return PacedRateHandler
+
+
+def install_pacing(tlm: object, pacing: Pacing) -> bool:
+    """Put the paced handler in place of the client's own; False (a warning, once) when the
+    client no longer has one where it used to."""
+    if not hasattr(tlm, "_rate_handler"):
+        if not _HANDLER_MISSING:
+            _HANDLER_MISSING.append(type(tlm).__name__)
+            logger.warning(
+                "cleanlab-tlm's TLM has no _rate_handler any more: a 429 without Retry-After "
+                "is retried at once, and a 401 not shaped as the API's own is not a refused key"
+            )
+        return False
+    tlm._rate_handler = paced_handler()(pacing)
+    return True
+
+
+_HANDLER_MISSING: list[str] = []  # warned once per process
 
 
 def interpret(pair: Pair, result: TLMScore | object) -> Scored | Outcome:
@@ -195,10 +334,12 @@ class TLMEngine:
         quality_preset: str,
         timeout_s: float,
         shared: SharedLimit | None = None,
+        rate_limit_wait_s: float = 1.0,
     ) -> None:
         check_preset(quality_preset)
         self._cfg, self._preset, self._timeout_s = cfg, quality_preset, timeout_s
         self._shared = shared
+        self.pacing = Pacing(rate_limit_wait_s)
         self._slots: TLMSlots | None = None
         self._tlm: TLM | None = None
         self._pending: deque[tuple[_Chunk, int]] = deque()
@@ -238,6 +379,7 @@ class TLMEngine:
     async def _start(self) -> None:
         # built on the loop thread: the client binds to the running loop
         self._tlm = make_tlm(self._cfg, quality_preset=self._preset, timeout_s=self._timeout_s)
+        install_pacing(self._tlm, self.pacing)
         if (sh := self._shared) is not None:
             self._slots = TLMSlots(
                 sh.name, block=sh.block, lease_s=sh.lease_s, flow_run_id=sh.flow_run_id,

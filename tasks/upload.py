@@ -4,14 +4,21 @@
   score sent again with the same id (and timestamp, where the server keeps it) is an upsert.
 - Cloud and self-hosted v4.59+: list POSTs under the 1 MB body limit. A 207 is not re-sent (SDK
   5's guidance): the batch's scores are read back by id to learn which were taken.
-- Self-hosted v4.16: one score per POST (the list form is a 400 there), a few at a time.
+- Older self-hosted servers (v4.16): ``score-create`` events in batches on POST ingestion (up
+  to ``ingestion_batch_bytes``, under its 4.5 MB limit), each event timestamped with its unit's
+  start time (the score takes its event's timestamp) and carrying its score id (an event
+  without one is answered 201 and never stored). The 207 gives one result per EVENT id, which
+  the writer maps back to its score.
+- One score per POST (``TRUST_EVAL_SCORE_WRITE=single``): a few at a time, stamped on arrival.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -24,7 +31,14 @@ from prefect.logging import get_run_logger
 
 from tasks.config import Tuning
 from tasks.failures import Reason
-from tasks.langfuse_api import NO_RETRY, Access, Calls, Server, scores_by_id
+from tasks.langfuse_api import (
+    NO_RETRY,
+    Access,
+    Calls,
+    IngestionSuspended,
+    Server,
+    scores_by_id,
+)
 from tasks.models import (
     Bucket,
     Outcome,
@@ -148,28 +162,103 @@ Verdict = tuple[Reason, str] | None  # a score's fate: None when accepted
 
 
 class ListRefused(Exception):
-    """The server answered a list POST with 400: it takes one score per POST (v4.16)."""
+    """The server answered a list POST with 400: it takes no list (v4.16)."""
+
+
+def wire_body(body: dict[str, Any]) -> dict[str, Any]:
+    """A score body as Langfuse's JSON takes it, without its timestamp."""
+    return {_WIRE.get(k, k): v for k, v in body.items() if k != "timestamp"}
+
+
+def iso_utc(when: datetime) -> str:
+    """An ISO timestamp with its offset (the ingestion event schema requires one)."""
+    aware = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def score_event(body: dict[str, Any]) -> dict[str, Any]:
+    """A ``score-create`` ingestion event: its own id, and the unit's start time as its
+    timestamp, which becomes the score's."""
+    return {
+        "id": str(uuid.uuid4()),
+        "type": "score-create",
+        "timestamp": iso_utc(body["timestamp"]),
+        "body": wire_body(body),
+    }
+
+
+def event_verdicts(events: list[dict[str, Any]], answer: Any) -> dict[str, Verdict]:
+    """Each score's fate from the 207 of POST ingestion, which names the EVENTS' ids."""
+    results: dict[str, dict[str, Any]] = {}
+    if isinstance(answer, dict):
+        for key in ("successes", "errors"):
+            rows = answer.get(key)
+            for row in rows if isinstance(rows, list) else []:
+                if isinstance(row, dict) and isinstance(row.get("id"), str):
+                    results.setdefault(row["id"], row)
+    out: dict[str, Verdict] = {}
+    for event in events:
+        row = results.get(event["id"])
+        score = event["body"]["id"]
+        status = row.get("status") if row is not None else None
+        if row is None or not isinstance(status, int):
+            out[score] = (Reason.UPLOAD_ERROR, "Langfuse's 207 has no result for its event")
+        elif status < 300:
+            out[score] = None
+        else:
+            parts = [str(row.get(k)) for k in ("message", "error") if row.get(k)]
+            text = " ".join(": ".join(parts).split())
+            out[score] = (Reason.REFUSED, f"HTTP {status}: {text}"[:300])
+    return out
 
 
 class Writer:
-    """Sends score bodies; returns each body's verdict by score id (None: accepted)."""
+    """Sends score bodies; returns each body's verdict by score id (None: accepted).
+
+    When Langfuse suspends the project's ingestion, the batch and every later one fail as not
+    taken, and ``suspended`` holds the error (the run stops; the paid scores are re-sent by
+    the next run without paying TLM)."""
 
     def __init__(self, calls: Calls, server: Server, tuning: Tuning) -> None:
         self.calls, self.server, self.tuning = calls, server, tuning
         self.logger = calls.logger
         self.read_back = 0  # scores looked up after a 207
+        self.suspended: IngestionSuspended | None = None
+
+    def write(self, groups: list[list[dict[str, Any]]]) -> dict[str, Verdict]:
+        """Every score body of ``groups`` (a unit's score and label stay in one batch)."""
+        verdicts: dict[str, Verdict] = {}
+        if self.server.write == "ingestion":
+            events = [[score_event(b) for b in group] for group in groups]
+            for batch in pack(events, self.tuning.ingestion_batch_bytes):
+                verdicts |= self._guarded(batch, [e["body"]["id"] for e in batch])
+            return verdicts
+        for batch in pack(groups, self.tuning.upload_batch_bytes):
+            verdicts |= self._guarded(batch, [b["id"] for b in batch])
+        return verdicts
+
+    def _guarded(self, batch: list[dict[str, Any]], ids: list[str]) -> dict[str, Verdict]:
+        if self.suspended is None:
+            try:
+                return self.send(batch)
+            except IngestionSuspended as err:
+                self.suspended = err
+        return {i: (Reason.UPLOAD_ERROR, str(self.suspended)[:300]) for i in ids}
 
     def send(self, batch: list[dict[str, Any]]) -> dict[str, Verdict]:
-        if self.server.batch_scores:
+        """One batch, on the server's route: score bodies, or events on the ingestion route."""
+        if self.server.write == "ingestion":
+            return self._send_events(batch)
+        if self.server.write == "list":
             try:
                 return self._send_list(batch)
             except ListRefused as err:
                 self.logger.warning(
-                    "%s refused a list of scores (%s): writing one score per POST from now on",
-                    self.server.label,
-                    err,
-                )
-                self.server = Server(self.server.version, batch_scores=False)
+                    "%s refused a list of scores (%s): writing score-create events on POST "
+                    "ingestion from now on", self.server.label, err,
+                )  # fmt: skip
+                self.server = self.server.taking("ingestion")
+                return self._send_events([score_event(b) for b in batch])
         return self._send_singly(batch)
 
     # --- list POSTs (SDK 5) ---
@@ -181,6 +270,8 @@ class Writer:
                 what,
                 lambda: self.calls.scores.create(request=request, request_options=NO_RETRY),
             )
+        except IngestionSuspended:
+            raise
         except ApiError as err:
             if err.status_code == 400:
                 raise ListRefused(describe(err)) from None
@@ -205,7 +296,42 @@ class Writer:
             b["id"]: None if b["id"] in found else (Reason.NOT_CONFIRMED, errors) for b in batch
         }
 
-    # --- one score per POST (v4.16) ---
+    # --- score-create events on POST ingestion (older self-hosted servers) ---
+    def _send_events(self, events: list[dict[str, Any]]) -> dict[str, Verdict]:
+        cfg = self.calls.cfg
+        url = f"{cfg.base_url}/api/public/ingestion"
+        auth = (cfg.public_key, cfg.secret_key.get_secret_value())
+        payload = json.dumps({"batch": events}, ensure_ascii=False, default=str).encode()
+        headers = {"content-type": "application/json"}
+        with httpx.Client(timeout=cfg.timeout_s, auth=auth) as client:
+
+            def post() -> httpx.Response:
+                return raise_if_transient(client.post(url, content=payload, headers=headers))
+
+            what = f"writing {len(events)} scores (POST ingestion)"
+            try:
+                resp = self.calls(what, post, ingestion=True)
+            except IngestionSuspended:
+                raise
+            except Exception as err:
+                return {e["body"]["id"]: (Reason.UPLOAD_ERROR, describe(err)) for e in events}
+        if resp.status_code >= 300:  # the batch as a whole (a bad body, too large)
+            why = f"HTTP {resp.status_code}: {resp.text[:300]}"
+            return {e["body"]["id"]: (Reason.UPLOAD_ERROR, why) for e in events}
+        try:
+            answer = resp.json()
+        except ValueError:
+            answer = None
+        verdicts = event_verdicts(events, answer)
+        refused = [v for v in verdicts.values() if v is not None]
+        if refused:
+            self.logger.warning(
+                "POST ingestion: %d of %d scores refused (%s)", len(refused), len(events),
+                refused[0][1],
+            )  # fmt: skip
+        return verdicts
+
+    # --- one score per POST (v4.16, TRUST_EVAL_SCORE_WRITE=single) ---
     def _send_singly(self, batch: list[dict[str, Any]]) -> dict[str, Verdict]:
         cfg = self.calls.cfg
         url = f"{cfg.base_url}/api/public/scores"
@@ -214,13 +340,15 @@ class Writer:
 
             def one(body: dict[str, Any]) -> tuple[str, Verdict]:
                 # the single-object body has no timestamp: the server stamps the score itself
-                wire = {_WIRE.get(k, k): v for k, v in body.items() if k != "timestamp"}
+                wire = wire_body(body)
 
                 def post() -> httpx.Response:
                     return raise_if_transient(client.post(url, json=wire))
 
                 try:
                     resp = self.calls(f"writing score {body['id']} (POST scores)", post)
+                except IngestionSuspended:
+                    raise
                 except Exception as err:
                     return body["id"], (Reason.UPLOAD_ERROR, describe(err))
                 if resp.status_code < 300:
@@ -239,14 +367,13 @@ class UploadResult:
     server: Server  # the write path, as the uploads left it
     labels_failed: int = 0
     read_back: int = 0
+    suspended: str | None = None  # Langfuse suspended the project's ingestion: the run stops
 
 
 def upload_scores(items: list[Scored], spec: ScoreSpec, writer: Writer) -> UploadResult:
     """POST the scores of ``items``; every unit ends uploaded or failed, with its reason."""
     groups = [score_bodies(s, spec) for s in items]
-    verdicts: dict[str, Verdict] = {}
-    for batch in pack(groups, writer.tuning.upload_batch_bytes):
-        verdicts |= writer.send(batch)
+    verdicts = writer.write(groups)
     uploaded: list[Outcome] = []
     failed: list[Outcome] = []
     labels_failed = 0
@@ -265,7 +392,8 @@ def upload_scores(items: list[Scored], spec: ScoreSpec, writer: Writer) -> Uploa
             answer=preview(s.pair.response),
         )
         (uploaded if verdict is None else failed).append(outcome)
-    return UploadResult(uploaded, failed, writer.server, labels_failed, writer.read_back)
+    stop = str(writer.suspended) if writer.suspended is not None else None
+    return UploadResult(uploaded, failed, writer.server, labels_failed, writer.read_back, stop)
 
 
 @task(name="upload-scores", task_run_name="upload chunk {chunk_no}", cache_policy=NO_CACHE)

@@ -23,6 +23,11 @@ Modelled on the v4.16.0 source:
 
 The sandbox stores score-create events only; other valid events are answered as the server
 does and kept in ``store.ignored_events``.
+
+Fault knob (SANDBOX ONLY): ``Fault(reject_trace_ids=...)`` on ``"ingestion"`` answers each
+score-create event whose body's ``traceId`` is in the set with a per-event error (status 400,
+processEventBatch's shape) and stores nothing for it, as the server does for an event it
+cannot take; the other events of the batch are handled as usual.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from sandbox.langfuse.common import (
     BadRequest,
     parse_iso,
 )
-from sandbox.langfuse.deps import StoreDep
+from sandbox.langfuse.deps import FaultsDep, StoreDep
 from sandbox.langfuse.store import LangfuseStore
 from sandbox.langfuse.validation import validate_score
 
@@ -102,7 +107,7 @@ _OPTIONAL_STRINGS = (
 
 
 @router.post("/api/public/ingestion", name="ingestion")
-async def ingestion(request: Request, store: StoreDep) -> Response:
+async def ingestion(request: Request, store: StoreDep, faults: FaultsDep) -> Response:
     body = await request.body()
     if len(body) > INGESTION_MAX_BODY_BYTES:
         return PlainTextResponse(INGESTION_BODY_TOO_LARGE, status_code=413)
@@ -122,14 +127,22 @@ async def ingestion(request: Request, store: StoreDep) -> Response:
         return JSONResponse(
             {"message": "Invalid request data", "errors": problems}, status_code=400
         )
-    return JSONResponse(process_event_batch(store, payload["batch"]), status_code=207)
+    fault = faults.faults.get("ingestion")
+    refused = fault.reject_trace_ids if fault else set()
+    return JSONResponse(process_event_batch(store, payload["batch"], refused), status_code=207)
 
 
-def process_event_batch(store: LangfuseStore, batch: list[Any]) -> dict[str, Any]:
-    """The 207 body for ``batch`` (ingestion.ts + processEventBatch), storing its scores."""
+def process_event_batch(
+    store: LangfuseStore, batch: list[Any], refused_traces: set[str] | None = None
+) -> dict[str, Any]:
+    """The 207 body for ``batch`` (ingestion.ts + processEventBatch), storing its scores;
+    score events for ``refused_traces`` get a per-event error (a fault knob)."""
     rejected: list[dict[str, Any]] = []
     if store.write_mode == "events_only":
         batch, rejected = _events_only(batch)
+    if refused_traces:
+        batch, refused = _refused(batch, refused_traces)
+        rejected += refused
     errors: list[dict[str, Any]] = []
     valid: list[dict[str, Any]] = []
     for event in batch:
@@ -236,6 +249,27 @@ def _events_only(batch: list[Any]) -> tuple[list[Any], list[dict[str, Any]]]:
             }
         )
     return kept, rejected
+
+
+def _refused(batch: list[Any], traces: set[str]) -> tuple[list[Any], list[dict[str, Any]]]:
+    """The fault knob: score-create events for ``traces`` answered with a per-event error."""
+    kept: list[Any] = []
+    refused: list[dict[str, Any]] = []
+    for event in batch:
+        body = event.get("body") if isinstance(event, dict) else None
+        trace = body.get("traceId") if isinstance(body, dict) else None
+        if event.get("type") == "score-create" and trace in traces and not event_issues(event):
+            refused.append(
+                {
+                    "id": event["id"],
+                    "status": 400,
+                    "message": "Invalid request data",
+                    "error": f"Score rejected: trace {trace} is not accepting scores",
+                }
+            )
+        else:
+            kept.append(event)
+    return kept, refused
 
 
 def event_issues(event: Any) -> list[dict[str, Any]]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import statistics
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -190,3 +193,83 @@ def test_a_concurrency_ceiling_slows_the_engine_but_every_item_scores(
     assert [len(r.scored) for r in results] == [30, 30]
     assert tlm.faults.count("tlm.score", status=status) >= 1
     assert tlm.peak_in_flight() <= 6
+
+
+@pytest.mark.parametrize("shape", ["error", "detail", "text"])
+def test_a_401_of_any_shape_is_a_refused_key_after_one_request(tlm: TLMSandbox, shape: str) -> None:
+    """The API's own 401 (``{"code": "invalid_api_key"}``) is the client's AuthError; a 401 in
+    another shape (a gateway's, a proxy's) is too, through the engine's rate handler: not
+    retried (the client retries a text one 4 times), fatal after the first request."""
+    tlm.auth_shape = shape
+    cfg = TLMSettings(api_key=SecretStr("not-the-key"))
+    with TLMEngine(cfg, quality_preset="medium", timeout_s=30) as engine:
+        first = engine.submit(pairs("s1", 20)).result(timeout=20)
+        second = engine.submit(pairs("s2", 5)).result(timeout=10)
+    assert tlm.faults.count("tlm.score") == tlm.faults.count("tlm.score", status=401) == 1
+    for r in (first, second):
+        assert r.fatal and r.fatal.startswith(REFUSED_KEY) and "HTTP 401" in r.fatal
+        assert r.all_failed and r.scored == []
+    assert first.tlm_requests == 1 and second.tlm_requests == 0
+
+
+def test_a_422_is_not_a_refused_key(tlm: TLMSandbox, engine: TLMEngine) -> None:
+    """Only a 401 becomes a refused key: another 4xx of the same ``{"error"}`` shape stays one
+    item's failure."""
+    tlm.fail_status = 422
+    tlm.faults.set("tlm.score", Fault(fail_items={"one question 0"}))
+    result = engine.submit(pairs("one", 3)).result(timeout=10)
+    assert result.fatal is None and len(result.scored) == 2 and len(result.failed) == 1
+
+
+def test_429s_without_retry_after_pause_every_call_at_least_the_floor(tlm: TLMSandbox) -> None:
+    """The client reads a missing Retry-After as 0 and retries at once, without end: each such
+    429 holds the run's next calls for at least the floor, doubling while they go on."""
+    floor = 0.2
+    tlm.faults.set("tlm.score", Fault(status=429, first=4))  # no retry_after: no header
+    cfg = TLMSettings(api_key=SecretStr(tlm.api_key))
+    with TLMEngine(cfg, quality_preset="medium", timeout_s=30, rate_limit_wait_s=floor) as eng:
+        result = eng.submit(pairs("p", 6)).result(timeout=30)
+        assert (eng.pacing.rate_limited, eng.pacing.streak) == (4, 0)
+    assert len(result.scored) == 6
+    rows = sorted(tlm.faults.requests, key=lambda r: r.started)
+    refused = [r for r in rows if r.status == 429]
+    assert len(refused) == 4
+    # the first item goes alone, so each 429 is followed by its own retry: 0.2, 0.4, 0.8, 1.6 s
+    for n, cur in enumerate(refused):
+        later = [r.started for r in rows if r.started > cur.started + cur.duration]
+        assert min(later) - (cur.started + cur.duration) >= 0.95 * floor * 2**n
+
+
+def test_a_tlm_refusing_every_call_without_retry_after_is_no_storm(tlm: TLMSandbox) -> None:
+    """TLM answers every call 429 without Retry-After for a while: the client alone would send
+    one retry after another, back to back, until the item's timeout. Paced, a handful of
+    calls go out in that time (0.2 s, then 0.4, 0.8... apart), and all items score after."""
+    tlm.faults.set("tlm.score", Fault(status=429))
+    timer = threading.Timer(2.0, tlm.faults.clear)
+    cfg = TLMSettings(api_key=SecretStr(tlm.api_key))
+    with TLMEngine(cfg, quality_preset="medium", timeout_s=60, rate_limit_wait_s=0.2) as eng:
+        timer.start()
+        result = eng.submit(pairs("r", 20)).result(timeout=60)
+    timer.join()
+    assert len(result.scored) == 20
+    assert 1 <= tlm.faults.count("tlm.score", status=429) <= 12
+
+
+def test_a_ceiling_answering_429_without_retry_after_is_paced(tlm: TLMSandbox) -> None:
+    """Above the ceiling every call is refused without Retry-After: the refusals come in bursts
+    (the calls already sent), at least the floor apart, and every item scores."""
+    floor = 0.2
+    tlm.set_latency(0.1)
+    tlm.set_ceiling(3, retry_after=None)
+    cfg = TLMSettings(api_key=SecretStr(tlm.api_key))
+    with TLMEngine(cfg, quality_preset="medium", timeout_s=60, rate_limit_wait_s=floor) as eng:
+        result = eng.submit(pairs("c", 60)).result(timeout=60)
+    assert len(result.scored) == 60
+    refused = sorted(s.start for s in tlm.spans() if s.status == 429)
+    assert refused
+    bursts = [t for prev, t in zip([-1e9, *refused], refused, strict=False) if t - prev > 0.05]
+    gaps = [round(b - a, 3) for a, b in itertools.pairwise(bursts)]
+    # a call already past the gate when a refusal came back may still reach the server inside
+    # the pause (its connection being opened, later on a busy machine): the typical gap is the
+    # floor; the client alone sends the next call at once, every time
+    assert len(gaps) >= 3 and statistics.median(gaps) >= 0.95 * floor, gaps

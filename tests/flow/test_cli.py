@@ -124,6 +124,29 @@ def test_config_errors_are_one_clean_line(
     assert langfuse_sandbox.faults.requests == [] and tlm.prompts == []
 
 
+def test_a_tlm_ceiling_on_the_embedded_server_is_refused_in_one_line(
+    langfuse_sandbox: LangfuseSandbox,
+    tlm: TLMSandbox,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No PREFECT_API_URL: the run would use Prefect's embedded server, which never takes
+    back a killed run's slots. Refused before any call; the same run on a server is not."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    seed(langfuse_sandbox, 3, start=START, step=timedelta(hours=3))
+    monkeypatch.setenv("TRUST_EVAL_TLM_CONCURRENCY_LIMIT", "tlm-in-flight")
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):  # as a plain CLI run
+        assert main(window_args()) == 2
+        assert main(window_args("--dry-run")) == 2
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert len(lines) == 2 and lines[0] == lines[1], err
+    assert lines[0].startswith("error: TRUST_EVAL_TLM_CONCURRENCY_LIMIT=tlm-in-flight needs a ")
+    assert "persistent Prefect server" in err and "PREFECT_API_URL" in err
+    assert langfuse_sandbox.faults.requests == [] and tlm.prompts == []
+
+
 def test_backfill_ok_then_failed_day(
     langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, capsys: pytest.CaptureFixture[str]
 ) -> None:

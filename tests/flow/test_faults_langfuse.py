@@ -154,22 +154,22 @@ def test_rate_limit_across_endpoints_is_waited_out(
 # --------------------------------------------------------------------------- score writes
 
 
-def posts_for(lf: LangfuseSandbox, scores: int) -> int:
-    """POSTs that write ``scores`` scores of one chunk: one list, or one each on v4.16."""
-    return 1 if lf.profile == "current" else scores
+def writes(lf: LangfuseSandbox) -> str:
+    """The endpoint that takes a chunk's scores in one request: the list POST, or on v4.16
+    POST ingestion (score-create events)."""
+    return "scores.create" if lf.profile == "current" else "ingestion"
 
 
 @ON_BOTH_SERVERS
 def test_write_429_retry_after_is_honoured(
     langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("TRUST_EVAL_SINGLE_POST_CONCURRENCY", "1")  # the retry is the next POST
     lf = langfuse_sandbox
     seeded = seed(lf, 6)
-    lf.faults.set("scores.create", Fault(status=429, retry_after=1, first=1))
+    lf.faults.set(writes(lf), Fault(status=429, retry_after=1, first=1))
     r = run()
     assert_recovered(lf, tlm, seeded, r)
-    (gap,) = gaps_after(lf.faults.requests, "scores.create", 429)
+    (gap,) = gaps_after(lf.faults.requests, writes(lf), 429)
     assert gap >= 0.9, (
         f"waited {gap:.2f} s after a 429 with Retry-After: 1"  # the plan: tests/unit/test_retry.py
     )
@@ -179,10 +179,10 @@ def test_write_429_retry_after_is_honoured(
 def test_write_transient_5xx_recovers(langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox) -> None:
     lf = langfuse_sandbox
     seeded = seed(lf, 6)
-    lf.faults.set("scores.create", Fault(status=502, first=2))
+    lf.faults.set(writes(lf), Fault(status=502, first=2))
     r = run()
     assert_recovered(lf, tlm, seeded, r)
-    assert lf.faults.count("scores.create", status=502) == 2
+    assert lf.faults.count(writes(lf), status=502) == 2
 
 
 @ON_BOTH_SERVERS
@@ -196,8 +196,7 @@ def test_write_persistent_5xx_fails_loudly_with_what_landed(
     monkeypatch.setenv("TRUST_EVAL_CHUNKS_IN_FLIGHT", "2")
     lf = langfuse_sandbox
     seeded = seed(lf, 12)
-    chunk1 = posts_for(lf, 5)
-    lf.faults.set("scores.create", FailWhen(status=500, when=lambda f: f.calls > chunk1))
+    lf.faults.set(writes(lf), FailWhen(status=500, when=lambda f: f.calls > 1))
     r = run()
     assert_failed_loudly(r, mentions="writing scores failed")
     report = r.report
@@ -208,8 +207,8 @@ def test_write_persistent_5xx_fails_loudly_with_what_landed(
     assert set(report.failed_to_upload) == {"upload_error"}
     assert report.why(Bucket.FAILED_TO_UPLOAD, "upload_error").startswith("upload_error: HTTP 500")
     assert {s.trace_id for s in lf.store.all_scores()} == set(seeded.order[-5:])
-    sent = (RETRIES + 1) * (posts_for(lf, 5) + posts_for(lf, 2))
-    assert lf.faults.count("scores.create", status=500) == sent
+    sent = (RETRIES + 1) * 2  # one request for chunk 2, one for chunk 3, each retried
+    assert lf.faults.count(writes(lf), status=500) == sent
     assert_invariants(lf, tlm, seeded, r)
 
 
@@ -227,20 +226,20 @@ def test_write_hang_is_bounded_and_never_duplicates(
     lf = langfuse_sandbox
     seeded = seed(lf, 5)
     fault = Fault(hang=True, hang_seconds=1.5 if mode == "transient" else 3600)
-    lf.faults.set("scores.create", fault)
+    lf.faults.set(writes(lf), fault)
     if mode == "transient":
-        clear_after(lf.faults, "scores.create", 1)
+        clear_after(lf.faults, writes(lf), 1)
     r = run()
     if mode == "transient":
-        wait_logged(lf.faults, "scores.create", 2)  # the retry, and the held POST, handled late
+        wait_logged(lf.faults, writes(lf), 2)  # the retry, and the held POST, handled late
         assert_recovered(lf, tlm, seeded, r)
     else:
         assert_failed_loudly(r, mentions="writing scores failed")
         assert ids_in(r.report.failed_to_upload) == set(seeded.pairs)
-        sent = (RETRIES + 1) * posts_for(lf, 5)
+        sent = RETRIES + 1
         assert fault.calls == sent
         lf.faults.clear()  # release the held POSTs: they land late, as upserts
-        wait_logged(lf.faults, "scores.create", sent)
+        wait_logged(lf.faults, writes(lf), sent)
         assert len(lf.store.all_scores()) == 5  # landed after all, once each
         assert_invariants(lf, tlm, seeded, r)
 
@@ -280,9 +279,9 @@ def test_lost_answer_is_retried_without_duplicating(
 ) -> None:
     lf = langfuse_sandbox
     seeded = seed(lf, 7)
-    lf.faults.set("scores.create", Fault(lose_response=1))
+    lf.faults.set(writes(lf), Fault(lose_response=1))
     r = run()
     assert_recovered(lf, tlm, seeded, r)
-    assert lf.faults.count("scores.create", status=502) == 1  # landed, answer lost...
-    assert lf.faults.count("scores.create") == posts_for(lf, 7) + 1  # ...sent again: an upsert
+    assert lf.faults.count(writes(lf), status=502) == 1  # landed, answer lost...
+    assert lf.faults.count(writes(lf)) == 2  # ...sent again: an upsert
     assert len(lf.store.all_scores()) == 7

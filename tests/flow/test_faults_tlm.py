@@ -44,6 +44,47 @@ def test_tlm_429_retry_after_is_honoured(
     )
 
 
+def test_tlm_429_without_retry_after_waits_at_least_the_floor(
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client reads a missing Retry-After as 0 and retries at once: the run's TLM calls
+    pause at least TRUST_EVAL_TLM_RATE_LIMIT_WAIT_S after each such 429, doubling while they
+    go on (the first item goes alone, so each 429 is followed by its own retry)."""
+    monkeypatch.setenv("TRUST_EVAL_TLM_RATE_LIMIT_WAIT_S", "0.3")
+    lf = langfuse_sandbox
+    seeded = seed(lf, 6)
+    tlm.faults.set("tlm.score", Fault(status=429, first=3))  # no retry_after: no header
+    r = run()
+    assert_recovered(lf, tlm, seeded, r)
+    assert tlm.faults.count("tlm.score", status=429) == 3
+    gaps = gaps_after(tlm.faults.requests, "tlm.score", 429)
+    assert len(gaps) == 3
+    assert all(gap >= 0.95 * 0.3 * 2**n for n, gap in enumerate(gaps)), gaps
+    assert any("429 without Retry-After" in w for w in r.report.warnings)
+
+
+@pytest.mark.parametrize("shape", ["error", "detail", "text"])
+def test_tlm_401_of_another_shape_fails_after_the_first_chunk(
+    langfuse_sandbox: LangfuseSandbox,
+    tlm: TLMSandbox,
+    monkeypatch: pytest.MonkeyPatch,
+    shape: str,
+) -> None:
+    """A 401 not shaped as the API's own (a gateway's ``{"error"}``, ``{"detail"}``, a proxy's
+    plain text) is a refused key too: one request, then the run fails naming the key."""
+    monkeypatch.setenv("TRUST_EVAL_PAGE_SIZE", "5")  # 3 chunks
+    tlm.auth_shape = shape
+    lf = langfuse_sandbox
+    seeded = seed(lf, 12)
+    monkeypatch.setenv("CLEANLAB_TLM_API_KEY", "tlm-not-the-key")
+    r = run()
+    assert_failed_loudly(r, mentions="CLEANLAB_TLM_API_KEY")
+    assert tlm.faults.count("tlm.score") == tlm.faults.count("tlm.score", status=401) == 1
+    assert r.report.fetched == 12 and ids_in(r.report.failed_to_score) == set(seeded.pairs)
+    assert lf.store.all_scores() == [] and lf.faults.count("scores.create") == 0
+    assert_invariants(lf, tlm, seeded, r)
+
+
 def test_tlm_transient_5xx_recovers(langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox) -> None:
     lf = langfuse_sandbox
     seeded = seed(lf, 6)

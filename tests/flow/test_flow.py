@@ -71,14 +71,16 @@ def test_rerun_scores_nothing_and_writes_nothing(
     seed(lf, 12)
     first = evaluate_traces(tags=[TAG], **W)
     assert first.uploaded == 12
-    tlm_calls, posts = len(tlm.prompts), lf.faults.count("scores.create")
+    writes = ("scores.create", "ingestion")  # the list POST, or v4.16's ingestion batches
+    tlm_calls, posts = len(tlm.prompts), sum(lf.faults.count(e) for e in writes)
+    assert posts > 0
     before = sorted((s.id, s.value, s.comment) for s in lf.store.all_scores())
 
     second = evaluate_traces(tags=[TAG], **W)
 
     assert second.already_scored == 12 and second.uploaded == 0
     assert second.tlm_requests == 0 and len(tlm.prompts) == tlm_calls
-    assert lf.faults.count("scores.create") == posts
+    assert sum(lf.faults.count(e) for e in writes) == posts
     assert sorted((s.id, s.value, s.comment) for s in lf.store.all_scores()) == before
 
 
@@ -178,6 +180,7 @@ def test_dry_run_scores_nothing(langfuse_sandbox: LangfuseSandbox, tlm: TLMSandb
     assert report.would_score == 9 and report.uploaded == 0 and report.tlm_requests == 0
     assert tlm.prompts == [] and langfuse_sandbox.store.all_scores() == []
     assert langfuse_sandbox.faults.count("scores.create") == 0
+    assert langfuse_sandbox.faults.count("ingestion") == 0
 
 
 @ON_BOTH_SERVERS
@@ -344,11 +347,13 @@ def test_each_chunk_writes_its_own_scores(
     """No paid score waits for a later chunk to fill a POST: a crash loses only work at TLM."""
     monkeypatch.setenv("TRUST_EVAL_PAGE_SIZE", "4")
     monkeypatch.setenv("TRUST_EVAL_UPLOAD_BATCH_BYTES", "10000")  # ~13 scores a POST
+    monkeypatch.setenv("TRUST_EVAL_INGESTION_BATCH_BYTES", "10000")  # v4.16's events
     lf = langfuse_sandbox
     seed(lf, 30)
     report = evaluate_traces(tags=[TAG], options=EvalOptions(score_config=False), **W)
     assert report.uploaded == 30 and len(lf.store.all_scores()) == 30
-    posts = [r for r in lf.faults.requests if r.endpoint == "scores.create"]
-    # one POST per chunk of 4 (v4.16: one per score)
-    assert len(posts) == (8 if lf.profile == "current" else 30)
+    # one POST per chunk of 4: a list, or on v4.16 a batch of score-create events
+    endpoint = "scores.create" if lf.profile == "current" else "ingestion"
+    posts = [r for r in lf.faults.requests if r.endpoint in ("scores.create", "ingestion")]
+    assert len(posts) == 8 and {p.endpoint for p in posts} == {endpoint}
     assert len(tlm.calls) == 30 and all(p.body_bytes <= 10_000 for p in posts)

@@ -30,8 +30,20 @@ def listed_ids(lf: LangfuseSandbox, client: Langfuse) -> list[str]:
             return ids
 
 
+def trace_starts(lf: LangfuseSandbox) -> dict[str, int]:
+    """Each trace's start time (ms), from its root observation."""
+    return {o.trace_id: o.start_ms for o in lf.store.all_observations() if o.is_root}
+
+
+def assert_each_once_at_its_trace_start(lf: LangfuseSandbox, n: int) -> None:
+    starts = trace_starts(lf)
+    scores = lf.store.all_scores()
+    assert len(scores) == len({s.id for s in scores}) == len({s.trace_id for s in scores}) == n
+    assert all(s.timestamp_ms == starts[s.trace_id or ""] for s in scores)
+
+
 @pytest.mark.parametrize("langfuse_sandbox", ["v4.16"], indirect=True)
-def test_v416_a_thousand_scored_then_the_next_day_rerun_pays_nothing(
+def test_v416_a_thousand_scored_in_one_ingestion_batch_then_the_next_day_rerun_pays_nothing(
     langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, langfuse_client: Langfuse
 ) -> None:
     lf = langfuse_sandbox
@@ -39,22 +51,48 @@ def test_v416_a_thousand_scored_then_the_next_day_rerun_pays_nothing(
     first = evaluate_traces(tags=[TAG], **WINDOW)
     assert first.uploaded == 1000 and first.langfuse_server == "Langfuse 4.16.0"
     assert len(tlm.calls) == 1000
-    # one score per POST (the list form is a 400 on v4.16), none of them a list
-    posts = [r for r in lf.faults.requests if r.endpoint == "scores.create"]
-    assert len(posts) == 1000 and all(r.status == 200 for r in posts)
+    # score-create events in ONE batch on POST ingestion (a 207, one result per event), never
+    # a single-score POST; each score timestamped with its trace's start time, so the
+    # window's time range finds them: one GET to learn that nothing was scored yet
+    posts = [r for r in lf.faults.requests if r.endpoint == "ingestion"]
+    assert [r.status for r in posts] == [207]
+    assert lf.faults.count("scores.create") == 0 and lf.faults.count("scores.list") == 1
+    # health, projects, score configs (read, create), look-up, page, child probes (2), batch
+    assert first.langfuse_requests <= 9
+    assert_each_once_at_its_trace_start(lf, 1000)
 
-    assert lf.faults.count("scores.list") == 10  # by our score ids: 10 GETs of 100
     lf.faults.reset_log()
-    lf.advance_clock(86_400)  # the next day: a re-POST would add a row under a new day key
+    lf.advance_clock(86_400)  # the next day: a single POST would stamp "now"
     again = evaluate_traces(tags=[TAG], **WINDOW)
 
     assert again.already_scored == 1000 and again.uploaded == 0
     assert again.tlm_requests == 0 and len(tlm.calls) == 1000
-    # the look-up goes by our score ids (the server ignored our timestamps), and writes nothing
-    assert lf.faults.count("scores.list") == 10 and lf.faults.count("scores.create") == 0
+    # the look-up by the window's time range (100 a page), and nothing written
+    assert lf.faults.count("scores.list") == 10 and lf.faults.count("ingestion") == 0
     ids = listed_ids(lf, langfuse_client)
     assert len(ids) == len(set(ids)) == 1000
-    assert len(lf.store.all_scores()) == 1000
+    assert_each_once_at_its_trace_start(lf, 1000)
+
+
+@pytest.mark.parametrize("langfuse_sandbox", ["v4.16"], indirect=True)
+def test_v416_single_posts_when_asked_are_looked_up_by_id_and_paid_once(
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TRUST_EVAL_SCORE_WRITE=single: one score per POST, stamped on arrival, so the look-up
+    goes by our score ids."""
+    monkeypatch.setenv("TRUST_EVAL_SCORE_WRITE", "single")
+    lf = langfuse_sandbox
+    seed(lf, 30)
+    first = evaluate_traces(tags=[TAG], **WINDOW)
+    assert first.uploaded == 30 and lf.faults.count("ingestion") == 0
+    posts = [r for r in lf.faults.requests if r.endpoint == "scores.create"]
+    assert len(posts) == 30 and all(r.status == 200 for r in posts)
+    lf.faults.reset_log()
+    lf.advance_clock(86_400)
+    again = evaluate_traces(tags=[TAG], **WINDOW)
+    assert again.already_scored == 30 and again.tlm_requests == 0 and len(tlm.calls) == 30
+    assert lf.faults.count("scores.list") == 1 and lf.faults.count("scores.create") == 0
+    assert len(lf.store.all_scores()) == 30
 
 
 @pytest.mark.parametrize("langfuse_sandbox", ["v4.16"], indirect=True)
@@ -65,26 +103,29 @@ def test_a_server_that_hides_its_version_is_asked_before_any_tlm_call(
     lf.version = "unknown"
     seed(lf, 6)
     report = evaluate_traces(tags=[TAG], **WINDOW)
-    assert report.uploaded == 6 and len(lf.store.all_scores()) == 6
+    assert report.uploaded == 6
+    assert_each_once_at_its_trace_start(lf, 6)
     creates = [r for r in lf.faults.requests if r.endpoint == "scores.create"]
-    # the probe (an empty list: refused, writes nothing) came before TLM was paid; then one
-    # score per POST, never a list of paid scores refused
-    assert creates[0].status == 400 and creates[0].started < tlm.faults.requests[0].started
-    assert [r.status for r in creates[1:]] == [200] * 6
+    # the probe (an empty list: refused, writes nothing) came before TLM was paid; then the
+    # scores went as ingestion events, never as a list of paid scores refused
+    assert [r.status for r in creates] == [400]
+    assert creates[0].started < tlm.faults.requests[0].started
+    assert [r.status for r in lf.faults.requests if r.endpoint == "ingestion"] == [207]
 
 
 @pytest.mark.parametrize("langfuse_sandbox", ["v4.16"], indirect=True)
-def test_a_list_refused_after_tlm_falls_back_to_single_posts(
+def test_a_list_refused_after_tlm_falls_back_to_ingestion_batches(
     langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Told (wrongly) that the server takes lists: the paid scores still land, one by one."""
+    """Told (wrongly) that the server takes lists: the paid scores still land, as events."""
     monkeypatch.setenv("TRUST_EVAL_SCORE_WRITE", "batch")
     lf = langfuse_sandbox
     seed(lf, 5)
     report = evaluate_traces(tags=[TAG], **WINDOW)
-    assert report.uploaded == 5 and len(lf.store.all_scores()) == 5
-    statuses = [r.status for r in lf.faults.requests if r.endpoint == "scores.create"]
-    assert statuses == [400] + [200] * 5
+    assert report.uploaded == 5
+    assert_each_once_at_its_trace_start(lf, 5)
+    assert [r.status for r in lf.faults.requests if r.endpoint == "scores.create"] == [400]
+    assert [r.status for r in lf.faults.requests if r.endpoint == "ingestion"] == [207]
 
 
 def test_a_run_within_the_read_lag_pays_nothing_for_what_the_last_run_scored(

@@ -95,6 +95,41 @@ def test_review_queue_gets_low_trust_traces_once(
     assert second.already_in_review == len(low)
 
 
+@ON_BOTH_SERVERS
+def test_a_review_queue_without_score_configs_gets_the_trust_scores_config(
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox
+) -> None:
+    """Langfuse creates a queue only with at least one existing score config; a run that
+    attaches its scores to none creates the numeric trust config for the queue all the same,
+    and its scores stay without a configId. An existing queue is used as it is."""
+    lf = langfuse_sandbox
+    ids = seed_questions(lf, 20)
+    low = {t for i, t in enumerate(ids) if expected_score(i) < 0.5}
+    opts = EvalOptions(score_config=False, label_score=False, review_queue="Low trust")
+    report = evaluate_traces(tags=[TAG], options=opts, **W)
+
+    assert report.ok and report.queued_for_review == len(low) > 0
+    (config,) = lf.store.score_configs()
+    assert (config.name, config.data_type, config.min_value, config.max_value) == (
+        "trust_score", "NUMERIC", 0, 1,
+    )  # fmt: skip
+    (queue,) = lf.store.annotation_queues()
+    assert queue.score_config_ids == [config.id]
+    assert {i.object_id for i in lf.store.queue_items(queue.id)} == low
+    assert {s.config_id for s in lf.store.all_scores()} == {None}
+    creates = [r for r in lf.faults.requests if r.endpoint == "annotation_queues.create"]
+    assert [r.status for r in creates] == [200]  # never refused for want of a config
+
+    # a queue someone made with their own config is used as it is: nothing else created
+    own = lf.store.add_score_config(name="human_check", data_type="BOOLEAN")
+    theirs = lf.store.create_annotation_queue(name="Theirs", score_config_ids=[own.id])
+    seed(lf, 10, tags=("other",), start=DAY, question="Other {i}?", metadata=None)
+    opts = EvalOptions(score_config=False, review_queue="Theirs", score_name="s2")
+    again = evaluate_traces(tags=["other"], options=opts, **W)
+    assert again.ok and again.queued_for_review == len(lf.store.queue_items(theirs.id)) > 0
+    assert {c.name for c in lf.store.score_configs()} == {"trust_score", "human_check"}
+
+
 def test_review_lowest_n(langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox) -> None:
     lf = langfuse_sandbox
     ids = seed_questions(lf, 30)

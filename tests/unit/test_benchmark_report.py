@@ -55,3 +55,26 @@ def test_marginal_time_per_trace_uses_medians_of_the_repeats() -> None:
     assert rows["flow"]["peak_rss_mb"] == {2_000: 280.0, 10_000: 300.0}
     text = "\n".join(report.marginal_markdown(list(rows.values())))
     assert "our flow over floor" in text and "+0.88 ms/trace" in text
+
+
+def test_rerun_targets_hold_in_every_repetition() -> None:
+    def rep(at_start: int, paid: int) -> dict[str, object]:
+        return _run(
+            "flow",
+            1_000,
+            langfuse_profile="v4.16",
+            scores={"landed": 1_000, "intended": 1_000, "rows": 1_000, "duplicates": 0,
+                    "at_trace_start": at_start},
+            rerun={"tlm_requests": paid, "langfuse": {"total": 16}},
+        )  # fmt: skip
+
+    good = report.rerun_targets([rep(1_000, 0), rep(1_000, 0), rep(1_000, 0)])
+    assert [t["met"] for t in good] == [True, True]
+    assert good[0]["where"] == "1,000 traces, no limit, Langfuse v4.16, 3 runs"
+    bad = report.rerun_targets([rep(1_000, 0), rep(999, 0), rep(1_000, 3)])
+    assert [t["met"] for t in bad] == [False, False]  # one repetition is enough to miss
+    assert "1,000, 999, 1,000 of 1,000" in bad[0]["measured"]
+    lines = report.repeated_markdown([rep(1_000, 0), rep(1_000, 0), rep(1_000, 0)])
+    assert any(
+        line.startswith("| no limit, Langfuse v4.16 | 1,000 | our flow | 3 |") for line in lines
+    )

@@ -141,11 +141,16 @@ def test_cursor_guard_stops_repeats_and_empty_pages() -> None:
 
 
 @pytest.mark.parametrize(
-    ("version", "batch"),
-    [("4.16.0", False), ("v4.16.0", False), ("4.58.9", False), ("4.59.0", True),
-     ("5.1.0", True), (None, True), ("dev", True)],
+    ("version", "route"),
+    [("4.16.0", "ingestion"), ("v4.16.0", "ingestion"), ("4.58.9", "ingestion"),
+     ("4.59.0", "list"), ("5.1.0", "list"), (None, "list"), ("dev", "list")],
 )  # fmt: skip
-def test_the_write_path_follows_the_server_version(version: str | None, batch: bool) -> None:
-    assert server_of(version).batch_scores is batch
+def test_the_write_path_follows_the_server_version(version: str | None, route: str) -> None:
+    server = server_of(version)
+    assert server.write == route
+    # every batched route keeps our timestamps: the window's time range finds the scores
+    assert server.batch_scores is True
+    assert server_of(version, "single").write == "single"
     assert server_of(version, "single").batch_scores is False
-    assert server_of(version, "batch").batch_scores is True
+    assert server_of(version, "batch").write == "list"
+    assert server_of(version, "ingestion").write == "ingestion"

@@ -210,3 +210,73 @@ def test_a_client_without_the_window_is_warned_about_once(caplog: pytest.LogCapt
         f"cleanlab-tlm's TLM has no _rate_handler._congestion_window any more: up to "
         f"{score.MAX_IN_FLIGHT} items go out at once (the client still backs off on 429s)"
     ]
+
+
+def test_the_engine_puts_its_rate_handler_in_place_of_the_clients() -> None:
+    """The paced handler replaces ``TLM._rate_handler`` and is still cleanlab-tlm's own (its
+    congestion window works as before); a release that renames the attribute fails here."""
+    from cleanlab_tlm import TLM
+    from cleanlab_tlm.internal.concurrency import TlmRateHandler
+
+    from tasks.score import Pacing, congestion_window, install_pacing, paced_handler
+
+    tlm = TLM(api_key="unit-test-key", options={"log": ["explanation"]})
+    pacing = Pacing(1.0)
+    assert install_pacing(tlm, pacing)
+    handler = tlm._rate_handler
+    assert isinstance(handler, paced_handler()) and isinstance(handler, TlmRateHandler)
+    assert getattr(handler, "pacing", None) is pacing and congestion_window(tlm) == 4
+
+
+class Ticks:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_429_without_retry_after_pauses_at_least_the_floor_doubling_while_they_go_on() -> None:
+    from tasks.score import PAUSE_CAP_S, Pacing
+
+    clock = Ticks()
+    pacing = Pacing(1.0, clock=clock, jitter=lambda: 0.0)
+    assert pacing.wait_s() == 0
+    assert pacing.after_429(0) == 1.0 and pacing.wait_s() == 1.0  # missing header: "0"
+    clock.now += 0.4  # calls sent before the pause come back refused: no new pause...
+    assert pacing.after_429(0) is None and pacing.streak == 1
+    assert pacing.wait_s() == pytest.approx(1.0)  # ...but each still waits the floor
+    clock.now += 1.0  # the pause is over, the retry is refused again: twice as long
+    assert pacing.after_429(0) == 2.0 and pacing.streak == 2
+    clock.now += 2.0
+    assert pacing.after_429(0) == 4.0
+    pacing.after_answer()  # a scored item ends the series
+    clock.now += 4.0
+    assert pacing.after_429(0) == 1.0 and pacing.streak == 1
+    assert pacing.rate_limited == 5
+    for _ in range(12):  # never beyond the cap
+        clock.now += PAUSE_CAP_S
+        last = pacing.after_429(0)
+    assert last == PAUSE_CAP_S
+
+
+def test_a_429_whose_retry_after_covers_the_floor_is_left_to_the_client() -> None:
+    from tasks.score import Pacing
+
+    pacing = Pacing(1.0, clock=Ticks(), jitter=lambda: 0.0)
+    assert pacing.after_429(1) is None and pacing.after_429(30) is None
+    assert pacing.wait_s() == 0 and pacing.rate_limited == 0
+
+
+def test_the_pause_is_jittered_and_the_pauses_add_up() -> None:
+    from tasks.retry import JITTER
+    from tasks.score import Pacing
+
+    clock = Ticks()
+    pacing = Pacing(2.0, clock=clock, jitter=lambda: 1.0)
+    assert pacing.after_429(0) == pytest.approx(2.0 * (1 + JITTER))
+    clock.now += 1.0
+    pacing.after_429(0)  # stretches the running pause to 1 s + a floor from now
+    assert pacing.paused_s == pytest.approx(1.0 + 2.0 * (1 + JITTER))

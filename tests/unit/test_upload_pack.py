@@ -34,8 +34,11 @@ from tasks.upload import (
     Writer,
     body_bytes,
     comment_text,
+    event_verdicts,
+    iso_utc,
     pack,
     score_bodies,
+    score_event,
     upload_scores,
 )
 
@@ -43,8 +46,8 @@ T = TypeVar("T")
 T0 = datetime(2026, 11, 28, 12, 0, 0, 250_000, tzinfo=UTC)
 META = {"evaluator": "cleanlab-tlm", "quality_preset": "medium"}
 LABEL = LabelSpec("trust_label", review_below=0.7, untrustworthy_below=0.3, config_id="cfg-label")
-LIST_SERVER = Server("4.60.0", batch_scores=True)
-SINGLE_SERVER = Server("4.16.0", batch_scores=False)
+LIST_SERVER = Server("4.60.0", "list")
+SINGLE_SERVER = Server("4.16.0", "single")
 
 
 def pair(
@@ -354,28 +357,6 @@ def test_a_failed_list_post_fails_its_whole_batch_and_keeps_the_list_path(error:
     assert w.server == LIST_SERVER and cast(FakeCalls, w.calls).single_posts == []
 
 
-def test_a_refused_list_switches_to_one_score_per_post_for_good(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    scores = FakeScores(ApiError(status_code=400, body="expected object"))
-    single = {
-        sid("a"): httpx.Response(201),
-        sid("b"): httpx.Response(200),
-        sid("c"): httpx.Response(200),
-    }
-    w = writer(scores, single=single)
-    with caplog.at_level(logging.WARNING, logger="tests.unit.upload"):
-        assert w.send(bodies("a", "b")) == {sid("a"): None, sid("b"): None}
-    assert w.server == Server("4.60.0", batch_scores=False)
-    assert [r.getMessage() for r in caplog.records] == [
-        "Langfuse 4.60.0 refused a list of scores (HTTP 400: expected object): writing one "
-        "score per POST from now on"
-    ]
-    assert w.send(bodies("c")) == {sid("c"): None}
-    assert scores.posted == [[sid("a"), sid("b")]]  # the list was tried once only
-    assert sorted(cast(FakeCalls, w.calls).single_posts) == sorted([sid("a"), sid("b"), sid("c")])
-
-
 def test_single_posts_give_each_score_its_own_verdict() -> None:
     single: dict[str, httpx.Response | Exception] = {
         sid("a"): httpx.Response(200),
@@ -449,3 +430,45 @@ def test_nothing_to_upload_sends_nothing() -> None:
     result = upload_scores([], ScoreSpec("s", {}), w)
     assert (result.uploaded, result.failed, scores.posted) == ([], [], [])
     assert cast(FakeCalls, w.calls).requests == 0
+
+
+# --------------------------------------------------------------------------- ingestion events
+
+
+def test_a_score_event_carries_its_score_id_and_the_units_start_as_its_timestamp() -> None:
+    spec = ScoreSpec("trust_score", META, config_id="cfg", label=LABEL)
+    item = Scored(pair("t1", "g1", env="prod"), 0.1, "why")
+    main, label = (score_event(b) for b in score_bodies(item, spec))
+    assert main["type"] == label["type"] == "score-create"
+    assert main["timestamp"] == label["timestamp"] == "2026-11-28T12:00:00.250000Z"
+    assert main["body"] == {
+        "id": score_id("t1", "trust_score", "g1"), "traceId": "t1", "observationId": "g1",
+        "name": "trust_score", "value": 0.1, "dataType": "NUMERIC", "configId": "cfg",
+        "environment": "prod", "metadata": META, "comment": "why",
+    }  # fmt: skip
+    # its own id: the 207 names events, not scores; a fresh one per event
+    assert len({main["id"], label["id"], main["body"]["id"], label["body"]["id"]}) == 4
+    assert iso_utc(datetime(2026, 1, 2, 3, 4, 5)) == "2026-01-02T03:04:05Z"  # naive: UTC
+
+
+def test_the_207_of_ingestion_is_mapped_back_from_event_ids_to_scores() -> None:
+    spec = ScoreSpec("trust_score", META)
+    events = [score_event(b) for t in ("a", "b", "c", "d") for b in score_bodies(scored(t), spec)]
+    answer = {
+        "successes": [{"id": events[i]["id"], "status": 201} for i in (0, 3)],
+        "errors": [
+            {"id": events[1]["id"], "status": 400, "message": "Invalid request data",
+             "error": "bad\n value"},
+            {"id": "unknown", "status": 400, "message": "Invalid request data"},
+        ],
+    }  # fmt: skip
+    assert event_verdicts(events, answer) == {
+        sid("a"): None,
+        sid("b"): (Reason.REFUSED, "HTTP 400: Invalid request data: bad value"),
+        sid("c"): (Reason.UPLOAD_ERROR, "Langfuse's 207 has no result for its event"),
+        sid("d"): None,
+    }
+    nothing = event_verdicts(events, "not json")
+    assert set(nothing.values()) == {
+        (Reason.UPLOAD_ERROR, "Langfuse's 207 has no result for its event")
+    }
