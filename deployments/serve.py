@@ -1,4 +1,4 @@
-"""Serve the three deployments from one process, no work pool or worker: ``python -m
+"""Serve the deployments from one process, no work pool or worker: ``python -m
 deployments.serve`` (with PREFECT_API_URL pointing at a running ``prefect server``).
 
 The deployments (names, entrypoints, parameters, schedules, concurrency) are read from
@@ -23,10 +23,11 @@ from prefect.deployments.runner import RunnerDeployment
 from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 from prefect.schedules import Cron, Schedule
 
-from flows.alert import notify_low_trust
+from flows.alert import notify_drift, notify_low_trust
 from flows.backfill import backfill
 from flows.daily import daily
 from flows.evaluate_traces import evaluate_traces
+from flows.review_loop import review_loop
 
 REPO = Path(__file__).resolve().parents[1]
 FLOWS: dict[str, Flow[Any, Any]] = {
@@ -34,6 +35,8 @@ FLOWS: dict[str, Flow[Any, Any]] = {
     "flows/evaluate_traces.py:evaluate_traces": evaluate_traces,
     "flows/backfill.py:backfill": backfill,
     "flows/alert.py:notify_low_trust": notify_low_trust,
+    "flows/review_loop.py:review_loop": review_loop,
+    "flows/alert.py:notify_drift": notify_drift,
 }
 
 

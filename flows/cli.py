@@ -3,6 +3,7 @@
     python -m flows.cli window --since 24h --tag TLM_eval_pipeline
     python -m flows.cli window --start 2026-11-27T00:00Z --end 2026-11-28T00:00Z --tag X
     python -m flows.cli backfill --start-date 2026-11-01 --end-date 2026-11-07 --tag X
+    python -m flows.cli verdicts --tag X    # reviewers' verdicts read back; the trust trend
 
 The flows run on Prefect's embedded (ephemeral) server, or on the server PREFECT_API_URL points
 at, so the runs, their logs and artifacts show in that server's UI. Credentials come from the
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument("--start-date", type=parse_date, required=True, help="first day, UTC")
     back.add_argument("--end-date", type=parse_date, required=True, help="last day (included)")
     back.add_argument("--max-concurrency", type=int, default=4, help="days at a time")
+    sub.add_parser("verdicts", parents=[common], help="reviewers' verdicts; the trust trend")
     return parser
 
 
@@ -239,6 +241,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "window":
             return run_window(args)
+        if args.command == "verdicts":
+            from flows.review_loop import run_verdicts
+
+            return run_verdicts(args, options_of(args))
         return run_backfill(args)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)

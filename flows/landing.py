@@ -118,7 +118,7 @@ def queue_for_review(opts: EvalOptions, tally: Tally, config_ids: list[str], lf:
     earlier = opts.rescore or any(k in tally.values for k in low)
     with stage("adding traces to the review queue"):
         objects = [(x.object_id, x.object_type) for x in ranked]
-        result = review_task(lf, opts.review_queue, config_ids, objects, earlier)
+        result = review_task(lf, opts.review_queue, config_ids, objects, earlier, opts.review_score)
     report.queued_for_review = result.added
     report.already_in_review = result.already_queued
 
