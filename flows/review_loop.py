@@ -37,10 +37,21 @@ from tasks.langfuse_api import Access
 from tasks.report import md_code, md_escape
 from tasks.review import check_review_config
 from tasks.stream import Stream
-from tasks.verdicts import MIN_VERDICTS, Period, Verdicts, read_verdicts_task
+from tasks.verdicts import (
+    BAND_COVERAGE,
+    MIN_VERDICTS,
+    Period,
+    ThresholdRow,
+    Verdicts,
+    read_verdicts_task,
+)
 from tasks.windows import previous_day
 
 PRECISION_KEY = "trust-precision"
+RULE = (
+    f", with at least {BAND_COVERAGE:.0%} of the traces a higher threshold adds to the flag "
+    "reviewed"
+)
 
 
 class LoopResult(BaseModel):
@@ -88,7 +99,8 @@ def close_the_loop(
             description=f"Reviewers' verdicts on the last {opts.review_days} days' scores",
         )
         out.precision_url = artifact_url(made if isinstance(made, UUID) else None)
-    trend = refresh_trend(stream, opts, last, traces_url(lf, stream), logger)
+    with stage("publishing the trust trend"):
+        trend = refresh_trend(stream, opts, last, traces_url(lf, stream), logger)
     out.trend_days, out.drift_days = trend.rows, trend.fired
     out.trend_url = trend.chart_url
     return out
@@ -105,18 +117,18 @@ def verdicts_lines(v: Verdicts, name: Callable[[str], str] = str) -> list[str]:
     """The figures in plain sentences (the artifact's head, and the CLI's output); ``name``
     renders the score names (escaped in markdown)."""
     lines = [
-        f"Units scored {v.since:%Y-%m-%d %H:%M} → {v.until:%Y-%m-%d %H:%M} UTC: {v.scored}; "
+        f"Scored {v.since:%Y-%m-%d %H:%M} → {v.until:%Y-%m-%d %H:%M} UTC: {v.scored}; "
         f"reviewed ({name(v.review_score)}): {v.reviewed}"
         + (f"; {v.unreadable} verdicts neither correct nor incorrect" if v.unreadable else ""),
         f"Precision of the flag (score below {v.threshold}): "
-        f"{_ratio(v.flagged_incorrect, v.flagged_reviewed)} of the flagged units reviewed "
+        f"{_ratio(v.flagged_incorrect, v.flagged_reviewed)} of the flagged ones reviewed "
         "were marked incorrect",
         f"Reviewed but not flagged, marked incorrect: {v.unflagged_incorrect} of "
         f"{v.unflagged_reviewed}",
     ]
     if not v.enough:
         lines.append(
-            f"Too few verdicts to conclude: {v.flagged_reviewed} flagged units reviewed, at "
+            f"Too few verdicts to conclude: {v.flagged_reviewed} flagged ones reviewed, at "
             f"least {MIN_VERDICTS} needed."
         )
     if v.suggestion is not None:
@@ -124,12 +136,13 @@ def verdicts_lines(v: Verdicts, name: Callable[[str], str] = str) -> list[str]:
         lines.append(
             f"Suggested threshold: {v.suggestion} (the highest whose precision reaches the "
             f"target {v.target:.0%} over at least {MIN_VERDICTS} verdicts: "
-            f"{_ratio(row.incorrect, row.reviewed)}; it flags {row.would_flag} of {v.scored})"
+            f"{_ratio(row.incorrect, row.reviewed)}; it flags {row.would_flag} of {v.scored}"
+            + (f", {row.added_reviewed} of the {row.added} it adds reviewed)" if row.added else ")")
         )
     else:
         lines.append(
             f"No threshold suggested: none reaches the target precision {v.target:.0%} over "
-            f"at least {MIN_VERDICTS} verdicts."
+            f"at least {MIN_VERDICTS} verdicts{RULE}."
         )
     return lines
 
@@ -145,22 +158,28 @@ def verdicts_markdown(v: Verdicts, stream: Stream) -> str:
     for r in v.table:
         mark = " ◀ now" if abs(r.threshold - v.threshold) < 1e-9 else ""
         mark += " ◀ suggested" if r.threshold == v.suggestion else ""
-        p = "–" if r.precision is None else f"{r.precision:.0%}" + ("" if r.enough else " (few)")
+        p = "–" if r.precision is None else f"{r.precision:.0%}" + _caveat(r)
         lines.append(
             f"| {r.threshold}{mark} | {r.would_flag} | {r.reviewed} | {r.incorrect} | {p} |"
         )
     lines += [
         "",
-        f'_Precision: the share of flagged units reviewers marked incorrect. "(few)": under '
-        f"{MIN_VERDICTS} verdicts, never suggested. Langfuse requests: {v.langfuse_requests}._",
+        f'_Precision: the share of flagged ones reviewers marked incorrect. "(few)": under '
+        f'{MIN_VERDICTS} verdicts; "(unchecked)": under {BAND_COVERAGE:.0%} of what it adds to '
+        "the flag was reviewed (reviewers see the queue: add spot checks above the threshold); "
+        f"neither is suggested. Langfuse requests: {v.langfuse_requests}._",
     ]
     return "\n".join(lines)
+
+
+def _caveat(r: ThresholdRow) -> str:
+    return " (few)" if not r.enough else " (unchecked)" if not r.covered else ""
 
 
 def verdicts_text(v: Verdicts) -> str:
     out = [*verdicts_lines(v), "", "threshold  would flag  reviewed  incorrect  precision"]
     for r in v.table:
-        p = "–" if r.precision is None else f"{r.precision:.0%}" + ("" if r.enough else " few")
+        p = "–" if r.precision is None else f"{r.precision:.0%}" + _caveat(r)
         out.append(f"{r.threshold:>9}  {r.would_flag:>10}  {r.reviewed:>8}  {r.incorrect:>9}  {p}")
     return "\n".join(out)
 

@@ -45,10 +45,10 @@ class Trend:
 
 def history_note(stream: Stream) -> str:
     return (
-        f"History: one Prefect Variable per day ({stream.day_record_prefix}<day>, kept "
-        f"{KEEP_DAYS} days) in the Prefect server's database. A day re-run or backfilled "
-        "replaces its row; a lost day is rebuilt by a backfill over it (already-scored traces "
-        "cost no TLM)."
+        f"History: one Prefect Variable per day ({md_escape(stream.day_record_prefix)}"
+        f"\\<day\\>, kept {KEEP_DAYS} days) in the Prefect server's database. A day re-run or "
+        "backfilled replaces its row; a lost day is rebuilt by a backfill over it "
+        "(already-scored traces cost no TLM)."
     )
 
 

@@ -184,6 +184,7 @@ def trend_rows(
         assert f is not None
         row: dict[str, Any] = {
             "day": r.day.isoformat(),
+            "run": run_link(r.flow_run_id) if r.flow_run_id else "–",
             "traces": f.fetched,
             "scored": f.scored,
             "mean trust": "–" if f.mean is None else f"{f.mean:.3f}",
@@ -194,7 +195,6 @@ def trend_rows(
             row["causes"] = causes_text(f.causes)
         row["drift"] = drift_text(r.drift)
         row["complete"] = "yes" if r.complete else "no"
-        row["run"] = run_link(r.flow_run_id) if r.flow_run_id else "–"
         rows.append(row)
     return rows
 
@@ -213,9 +213,11 @@ def chart_markdown(
     history: str,
 ) -> str:
     """The trend as unicode sparklines, oldest day left, one character per day (a space: no
-    figures that day); then the drift days, the days with no figures, links and where the
-    history lives."""
+    figures that day), from the stream's first day with figures; then the drift days, the
+    days with no figures since, links and where the history lives."""
     days = sorted(days)
+    first = next((d for d in days if d in records and records[d].figures), None)
+    days = [d for d in days if first is not None and d >= first] or days
     figs = [records[d].figures if d in records else None for d in days]
     shares = [f.share if f else None for f in figs]
     means = [f.mean if f else None for f in figs]

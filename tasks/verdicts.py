@@ -22,7 +22,10 @@ Anything else (another label or number, a TEXT score) is counted as unreadable a
 
 The precision of the flag is the share of flagged units (score below the threshold) that
 reviewers marked incorrect. Below ``MIN_VERDICTS`` reviewed flagged units there are too few to
-conclude, and a threshold of the table with fewer is never suggested.
+conclude, and a threshold of the table with fewer is never suggested. Reviewers see the queue,
+the units already flagged, and only spot-check the others: a threshold above the current one is
+suggested only when at least ``BAND_COVERAGE`` of the units it would add to the flag were
+reviewed, never on the verdicts of the units flagged already alone.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from tasks.langfuse_api import NO_RETRY, Access, Calls, CursorGuard, batches, pa
 
 THRESHOLDS = tuple(round(0.1 * i, 1) for i in range(1, 10))
 MIN_VERDICTS = 10
+BAND_COVERAGE = 0.5  # of the units a higher threshold would add to the flag, reviewed
 CORRECT, INCORRECT = "correct", "incorrect"  # the labels of the config tasks/review.py makes
 
 Unit = tuple[str, str | None]  # (trace id, observation id)
@@ -128,6 +132,8 @@ class ThresholdRow(BaseModel):
     would_flag: int  # scored units below it
     reviewed: int  # of which reviewed
     incorrect: int  # of which marked incorrect
+    added: int = 0  # units it flags that the current threshold does not
+    added_reviewed: int = 0  # of which reviewed
 
     @property
     def precision(self) -> float | None:
@@ -136,6 +142,11 @@ class ThresholdRow(BaseModel):
     @property
     def enough(self) -> bool:
         return self.reviewed >= MIN_VERDICTS
+
+    @property
+    def covered(self) -> bool:
+        """Enough of what it adds to the flag was reviewed to judge it."""
+        return not self.added or self.added_reviewed >= BAND_COVERAGE * self.added
 
 
 class Verdicts(BaseModel):
@@ -186,7 +197,8 @@ def measure(
 ) -> Verdicts:
     """The flag's precision at ``threshold``, the table over THRESHOLDS and the suggestion:
     the highest threshold whose precision, over at least MIN_VERDICTS reviewed flagged units,
-    reaches ``target`` (it flags the most units at that precision)."""
+    reaches ``target`` (it flags the most units at that precision), among those whose added
+    units were reviewed enough (``ThresholdRow.covered``)."""
     known = {u: v for u, v in verdicts.items() if u in scored and v is not None}
     out = Verdicts(
         score_name=score_name, review_score=review_score, since=period.since,
@@ -204,11 +216,15 @@ def measure(
     for t in THRESHOLDS:
         below = [u for u, value in scored.items() if value < t]
         judged = [known[u] for u in below if u in known]
+        added = [u for u in below if scored[u] >= threshold]
         out.table.append(
             ThresholdRow(threshold=t, would_flag=len(below), reviewed=len(judged),
-                         incorrect=sum(1 for c in judged if not c))
+                         incorrect=sum(1 for c in judged if not c), added=len(added),
+                         added_reviewed=sum(1 for u in added if u in known))
         )  # fmt: skip
-    fit = [r.threshold for r in out.table if r.enough and (r.precision or 0) >= target]
+    fit = [
+        r.threshold for r in out.table if r.enough and r.covered and (r.precision or 0) >= target
+    ]
     out.suggestion = max(fit, default=None)
     return out
 

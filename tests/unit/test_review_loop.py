@@ -83,6 +83,22 @@ def test_precision_table_and_suggestion_are_the_hand_computed_ones() -> None:
                    threshold=0.5, target=0.9).suggestion is None  # fmt: skip
 
 
+def test_a_higher_threshold_needs_verdicts_on_what_it_adds_to_the_flag() -> None:
+    # only the queue (the flagged ones) reviewed: above 0.5 nothing is known
+    queue_only = [(s, v if s < 0.5 else None) for s, v in UNITS]
+    scored, verdicts = scored_and_verdicts(queue_only)
+    v = measure(scored, verdicts, score_name="s", review_score="r", period=PERIOD,
+                threshold=0.5, target=0.8)  # fmt: skip
+    high = {r.threshold: r for r in v.table}
+    assert (high[0.9].added, high[0.9].added_reviewed, high[0.9].covered) == (12, 0, False)
+    assert high[0.9].precision == pytest.approx(10 / 12)  # the same flagged ones: not evidence
+    assert v.suggestion == 0.5  # the current one, not 0.9
+    full = measure(*scored_and_verdicts(UNITS), score_name="s", review_score="r",
+                   period=PERIOD, threshold=0.5, target=0.8)  # fmt: skip
+    row = {r.threshold: r for r in full.table}[0.7]
+    assert (row.added, row.added_reviewed, row.covered) == (6, 4, True)
+
+
 def test_too_few_verdicts_conclude_nothing_and_unreadable_ones_are_left_out() -> None:
     scored, verdicts = scored_and_verdicts(UNITS[:9] + UNITS[20:])  # 9 flagged reviewed
     verdicts[("t05", None)] = None  # a verdict that says neither
@@ -240,3 +256,22 @@ def test_sparkline_and_empty_streak() -> None:
     assert empty_streak(recs, D) == 1
     del recs[D]
     assert empty_streak(recs, D) == 0  # no figures for the day: nothing is known
+
+
+def test_the_readme_drift_automation_is_one_prefect_accepts() -> None:
+    from pathlib import Path
+    from uuid import uuid4
+
+    import yaml
+    from prefect.automations import AutomationCore, EventTrigger
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = re.search(r"```yaml\n(name: trust drift to Slack\n.*?)```", readme, re.S)
+    assert block is not None
+    text = block.group(1).replace(
+        "<the id of your notification block: prefect block ls>", str(uuid4())
+    )
+    automation = AutomationCore.model_validate(yaml.safe_load(text))
+    trigger = automation.trigger
+    assert isinstance(trigger, EventTrigger) and trigger.expect == {"trust.drift"}
+    assert automation.actions[0].type == "send-notification"
