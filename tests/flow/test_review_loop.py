@@ -116,7 +116,7 @@ def test_a_reviewer_s_verdicts_give_the_flag_s_precision_and_a_suggested_thresho
     assert (first.reviewed, first.flagged_reviewed, first.flagged_incorrect) == (9, 6, 6)
     assert (first.unflagged_reviewed, first.unflagged_incorrect) == (3, 3)
     text = precision_markdown(stream)
-    assert "Too few verdicts to conclude: 6 flagged units reviewed, at least 10 needed" in text
+    assert "Too few verdicts to conclude: 6 flagged ones reviewed, at least 10 needed" in text
 
     # day 2: the rest; the wrong verdict corrected (it updates the first: counted once)
     lf.advance_clock(86400)
