@@ -275,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         create_tlm_limit(env, in_flight)
         env.setdefault("TRUST_EVAL_TLM_CONCURRENCY_LIMIT", TLM_LIMIT)
         worker = start_worker(env, home / "worker.log", args.pool)  # starts while we deploy
-        print("Deploying prefect.yaml (daily, window, backfill, notify-low-trust) ...", flush=True)
+        print("Deploying every deployment of prefect.yaml ...", flush=True)
         print(deploy(env), flush=True)
         print(
             f"\nPrefect UI:  http://127.0.0.1:{args.port}\n"
@@ -287,8 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"TLM:         at most {in_flight} calls in flight over all runs (global concurrency "
             f"limit {TLM_LIMIT!r};\n"
             "             TRUST_EVAL_TLM_MAX_IN_FLIGHT sets it)\n"
-            "Alerts:      notify-low-trust logs low-trust alerts in its run; set its `block`\n"
-            "             parameter to send them (README, 'Closing the loop')\n"
+            "Alerts:      notify-low-trust and notify-drift log their alerts in their runs; set\n"
+            "             their `block` parameter to send them (README, 'Closing the loop')\n"
             "Ctrl-C stops the worker and the server.",
             flush=True,
         )

@@ -4,7 +4,8 @@ of the sandbox's annotation queue, as Langfuse's annotation UI records one
 check (a threshold above the current one is only judged on such verdicts).
 
 Its verdicts are decided by the trace id and score, so they look like a reviewer's: a trace is
-marked ``incorrect`` with a chance that falls with its score (9 in 10 near 0, 1 in 10 near 1).
+marked ``incorrect`` with a chance that falls with its score (19 in 20 up to 0.14, 3 in 10 at
+0.5, 1 in 30 from 0.65).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def play_reviewer(
     items = lf.store.queue_items(queue.id)
     for item in items:
         odds = int(item.object_id[-4:], 16) % 100 / 100
-        wrong = odds < 0.9 - 0.8 * scores.get(item.object_id, 0.5)
+        chance = min(0.95, max(0.03, 1.2 - 1.8 * scores.get(item.object_id, 0.5)))
+        wrong = odds < chance
         label = "incorrect" if wrong else "correct"
         lf.store.annotate(queue.id, item.id, value=label, config_id=config.id)
     return len(items)

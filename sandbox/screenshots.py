@@ -328,6 +328,7 @@ def run_flows(home: Path, days: list[date], lf: LangfuseSandbox) -> list[Shot]:
             "backfill-summary.png",
             f"/artifacts/artifact/{back_summary.id}",
             ("Trust backfill", "total"),
+            size=(1400, 1500),  # every day down to the total
         ),
         Shot(
             "precision.png",
