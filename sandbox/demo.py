@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         reviewed = play_reviewer(lf)
         print(
             f"\nA reviewer (simulated) gave {reviewed} verdicts in the 'Low trust' queue "
-            "(the low-trust traces, and a few spot checks). Read back:"
+            "(the low-trust traces, and every other one above the threshold as a spot check). "
+            "Read back:"
         )
         from flows.review_loop import review_loop, verdicts_text
 
