@@ -286,8 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the worker starts while we deploy
         started["worker"] = start_worker(env, home / "worker.log", args.pool)
         write_pids(home, {k: p.pid for k, p in started.items()})
-        print("Deploying prefect.yaml (daily, window, backfill, report, notify-low-trust) ...",
-              flush=True)  # fmt: skip
+        print("Deploying every deployment of prefect.yaml ...", flush=True)
         print(deploy(env), flush=True)
         print(
             f"\nPrefect UI:  http://127.0.0.1:{args.port}\n"
@@ -302,8 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"TLM:         at most {in_flight} calls in flight over all runs (global concurrency "
             f"limit {TLM_LIMIT!r};\n"
             "             TRUST_EVAL_TLM_MAX_IN_FLIGHT sets it)\n"
-            "Alerts:      notify-low-trust logs low-trust alerts in its run; set its `block`\n"
-            "             parameter to send them (README, 'Closing the loop')\n"
+            "Alerts:      notify-low-trust and notify-drift log their alerts in their runs; set\n"
+            "             their `block` parameter to send them (README, 'Closing the loop')\n"
             "Ctrl-C (or SIGTERM) stops the worker, its flow runs and the server.",
             flush=True,
         )

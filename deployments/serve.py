@@ -23,11 +23,12 @@ from prefect.deployments.runner import RunnerDeployment
 from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 from prefect.schedules import Cron, Schedule
 
-from flows.alert import notify_low_trust
+from flows.alert import notify_drift, notify_low_trust
 from flows.backfill import backfill
 from flows.daily import daily
 from flows.evaluate_traces import evaluate_traces
 from flows.report_range import report_range
+from flows.review_loop import review_loop
 
 REPO = Path(__file__).resolve().parents[1]
 FLOWS: dict[str, Flow[Any, Any]] = {
@@ -36,6 +37,8 @@ FLOWS: dict[str, Flow[Any, Any]] = {
     "flows/backfill.py:backfill": backfill,
     "flows/alert.py:notify_low_trust": notify_low_trust,
     "flows/report_range.py:report_range": report_range,
+    "flows/review_loop.py:review_loop": review_loop,
+    "flows/alert.py:notify_drift": notify_drift,
 }
 
 

@@ -11,6 +11,9 @@ logged by the run), e.g.::
 
 (``SendgridEmail``, ``MicrosoftTeamsWebhook`` and ``CustomWebhookNotificationBlock`` work the
 same way; pass ``block="sendgrid-email/trust-alerts"`` etc.)
+
+``notify-drift`` does the same for ``trust.drift``: a day whose low-trust share exceeds the mean
+of the 7 days before it by more than ``drift_points`` (``flows/trend.py``).
 """
 
 from __future__ import annotations
@@ -61,6 +64,12 @@ def notify_low_trust(figures: dict[str, Any], block: str | None = None) -> str:
             A block that is set but does not exist fails the run, naming it.
     """
     subject, body = alert_message(figures)
+    return send(subject, body, block, "notify-low-trust")
+
+
+def send(subject: str, body: str, block: str | None, deployment: str) -> str:
+    """Send an alert through the notification block ``block`` ("type/name"); unset, it is
+    written to the run's log only. A block that does not exist fails the run, naming it."""
     logger = get_run_logger()
     if not block:
         logger.warning("%s\n%s\n(no notification block set: logged only)", subject, body)
@@ -70,7 +79,7 @@ def notify_low_trust(figures: dict[str, Any], block: str | None = None) -> str:
     except ValueError as err:
         raise ValueError(
             f"no notification block {block!r}: create it (README, 'Closing the loop') or unset "
-            f"the notify-low-trust deployment's block parameter ({err})"
+            f"the {deployment} deployment's block parameter ({err})"
         ) from None
     if not isinstance(notifier, NotificationBlock):
         raise TypeError(f"{block!r} is a {type(notifier).__name__}, not a notification block")
@@ -78,3 +87,56 @@ def notify_low_trust(figures: dict[str, Any], block: str | None = None) -> str:
     del sent
     logger.info("sent %r through %s", subject, block)
     return body
+
+
+def drift_message(figures: dict[str, Any]) -> tuple[str, str]:
+    """(subject, body) of a ``trust.drift`` event's payload."""
+    share = float(figures.get("low_trust_share") or 0.0)
+    base = float(figures.get("baseline_share") or 0.0)
+    tags = ", ".join(figures.get("tags") or [])
+    subject = f"Trust drift on {figures.get('day')}: {share:.0%} low trust ({tags or '(any)'})"
+    mean = figures.get("mean_score")
+    links = [
+        f"{what}: {figures[key]}"
+        for what, key in (
+            ("Run", "run_url"),
+            ("Trend", "trend_url"),
+            ("Traces", "langfuse_traces_url"),
+        )
+        if figures.get(key)
+    ]
+    body = "\n".join(
+        [
+            f"{figures.get('day')} ({tags}): {figures.get('low_trust_count', 0)} of "
+            f"{figures.get('scored', 0)} scored answers below "
+            f"{figures.get('low_trust_threshold')} ({share:.1%}), against {base:.1%} on "
+            f"average over the 7 days before: +{float(figures.get('points') or 0):.1f} "
+            f"points (alert above {figures.get('drift_points')}).",
+            f"Mean trust: {mean:.3f}." if isinstance(mean, int | float) else "Mean trust: –.",
+            f"Traces that day: {figures.get('fetched', 0)}. Score: "
+            f"{figures.get('score_name', 'trust_score')}.",
+            *links,
+        ]
+    )
+    return subject, body
+
+
+def _drift_run_name() -> str:
+    figures = (flow_run.parameters or {}).get("figures") or {}
+    day = figures.get("day") if isinstance(figures, dict) else None
+    return f"trust drift {day or ''}".strip()
+
+
+@flow(name="notify-drift", flow_run_name=_drift_run_name)
+def notify_drift(figures: dict[str, Any], block: str | None = None) -> str:
+    """Send a ``trust.drift`` event (a day's low-trust share jumped) through a notification
+    block.
+
+    Args:
+        figures: The drift event's payload (the trigger fills it in).
+        block: The notification block to send through, as "type/name" (e.g.
+            "slack-webhook/trust-alerts"). Unset: the alert is written to this run's log only.
+            A block that is set but does not exist fails the run, naming it.
+    """
+    subject, body = drift_message(figures)
+    return send(subject, body, block, "notify-drift")

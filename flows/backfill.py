@@ -39,7 +39,7 @@ from tasks.models import Window
 from tasks.report import EvalReport
 from tasks.retry import describe
 from tasks.stream import Stream
-from tasks.windows import midnight, split_days
+from tasks.windows import midnight, previous_day, split_days
 
 SUMMARY_KEY = "trust-backfill-summary"
 
@@ -247,8 +247,8 @@ def backfill(
     on_workers = days_on == "workers" or (days_on == "auto" and bool(deployment.id))
     if on_workers:
         check_day_deployment(day_deployment)
-    _, stream = open_stream(Access(settings.langfuse, settings.tuning), tags, opts.score_name,
-                            logger)  # fmt: skip
+    lf = Access(settings.langfuse, settings.tuning)
+    _, stream = open_stream(lf, tags, opts.score_name, logger)
     params: dict[str, Any] = {"tags": tags, "options": opts}
     workers = min(max_concurrency, len(windows))
     logger.info(
@@ -281,7 +281,20 @@ def backfill(
         flow_run_id=str(flow_run.id) if flow_run.id else None,
     )
     write_summary(summary, stream)
+    if not opts.dry_run:  # the backfilled days' rows in the trend, and their drift verdicts
+        refresh_loop(lf, stream, opts)
     return raise_if_failed(summary)
+
+
+def refresh_loop(lf: Access, stream: Stream, opts: EvalOptions) -> None:
+    """The trend up to yesterday (a view: its failure is a warning)."""
+    from flows.review_loop import close_the_loop
+
+    yesterday = previous_day(datetime.now(UTC))[0].date()
+    try:
+        close_the_loop(lf, stream, opts, yesterday, verdicts=False)
+    except Exception as err:
+        get_run_logger().warning("refreshing the trust trend failed: %s", describe(err))
 
 
 def raise_if_failed(summary: BackfillSummary) -> BackfillSummary:

@@ -1,9 +1,10 @@
-"""Ad-hoc runs from a terminal: ``python -m flows.cli window|backfill|report ...``.
+"""Ad-hoc runs from a terminal: ``python -m flows.cli window|backfill|report|verdicts ...``.
 
     python -m flows.cli window --since 24h --tag TLM_eval_pipeline
     python -m flows.cli window --start 2026-11-27T00:00Z --end 2026-11-28T00:00Z --tag X
     python -m flows.cli backfill --start-date 2026-11-01 --end-date 2026-11-07 --tag X
     python -m flows.cli report --since 7d --tag X
+    python -m flows.cli verdicts --tag X --review-score trust_verdict  # reviewers, the trend
 
 Everything that needs no call is checked first (one line on stderr, exit 2). Then Langfuse is
 asked (its version, the keys' project) while the Prefect server starts: PREFECT_API_URL's, the
@@ -172,10 +173,33 @@ def run_report(args: argparse.Namespace, s: Session) -> int:
     return EXIT_OK
 
 
+def run_verdicts(args: argparse.Namespace, s: Session) -> int:
+    opts = options_of(args)
+    tags = validate_tags(args.tags)
+    if not opts.review_score:
+        raise ConfigError("--review-score is needed: the annotation score reviewers set")
+    tuning, langfuse = load_tuning(), load_langfuse()
+    s.start_prefect(tuning)
+    s.reach_langfuse(langfuse, tuning, tags, opts.score_name)
+    s.ready()
+    from flows.review_loop import print_loop, review_loop
+
+    try:
+        result = review_loop(tags=tags, options=opts)
+    except ConfigError:
+        raise
+    except TrustEvalError as err:
+        print(f"\nFAILED: {err}")
+        return EXIT_FAILED
+    print_loop(result)
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Session], int]] = {
     "window": run_window,
     "backfill": run_backfill,
     "report": run_report,
+    "verdicts": run_verdicts,
 }
 
 

@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--score-name", default="trust_score", help="the score the runs wrote")
     rep.add_argument("--below", type=float, default=0.5, help="low trust below this (0-1)")
     rep.add_argument("--limit", type=int, default=20, help="rows of the lowest table (1-1000)")
+    sub.add_parser("verdicts", parents=[common], help="reviewers' verdicts; the trust trend")
     return parser
 
 

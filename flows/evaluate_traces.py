@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from prefect import flow, get_run_logger
 from prefect.runtime import deployment, flow_run
 
-from flows.evaluated_days import complete, mark_evaluated
+from flows.evaluated_days import record_window
 from flows.options import EvalOptions, options_from, validate_tags
 from flows.publish import publish
 from flows.settings import Settings
@@ -106,8 +106,8 @@ def evaluate_traces(
         report = run_window(run)
     if report.errors:
         raise (Interrupted if STOP.why else EvaluationFailed)("; ".join(report.errors), report)
-    if run.stream is not None and complete(report, opts):  # the catch-up skips these days
-        mark_evaluated(run.stream, start, end, run.run_id, get_run_logger())
+    if run.stream is not None:  # the day's record: complete (the catch-up skips it), figures
+        record_window(run.stream, start, end, report, opts, run.run_id, get_run_logger())
     return report
 
 

@@ -132,7 +132,8 @@ def queue_for_review(opts: EvalOptions, tally: Tally, config_ids: list[str], lf:
     earlier = opts.rescore or any(k in tally.values for k in low)
     with stage("adding traces to the review queue"):
         objects = [(x.object_id, x.object_type) for x in ranked]
-        result = review_task(lf, opts.review_queue, config_ids, objects, earlier, opts.score_name)
+        result = review_task(lf, opts.review_queue, config_ids, objects, earlier, opts.score_name,
+                             opts.review_score)  # fmt: skip
     report.queued_for_review = result.added
     report.already_in_review = result.already_queued
 

@@ -83,6 +83,39 @@ class EvalOptions(BaseModel):
         "scored traces is below the threshold; unset: never.",
     )
 
+    review_score: str | None = Field(
+        default="trust_verdict",
+        min_length=1,
+        max_length=35,
+        description="Name of the annotation score reviewers set on queued traces: CATEGORICAL "
+        "'correct'/'incorrect' (made once, offered by the queue), or an existing BOOLEAN "
+        "(true: correct) or NUMERIC 0/1 (1: correct) config of that name. Unset: verdicts "
+        "are not read.",
+    )
+    review_days: int = Field(
+        default=7,
+        ge=1,
+        le=90,
+        description="Verdicts are read for the traces scored in this many past days.",
+    )
+    review_target_precision: float = Field(
+        default=0.8,
+        gt=0.0,
+        le=1.0,
+        description="Share of flagged traces reviewers should find incorrect: the suggested "
+        "threshold is the highest whose precision reaches it.",
+    )
+    trend_days: int = Field(
+        default=30, ge=2, le=60, description="Days shown side by side in the trust trend."
+    )
+    drift_points: float = Field(
+        default=10.0,
+        gt=0.0,
+        le=100.0,
+        description="A day whose low-trust share exceeds the mean of the 7 days before it by "
+        "more than this many percentage points emits a trust.drift event.",
+    )
+
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         if not self.score_name.strip():
@@ -91,18 +124,24 @@ class EvalOptions(BaseModel):
             raise ValueError("untrustworthy_below must not exceed low_trust_threshold")
         if self.review_queue is not None and not self.review_queue.strip():
             raise ValueError("review_queue must be a queue name (or unset)")
+        if self.review_score is not None and self.review_score in (
+            self.score_name,
+            f"{self.score_name}_label",
+        ):
+            raise ValueError("review_score must differ from score_name and its _label score")
         # a review queue needs a score config: without ours, it gets the trust score's
         queue_config = self.review_queue is not None and not self.label_score
-        names = [self.score_name] if self.score_config or queue_config else []
-        names += [self.label_name] if self.label_name else []
-        for name in names:
+        fix = "shorten score_name, or set score_config=false and label_score=false"
+        if self.review_queue is not None:
+            fix += " and unset review_queue (a Langfuse queue needs a score config)"
+        names = [(self.score_name, fix)] if self.score_config or queue_config else []
+        names += [(self.label_name, fix)] if self.label_name else []
+        names += [(self.review_score, "rename review_score")] if self.review_score else []
+        for name, hint in names:
             if not CONFIG_NAME.fullmatch(name):
-                fix = "set score_config=false and label_score=false"
-                if self.review_queue is not None:
-                    fix += " and unset review_queue (a Langfuse queue needs a score config)"
                 raise ValueError(
                     f"{name!r} cannot name a Langfuse score config (at most 35 letters, digits, "
-                    f"spaces, _ . ( ) -): shorten score_name, or {fix}"
+                    f"spaces, _ . ( ) -): {hint}"
                 )
         return self
 

@@ -123,10 +123,11 @@ class WindowRun:
         """The score configs, and what is already scored (the ledger, then Langfuse)."""
         o, t, w = self.opts, self.tuning, self.window
         self.progress.update(w.end)
-        if not o.dry_run and (o.score_config or o.label_score):
+        review = o.review_score if o.review_queue else None  # its queue offers the verdict
+        if not o.dry_run and (o.score_config or o.label_score or review):
             with stage("ensuring the score configs"):
                 name = o.score_name if o.score_config else None
-                ids = ensure_configs_task(self.lf, name, o.label_name)
+                ids = ensure_configs_task(self.lf, name, o.label_name, review)
             self.landing.spec = score_spec(o, ids, self.run_id, t.comment_max_chars)
         end = w.end + timedelta(seconds=t.trace_max_duration_s if o.observations else 0)
         if o.rescore and not o.review_queue:  # a re-run's review needs the values

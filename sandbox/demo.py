@@ -8,7 +8,9 @@
 3. runs the ``evaluate-traces`` flow on an embedded Prefect server (flows/prefect_server.py:
    its start-up shown as it goes, up to PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, 180 s
    unless set) and prints the least trustworthy traces;
-4. runs it again and shows that nothing was scored or written twice.
+4. runs it again and shows that nothing was scored or written twice;
+5. plays a (simulated) reviewer on the "Low trust" annotation queue the first run filled, and
+   reads the verdicts back: how often the low-trust flag was right.
 
 Sandbox scores are SYNTHETIC: the TLM sandbox is not a trust model. To score real traces, set
 LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY, LANGFUSE_BASE_URL and CLEANLAB_TLM_API_KEY and run
@@ -27,6 +29,7 @@ from typing import Any
 from flows import prefect_server
 from sandbox.langfuse import LangfuseSandbox
 from sandbox.openai_app import OpenAISandbox
+from sandbox.reviewer import play_reviewer
 from sandbox.tlm import TLMSandbox
 from sandbox.trivia_app import SEED_QUESTIONS, TAG, synthetic_questions, trace_answers
 
@@ -68,9 +71,15 @@ def demo(synthetic: int, prefect: prefect_server.PrefectApi) -> int:
 
         prefect.ready(print)
         from flows.evaluate_traces import evaluate_traces
+        from flows.options import EvalOptions
         from tasks.report import text_table
 
-        params: dict[str, Any] = {"window_start": start, "window_end": end, "tags": [TAG]}
+        params: dict[str, Any] = {
+            "window_start": start,
+            "window_end": end,
+            "tags": [TAG],
+            "options": EvalOptions(review_queue="Low trust"),
+        }
         first = evaluate_traces(**params)
         print("\nRun 1:", _counts(first))
         print("\nLeast trustworthy answers, lowest first:\n" + text_table(first, limit=10))
@@ -91,6 +100,17 @@ def demo(synthetic: int, prefect: prefect_server.PrefectApi) -> int:
             f"({'nothing duplicated' if again == landed else 'DUPLICATES!'}), "
             f"TLM items sent in run 2: {second.tlm_requests}"
         )
+        reviewed = play_reviewer(lf)
+        print(
+            f"\nA reviewer (simulated) gave {reviewed} verdicts in the 'Low trust' queue "
+            "(the low-trust traces, and every other one above the threshold as a spot check). "
+            "Read back:"
+        )
+        from flows.review_loop import review_loop, verdicts_text
+
+        loop = review_loop(tags=[TAG], options=params["options"])
+        if loop.verdicts is not None:
+            print(verdicts_text(loop.verdicts))
         print(
             "\nTo run against real services: export LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY, "
             "LANGFUSE_BASE_URL and CLEANLAB_TLM_API_KEY (see README)."

@@ -9,10 +9,15 @@ made offline from real runs.
    process pool, a worker and ``prefect deploy --all`` (:mod:`deployments.local`); the worker's
    flow runs inherit the sandboxes' LANGFUSE_* / CLEANLAB_* environment;
 4. runs the ``window`` deployment over the last day, then the ``backfill`` deployment over all
-   the days (the window's day shows as already scored: nothing is scored twice);
-5. has headless Chromium capture the UI at 1400x900 into docs/images/ (overwriting), once the
+   the days (the window's day shows as already scored: nothing is scored twice), both queueing
+   their low-trust traces for review; one day carries extra answers TLM scores low, a jump in
+   the low-trust share;
+5. plays the reviewer in the sandbox (a simulated one: a verdict on every queued trace and on a
+   few unflagged ones), then runs the ``review-loop`` deployment: the precision artifact and the
+   trust trend;
+6. has headless Chromium capture the UI at 1400x900 into docs/images/ (overwriting), once the
    page's DOM shows what the picture is meant to show;
-6. stops everything it started, also when a step fails.
+7. stops everything it started, also when a step fails.
 
 Needs ``chromium`` on PATH (Debian: ``apt-get install chromium``). The scores are SYNTHETIC.
 """
@@ -35,8 +40,9 @@ from uuid import UUID
 from deployments import local
 from sandbox.chromium import dump_dom, find_chromium, screenshot
 from sandbox.langfuse import LangfuseSandbox
+from sandbox.reviewer import play_reviewer
 from sandbox.runner import free_port
-from sandbox.seed import seed_days
+from sandbox.seed import seed_days, trace_answer_at
 from sandbox.tlm import session_tlm_sandbox
 from sandbox.trivia_app import TAG
 from tasks.windows import midnight
@@ -55,7 +61,12 @@ FAST = {
     "TRUST_EVAL_TLM_TIMEOUT_S": "20",
     "TRUST_EVAL_SETTLE_LAG_S": "0",
 }
-OPTIONS: dict[str, Any] = {"quality_preset": "medium", "low_trust_threshold": 0.5}
+OPTIONS: dict[str, Any] = {
+    "quality_preset": "medium",
+    "low_trust_threshold": 0.5,
+    "review_queue": "Low trust",
+}
+JUMP_DAY, JUMP_ANSWERS = 4, 8  # days before today; extra answers TLM scores low that day
 
 
 @dataclass(frozen=True)
@@ -104,8 +115,10 @@ def completed(run: FlowRun, home: Path) -> FlowRun:
     return run
 
 
-def artifact(client: SyncPrefectClient, run_id: UUID, prefix: str) -> Artifact:
-    """The run's (newest) artifact whose key starts with ``prefix``."""
+def artifact(
+    client: SyncPrefectClient, run_id: UUID, prefix: str, kind: str | None = None
+) -> Artifact:
+    """The run's (newest) artifact whose key starts with ``prefix`` (of type ``kind``)."""
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     found = [
@@ -113,7 +126,7 @@ def artifact(client: SyncPrefectClient, run_id: UUID, prefix: str) -> Artifact:
         for a in client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
         )
-        if (a.key or "").startswith(prefix)
+        if (a.key or "").startswith(prefix) and kind in (None, a.type)
     ]
     if not found:
         raise RuntimeError(f"flow run {run_id} has no artifact with a key starting {prefix!r}")
@@ -158,7 +171,7 @@ def capture(ui: str, shot: Shot, out_dir: Path, budget_ms: int, attempts: int = 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=IMAGES, help="where the PNGs go")
-    parser.add_argument("--days", type=int, default=3, help="past UTC days to seed and backfill")
+    parser.add_argument("--days", type=int, default=14, help="past UTC days to seed and backfill")
     parser.add_argument("--per-day", type=int, default=12, help="traces per day")
     parser.add_argument(
         "--budget-ms", type=int, default=20000, help="Chromium's virtual time per page"
@@ -195,8 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             worker = local.start_worker(env, home / "worker.log", limit=4)
             local.deploy(env)
             log(f"prefect server on :{port}, pool, worker and deployments ready", t0)
-            shots = run_flows(home, days)
-            log("window and backfill runs completed", t0)
+            shots = run_flows(home, days, lf)
+            log("window, backfill and review-loop runs completed", t0)
             ui = f"http://127.0.0.1:{port}"
             for shot in shots:
                 path = capture(ui, shot, args.out, args.budget_ms)
@@ -226,6 +239,17 @@ def seed(lf: LangfuseSandbox, days: int, per_day: int) -> list[date]:
     )
     try:
         by_day = seed_days(client, days=days, per_day=per_day, tags=[TAG])
+        if days > JUMP_DAY:  # a day whose low-trust share jumps: the trend's drift
+            jump = datetime.now(UTC).date() - timedelta(days=JUMP_DAY)
+            at = midnight(jump) + timedelta(hours=13)
+            by_day[jump] += [
+                trace_answer_at(
+                    client, f"Bonus question {i}? [tlm:trustworthiness=0.1{i}]",
+                    at + timedelta(minutes=7 * i), tags=[TAG],
+                )
+                for i in range(JUMP_ANSWERS)
+            ]  # fmt: skip
+            client.flush()
     finally:
         client.shutdown()
     missing = [i for ids in by_day.values() for i in ids if lf.store.trace(i) is None]
@@ -234,13 +258,15 @@ def seed(lf: LangfuseSandbox, days: int, per_day: int) -> list[date]:
     return sorted(by_day)
 
 
-def run_flows(home: Path, days: list[date]) -> list[Shot]:
-    """The window run (last day) and the backfill (all days); the pictures to take of them."""
+def run_flows(home: Path, days: list[date], lf: LangfuseSandbox) -> list[Shot]:
+    """The window run (last day), the backfill (all days), a reviewer's verdicts and the
+    review loop; the pictures to take of them."""
     from prefect import get_client
 
     with get_client(sync_client=True) as client:
         window = client.read_deployment_by_name("evaluate-traces/window")
         back = client.read_deployment_by_name("evaluate-traces-backfill/backfill")
+        loop = client.read_deployment_by_name("trust-review-loop/review-loop")
         last = days[-1]
         w = client.create_flow_run_from_deployment(
             window.id,
@@ -263,12 +289,24 @@ def run_flows(home: Path, days: list[date]) -> list[Shot]:
                 "options": OPTIONS,
             },
         )
-        completed(local.wait_final(client, b.id, timeout=300), home)
+        completed(local.wait_final(client, b.id, timeout=600), home)
+        play_reviewer(lf)
+        r = client.create_flow_run_from_deployment(
+            loop.id, parameters={"tags": [TAG], "options": OPTIONS}
+        )
+        completed(local.wait_final(client, r.id, timeout=300), home)
         lowest = artifact(client, w.id, "trust-lowest-")
         summary = artifact(client, w.id, "trust-summary-")
         back_summary = artifact(client, b.id, "trust-backfill-summary-")
+        precision = artifact(client, r.id, "trust-precision-")
+        trend = artifact(client, r.id, "trust-trend-chart-")
+        table = artifact(client, r.id, "trust-trend-", kind="table")
     return [
-        Shot("deployments.png", "/deployments", ("window", "backfill", "notify-low-trust")),
+        Shot(
+            "deployments.png",
+            "/deployments",
+            ("window", "backfill", "review-loop", "notify-drift", "notify-low-trust"),
+        ),
         Shot(
             "run-graph.png",
             f"/runs/flow-run/{w.id}",
@@ -290,7 +328,15 @@ def run_flows(home: Path, days: list[date]) -> list[Shot]:
             "backfill-summary.png",
             f"/artifacts/artifact/{back_summary.id}",
             ("Trust backfill", "total"),
+            size=(1400, 1500),  # every day down to the total
         ),
+        Shot(
+            "precision.png",
+            f"/artifacts/artifact/{precision.id}",
+            ("Is the low-trust flag right?", "Precision of the flag", "would flag"),
+        ),
+        Shot("trend.png", f"/artifacts/artifact/{trend.id}", ("Trust trend", "low-trust share")),
+        Shot("trend-table.png", f"/artifacts/artifact/{table.id}", ("low-trust share", "drift")),
     ]
 
 

@@ -9,6 +9,10 @@
   items so that nothing is added twice.
 - Every window run emits a Prefect event with its figures, and a second one when the low-trust
   share passes the alert threshold (what an automation reacts to).
+- Reviewers' verdicts: the annotation score ``review_score`` (CATEGORICAL ``correct`` /
+  ``incorrect``, made once) is attached to the queue the pipeline creates, so its review form
+  offers it; an existing config of that name must be one the verdict reader understands
+  (``tasks/verdicts.py``), else the run is refused before TLM is paid.
 """
 
 from __future__ import annotations
@@ -22,9 +26,11 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
+from tasks.errors import ConfigError
 from tasks.langfuse_api import NO_RETRY, Access, Calls
 
 LABELS = ("untrustworthy", "review", "trustworthy")
+VERDICT_LABELS = ("incorrect", "correct")  # the review score's categories, values 0 and 1
 PAGE = 100
 
 
@@ -40,6 +46,16 @@ def _all_pages(fetch: Any) -> Iterable[Any]:
         page += 1
 
 
+def _score_configs(calls: Calls) -> Iterable[Any]:
+    api = calls.api
+    return _all_pages(
+        lambda page: calls(
+            "reading score configs",
+            lambda: api.score_configs.get(page=page, limit=PAGE, request_options=NO_RETRY),
+        )
+    )
+
+
 def ensure_score_config(
     calls: Calls,
     name: str,
@@ -50,13 +66,7 @@ def ensure_score_config(
 ) -> str:
     """The id of the score config ``name`` (created when missing)."""
     api = calls.api
-    configs = _all_pages(
-        lambda page: calls(
-            "reading score configs",
-            lambda: api.score_configs.get(page=page, limit=PAGE, request_options=NO_RETRY),
-        )
-    )
-    for cfg in configs:
+    for cfg in _score_configs(calls):
         if cfg.name == name and str(cfg.data_type) == data_type and not cfg.is_archived:
             return str(cfg.id)
     kwargs: dict[str, Any] = {"name": name, "data_type": data_type, "description": description}
@@ -69,6 +79,60 @@ def ensure_score_config(
         lambda: api.score_configs.create(**kwargs, request_options=NO_RETRY),
     )
     calls.logger.info("created score config %r (%s)", name, data_type)
+    return str(created.id)
+
+
+def verdict_config_problem(cfg: Any) -> str | None:
+    """Why a score config cannot hold reviewers' verdicts (None: it can)."""
+    kind = str(cfg.data_type)
+    if kind == "BOOLEAN":
+        return None
+    if kind == "NUMERIC":
+        low = cfg.min_value if cfg.min_value is not None else float("-inf")
+        high = cfg.max_value if cfg.max_value is not None else float("inf")
+        return None if low <= 0 and high >= 1 else f"a NUMERIC config from {low} to {high}"
+    if kind == "CATEGORICAL":
+        labels = {str(c.label).lower() for c in cfg.categories or []}
+        missing = " or ".join(repr(label) for label in VERDICT_LABELS if label not in labels)
+        return f"a CATEGORICAL config without {missing}" if missing else None
+    return f"a {kind} config"
+
+
+def check_review_config(calls: Calls, name: str) -> str | None:
+    """The id of the (unarchived) score config ``name`` reviewers set, None when there is
+    none; a ConfigError when it cannot hold a verdict (refused before anything is paid)."""
+    found = [c for c in _score_configs(calls) if c.name == name and not c.is_archived]
+    for cfg in found:
+        if verdict_config_problem(cfg) is None:
+            return str(cfg.id)
+    if found:
+        raise ConfigError(
+            f"review_score {name!r} names {verdict_config_problem(found[0])} in Langfuse; "
+            "verdicts must be CATEGORICAL 'correct'/'incorrect', BOOLEAN (true: correct) or "
+            "NUMERIC 0/1 (1: correct): set review_score to another name (it is then created) "
+            "or change that config"
+        )
+    return None
+
+
+def ensure_review_config(calls: Calls, name: str) -> str:
+    """The id of the review score's config: an existing one that can hold verdicts, or a new
+    CATEGORICAL one with the labels ``incorrect`` (0) and ``correct`` (1)."""
+    found = check_review_config(calls, name)
+    if found is not None:
+        return found
+    created = calls(
+        f"creating score config {name!r}",
+        lambda: calls.api.score_configs.create(
+            name=name,
+            data_type="CATEGORICAL",
+            description="Reviewer's verdict on the answer (langfuse-tlm-evals reads it back to "
+            "measure how often a low trust score was right).",
+            categories=[{"label": label, "value": i} for i, label in enumerate(VERDICT_LABELS)],
+            request_options=NO_RETRY,
+        ),
+    )
+    calls.logger.info("created score config %r (CATEGORICAL: correct, incorrect)", name)
     return str(created.id)
 
 
@@ -85,9 +149,15 @@ def find_queue(calls: Calls, name: str) -> str | None:
 
 
 def ensure_queue(
-    calls: Calls, name: str, *, score_config_ids: list[str], score_name: str | None = None
+    calls: Calls,
+    name: str,
+    *,
+    score_config_ids: list[str],
+    score_name: str | None = None,
+    review_score: str | None = None,
 ) -> str:
-    """The id of the annotation queue ``name`` (created when missing).
+    """The id of the annotation queue ``name`` (created when missing, offering the run's score
+    configs and the review score's, made if missing).
 
     Langfuse creates a queue only with at least one score config (its reviewers' form:
     ``scoreConfigIds`` is ``min(1)`` and every id must exist). A run that attaches its scores
@@ -99,6 +169,8 @@ def ensure_queue(
         return found
     if not score_config_ids and score_name:
         score_config_ids = [ensure_trust_config(calls, score_name)]
+    if review_score:
+        score_config_ids = [*score_config_ids, ensure_review_config(calls, review_score)]
     try:
         created = calls(
             f"creating annotation queue {name!r}",
@@ -175,11 +247,15 @@ def ensure_trust_config(calls: Calls, score_name: str) -> str:
 
 @task(name="ensure-score-configs", task_run_name="ensure score configs", cache_policy=NO_CACHE)
 def ensure_configs_task(
-    lf: Access, score_name: str | None, label_name: str | None
+    lf: Access, score_name: str | None, label_name: str | None, review_score: str | None = None
 ) -> dict[str, str]:
-    """Score config ids by score name (the numeric trust score, and its label, as wanted)."""
+    """Score config ids by score name (the numeric trust score, and its label, as wanted); the
+    reviewers' verdict config is made (or checked: a ConfigError) when ``review_score`` is
+    given."""
     calls = lf.calls(get_run_logger())
     ids: dict[str, str] = {}
+    if review_score:
+        ids[review_score] = ensure_review_config(calls, review_score)
     if score_name:
         ids[score_name] = ensure_trust_config(calls, score_name)
     if label_name:
@@ -201,12 +277,17 @@ def review_task(
     objects: list[tuple[str, str]],
     check_existing: bool,
     score_name: str | None = None,
+    review_score: str | None = None,
 ) -> QueueResult:
     """Queue ``objects`` once; a queue to create with no ``score_config_ids`` gets the config
     of ``score_name`` (see ``ensure_queue``)."""
     calls = lf.calls(get_run_logger())
     queue_id = ensure_queue(
-        calls, queue_name, score_config_ids=score_config_ids, score_name=score_name
+        calls,
+        queue_name,
+        score_config_ids=score_config_ids,
+        score_name=score_name,
+        review_score=review_score,
     )
     added, there = enqueue(calls, queue_id, objects, check_existing=check_existing)
     calls.logger.info("review queue %r: %d added, %d already queued", queue_name, added, there)

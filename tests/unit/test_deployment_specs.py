@@ -11,7 +11,16 @@ from tests.support.prefect_yaml import PREFECT_YAML, declared_deployments
 
 def test_prefect_yaml_declares_the_deployments_without_secrets() -> None:
     deps = declared_deployments()
-    assert set(deps) == {"daily", "window", "backfill", "report", "notify-low-trust"}
+    assert set(deps) == {
+        "daily",
+        "window",
+        "backfill",
+        "report",
+        "notify-low-trust",
+        "review-loop",
+        "notify-drift",
+    }
+    assert deps["daily"]["parameters"]["empty_days"] == 3
     (sched,) = deps["daily"]["schedules"]
     assert sched == {
         "cron": "15 0 * * *",
@@ -27,6 +36,10 @@ def test_prefect_yaml_declares_the_deployments_without_secrets() -> None:
     assert all(d["work_pool"]["name"] == local.POOL for d in deps.values())
     (trigger,) = deps["notify-low-trust"]["triggers"]
     assert trigger["expect"] == ["trust-eval.window.low-trust"]
+    (drift,) = deps["notify-drift"]["triggers"]
+    assert drift["expect"] == ["trust.drift"]
+    assert drift["match"] == {"prefect.resource.id": "trust-eval.stream.*"}
+    assert deps["review-loop"]["entrypoint"] == "flows/review_loop.py:review_loop"
     text = PREFECT_YAML.read_text()
     body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
     assert "KEY" not in body and "SECRET" not in body and "env:" not in body
