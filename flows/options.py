@@ -130,7 +130,7 @@ class EvalOptions(BaseModel):
         ):
             raise ValueError("review_score must differ from score_name and its _label score")
         # a review queue needs a score config: without ours, it gets the trust score's
-        queue_config = self.review_queue is not None and not self.label_score
+        queue_config = self.review_queue is not None and not (self.label_score or self.review_score)
         fix = "shorten score_name, or set score_config=false and label_score=false"
         if self.review_queue is not None:
             fix += " and unset review_queue (a Langfuse queue needs a score config)"

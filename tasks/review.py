@@ -161,16 +161,17 @@ def ensure_queue(
 
     Langfuse creates a queue only with at least one score config (its reviewers' form:
     ``scoreConfigIds`` is ``min(1)`` and every id must exist). A run that attaches its scores
-    to none (score_config and label_score off) creates the trust score's numeric config for
-    the queue all the same, named ``score_name``; its scores stay without a configId.
+    to none (score_config and label_score off, no review_score) creates the trust score's
+    numeric config for the queue all the same, named ``score_name``; its scores stay without
+    a configId.
     """
     found = find_queue(calls, name)
     if found:
         return found
-    if not score_config_ids and score_name:
-        score_config_ids = [ensure_trust_config(calls, score_name)]
     if review_score:
         score_config_ids = [*score_config_ids, ensure_review_config(calls, review_score)]
+    if not score_config_ids and score_name:
+        score_config_ids = [ensure_trust_config(calls, score_name)]
     try:
         created = calls(
             f"creating annotation queue {name!r}",

@@ -48,6 +48,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(parts[0])
 
 
+@pytest.fixture(autouse=True)
+def no_stop_left_over() -> Iterator[None]:
+    """A test that stops a run (a signal, a cancel) leaves the process's stop flag set; the
+    next test in the same worker starts without it, as a new process would."""
+    yield
+    if "flows.stopping" in sys.modules:
+        sys.modules["flows.stopping"].STOP.reset()
+
+
 # --------------------------------------------------------------------------- network guard
 
 

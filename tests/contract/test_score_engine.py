@@ -18,8 +18,6 @@ from tasks.config import TLMSettings
 from tasks.models import Pair
 from tasks.score import REFUSED_KEY, ScoreResult, TLMEngine
 
-pytestmark = pytest.mark.timeout(60)
-
 T0 = datetime(2025, 6, 1, tzinfo=UTC)
 
 

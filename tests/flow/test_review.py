@@ -105,7 +105,9 @@ def test_a_review_queue_without_score_configs_gets_the_trust_scores_config(
     lf = langfuse_sandbox
     ids = seed_questions(lf, 20)
     low = {t for i, t in enumerate(ids) if expected_score(i) < 0.5}
-    opts = EvalOptions(score_config=False, label_score=False, review_queue="Low trust")
+    opts = EvalOptions(
+        score_config=False, label_score=False, review_queue="Low trust", review_score=None
+    )
     report = evaluate_traces(tags=[TAG], options=opts, **W)
 
     assert report.ok and report.queued_for_review == len(low) > 0
@@ -127,7 +129,11 @@ def test_a_review_queue_without_score_configs_gets_the_trust_scores_config(
     opts = EvalOptions(score_config=False, review_queue="Theirs", score_name="s2")
     again = evaluate_traces(tags=["other"], options=opts, **W)
     assert again.ok and again.queued_for_review == len(lf.store.queue_items(theirs.id)) > 0
-    assert {c.name for c in lf.store.score_configs()} == {"trust_score", "human_check"}
+    # (the review score's config is the run's own, made in its config step)
+    assert {c.name for c in lf.store.score_configs()} == {
+        "trust_score", "human_check", "trust_verdict"
+    }  # fmt: skip
+    assert lf.store.annotation_queues()[-1].score_config_ids == [own.id]
 
 
 def test_review_lowest_n(langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox) -> None:
