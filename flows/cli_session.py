@@ -41,9 +41,11 @@ class Session:
 
     def start_prefect(self, tuning: Tuning) -> prefect_server.PrefectApi:
         """Choose the server; an embedded one starts while Langfuse is asked."""
-        self.prefect = prefect_server.choose(tuning.local_prefect_api or None, self.say)
-        if tuning.tlm_concurrency_limit and self.prefect.kind == "embedded":
-            raise ConfigError(no_ceiling_here(tuning.tlm_concurrency_limit))
+        limit = tuning.tlm_concurrency_limit
+        self.prefect = prefect_server.choose(
+            tuning.local_prefect_api or None, self.say,
+            no_embedded=no_ceiling_here(limit) if limit else None,
+        )  # fmt: skip
         return self.prefect
 
     def ready(self) -> None:

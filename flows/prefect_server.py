@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.config import EMBEDDED_PREFECT_API_VAR
-from tasks.errors import TrustEvalError
+from tasks.errors import ConfigError, TrustEvalError
 
 STARTUP_VAR = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
 STARTUP_DEFAULT_S = 180  # Prefect's own 20 s is too short on a busy 2-core machine
@@ -174,9 +174,10 @@ class PrefectApi:
         self.embedded.stop()
 
 
-def choose(local_api: str | None, say: Say) -> PrefectApi:
+def choose(local_api: str | None, say: Say, *, no_embedded: str | None = None) -> PrefectApi:
     """Pick the server (see the module docstring) and point PREFECT_API_URL at it. An embedded
-    server is started here and starts while the caller goes on (``ready`` waits for it)."""
+    server is started here and starts while the caller goes on (``ready`` waits for it);
+    ``no_embedded``: why this run cannot use one (a ConfigError, nothing started)."""
     configured = os.environ.get("PREFECT_API_URL")
     if not configured and "prefect" in sys.modules:  # a caller (a test) set it in-process
         from prefect.settings import get_current_settings
@@ -189,6 +190,8 @@ def choose(local_api: str | None, say: Say) -> PrefectApi:
         os.environ["PREFECT_API_URL"] = local_api
         say(f"Prefect: the local server at {local_api} (`make prefect`); runs show in its UI")
         return PrefectApi(local_api, "local")
+    if no_embedded:
+        raise ConfigError(no_embedded)
     server = Embedded()
     timeout, chosen = startup_timeout_s()
     why = f"{STARTUP_VAR}={timeout}" if chosen else f"up to {timeout} s; {STARTUP_VAR} sets it"
