@@ -77,8 +77,8 @@ def test_concurrency_carries_over_to_the_next_chunk(tlm: TLMSandbox) -> None:
                 time.sleep(0.02)
             assert tlm.scoring == min(window, 60) and not second.done()
         finally:
-            tlm.faults.release_hangs()
-        assert len(second.result(timeout=120).scored) == 60
+            tlm.faults.clear()  # no more holds (an item sent after this is not held), and go
+        assert len(second.result(timeout=240).scored) == 60
 
 
 def test_next_chunk_runs_while_the_previous_chunks_tail_is_out(
@@ -182,12 +182,16 @@ def test_a_tlm_that_stops_answering_fails_the_queue_fast(tlm: TLMSandbox) -> Non
 
 @pytest.mark.parametrize("status", [429, 503])
 def test_a_concurrency_ceiling_slows_the_engine_but_every_item_scores(
-    tlm: TLMSandbox, engine: TLMEngine, status: int
+    tlm: TLMSandbox, status: int
 ) -> None:
+    """The items' timeout is long: on a busy machine the pauses after 429s add up, and an item
+    that times out is not what this is about."""
     tlm.set_latency(0.05)
     tlm.set_ceiling(6, status=status)
-    futures = [engine.submit(pairs(f"x{n}", 30)) for n in range(2)]
-    results = [f.result(timeout=40) for f in futures]
+    cfg = TLMSettings(api_key=SecretStr(tlm.api_key))
+    with TLMEngine(cfg, quality_preset="medium", timeout_s=240) as engine:
+        futures = [engine.submit(pairs(f"x{n}", 30)) for n in range(2)]
+        results = [f.result(timeout=280) for f in futures]
     assert [len(r.scored) for r in results] == [30, 30]
     assert tlm.faults.count("tlm.score", status=status) >= 1
     assert tlm.peak_in_flight() <= 6

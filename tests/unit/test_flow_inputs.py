@@ -37,7 +37,10 @@ def test_a_score_name_langfuse_cannot_use_for_a_config_is_refused_up_front() -> 
     # without a config, any score name Langfuse takes is fine
     assert not options_from({"score_name": long_name, "score_config": False}).score_config
     # ...unless a review queue needs one (a Langfuse queue takes at least one score config)
-    no_configs = {"score_name": long_name, "score_config": False, "review_queue": "Low trust"}
+    no_configs = {
+        "score_name": long_name, "score_config": False, "review_queue": "Low trust",
+        "review_score": None,  # (a review score's config would do)
+    }  # fmt: skip
     with pytest.raises(ConfigError, match="unset review_queue"):
         options_from(no_configs)
 
