@@ -321,6 +321,7 @@ class ScoreBook:
             done.outcomes.append(outcome_for(p, Bucket.ALREADY_SCORED, reason))
             return
         cause = {plan.cause_name} if plan.cause_name else set()
+        cause -= {n for n in cause if self.verdict(key, n) in DONE}  # written already
         if Verdict.PAY in lacking.values() or value is None:
             p.only = frozenset(lacking) | cause
             fresh.append(p)
