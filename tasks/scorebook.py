@@ -262,10 +262,13 @@ class ScoreBook:
         """The names a unit must carry that it lacks, with their verdicts (RESEND or PAY)."""
         plan = self.plan
         names = [self.score_name, *plan.criterion_names]
-        if rag_unit and not any(self.verdict(key, n) in DONE for n in plan.eval_names):
-            names += plan.eval_names
         verdicts = {n: self.verdict(key, n) for n in names}
-        return {n: v for n, v in verdicts.items() if v not in DONE}
+        evals = {n: self.verdict(key, n) for n in plan.eval_names} if rag_unit else {}
+        if any(v in DONE for v in evals.values()):
+            evals = {}  # a RAG call landed: an eval it could not score is not paid for again
+        elif RESEND in evals.values():
+            evals = {n: v for n, v in evals.items() if v is RESEND}  # paid for: re-sent
+        return {n: v for n, v in (verdicts | evals).items() if v not in DONE}
 
     # --- decisions --------------------------------------------------------------------------
 

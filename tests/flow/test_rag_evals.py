@@ -9,7 +9,7 @@ import pytest
 
 from flows.cli import main
 from flows.evaluate_traces import evaluate_traces
-from flows.options import EvalOptions
+from flows.options import Criterion, EvalOptions
 from sandbox.langfuse import LangfuseSandbox
 from sandbox.tlm import TLMSandbox, marker
 from tasks.evals import RAG_EVALS, cause_of
@@ -22,22 +22,25 @@ DAY = datetime(2026, 11, 26, tzinfo=UTC)
 W: dict[str, Any] = {"window_start": DAY, "window_end": DAY + timedelta(days=1)}
 TAG = "rag-app"
 S = "trust_score"
-CONCISE = {"name": "concise", "criteria": "The answer is one short sentence."}
-POLITE = {"name": "polite", "criteria": "The answer is polite."}
+CONCISE = Criterion(name="concise", criteria="The answer is one short sentence.")
+POLITE = Criterion(name="polite", criteria="The answer is polite.")
 EVALS = [f"{S}_{e}" for e in RAG_EVALS]
 
-# forced values per RAG trace (markers in the question): trust, then the four evals
-RAG_CASES: list[dict[str, float]] = [
-    {"trustworthiness": 0.2, "context_sufficiency": 0.1},  # retrieval_gap
-    {"trustworthiness": 0.2, "context_sufficiency": 0.9, "response_groundedness": 0.1},
-    {"trustworthiness": 0.2, "context_sufficiency": 0.9, "response_groundedness": 0.9,
-     "query_ease": 0.1},  # fmt: skip
-    {"trustworthiness": 0.2, "context_sufficiency": 0.9, "response_groundedness": 0.9,
-     "query_ease": 0.9, "response_helpfulness": 0.1},  # fmt: skip
-    {"trustworthiness": 0.2, "context_sufficiency": 0.9, "response_groundedness": 0.9,
-     "query_ease": 0.9, "response_helpfulness": 0.9},  # other
-    {"trustworthiness": 0.9},  # above the threshold: no cause
-]  # fmt: skip
+
+def forced(trust: float, *evals: float) -> dict[str, float]:
+    """Forced values of a RAG trace: trust, then the evals in the cause rule's order."""
+    return {"trustworthiness": trust} | dict(zip(RULE_ORDER, evals, strict=False))
+
+
+RULE_ORDER = ("context_sufficiency", "response_groundedness", "query_ease", "response_helpfulness")
+RAG_CASES = [
+    forced(0.2, 0.1),  # retrieval_gap
+    forced(0.2, 0.9, 0.1),  # hallucination
+    forced(0.2, 0.9, 0.9, 0.1),  # unclear_question
+    forced(0.2, 0.9, 0.9, 0.9, 0.1),  # unhelpful
+    forced(0.2, 0.9, 0.9, 0.9, 0.9),  # other
+    forced(0.9),  # above the threshold: no cause
+]
 PLAIN_CASES: list[dict[str, float]] = [{"trustworthiness": 0.3}, {"trustworthiness": 0.8}]
 
 
@@ -45,13 +48,13 @@ def marks(values: dict[str, Any]) -> str:
     return "".join(marker(k, v) for k, v in values.items())
 
 
-def rag_trace(lf: LangfuseSandbox, i: int, forced: dict[str, Any]) -> str:
+def rag_trace(lf: LangfuseSandbox, i: int, values: dict[str, Any]) -> str:
     """A trace of a RAG app: the question at the root, a retrieval step (RETRIEVER) as
     Langfuse's integrations log it, the answer."""
-    question = f"What year did shop {i} open? {marks(forced)}"
+    question = f"What year did shop {i} open? {marks(values)}"
     t = lf.store.add_trace(
         tags=(TAG,), start_time=DAY + timedelta(hours=i), input={"args": [question], "kwargs": {}},
-        output=f"Shop {i} opened in {1990 + i}.", metadata={"system_prompt": "Answer from the context."},
+        output=f"Shop {i} opened in {1990 + i}.", metadata={"system_prompt": "Use the context."},
     )  # fmt: skip
     lf.store.add_observation(
         trace_id=t, type="RETRIEVER", name="search", start_time=DAY + timedelta(hours=i, seconds=1),
@@ -60,10 +63,10 @@ def rag_trace(lf: LangfuseSandbox, i: int, forced: dict[str, Any]) -> str:
     return t
 
 
-def plain_trace(lf: LangfuseSandbox, i: int, forced: dict[str, Any]) -> str:
+def plain_trace(lf: LangfuseSandbox, i: int, values: dict[str, Any]) -> str:
     return lf.store.add_trace(
         tags=(TAG,), start_time=DAY + timedelta(hours=12 + i),
-        input={"args": [f"Tell me a fact {i}. {marks(forced)}"], "kwargs": {}},
+        input={"args": [f"Tell me a fact {i}. {marks(values)}"], "kwargs": {}},
         output=f"Fact {i}.", metadata={"system_prompt": "You are a trivia master."},
     )  # fmt: skip
 
@@ -92,7 +95,7 @@ def test_rag_and_plain_traces_carry_every_score_paid_for_once(
     lf = langfuse_sandbox
     rag = [rag_trace(lf, i, c) for i, c in enumerate(RAG_CASES)]
     plain = [plain_trace(lf, i, c) for i, c in enumerate(PLAIN_CASES)]
-    opts = EvalOptions(rag_evals=True, criteria=[CONCISE])  # type: ignore[list-item]
+    opts = EvalOptions(rag_evals=True, criteria=[CONCISE])
     first = evaluate_traces(tags=[TAG], options=opts, **W)
     assert first.ok and first.uploaded == 8, first.errors
     # one score call per trace: TrustworthyRAG for the traces with context, TLM for the others;
@@ -100,15 +103,15 @@ def test_rag_and_plain_traces_carry_every_score_paid_for_once(
     assert calls(tlm) == (6, 2, 5)
     assert (first.rag_units, first.no_context_units) == (6, 2)
     scores = by_trace(lf)
-    for t, forced in zip(rag, RAG_CASES, strict=True):
+    for t, case in zip(rag, RAG_CASES, strict=True):
         got = scores[t]
-        low = forced["trustworthiness"] < 0.5
+        low = case["trustworthiness"] < 0.5
         want = {S, *EVALS, f"{S}_concise"} | ({f"{S}_cause"} if low else set())
         assert set(got) == want, t
-        assert got[S] == forced["trustworthiness"]
+        assert got[S] == case["trustworthiness"]
         for e in RAG_EVALS:
-            if e in forced:
-                assert got[f"{S}_{e}"] == forced[e]
+            if e in case:
+                assert got[f"{S}_{e}"] == case[e]
         if low:  # the cause follows the rule over the evals as written
             evals = {e: got[f"{S}_{e}"] for e in RAG_EVALS}
             assert got[f"{S}_cause"] == cause_of(evals, 0.5)
@@ -128,7 +131,7 @@ def test_rag_and_plain_traces_carry_every_score_paid_for_once(
     assert again.ok and again.uploaded == 0 and again.already_scored == 8 and again.resent == 0
     assert calls(tlm) == n_calls and written(lf) == before
     # a second criterion: one call per trace, and only the new score is written
-    opts2 = EvalOptions(rag_evals=True, criteria=[CONCISE, POLITE])  # type: ignore[list-item]
+    opts2 = EvalOptions(rag_evals=True, criteria=[CONCISE, POLITE])
     third = evaluate_traces(tags=[TAG], options=opts2, **W)
     assert third.ok and third.uploaded == 8, third.errors
     rag_n, tlm_n, _ = calls(tlm)
@@ -165,7 +168,7 @@ def test_a_criterion_on_plain_tlm_is_sent_as_custom_eval_criteria(
 ) -> None:
     lf = langfuse_sandbox
     t = plain_trace(lf, 0, {"concise": 0.25})
-    report = evaluate_traces(tags=[TAG], options=EvalOptions(criteria=[CONCISE]), **W)  # type: ignore[list-item]
+    report = evaluate_traces(tags=[TAG], options=EvalOptions(criteria=[CONCISE]), **W)
     assert report.ok and calls(tlm) == (0, 1, 0)
     assert tlm.records("tlm.score")[0].criteria == ("concise",)
     assert by_trace(lf)[t][f"{S}_concise"] == 0.25
