@@ -49,7 +49,7 @@ def seed(lf: LangfuseSandbox, n: int) -> None:
         )  # fmt: skip
 
 
-def one(n: int, rag: bool, latency: float) -> dict[str, Any]:
+def one(n: int, rag: bool, latency: Latency) -> dict[str, Any]:
     """One flow run over a fresh store of ``n`` RAG traces; its figures."""
     from flows.evaluate_traces import evaluate_traces
     from flows.options import EvalOptions
@@ -60,7 +60,7 @@ def one(n: int, rag: bool, latency: float) -> dict[str, Any]:
         seed(lf, n)
         tlm = TLM_SANDBOX
         tlm.reset()
-        tlm.set_latency(Latency.fixed(latency))
+        tlm.set_latency(latency)
         opts = EvalOptions(rag_evals=rag, score_config=False)
         start = time.perf_counter()
         report = evaluate_traces(
@@ -90,8 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--traces", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--tlm-latency", type=float, default=0.05)
+    parser.add_argument("--tlm-latency", type=float, default=0.05, help="seconds per item")
+    parser.add_argument("--tlm-latency-p99", type=float, default=None, help="log-normal p99")
     args = parser.parse_args(argv)
+    latency = (
+        Latency.fixed(args.tlm_latency)
+        if args.tlm_latency_p99 is None
+        else Latency.lognormal(args.tlm_latency, args.tlm_latency_p99, seed=7)
+    )
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ["TRUST_EVAL_SETTLE_LAG_S"] = "0"
     os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
@@ -102,11 +108,11 @@ def main(argv: list[str] | None = None) -> int:
 
         runs: list[dict[str, Any]] = []
         with prefect_test_harness(server_startup_timeout=180):
-            one(50, True, args.tlm_latency)  # warm-up: imports, the first flow run
+            one(50, True, Latency.fixed(0.01))  # warm-up: imports, the first flow run
             for r in range(args.repeat):
                 order = (False, True) if r % 2 == 0 else (True, False)
                 for rag in order:
-                    runs.append(one(args.traces, rag, args.tlm_latency) | {"repeat": r})
+                    runs.append(one(args.traces, rag, latency) | {"repeat": r})
                     print(json.dumps(runs[-1]))
     summary = summarize(runs, args)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -126,6 +132,7 @@ def summarize(runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str,
         "traces": args.traces,
         "repeat": args.repeat,
         "tlm_latency_s": args.tlm_latency,
+        "tlm_latency_p99_s": args.tlm_latency_p99,
         "trust_only_ms_per_trace": med(False, "ms_per_trace"),
         "rag_ms_per_trace": med(True, "ms_per_trace"),
         "ratio": round(ratio, 3),
@@ -144,7 +151,12 @@ def markdown(s: dict[str, Any], stamp: str) -> str:
             f"# RAG evals against trust-only (run rag-{stamp})",
             "",
             f"{s['traces']} traces with retrieved context, TLM latency {s['tlm_latency_s']} s "
-            f"per item (fixed), {s['repeat']} repetitions each (alternating), medians.",
+            + (
+                "per item (fixed)"
+                if s["tlm_latency_p99_s"] is None
+                else f"mean per item, p99 {s['tlm_latency_p99_s']} s (log-normal)"
+            )
+            + f", {s['repeat']} repetitions each (alternating), medians.",
             "",
             "| | ms per trace | score calls per trace |",
             "|---|--:|--:|",

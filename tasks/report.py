@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, Field
 
-from tasks.evals import EvalPlan, call_chars
+from tasks.evals import CAUSES, EvalPlan, call_chars
 from tasks.failures import Reason
 from tasks.models import Bucket, Outcome, Pair, preview
 
@@ -420,6 +420,15 @@ def cause_shares(report: EvalReport) -> dict[str, float]:
     """Each cause's share of the low-trust units this run scored with RAG evals."""
     total = sum(report.causes.values())
     return {c: round(n / total, 4) for c, n in sorted(report.causes.items())} if total else {}
+
+
+def top_cause(report: EvalReport) -> str:
+    """The most frequent cause of the run's low-trust units ("none" when it classified none;
+    ties: the rule's order)."""
+    if not report.causes:
+        return "none"
+    order = {c: i for i, c in enumerate(CAUSES)}
+    return min(report.causes, key=lambda c: (-report.causes[c], order.get(c, len(order))))
 
 
 def _delivery_lines(report: EvalReport) -> list[str]:

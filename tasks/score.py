@@ -479,7 +479,12 @@ class TLMEngine:
     # ------------------------------------------------------------------ loop side
 
     def _window(self) -> int:
-        return congestion_window(self._tlm) or MAX_IN_FLIGHT
+        """The clients' congestion window; with TrustworthyRAG too, the larger of the two (each
+        client still holds its own calls to its own window)."""
+        window = congestion_window(self._tlm) or MAX_IN_FLIGHT
+        if self._rag is not None:
+            window = max(window, congestion_window(self._rag) or MAX_IN_FLIGHT)
+        return window
 
     def _room(self) -> int:
         """How many items may be in flight now: the congestion window, within the slots held

@@ -21,7 +21,8 @@ The rules, for a unit not being re-scored (``verdict``):
 
 A run that writes more than trust (RAG evals, criteria: ``tasks.evals.EvalPlan``) applies the
 rule to every name a unit must carry: a unit is done when each is shown or pending (for the RAG
-evals: any of them, so that an eval TLM could not score is not paid for again). A unit with a
+evals: any of them, so that an eval TLM could not score is not paid for again; a RAG unit
+whose evals are only in the ledger re-sends those). A unit with a
 name to pay for costs one call, and only the names it lacks are written (``Pair.only``); one
 with names to re-send only re-sends those. The ledger keys the trust score by unit, and every
 other name by unit and name.

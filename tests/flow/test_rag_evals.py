@@ -13,7 +13,7 @@ from flows.options import Criterion, EvalOptions
 from sandbox.langfuse import LangfuseSandbox
 from sandbox.tlm import TLMSandbox, marker
 from tasks.evals import RAG_EVALS, cause_of
-from tasks.report import event_payload
+from tasks.report import EVENT_LOW_TRUST, event_payload, lowest_table, summary_markdown
 from tests.support.profiles import ON_BOTH_SERVERS
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -207,3 +207,40 @@ def test_a_duplicate_criterion_is_one_line_before_any_call(
     err = capsys.readouterr().err
     assert "'a' is given twice" in err and err.count("\n") == 1
     assert langfuse_sandbox.faults.requests == [] and tlm.records() == []
+
+
+def test_the_low_trust_event_carries_each_cause_share_and_the_top_cause(
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox
+) -> None:
+    from tests.flow.test_review import _events
+
+    lf = langfuse_sandbox
+    for i, case in enumerate([forced(0.2, 0.1), forced(0.2, 0.1), forced(0.2, 0.9, 0.1)]):
+        rag_trace(lf, i, case)
+    opts = EvalOptions(rag_evals=True, alert_low_trust_share=0.1)
+    report = evaluate_traces(tags=[TAG], options=opts, **W)
+    assert report.causes == {"retrieval_gap": 2, "hallucination": 1}
+    alert = {e["event"]: e for e in _events(report.flow_run_id, expect=2)}[EVENT_LOW_TRUST]
+    assert alert["resource"]["trust-eval.top-cause"] == "retrieval_gap"
+    assert alert["payload"]["cause_shares"] == {"hallucination": 0.3333, "retrieval_gap": 0.6667}
+    assert "## Causes of low trust" in summary_markdown(report)
+    assert lowest_table(report.lowest)[0]["cause"] in {"retrieval_gap", "hallucination"}
+
+
+def test_a_dry_run_estimates_what_rag_calls_and_criteria_send(
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox
+) -> None:
+    lf = langfuse_sandbox
+    rag_trace(lf, 0, {})
+    plain_trace(lf, 0, {})
+    trust_only = evaluate_traces(tags=[TAG], options=EvalOptions(dry_run=True), **W)
+    rag = EvalOptions(dry_run=True, rag_evals=True, criteria=[CONCISE])
+    with_evals = evaluate_traces(tags=[TAG], options=rag, **W)
+    assert tlm.records() == [] and lf.store.all_scores() == []
+    assert (with_evals.rag_units, with_evals.no_context_units) == (1, 1)
+    assert with_evals.would_score == trust_only.would_score == 2
+    # the RAG call also sends the context, the question and the evals' criteria (~2,500
+    # characters); the plain call the criterion's name and text
+    extra = with_evals.would_score_chars - trust_only.would_score_chars
+    assert extra > 2000 + 2 * len(CONCISE.criteria)
+    assert with_evals.estimated_tokens > trust_only.estimated_tokens
