@@ -113,7 +113,7 @@ def add_option_flags(parser: argparse.ArgumentParser) -> None:
         elif typing.get_origin(kind) is typing.Literal:  # checked by EvalOptions: one line
             parser.add_argument(flag, metavar="{" + ",".join(args) + "}", default=None,
                                 help=f"{help_text} (default: {info.default})")  # fmt: skip
-        elif list[str] in args:
+        elif list[str] in args or typing.get_origin(kind) is list:
             parser.add_argument(
                 flag, action="append", default=None, help=f"{help_text} (repeatable)"
             )

@@ -43,10 +43,9 @@ def complete(report: EvalReport, opts: EvalOptions) -> bool:
 
 
 def cause_mix(report: EvalReport) -> dict[str, int] | None:
-    """The day's cause mix (cause -> low-trust units) for the trend's causes column. Runs do
-    not classify causes yet: this is where their counts go once the report carries them."""
-    del report
-    return None
+    """The day's cause mix (cause -> low-trust units this run scored with RAG evals) for the
+    trend's causes column; None when the run classified none."""
+    return dict(report.causes) or None
 
 
 def figures_of(report: EvalReport, opts: EvalOptions) -> DayFigures | None:

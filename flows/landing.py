@@ -50,8 +50,9 @@ def score_spec(
         "tlm_model": DEFAULT_MODEL,
         "prefect_flow_run_id": run_id,
     }
+    configs = {n: config_ids[n] for n in opts.plan.all_names if n in config_ids}
     return ScoreSpec(
-        opts.score_name, meta, config_ids.get(opts.score_name), label, comment_max_chars
+        opts.score_name, meta, config_ids.get(opts.score_name), label, comment_max_chars, configs
     )
 
 
@@ -111,7 +112,7 @@ class Landing:
         report.labels_failed += up.labels_failed
         report.read_back += up.read_back
         self.tally.add(up.uploaded + up.failed)
-        self.book.record(items, {x.key for x in up.uploaded})
+        self.book.record(items, up.taken)
         if up.suspended is not None:  # recorded as not taken: the next run re-sends them
             raise StageError(up.suspended)
         if up.failed and not up.uploaded:

@@ -7,12 +7,32 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tasks.errors import ConfigError
+from tasks.evals import MAX_CRITERIA_CHARS, EvalPlan, criteria_problem
 
 CONFIG_NAME = re.compile(r"[A-Za-z0-9_ .()\-]{1,35}")  # Langfuse's rule for score config names
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class Criterion(BaseModel):
+    """A criterion of the user's own, scored by TLM for every unit: ``{score_name}_{name}``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="A slug: lower-case letters, digits and _.")
+    criteria: str = Field(
+        description=f"What a good response does, in words (at most {MAX_CRITERIA_CHARS} "
+        "characters)."
+    )
 
 
 class EvalOptions(BaseModel):
@@ -115,6 +135,31 @@ class EvalOptions(BaseModel):
         description="A day whose low-trust share exceeds the mean of the 7 days before it by "
         "more than this many percentage points emits a trust.drift event.",
     )
+    rag_evals: bool = Field(
+        default=False,
+        description="Score traces with retrieved context with TrustworthyRAG (one call): "
+        "context_sufficiency, response_groundedness, query_ease, response_helpfulness as "
+        "score_name + '_' + eval, and a cause for each low-trust one.",
+    )
+    criteria: list[Criterion] = Field(
+        default_factory=list,
+        description="Criteria of your own, each written as score_name + '_' + name (0-1); "
+        "on the CLI: --criteria 'name=what a good response does' (repeatable).",
+    )
+
+    @field_validator("criteria", mode="before")
+    @classmethod
+    def _criteria_given_as_text(cls, value: object) -> object:
+        """``name=criteria`` text (the CLI's form) as a criterion."""
+        if not isinstance(value, list):
+            return value
+        out: list[object] = []
+        for item in value:
+            if isinstance(item, str):
+                name, _, text = item.partition("=")
+                item = {"name": name.strip(), "criteria": text.strip()}
+            out.append(item)
+        return out
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -137,6 +182,14 @@ class EvalOptions(BaseModel):
         names = [(self.score_name, fix)] if self.score_config or queue_config else []
         names += [(self.label_name, fix)] if self.label_name else []
         names += [(self.review_score, "rename review_score")] if self.review_score else []
+        if self.score_config and self.rag_evals:  # each eval and the cause get a config
+            rag = (*self.plan.eval_names, self.plan.cause_name or "")
+            names += [(n, "shorten score_name, or set score_config=false") for n in rag]
+        problem = criteria_problem(
+            self.score_name, [c.name for c in self.criteria], [c.criteria for c in self.criteria]
+        )
+        if problem:
+            raise ValueError(problem)
         for name, hint in names:
             if not CONFIG_NAME.fullmatch(name):
                 raise ValueError(
@@ -152,6 +205,16 @@ class EvalOptions(BaseModel):
     @property
     def observations(self) -> bool:
         return self.scope == "generation"
+
+    @property
+    def plan(self) -> EvalPlan:
+        """What the run scores besides trust, and the names it writes."""
+        return EvalPlan(
+            self.score_name,
+            self.rag_evals,
+            tuple((c.name, c.criteria) for c in self.criteria),
+            self.low_trust_threshold,
+        )
 
 
 def options_from(values: EvalOptions | dict[str, object] | None) -> EvalOptions:

@@ -26,6 +26,7 @@ from tasks.report import (
     event_payload,
     lowest_table,
     summary_markdown,
+    top_cause,
 )
 from tasks.retry import describe
 from tasks.stream import Stream
@@ -123,6 +124,7 @@ def emit_run_events(report: EvalReport, stream: Stream, alert_share: float | Non
         "prefect.resource.name": f"{','.join(report.tags)} {report.window_start:%Y-%m-%d}",
         "trust-eval.score-name": report.score_name,
         "trust-eval.tags": ",".join(report.tags),
+        "trust-eval.top-cause": top_cause(report),  # automations can match one cause
     }
     events = [emit_event(event=EVENT_EVALUATED, resource=resource, payload=payload)]
     if alert_share is not None and report.uploaded and payload["low_trust_share"] > alert_share:

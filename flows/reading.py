@@ -50,12 +50,12 @@ class Reader:
         """The window's new traces, a page at a time."""
         o = self.opts
         guard, cursor = CursorGuard("reading traces"), None
-        lookup = o.score_name if not self.server.batch_scores and not o.rescore else None
+        lookup = self.book.names if not self.server.batch_scores and not o.rescore else None
         for no in itertools.count(1):
             page = self.page(cursor, no, lookup)
             if no == 1 and not page.records:
                 self.legacy_check()
-            self.book.saw(page.scored or {})
+            self.book.saw_all(page.scored or {})
             yield self.own(first_sight(page.records, self.seen))
             self.progress.update(min((rec.start_time for rec in page.records), default=None))
             with stage(f"reading traces (page {no})"):
@@ -63,7 +63,7 @@ class Reader:
             if cursor is None:
                 return
 
-    def page(self, cursor: str | None, no: int, lookup: str | None) -> Page:
+    def page(self, cursor: str | None, no: int, lookup: tuple[str, ...] | None) -> Page:
         o = self.opts
         with stage(f"reading traces (page {no})"):
             page = fetch_page_task(

@@ -16,6 +16,7 @@ from prefect.utilities.annotations import quote
 from flows.stopping import critical
 from tasks.config import RunLogger, TLMSettings, Tuning
 from tasks.errors import StageError
+from tasks.evals import EvalPlan
 from tasks.models import Bucket, Pair, Scored
 from tasks.report import EvalReport
 from tasks.retry import describe
@@ -30,7 +31,12 @@ def bulk(value: T) -> T:
 
 
 def make_engine(
-    cfg: TLMSettings, tuning: Tuning, preset: str, run_id: UUID | None, logger: RunLogger
+    cfg: TLMSettings,
+    tuning: Tuning,
+    preset: str,
+    run_id: UUID | None,
+    logger: RunLogger,
+    plan: EvalPlan | None = None,
 ) -> TLMEngine:
     """The run's TLM engine; with a shared ceiling, its slots are leased to this run."""
     shared = None
@@ -41,7 +47,7 @@ def make_engine(
         )  # fmt: skip
     return TLMEngine(
         cfg, quality_preset=preset, timeout_s=tuning.tlm_timeout_s, shared=shared,
-        rate_limit_wait_s=tuning.tlm_rate_limit_wait_s,
+        rate_limit_wait_s=tuning.tlm_rate_limit_wait_s, plan=plan,
     )  # fmt: skip
 
 

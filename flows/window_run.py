@@ -47,6 +47,7 @@ def new_report(window: Window, opts: EvalOptions, run_id: str | None) -> EvalRep
         dry_run=opts.dry_run,
         low_trust_threshold=opts.low_trust_threshold,
         flow_run_id=run_id,
+        rag_evals=opts.rag_evals,
     )
 
 
@@ -87,8 +88,9 @@ class WindowRun:
         self.report.langfuse_server = server.label
         run = self.run_id or "local"
         self.book = ScoreBook.open(
-            self.stream.scores_key, o.score_name, t, run_id=run, warn=self.warn, clock=self.clock
-        )
+            self.stream.scores_key, o.score_name, t, run_id=run, warn=self.warn, clock=self.clock,
+            plan=o.plan,
+        )  # fmt: skip
         spec = score_spec(o, {}, self.run_id, t.comment_max_chars)
         self.landing = Landing(
             self.lf, spec, server, self.book, self.tally, self.health, self.logger
@@ -127,7 +129,8 @@ class WindowRun:
         if not o.dry_run and (o.score_config or o.label_score or review):
             with stage("ensuring the score configs"):
                 name = o.score_name if o.score_config else None
-                ids = ensure_configs_task(self.lf, name, o.label_name, review)
+                plan = o.plan if o.score_config else None
+                ids = ensure_configs_task(self.lf, name, o.label_name, review, plan)
             self.landing.spec = score_spec(o, ids, self.run_id, t.comment_max_chars)
         end = w.end + timedelta(seconds=t.trace_max_duration_s if o.observations else 0)
         if o.rescore and not o.review_queue:  # a re-run's review needs the values
@@ -140,7 +143,9 @@ class WindowRun:
         ):
             return  # Langfuse holds what the ledger says runs wrote: no look-up needed
         with stage("reading existing scores"):
-            self.book.saw(find_scored_task(self.lf, o.score_name, w.start, end, o.observations))
+            self.book.saw_all(
+                find_scored_task(self.lf, self.book.names, w.start, end, o.observations)
+            )
 
     # --- per chunk ---------------------------------------------------------------------------
 
@@ -172,12 +177,14 @@ class WindowRun:
         if paired:
             self.tally.add(paired.skipped)
             r.count_sources(p.source for p in pairs)
-        again, fresh = self.book.split(pairs, rescore=o.rescore)
+        again, fresh, done = self.book.split(pairs, rescore=o.rescore)
+        self.tally.values |= done.values
+        self.tally.add(done.outcomes)
         fresh, over = cap(fresh, None if o.max_traces is None else o.max_traces - self.sent)
         r.capped = r.capped or bool(over)
         self.tally.add(over)
         self.sent += len(fresh)
-        r.count_sent(fresh, again)
+        r.count_sent(fresh, again, o.plan)
         return Chunk(no, len(fresh), again), fresh
 
     def scoring(self) -> AbstractContextManager[Scoring]:
@@ -186,7 +193,9 @@ class WindowRun:
         cfg, t = self.settings.tlm, self.tuning
         if not self.opts.dry_run and cfg is not None:
             run = UUID(self.run_id) if self.run_id else None
-            self.engine = make_engine(cfg, t, self.opts.quality_preset, run, self.logger)
+            self.engine = make_engine(
+                cfg, t, self.opts.quality_preset, run, self.logger, self.opts.plan
+            )
             if self.stopping:
                 self.engine.halt(self.stopping)
         return chunks_at_tlm(

@@ -31,12 +31,20 @@ from sandbox.langfuse import LangfuseSandbox
 from sandbox.openai_app import OpenAISandbox
 from sandbox.reviewer import play_reviewer
 from sandbox.tlm import TLMSandbox
-from sandbox.trivia_app import SEED_QUESTIONS, TAG, synthetic_questions, trace_answers
+from sandbox.trivia_app import (
+    SEED_QUESTIONS,
+    TAG,
+    rag_questions,
+    synthetic_questions,
+    trace_answers,
+    trace_rag_answers,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--synthetic", type=int, default=300, help="synthetic traces to add")
+    parser.add_argument("--rag", type=int, default=40, help="traces of the RAG app to add")
     args = parser.parse_args(argv)
     # offline: no telemetry from Prefect's embedded server
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -46,12 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     # are recorded; before anything imports Prefect, which reads PREFECT_API_URL once
     prefect = prefect_server.choose(None, print)
     try:
-        return demo(args.synthetic, prefect)
+        return demo(args.synthetic, prefect, args.rag)
     finally:
         prefect.close()
 
 
-def demo(synthetic: int, prefect: prefect_server.PrefectApi) -> int:
+def demo(synthetic: int, prefect: prefect_server.PrefectApi, rag: int = 40) -> int:
     with LangfuseSandbox() as lf, TLMSandbox() as tlm, OpenAISandbox() as oai:
         # before anything imports cleanlab_tlm (it reads its base URL once, at import)
         os.environ.update(lf.env() | tlm.env() | oai.env())
@@ -63,10 +71,12 @@ def demo(synthetic: int, prefect: prefect_server.PrefectApi) -> int:
         start = datetime.now(UTC) - timedelta(seconds=1)
         questions = SEED_QUESTIONS + synthetic_questions(synthetic)
         trace_answers(questions)
+        trace_rag_answers(rag_questions(rag))
         end = datetime.now(UTC)
         print(
             f"Traced {len(questions)} answers: @observe + langfuse.openai, tag {TAG!r} "
-            "(each model call is a GENERATION holding the full messages)."
+            "(each model call is a GENERATION holding the full messages), and "
+            f"{rag} answers of a RAG app (a retrieval step, a RETRIEVER observation, first)."
         )
 
         prefect.ready(print)
@@ -78,22 +88,29 @@ def demo(synthetic: int, prefect: prefect_server.PrefectApi) -> int:
             "window_start": start,
             "window_end": end,
             "tags": [TAG],
-            "options": EvalOptions(review_queue="Low trust"),
+            "options": EvalOptions(review_queue="Low trust", rag_evals=True),
         }
         first = evaluate_traces(**params)
         print("\nRun 1:", _counts(first))
         print("\nLeast trustworthy answers, lowest first:\n" + text_table(first, limit=10))
+        print(
+            f"\nRAG evals: {first.rag_units} traces with retrieved context scored by "
+            f"TrustworthyRAG (one call each), {first.no_context_units} without by TLM. Causes of "
+            "low trust: "
+            + ", ".join(f"{c} {n}" for c, n in sorted(first.causes.items(), key=lambda x: -x[1]))
+        )
         print("\nThe seed notebook's five questions:")
         for score, question in seed_scores(lf):
             print(f"  {score:.3f}  {question}")
-        landed = len(lf.store.all_scores())
+        landed = trust_scores(lf)
         print(
-            f"\nScores in the sandbox Langfuse: {landed} (one per trace: "
-            f"{landed == first.uploaded})"
+            f"\nTrust scores in the sandbox Langfuse: {landed} (one per trace: "
+            f"{landed == first.uploaded}), {len(lf.store.all_scores())} scores in all "
+            "(RAG evals, causes, the review queue's)"
         )
 
         second = evaluate_traces(**params)
-        again = len(lf.store.all_scores())
+        again = trust_scores(lf)
         print("\nRun 2 (same window):", _counts(second))
         print(
             f"Scores in the sandbox Langfuse after run 2: {again} "
@@ -119,10 +136,16 @@ def demo(synthetic: int, prefect: prefect_server.PrefectApi) -> int:
         return 0 if ok else 1
 
 
+def trust_scores(lf: Any) -> int:
+    return sum(s.name == "trust_score" for s in lf.store.all_scores())
+
+
 def seed_scores(lf: Any) -> list[tuple[float, str]]:
     """The sandbox's stored scores of the seed's questions, read back from the store."""
     rows = []
     for score in lf.store.all_scores():
+        if score.name != "trust_score":
+            continue
         root = [o for o in lf.store.observations_for(score.trace_id or "") if o.is_root]
         text = root[0].input or "" if root else ""
         rows += [(float(score.value), q) for q in SEED_QUESTIONS if json.dumps(q)[1:-1] in text]

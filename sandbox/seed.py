@@ -32,10 +32,12 @@ from sandbox.trivia_app import (
     MODEL,
     ROOT_NAME,
     SEED_QUESTIONS,
+    SHOP_DOCS,
     SYSTEM_PROMPT,
     TAG,
     TRACE_NAME,
     messages_for,
+    rag_questions,
     synthetic_questions,
 )
 
@@ -99,6 +101,44 @@ def trace_answer_at(
     return root.trace_id
 
 
+def trace_rag_answer_at(
+    langfuse: Langfuse, question: str, doc: str, at: datetime, *, tags: Sequence[str] = (TAG,)
+) -> str:
+    """Trace one answer of the RAG app (:func:`sandbox.trivia_app.trace_rag_answers`) that
+    started at ``at``: a root span, a RETRIEVER child whose output is the document found, and
+    the GENERATION with the document in its system prompt (not flushed); its trace id."""
+    from langfuse import LangfuseGeneration, LangfuseRetriever, LangfuseSpan, propagate_attributes
+    from opentelemetry import trace as otel_trace
+
+    tracer = langfuse._otel_tracer
+    docs = [{"page_content": SHOP_DOCS[doc]}]
+    system = "Answer from the context.\n\nContext:\n" + SHOP_DOCS[doc]
+    answer = answer_for(question)
+    messages = messages_for(question, system)
+    root_span = tracer.start_span("answer_shop_question", start_time=_ns(at))
+    root = LangfuseSpan(
+        otel_span=root_span, langfuse_client=langfuse,
+        input={"args": [question, doc], "kwargs": {}}, output=answer,
+    )  # fmt: skip
+    with (
+        otel_trace.use_span(root_span, end_on_exit=False),
+        propagate_attributes(tags=list(tags), trace_name="shop-rag"),
+    ):
+        retriever = LangfuseRetriever(
+            otel_span=tracer.start_span("search_docs", start_time=_ns(at + _GEN_OFFSET)),
+            langfuse_client=langfuse, input={"args": [question, doc], "kwargs": {}}, output=docs,
+        )  # fmt: skip
+        retriever.end(end_time=_ns(at + 2 * _GEN_OFFSET))
+        generation = LangfuseGeneration(
+            otel_span=tracer.start_span("OpenAI-generation", start_time=_ns(at + 3 * _GEN_OFFSET)),
+            langfuse_client=langfuse, input=messages,
+            output={"role": "assistant", "content": answer}, model=MODEL,
+        )  # fmt: skip
+        generation.end(end_time=_ns(at + 3 * _GEN_OFFSET + _GEN_TIME))
+    root.end(end_time=_ns(at + 4 * _GEN_OFFSET + _GEN_TIME))
+    return root.trace_id
+
+
 def questions_for(day: date, n: int) -> list[str]:
     """A day's ``n`` questions: the seed's five first (partly wrong answers), then synthetic
     ones that differ from day to day."""
@@ -118,10 +158,11 @@ def seed_days(
     per_day: int,
     tags: Sequence[str] = (TAG,),
     today: date | None = None,
+    rag_per_day: int = 0,
 ) -> dict[date, list[str]]:
     """Trace ``per_day`` answers on each of the ``days`` UTC days before ``today``, evenly
-    spread over the day, and flush once per day (one export batch per day); the trace ids by
-    day."""
+    spread over the day (and ``rag_per_day`` answers of the RAG app, with a retrieval step),
+    and flush once per day (one export batch per day); the trace ids by day."""
     if days < 1 or per_day < 1:
         raise ValueError("days and per_day must be >= 1")
     step = DAY / per_day
@@ -131,6 +172,11 @@ def seed_days(
         out[day] = [
             trace_answer_at(langfuse, question, start + i * step, tags=tags)
             for i, question in enumerate(questions_for(day, per_day))
+        ]
+        rag_step = DAY / max(rag_per_day, 1)
+        out[day] += [
+            trace_rag_answer_at(langfuse, q, doc, start + i * rag_step + step / 4, tags=tags)
+            for i, (q, doc) in enumerate(rag_questions(rag_per_day))
         ]
         langfuse.flush()
     return out
@@ -145,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tag", action="append", dest="tags", help=f"trace tag, repeatable (default {TAG})"
     )
+    parser.add_argument(
+        "--rag-per-day", type=int, default=0,
+        help="answers of the RAG app (a retrieval step) per day, for --rag-evals (default 0)",
+    )  # fmt: skip
     parser.add_argument(
         "--langfuse-url",
         default=f"http://127.0.0.1:{DEFAULT_LANGFUSE_PORT}",
@@ -172,7 +222,9 @@ def main(argv: list[str] | None = None) -> int:
             "Start one with `make sandbox` (or `python -m sandbox`) first.",
         )
         return 1
-    by_day = seed_days(langfuse, days=args.days, per_day=args.per_day, tags=tags)
+    by_day = seed_days(
+        langfuse, days=args.days, per_day=args.per_day, tags=tags, rag_per_day=args.rag_per_day
+    )
     langfuse.shutdown()
     for day, ids in by_day.items():
         print(f"{day}: {len(ids)} traces, tags {', '.join(tags)}")

@@ -113,6 +113,75 @@ def trace_answers(
     return answers
 
 
+# the knowledge base of the app's RAG questions (about a fictional shop): what its retrieval
+# step finds for each question; some questions find nothing useful (a retrieval gap)
+SHOP_DOCS: dict[str, str] = {
+    "opening": "The Corner Shop opens at 8:00 and closes at 20:00, Monday to Saturday.",
+    "returns": "Items can be returned within 30 days with the receipt.",
+    "delivery": "Delivery within the city takes two working days and costs 4 euros.",
+    "payment": "The shop takes cash and cards; it does not take cheques.",
+}
+RAG_QUESTIONS: list[tuple[str, str]] = [
+    ("When does the Corner Shop open on Saturdays?", "opening"),
+    ("Can I return an item after six weeks?", "returns"),
+    ("How much is delivery within the city?", "delivery"),
+    ("Do you take cheques?", "payment"),
+    ("Is the shop open on Sundays?", "opening"),
+    ("Do you deliver abroad?", "delivery"),
+    ("Can I pay with a voucher?", "payment"),
+    ("What is the return policy for sale items?", "returns"),
+]
+
+
+def rag_questions(n: int) -> list[tuple[str, str]]:
+    """``n`` questions for the RAG app, with the document each retrieves (deterministic)."""
+    return [
+        (f"{q} (#{i})" if i >= len(RAG_QUESTIONS) else q, doc)
+        for i, (q, doc) in ((i, RAG_QUESTIONS[i % len(RAG_QUESTIONS)]) for i in range(n))
+    ]
+
+
+def trace_rag_answers(
+    questions: Iterable[tuple[str, str]],
+    *,
+    tags: list[str] | None = None,
+    langfuse_public_key: str | None = None,
+) -> list[str]:
+    """The app's RAG path: a retrieval step (``@observe(as_type="retriever")``, a RETRIEVER
+    observation whose output is the documents found), then the model call through the OpenAI
+    integration with the documents in its system prompt."""
+    from langfuse import Langfuse, get_client, observe, propagate_attributes
+    from langfuse.openai import OpenAI  # type: ignore[attr-defined]  # set at import
+
+    langfuse = Langfuse(public_key=langfuse_public_key) if langfuse_public_key else get_client()
+    client = OpenAI()
+    tag_list = tags or [TAG]
+
+    @observe(name="search_docs", as_type="retriever")
+    def retrieve(question: str, doc: str) -> list[dict[str, str]]:
+        return [{"page_content": SHOP_DOCS[doc]}]
+
+    @observe(name="answer_shop_question")
+    def answer(question: str, doc: str) -> str:
+        with propagate_attributes(tags=tag_list, trace_name="shop-rag"):
+            docs = retrieve(question, doc)
+            system = "Answer from the context.\n\nContext:\n" + "\n".join(
+                d["page_content"] for d in docs
+            )
+            messages: Any = messages_for(question, system)
+            completion: Any = client.chat.completions.create(
+                model=MODEL, messages=messages, temperature=0
+            )
+            return str(completion.choices[0].message.content)
+
+    key_kw: dict[str, Any] = (
+        {"langfuse_public_key": langfuse_public_key} if langfuse_public_key else {}
+    )
+    answers = [answer(q, d, **key_kw) for q, d in questions]
+    langfuse.flush()
+    return answers
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Trace trivia answers into Langfuse.")
     parser.add_argument("--synthetic", type=int, default=0, help="extra synthetic questions")

@@ -82,7 +82,7 @@ class Page:
     rows: int  # rows the page held, repeats included
     limit: int = 0  # the page size it was read at (smaller than asked when Langfuse timed out)
     kinds: dict[str, ChildMode | None] | None = None  # how children are found (set on page 1)
-    scored: dict[str, float | None] | None = None  # units already scored (by-id look-up)
+    scored: dict[str, dict[str, float | None]] | None = None  # by-id look-up: name -> units
 
 
 def _to_record(obs: ObservationV2) -> TraceRecord:
@@ -296,14 +296,30 @@ def scored_in_range(
     For servers that keep our timestamp (the subject's start time): the window's range finds
     its scores. Keys are trace ids (or observation ids for observation-scope scores).
     """
-    found: dict[str, float | None] = {}
+    found = names_in_range(
+        calls, names=[score_name], start=start, end=end, observations=observations
+    )
+    return found.get(score_name, {})
+
+
+def names_in_range(
+    calls: Calls,
+    *,
+    names: Sequence[str],
+    start: datetime,
+    end: datetime,
+    observations: bool = False,
+) -> dict[str, dict[str, float | None]]:
+    """As :func:`scored_in_range`, for several score names in one paged read (``name`` takes
+    a comma-separated list): name -> unit -> value."""
+    found: dict[str, dict[str, float | None]] = {n: {} for n in names}
     guard = CursorGuard("reading existing scores")
     cursor: str | None = None
     while True:
 
         def call(page_cursor: str | None = cursor) -> GetScoresV3Response:
             return calls.scores.get_many(
-                name=score_name,
+                name=",".join(names),
                 from_timestamp=start,
                 to_timestamp=end,
                 fields="subject",
@@ -313,7 +329,8 @@ def scored_in_range(
             )
 
         resp = calls("reading existing scores (GET v3/scores)", call)
-        found |= _subjects(resp.data, observations)
+        for name in names:
+            found[name] |= _subjects([x for x in resp.data if x.name == name], observations)
         cursor = guard.next(page_cursor(resp), len(resp.data), [str(x.id) for x in resp.data])
         if cursor is None:
             return found
@@ -339,32 +356,40 @@ def _subjects(rows: Sequence[ScoreV3], observations: bool) -> dict[str, float | 
 
 @task(name="find-scored-traces", task_run_name="find traces already scored", cache_policy=NO_CACHE)
 def find_scored_task(
-    lf: Access, score_name: str, start: datetime, end: datetime, observations: bool = False
-) -> dict[str, float | None]:
+    lf: Access, names: Sequence[str], start: datetime, end: datetime, observations: bool = False
+) -> dict[str, dict[str, float | None]]:
+    """What already carries each of ``names`` (the run's scores): name -> unit -> value."""
     calls = lf.calls(get_run_logger())
-    found = scored_in_range(
-        calls, score_name=score_name, start=start, end=end, observations=observations
-    )
+    found = names_in_range(calls, names=names, start=start, end=end, observations=observations)
     what = "observations" if observations else "traces"
-    calls.logger.info("%d %s of the window already carry %r", len(found), what, score_name)
+    for name in names:
+        calls.logger.info("%d %s of the window already carry %r", len(found[name]), what, name)
     return found
 
 
 def by_id_lookup(
-    calls: Calls, records: list[TraceRecord], score_name: str, observations: bool
-) -> dict[str, float | None]:
-    """Which of the records' units carry ``score_name``, by our score ids (for servers that do
-    not keep our timestamp, so a look-up by time range cannot find them)."""
-    units = {
-        unit: score_id(rec.trace_id, score_name, gen)
+    calls: Calls, records: list[TraceRecord], names: Sequence[str], observations: bool
+) -> dict[str, dict[str, float | None]]:
+    """Which of the records' units carry each of ``names``, by our score ids (for servers
+    that do not keep our timestamp, so a look-up by time range cannot find them)."""
+    units = [
+        (unit, rec.trace_id, gen)
         for rec in records
         for unit, gen in (
             [(g.observation_id, g.observation_id) for g in rec.generations]
             if observations
             else [(rec.trace_id, None)]
         )
-    }
-    return scored_by_id(calls, units, observations=observations) if units else {}
+    ]
+    ids = {score_id(t, n, g): (n, u) for n in names for u, t, g in units}
+    rows = scores_by_id(calls, list(ids), "reading existing scores") if ids else []
+    found: dict[str, dict[str, float | None]] = {n: {} for n in names}
+    for row in rows:
+        name, unit = ids.get(str(row.id), (None, None))
+        if name is not None and unit is not None:
+            value = row.value if isinstance(row, ScoreV3_Numeric) else None
+            found[name][unit] = float(value) if value is not None else None
+    return found
 
 
 def with_children(
@@ -398,7 +423,7 @@ def fetch_page_task(
     limit: int,
     environment: list[str] | None = None,
     kinds: dict[str, ChildMode | None] | None = None,
-    lookup: str | None = None,
+    lookup: Sequence[str] | None = None,
     observations: bool = False,
 ) -> Page:
     """One page of root observations (``limit`` of them, or half as many, and so on, while

@@ -69,6 +69,9 @@ class Pair:
     response: str
     source: str  # which shape the prompt came from, e.g. "chat", "observe_args", "generation"
     observation_id: str | None = None  # set when the score belongs on an observation
+    context: str | None = None  # retrieved context (RAG), also in the prompt
+    query: str | None = None  # with context: what the user asked
+    only: frozenset[str] | None = None  # the score names to write (None: all the run writes)
 
     @property
     def key(self) -> str:
@@ -81,6 +84,13 @@ class Scored:
     pair: Pair
     score: float
     explanation: str | None
+    extra: dict[str, float] = field(default_factory=dict)  # evals, criteria: full name -> value
+    labels: dict[str, str] = field(default_factory=dict)  # the cause: full name -> value
+    failed_evals: dict[str, str] = field(default_factory=dict)  # full name -> why not written
+    rag: bool = False  # scored by TrustworthyRAG
+
+    def writes(self, name: str) -> bool:
+        return self.pair.only is None or name in self.pair.only
 
 
 class Bucket(StrEnum):
@@ -106,6 +116,8 @@ class Outcome:
     question: str | None = None  # previews for the lowest-trust table
     answer: str | None = None
     observation_id: str | None = None  # observation scope: the scored observation
+    cause: str | None = None  # low trust with RAG evals: why (tasks.evals.cause_of)
+    failed_evals: dict[str, str] | None = None  # evals and criteria not written, and why
 
     @property
     def key(self) -> str:

@@ -36,6 +36,7 @@ from tasks.models import (
     Outcome,
     Pair,
     TraceRecord,
+    last_user_turn,
     outcome_for,
     safe_text,
 )
@@ -409,6 +410,7 @@ def build_pair(
         if context is None:
             with reading("metadata"):
                 context = context_text(first_value(trace.metadata, context_keys))
+    query = last_user_turn(prompt) if context else None
     if context and context.strip() not in prompt:
         prompt = with_context(prompt, context)
     prompt, response = clean_text(prompt), clean_text(response)
@@ -426,6 +428,8 @@ def build_pair(
         response=response,
         source=source,
         observation_id=trace.score_observation,
+        context=clean_text(context) if context else None,
+        query=clean_text(query) if query else None,
     )
 
 

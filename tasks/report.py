@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, Field
 
+from tasks.evals import CAUSES, EvalPlan, call_chars
 from tasks.failures import Reason
 from tasks.models import Bucket, Outcome, Pair, preview
 
@@ -28,6 +29,7 @@ class LowTrustRow(BaseModel):
     url: str | None
     question: str | None = None
     answer: str | None = None
+    cause: str | None = None
 
 
 class EvalReport(BaseModel):
@@ -77,6 +79,11 @@ class EvalReport(BaseModel):
     langfuse_traces_url: str | None = None  # the project's traces in the Langfuse UI
     warnings: list[str] = Field(default_factory=list)
     errors: list[str] = Field(default_factory=list)
+    rag_evals: bool = False  # traces with context scored by TrustworthyRAG
+    rag_units: int = 0  # sent to TrustworthyRAG (dry run: would be)
+    no_context_units: int = 0  # with rag_evals: no retrieved context, sent to plain TLM
+    causes: dict[str, int] = Field(default_factory=dict)  # low-trust units scored, by cause
+    failed_evals: dict[str, dict[str, int]] = Field(default_factory=dict)  # eval -> why -> n
 
     # --- accounting -------------------------------------------------------------------------
 
@@ -97,12 +104,19 @@ class EvalReport(BaseModel):
     def accounted(self) -> int:
         return sum(self.counts().values())
 
-    def count_sent(self, fresh: list[Pair], again: list[Any]) -> None:
+    def count_sent(self, fresh: list[Pair], again: list[Any], plan: EvalPlan | None = None) -> None:
         """A chunk's units for TLM (``fresh``) and its re-sent scores; a dry run only counts
-        what it would send, and its characters (for the estimate)."""
+        what it would send, and its characters (for the estimate: with RAG evals and criteria,
+        what those calls send too)."""
+        if self.rag_evals:
+            rag = sum(p.context is not None for p in fresh)
+            self.rag_units += rag
+            self.no_context_units += len(fresh) - rag
         if self.dry_run:
             self.would_score += len(fresh) + len(again)
-            self.would_score_chars += sum(len(p.prompt) + len(p.response) for p in fresh)
+            self.would_score_chars += sum(
+                call_chars(plan, p.prompt, p.response, p.context) for p in fresh
+            )
         else:
             self.tlm_requests += len(fresh)
 
@@ -183,6 +197,11 @@ class EvalReport(BaseModel):
             self.histogram[min(int(outcome.score * HIST_BINS), HIST_BINS - 1)] += 1
             if outcome.score < self.low_trust_threshold:
                 self.low_trust_count += 1
+            if outcome.cause is not None:
+                self.causes[outcome.cause] = self.causes.get(outcome.cause, 0) + 1
+            for name, why in (outcome.failed_evals or {}).items():
+                reasons = self.failed_evals.setdefault(name, {})
+                reasons[why] = reasons.get(why, 0) + 1
 
     def add_existing(self, value: float | None) -> None:
         """The value of a unit that already carried its score (so re-runs report it too)."""
@@ -241,6 +260,7 @@ class Lowest:
                 url=link(o.trace_id, o.observation_id),
                 question=o.question,
                 answer=o.answer,
+                cause=o.cause,
             )
             for _, _, o in ordered
         ]
@@ -359,6 +379,7 @@ def summary_markdown(report: EvalReport, table_url: str | None = None) -> str:
         lines += ["", f"_{report.labels_failed} trust labels were refused by Langfuse._"]
     if report.capped:
         lines += ["", "_max_traces reached: later traces of the window were not fetched._"]
+    lines += eval_lines(report)
     if report.uploaded:
         lines += ["", "## Score histogram", "", "```", *histogram_lines(report.histogram), "```"]
     for title, bucket, groups in report.groups():
@@ -370,6 +391,44 @@ def summary_markdown(report: EvalReport, table_url: str | None = None) -> str:
     if report.errors:
         lines += ["", "## Errors", ""] + [f"- {md_escape(e, 1000)}" for e in report.errors]
     return "\n".join(lines)
+
+
+def eval_lines(report: EvalReport) -> list[str]:
+    """RAG evals and criteria: how many went to TrustworthyRAG, the causes of low trust, the
+    evals TLM did not score."""
+    out: list[str] = []
+    if report.rag_evals:
+        out += [
+            "",
+            f"RAG evals: {report.rag_units} traces with retrieved context scored by "
+            f"TrustworthyRAG, {report.no_context_units} without context by TLM.",
+        ]
+    if report.causes:
+        total = sum(report.causes.values())
+        out += ["", "## Causes of low trust", "", "| cause | traces | share |", "|---|---:|---:|"]
+        for cause, n in sorted(report.causes.items(), key=lambda kv: (-kv[1], kv[0])):
+            out.append(f"| {md_escape(cause)} | {n} | {n / total:.0%} |")
+    if report.failed_evals:
+        out += ["", "## Evals not written", "", "| score | why | traces |", "|---|---|---:|"]
+        for name, reasons in sorted(report.failed_evals.items()):
+            for why, n in sorted(reasons.items()):
+                out.append(f"| {md_code(name)} | {md_escape(why)} | {n} |")
+    return out
+
+
+def cause_shares(report: EvalReport) -> dict[str, float]:
+    """Each cause's share of the low-trust units this run scored with RAG evals."""
+    total = sum(report.causes.values())
+    return {c: round(n / total, 4) for c, n in sorted(report.causes.items())} if total else {}
+
+
+def top_cause(report: EvalReport) -> str:
+    """The most frequent cause of the run's low-trust units ("none" when it classified none;
+    ties: the rule's order)."""
+    if not report.causes:
+        return "none"
+    order = {c: i for i, c in enumerate(CAUSES)}
+    return min(report.causes, key=lambda c: (-report.causes[c], order.get(c, len(order))))
 
 
 def _delivery_lines(report: EvalReport) -> list[str]:
@@ -432,6 +491,7 @@ def lowest_table(rows: list[LowTrustRow]) -> list[dict[str, Any]]:
             "trace": md_link(short_id(r.trace_id), r.url)
             if r.url
             else md_code(short_id(r.trace_id)),
+            **({"cause": md_escape(r.cause)} if any(x.cause for x in rows) else {}),
             "question": md_escape(r.question, 80),
             "answer": md_escape(r.answer, 80),
             "explanation": md_escape(r.explanation, 240),
@@ -450,7 +510,7 @@ def text_table(report: EvalReport, limit: int = 20) -> str:
         q = preview(r.question or r.name or r.trace_id, 44)
         out.append(
             f"{i:>3}  {r.score:>5.3f}  {short_id(r.trace_id):<9}  {q:<44}  "
-            f"{preview(r.answer or '', 60)}"
+            f"{preview(r.answer or '', 60)}" + (f"  [{r.cause}]" if r.cause else "")
         )
     if rows[0].url:
         out.append(f"Lowest in Langfuse: {rows[0].url}")
@@ -484,4 +544,6 @@ def event_payload(report: EvalReport) -> dict[str, Any]:
         else 0.0,
         "mean_score": report.mean_score,
         "ok": report.ok,
+        "causes": dict(report.causes),
+        "cause_shares": cause_shares(report),
     }

@@ -27,6 +27,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from tasks.errors import ConfigError
+from tasks.evals import CAUSES, EvalPlan
 from tasks.langfuse_api import NO_RETRY, Access, Calls
 
 LABELS = ("untrustworthy", "review", "trustworthy")
@@ -248,7 +249,11 @@ def ensure_trust_config(calls: Calls, score_name: str) -> str:
 
 @task(name="ensure-score-configs", task_run_name="ensure score configs", cache_policy=NO_CACHE)
 def ensure_configs_task(
-    lf: Access, score_name: str | None, label_name: str | None, review_score: str | None = None
+    lf: Access,
+    score_name: str | None,
+    label_name: str | None,
+    review_score: str | None = None,
+    plan: EvalPlan | None = None,
 ) -> dict[str, str]:
     """Score config ids by score name (the numeric trust score, and its label, as wanted); the
     reviewers' verdict config is made (or checked: a ConfigError) when ``review_score`` is
@@ -267,6 +272,19 @@ def ensure_configs_task(
             description="Trust label from the Cleanlab TLM score (langfuse-tlm-evals).",
             categories=[{"label": label, "value": i} for i, label in enumerate(LABELS)],
         )
+    for name in plan.numeric_names if plan is not None else ():
+        ids[name] = ensure_score_config(
+            calls, name, data_type="NUMERIC",
+            description="A Cleanlab TLM eval of the trace's answer, 0 (bad) to 1 "
+            "(langfuse-tlm-evals).",
+        )  # fmt: skip
+    if plan is not None and plan.cause_name:
+        ids[plan.cause_name] = ensure_score_config(
+            calls, plan.cause_name, data_type="CATEGORICAL",
+            description="Why a low-trust answer is low: the first RAG eval below the threshold "
+            "(langfuse-tlm-evals).",
+            categories=[{"label": c, "value": i} for i, c in enumerate(CAUSES)],
+        )  # fmt: skip
     return ids
 
 

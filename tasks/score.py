@@ -39,6 +39,7 @@ from prefect.logging import get_run_logger
 
 from tasks.budgets import TLMSlots
 from tasks.config import RunLogger, TLMSettings, check_preset
+from tasks.evals import EvalPlan, make_rag, rag_cause, read_criteria, read_rag, tlm_options
 from tasks.failures import Reason
 from tasks.models import Bucket, Outcome, Pair, Scored, outcome_for
 from tasks.retry import JITTER
@@ -67,7 +68,9 @@ class ScoreResult:
     all_failed: bool = False  # pairs were given and none scored (per-item errors)
 
 
-def make_tlm(cfg: TLMSettings, *, quality_preset: str, timeout_s: float) -> TLM:
+def make_tlm(
+    cfg: TLMSettings, *, quality_preset: str, timeout_s: float, plan: EvalPlan | None = None
+) -> TLM:
     check_preset(quality_preset)
     # imported here: cleanlab_tlm reads CLEANLAB_API_BASE_URL once, at import
     from cleanlab_tlm import TLM
@@ -75,7 +78,7 @@ def make_tlm(cfg: TLMSettings, *, quality_preset: str, timeout_s: float) -> TLM:
     return TLM(
         quality_preset=quality_preset,  # type: ignore[arg-type]
         api_key=cfg.api_key.get_secret_value(),
-        options={"log": ["explanation"]},
+        options=tlm_options(plan),  # type: ignore[arg-type]
         timeout=timeout_s,
         verbose=False,
     )
@@ -335,9 +338,12 @@ class TLMEngine:
         timeout_s: float,
         shared: SharedLimit | None = None,
         rate_limit_wait_s: float = 1.0,
+        plan: EvalPlan | None = None,
     ) -> None:
         check_preset(quality_preset)
         self._cfg, self._preset, self._timeout_s = cfg, quality_preset, timeout_s
+        self._plan = plan
+        self._rag: Any = None  # TrustworthyRAG, with rag evals
         self._shared = shared
         self.pacing = Pacing(rate_limit_wait_s)
         self._slots: TLMSlots | None = None
@@ -378,8 +384,16 @@ class TLMEngine:
 
     async def _start(self) -> None:
         # built on the loop thread: the client binds to the running loop
-        self._tlm = make_tlm(self._cfg, quality_preset=self._preset, timeout_s=self._timeout_s)
+        self._tlm = make_tlm(
+            self._cfg, quality_preset=self._preset, timeout_s=self._timeout_s, plan=self._plan
+        )
         install_pacing(self._tlm, self.pacing)
+        if self._plan is not None and self._plan.rag:
+            self._rag = make_rag(
+                self._plan, api_key=self._cfg.api_key.get_secret_value(),
+                quality_preset=self._preset, timeout_s=self._timeout_s,
+            )  # fmt: skip
+            install_pacing(self._rag, self.pacing)
         if (sh := self._shared) is not None:
             self._slots = TLMSlots(
                 sh.name, block=sh.block, lease_s=sh.lease_s, flow_run_id=sh.flow_run_id,
@@ -465,7 +479,12 @@ class TLMEngine:
     # ------------------------------------------------------------------ loop side
 
     def _window(self) -> int:
-        return congestion_window(self._tlm) or MAX_IN_FLIGHT
+        """The clients' congestion window; with TrustworthyRAG too, the larger of the two (each
+        client still holds its own calls to its own window)."""
+        window = congestion_window(self._tlm) or MAX_IN_FLIGHT
+        if self._rag is not None:
+            window = max(window, congestion_window(self._rag) or MAX_IN_FLIGHT)
+        return window
 
     def _room(self) -> int:
         """How many items may be in flight now: the congestion window, within the slots held
@@ -537,8 +556,7 @@ class TLMEngine:
         chunk.requests += 1
         assert self._tlm is not None  # made before the first item is dispatched
         try:
-            answer = await self._tlm.get_trustworthiness_score_async(pair.prompt, pair.response)
-            out = interpret(pair, answer)
+            out = await self._ask(pair)
         except asyncio.CancelledError:  # halted, or the engine closed: TLM never answered
             why = self._halted or "the TLM engine was closed"
             out = outcome_for(pair, FAILED, Reason.NOT_SCORED, why)
@@ -564,6 +582,57 @@ class TLMEngine:
         if isinstance(out, Scored):
             self._failed_in_row = 0
         self._finish(chunk, i, out)
+
+    async def _ask(self, pair: Pair) -> Scored | Outcome:
+        """One item, one score call: TrustworthyRAG for a unit with context (with rag evals),
+        else TLM (criteria as custom_eval_criteria)."""
+        assert self._tlm is not None
+        plan = self._plan
+        if plan is None or not plan.extra:
+            answer = await self._tlm.get_trustworthiness_score_async(pair.prompt, pair.response)
+            return interpret(pair, answer)
+        if self._rag is not None and pair.context is not None:
+            return await self._ask_rag(plan, pair)
+        answer = await self._tlm.get_trustworthiness_score_async(pair.prompt, pair.response)
+        out = interpret(pair, answer)
+        if isinstance(out, Scored) and plan.criteria:
+            log = answer.get("log") if isinstance(answer, dict) else None
+            extra = read_criteria(plan, log if isinstance(log, dict) else {})
+            out.extra, out.failed_evals = extra.scores, extra.failed
+        return out
+
+    async def _ask_rag(self, plan: EvalPlan, pair: Pair) -> Scored | Outcome:
+        """TrustworthyRAG with the full prompt the model saw; a low-trust answer not explained
+        by its preset is explained by one get_explanation call."""
+        query, context = pair.query or pair.prompt, pair.context or ""
+        answer = await self._rag.score_async(
+            response=pair.response, query=query, context=context, prompt=pair.prompt
+        )
+        answer = answer if isinstance(answer, dict) else {}
+        trust = answer.get("trustworthiness")
+        trust = trust if isinstance(trust, dict) else {}
+        out = interpret(
+            pair, {"trustworthiness_score": trust.get("score"), "log": trust.get("log") or {}}
+        )
+        if not isinstance(out, Scored):
+            return out
+        extra = read_rag(plan, answer)
+        out.extra, out.failed_evals, out.rag = extra.scores, extra.failed, True
+        cause = rag_cause(plan, out.score, extra.scores)
+        if cause is not None and plan.cause_name:
+            out.labels[plan.cause_name] = cause
+        if out.score < plan.threshold and out.explanation is None:
+            try:
+                text = await self._rag.get_explanation_async(
+                    response=pair.response, query=query, context=context, tlm_result=answer,
+                    prompt=pair.prompt,
+                )  # fmt: skip
+                out.explanation = text if isinstance(text, str) and text else None
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # the scores stand; the comment says why it is missing
+                logger.warning("TLM explained no low-trust RAG answer: %s", _error_detail(err))
+        return out
 
     def _finish(self, chunk: _Chunk, i: int, out: Scored | Outcome) -> None:
         if chunk.future.done():

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -88,6 +88,7 @@ class ScoreSpec:
     config_id: str | None = None
     label: LabelSpec | None = None
     comment_max_chars: int = 20_000
+    configs: dict[str, str] = field(default_factory=dict)  # the other names' config ids
 
     @property
     def config_ids(self) -> list[str]:
@@ -119,16 +120,27 @@ def _body(
 
 
 def score_bodies(item: Scored, spec: ScoreSpec) -> list[dict[str, Any]]:
-    """The score of one unit (and its label), as the SDK's ``CreateScoreRequest`` fields."""
-    body = _body(item, spec.name, item.score, "NUMERIC", spec.config_id, spec.metadata)
-    comment = comment_text(item.explanation, spec.comment_max_chars)
-    if comment:
-        body["comment"] = comment
-    out = [body]
-    if spec.label is not None:
-        lb = spec.label
-        value = label_for(item.score, lb.review_below, lb.untrustworthy_below)
-        out.append(_body(item, lb.name, value, "CATEGORICAL", lb.config_id, spec.metadata))
+    """The scores of one unit, as the SDK's ``CreateScoreRequest`` fields: trust (and its
+    label), then its evals and criteria (NUMERIC) and its cause (CATEGORICAL), each only when
+    the unit lacks it (``Pair.only``)."""
+    out = []
+    if item.writes(spec.name):
+        body = _body(item, spec.name, item.score, "NUMERIC", spec.config_id, spec.metadata)
+        comment = comment_text(item.explanation, spec.comment_max_chars)
+        if comment:
+            body["comment"] = comment
+        out.append(body)
+        if spec.label is not None:
+            lb = spec.label
+            value = label_for(item.score, lb.review_below, lb.untrustworthy_below)
+            out.append(_body(item, lb.name, value, "CATEGORICAL", lb.config_id, spec.metadata))
+    for name, number in item.extra.items():
+        if item.writes(name):
+            out.append(_body(item, name, number, "NUMERIC", spec.configs.get(name), spec.metadata))
+    for name, label in item.labels.items():
+        if item.writes(name):
+            cfg = spec.configs.get(name)
+            out.append(_body(item, name, label, "CATEGORICAL", cfg, spec.metadata))
     return out
 
 
@@ -368,6 +380,7 @@ class UploadResult:
     labels_failed: int = 0
     read_back: int = 0
     suspended: str | None = None  # Langfuse suspended the project's ingestion: the run stops
+    taken: set[str] = field(default_factory=set)  # the score ids Langfuse accepted
 
 
 def upload_scores(items: list[Scored], spec: ScoreSpec, writer: Writer) -> UploadResult:
@@ -378,9 +391,12 @@ def upload_scores(items: list[Scored], spec: ScoreSpec, writer: Writer) -> Uploa
     failed: list[Outcome] = []
     labels_failed = 0
     for s, group in zip(items, groups, strict=True):
-        main, labels = group[0], group[1:]
-        labels_failed += sum(verdicts.get(b["id"]) is not None for b in labels if _is_label(b))
-        verdict = verdicts.get(main["id"], (Reason.UPLOAD_ERROR, "not sent"))
+        labels = [b for b in group if _is_label(b)]
+        labels_failed += sum(verdicts.get(b["id"]) is not None for b in labels)
+        # the unit landed when its numeric scores did (trust, evals, criteria)
+        numbers = [b for b in group if not _is_label(b)] or group
+        fates = [verdicts.get(b["id"], (Reason.UPLOAD_ERROR, "not sent")) for b in numbers]
+        verdict = next((v for v in fates if v is not None), None)
         bucket = Bucket.UPLOADED if verdict is None else Bucket.FAILED_TO_UPLOAD
         outcome = outcome_for(
             s.pair,
@@ -388,12 +404,17 @@ def upload_scores(items: list[Scored], spec: ScoreSpec, writer: Writer) -> Uploa
             *(verdict or (None, "")),
             score=s.score,
             explanation=s.explanation,
-            question=preview(last_user_turn(s.pair.prompt)),
+            question=preview(s.pair.query or last_user_turn(s.pair.prompt)),
             answer=preview(s.pair.response),
+            cause=next(iter(s.labels.values()), None),
+            failed_evals=s.failed_evals or None,
         )
         (uploaded if verdict is None else failed).append(outcome)
     stop = str(writer.suspended) if writer.suspended is not None else None
-    return UploadResult(uploaded, failed, writer.server, labels_failed, writer.read_back, stop)
+    taken = {i for i, v in verdicts.items() if v is None}
+    return UploadResult(
+        uploaded, failed, writer.server, labels_failed, writer.read_back, stop, taken
+    )
 
 
 @task(name="upload-scores", task_run_name="upload chunk {chunk_no}", cache_policy=NO_CACHE)

@@ -77,3 +77,20 @@ def test_the_command_says_when_no_sandbox_runs(
         main(["--days", "1", "--per-day", "1", "--langfuse-url", url, "--public-key", "pk-x"]) == 1
     )
     assert "make sandbox" in capsys.readouterr().out
+
+
+def test_seeded_rag_answers_carry_a_retrieval_step(
+    langfuse_sandbox: LangfuseSandbox, langfuse_client: Langfuse
+) -> None:
+    by_day = seed_days(langfuse_client, days=1, per_day=2, rag_per_day=3, today=TODAY)
+    ids = by_day[TODAY - timedelta(days=1)]
+    assert len(ids) == 5
+    store = langfuse_sandbox.store
+    found = {o.trace_id: o for o in store.all_observations() if o.type == "RETRIEVER"}
+    assert set(found) == set(ids[2:])
+    for trace_id in ids[2:]:
+        docs = json.loads(found[trace_id].output or "")
+        gen = next(
+            o for o in store.all_observations() if o.trace_id == trace_id and o.type == "GENERATION"
+        )
+        assert docs[0]["page_content"] in json.loads(gen.input or "")[0]["content"]

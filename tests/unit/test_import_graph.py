@@ -17,6 +17,7 @@ SHARED = {
     "clock",
     "errors",
     "stream",
+    "evals",
 }
 PRODUCT = ("flows", "tasks", "deployments")
 

@@ -93,9 +93,9 @@ def test_a_run_pays_only_for_what_neither_langfuse_nor_a_recent_run_has(tmp_path
     earlier = book_on(tmp_path, clock)
     items = [Scored(pair(k), 0.3, "c") for k in ("recent", "old", "refused")]
     clock.advance(-5000)
-    earlier.record(items[1:2], {"old"})  # written 5000 s ago
+    earlier.record(items[1:2], {score_id("old", "trust")})  # written 5000 s ago
     clock.advance(5000 - 60)
-    earlier.record(items[:1], {"recent"})  # a minute ago
+    earlier.record(items[:1], {score_id("recent", "trust")})  # a minute ago
     earlier.record(items[2:], set())  # Langfuse refused it
     clock.advance(60)
 
@@ -111,7 +111,8 @@ def test_a_run_pays_only_for_what_neither_langfuse_nor_a_recent_run_has(tmp_path
         "dropped": (Bucket.SKIPPED, "not_sampled"),
     }
     assert triage.values == {"shown": 0.7, "recent": 0.3}
-    again, fresh = book.split([pair(t.trace_id) for t in triage.todo], rescore=False)
+    again, fresh, done = book.split([pair(t.trace_id) for t in triage.todo], rescore=False)
+    assert done.outcomes == []
     assert [(s.pair.trace_id, s.score, s.explanation) for s in again] == [
         ("old", 0.3, "c"), ("refused", 0.3, "c")
     ]  # fmt: skip
@@ -119,13 +120,15 @@ def test_a_run_pays_only_for_what_neither_langfuse_nor_a_recent_run_has(tmp_path
     # rescore pays TLM for everything, shown or recorded
     everything = book.triage([rec(k) for k in keys], rescore=True, keep=lambda k: True)
     assert [t.trace_id for t in everything.todo] == keys
-    assert book.split([pair("old")], rescore=True) == ([], [pair("old")])
+    assert book.split([pair("old")], rescore=True)[:2] == ([], [pair("old")])
 
 
 def test_what_a_run_records_is_what_the_next_run_knows(tmp_path: Path) -> None:
     clock = FakeClock()
     book = book_on(tmp_path, clock)
-    book.record([Scored(pair("a"), 0.4, "x"), Scored(pair("b"), 0.6, None)], {"a"})
+    book.record(
+        [Scored(pair("a"), 0.4, "x"), Scored(pair("b"), 0.6, None)], {score_id("a", "trust")}
+    )
     assert book.accepted == {"a": (score_id("a", "trust"), DAY)}
     nxt = book_on(tmp_path, clock)
     nxt.load([DAY])
@@ -140,7 +143,7 @@ def test_a_broken_ledger_is_a_warning_and_the_run_goes_on(tmp_path: Path) -> Non
     (tmp_path / "s").write_text("not a folder")  # the ledger's folder cannot be made
     warnings: list[str] = []
     book = book_on(tmp_path, FakeClock(), warnings)
-    book.record([Scored(pair("a"), 0.4, None)], {"a"})
+    book.record([Scored(pair("a"), 0.4, None)], {score_id("a", "trust")})
     assert warnings and warnings[0].startswith("score ledger not written")
     assert book.accepted  # what Langfuse took is still known, for reading back
 
@@ -157,8 +160,8 @@ class FakeScores:
 def test_reading_back_waits_on_the_clock_and_marks_what_never_showed(tmp_path: Path) -> None:
     clock = FakeClock()
     book = book_on(tmp_path, clock)
-    book.record([Scored(pair(k), 0.5, None) for k in "abc"], set("abc"))
     ids = {k: score_id(k, "trust") for k in "abc"}
+    book.record([Scored(pair(k), 0.5, None) for k in "abc"], set(ids.values()))
     calls = SimpleNamespace(
         clock=clock,
         logger=logging.getLogger("test"),
