@@ -21,6 +21,7 @@ from tasks.models import Window
 from tasks.report import (
     EVENT_EVALUATED,
     EVENT_LOW_TRUST,
+    TABLE_NOTE,
     EvalReport,
     LowTrustRow,
     event_payload,
@@ -77,7 +78,7 @@ def table_artifact(rows: list[LowTrustRow], key: str, note: str) -> str | None:
     made = create_table_artifact(
         table=lowest_table(rows),
         key=key,
-        description=f"The {len(rows)} lowest scores, lowest first {note}",
+        description=f"The {len(rows)} lowest scores, lowest first {note}; {TABLE_NOTE}",
     )
     return artifact_url(made if isinstance(made, UUID) else None)
 
