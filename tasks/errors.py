@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -59,6 +60,20 @@ def stage(what: str) -> Iterator[None]:
         raise StageError(f"{what} failed: {describe(err)}") from err
 
 
+class NoTracebackForOneLiners(logging.Filter):
+    """Drops the traceback a deployment run's engine logs after the run (``Engine execution
+    exited with unexpected exception``, prefect/flow_engine.py) when the exception is one of
+    ours: its one line is the run's state message and was logged already."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, TrustEvalError)
+
+
+FLOW_RUN_LOGGER = "prefect.flow_runs"  # the logger of Prefect's flow_run_logger()
+ONE_LINERS = NoTracebackForOneLiners()
+
+
 def fails_in_one_line(fn: Callable[P, R]) -> Callable[P, R]:
     """A refused setting or a failed run ends the flow run Failed with the one-line reason as
     its state message (shown by the run page and ``--watch``), without a traceback; a caller
@@ -73,6 +88,7 @@ def fails_in_one_line(fn: Callable[P, R]) -> Callable[P, R]:
         except TrustEvalError as err:
             reason = one_line(err)
             get_run_logger().error("%s", reason)
+            logging.getLogger(FLOW_RUN_LOGGER).addFilter(ONE_LINERS)  # a filter it has: kept once
             # Prefect takes a returned state as the run's final state and raises its data
             return cast(R, Failed(message=reason[:2000], data=err))
 

@@ -17,6 +17,8 @@ import pytest
 from prefect.client.schemas.filters import (
     FlowRunFilter,
     FlowRunFilterParentFlowRunId,
+    LogFilter,
+    LogFilterFlowRunId,
 )
 from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.schedules import CronSchedule
@@ -323,3 +325,38 @@ def test_a_cancelled_window_run_lands_what_tlm_answered(
     tlm.faults.clear()
     assert final.state is not None and final.state.is_cancelled(), final.state
     assert len(stored()) == len(answered) == 18  # every paid answer landed, once
+
+
+def test_a_window_ending_before_it_starts_fails_in_one_line_with_no_traceback_in_its_log(
+    stack: tuple[dict[str, str], LangfuseSandbox, Path],
+) -> None:
+    """The UI's form cannot check two fields against each other: the worker's run refuses the
+    window before any call, its state message the one line, and its log no engine traceback."""
+    env, lf, _ = stack
+    calls = len(lf.faults.requests)
+    day = datetime.now(UTC).date() - timedelta(days=70)
+    with local.client_for(env) as client:
+        window = client.read_deployment_by_name("evaluate-traces/window")
+        run = client.create_flow_run_from_deployment(
+            window.id,
+            parameters={
+                "tags": [TAG],
+                "window_start": midnight(day + timedelta(days=1)).isoformat(),
+                "window_end": midnight(day).isoformat(),
+            },
+        )
+        final = local.wait_final(client, run.id, timeout=240)
+        deadline = time.monotonic() + 30  # logs reach the server in batches
+        while True:
+            logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+            if any("Finished in state Failed" in log.message for log in logs):
+                break
+            assert time.monotonic() < deadline, [log.message for log in logs]
+            time.sleep(0.5)
+    assert final.state is not None and final.state.is_failed(), final.state
+    message = final.state.message or ""
+    assert "window_end" in message and "\n" not in message, message
+    text = "\n".join(log.message for log in logs)
+    assert "Traceback" not in text and "Engine execution exited" not in text, text
+    assert [log.message for log in logs if log.message == message] == [message], text
+    assert len(lf.faults.requests) == calls  # refused before any call to Langfuse

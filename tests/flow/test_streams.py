@@ -12,12 +12,9 @@ import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
-from uuid import UUID
 
 import pytest
 import yaml
-from prefect import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
 from flows.daily import daily
 from flows.evaluate_traces import evaluate_traces
@@ -27,21 +24,10 @@ from sandbox.langfuse import LangfuseSandbox
 from sandbox.tlm import TLMSandbox
 from tasks.errors import ConfigError
 from tasks.windows import midnight
-from tests.support.seeding import TAG, seed, stream_of, windows_at_once
+from tests.support.seeding import TAG, artifact_keys, seed, stream_of, windows_at_once
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 LOG = logging.getLogger("tests.flow.streams")
-
-
-def artifact_keys(flow_run_id: str | None) -> set[str]:
-    assert flow_run_id is not None
-    with get_client(sync_client=True) as client:
-        found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(
-                flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(flow_run_id)])
-            )
-        )
-    return {a.key for a in found if a.key and a.key != "trust-progress"}
 
 
 def test_two_projects_with_the_same_tags_and_score_name_keep_apart(
