@@ -61,16 +61,16 @@ def stage(what: str) -> Iterator[None]:
 
 
 class NoTracebackForOneLiners(logging.Filter):
-    """Drops the traceback a deployment run's engine logs after the run (``Engine execution
-    exited with unexpected exception``, prefect/flow_engine.py) when the exception is one of
-    ours: its one line is the run's state message and was logged already."""
+    """Drops the tracebacks a deployment run's engine logs after the run (``Engine execution
+    exited with unexpected exception``, prefect/flow_engine.py and prefect/engine.py) when the
+    exception is one of ours: its one line is the run's state message and was logged already."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         return not isinstance(exc, TrustEvalError)
 
 
-FLOW_RUN_LOGGER = "prefect.flow_runs"  # the logger of Prefect's flow_run_logger()
+ENGINE_LOGGERS = ("prefect.flow_runs", "prefect.engine")  # flow_run_logger(), the engine's
 ONE_LINERS = NoTracebackForOneLiners()
 
 
@@ -88,7 +88,8 @@ def fails_in_one_line(fn: Callable[P, R]) -> Callable[P, R]:
         except TrustEvalError as err:
             reason = one_line(err)
             get_run_logger().error("%s", reason)
-            logging.getLogger(FLOW_RUN_LOGGER).addFilter(ONE_LINERS)  # a filter it has: kept once
+            for name in ENGINE_LOGGERS:  # addFilter keeps a filter once
+                logging.getLogger(name).addFilter(ONE_LINERS)
             # Prefect takes a returned state as the run's final state and raises its data
             return cast(R, Failed(message=reason[:2000], data=err))
 
