@@ -157,14 +157,14 @@ def synthetic_explanation(
         s = synthetic_score(prompt, response) if score is None else score
         ref = pair_digest(prompt, response).hex()[:12]
         verdict = (
-            "likely correct"
+            "Likely correct"
             if s >= 0.8
-            else "uncertain"
+            else "Uncertain"
             if s >= 0.5
-            else "doubtful, and worth a human review"
+            else "Doubtful, worth a human review"
         )
         text = (
-            f"{SYNTHETIC_LABEL}Read as a real score, the response is {verdict}. The local TLM "
+            f"{SYNTHETIC_LABEL}{verdict}, if this were a real score. The local TLM "
             f"sandbox is not a trust model: the score {s:.3f} was derived deterministically from "
             f"a hash of the prompt ({len(prompt)} characters) and the response "
             f"({len(response)} characters), so it carries no information about correctness "
