@@ -193,13 +193,13 @@ def run_days(
     return [results[s] for s, _ in windows]
 
 
-def write_summary(summary: BackfillSummary, stream: Stream) -> dict[str, str | None]:
+def write_summary(summary: BackfillSummary, stream: Stream) -> Links:
     """The summary artifact, and a lowest-trust table over all the days (a view: a failure
     here is a warning); the links to them, for the range's alert."""
     logger = get_run_logger()
     span = f"{summary.start_date} → {summary.end_date}"
     dry = "-dry-run" if summary.dry_run else ""
-    links: dict[str, str | None] = {"table_url": None, "summary_url": None}
+    links: Links = {"table_url": None, "summary_url": None}
     try:
         links["table_url"] = table_artifact(
             summary.lowest(load_tuning().lowest_n),
