@@ -303,7 +303,7 @@ def test_report_artifacts_escape_markup(langfuse_sandbox: LangfuseSandbox, tlm: 
     table = next(a for a in found if a.key == lowest)
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data
     assert len(rows) == 3 and float(rows[0]["score"]) <= float(rows[-1]["score"])
-    assert list(rows[0]) == ["rank", "score", "trace", "question", "answer", "explanation"]
+    assert list(rows[0]) == ["rank", "score", "trace", "explanation", "answer", "question"]
     assert "<script>" not in json.dumps(rows) and "\\<script\\>" in rows[0]["question"]
     summary = next(a for a in found if a.key == summary_key)
     assert "| 3 | 0 | 0 | 0 | 3 | 0 |" in summary.data
