@@ -204,19 +204,24 @@ def test_schedules_manual_runs_and_backfills_on_a_real_server(
         assert len(kids) == 3 and all(k.state and k.state.is_completed() for k in kids.values())
         print(f"daily, window and backfill done after {time.monotonic() - t0:.1f} s")
         # 5. the low-trust alert: the runs above emitted `trust-eval.window.low-trust` (the
-        # synthetic scores put well over 20% below 0.5); the deployment trigger in prefect.yaml
-        # turned each into a notify-low-trust run carrying the event's figures
+        # synthetic scores put well over 20% below 0.5), the backfill one
+        # `trust-eval.backfill.low-trust` for its range (its days none); the deployment trigger
+        # in prefect.yaml turned each into a notify-low-trust run carrying the event's figures
         notify = client.read_deployment_by_name("notify-low-trust/notify-low-trust")
         deadline = time.monotonic() + 60
         while True:
-            alerts = runs_of(client, notify.id)
-            if alerts or time.monotonic() > deadline:
+            alerts = [a.parameters["figures"] for a in runs_of(client, notify.id)]
+            ranges = [f for f in alerts if "days" in f]
+            if (ranges and len(alerts) > len(ranges)) or time.monotonic() > deadline:
                 break
             time.sleep(1)
-        assert alerts, "no notify-low-trust run was triggered"
-        figures = alerts[0].parameters["figures"]
-        assert isinstance(figures, dict) and figures["low_trust_share"] > 0.2
-        assert figures["tags"] == [TAG] and figures["uploaded"] >= 1
+        windows = [f for f in alerts if "days" not in f]
+        assert windows and all(f["low_trust_share"] > 0.2 for f in windows), alerts
+        assert all(f["tags"] == [TAG] and f["uploaded"] >= 1 for f in windows)
+        (whole,) = ranges  # one for the backfill's range, listing its days over the share
+        assert whole["start_date"] == d[4].isoformat() and whole["days"], whole
+        backfill_days = {str(d[4]), str(d[5]), str(d[6])}
+        assert not {f["window_start"][:10] for f in windows} & backfill_days  # no day alone
         # 4. the same backfill again, one day longer. A trace came late to d[5]: its day runs
         # again. d[7] has a run some earlier backfill left RUNNING on a worker that died (no
         # heartbeat): found by its silence, marked Crashed, run again. d[4] and d[6]
