@@ -1,7 +1,11 @@
 """Route a low-trust alert to people: Slack, Teams, email... through any Prefect notification block.
 
 A window run emits ``trust-eval.window.low-trust`` when the share of low-trust answers passes its
-``alert_low_trust_share``. The ``notify-low-trust`` deployment in prefect.yaml is triggered by
+``alert_low_trust_share``; a backfill emits one ``trust-eval.backfill.low-trust`` for its whole
+range instead (its days emit none), naming each day over the share with a link to its run.
+Every alert links the run, its lowest-trust table and the traces in Langfuse.
+
+The ``notify-low-trust`` deployment in prefect.yaml is triggered by
 that event and runs this flow with the event's figures, which it sends through a notification
 block you create once and name in the deployment's ``block`` parameter (unset, the alert is only
 logged by the run), e.g.::
@@ -25,9 +29,25 @@ from prefect.blocks.abstract import NotificationBlock
 from prefect.blocks.core import Block
 from prefect.runtime import flow_run
 
+LINKS = (
+    ("Run", "run_url"),
+    ("Lowest-trust table", "table_url"),
+    ("Summary", "summary_url"),
+    ("Trend", "trend_url"),
+    ("Traces in Langfuse", "langfuse_traces_url"),
+)
+
+
+def link_lines(figures: dict[str, Any]) -> list[str]:
+    """The links the event carries, one a line (those it lacks, e.g. with no UI URL, left out)."""
+    return [f"{what}: {figures[key]}" for what, key in LINKS if figures.get(key)]
+
 
 def alert_message(figures: dict[str, Any]) -> tuple[str, str]:
-    """(subject, body) of the alert for a window's figures (the event payload)."""
+    """(subject, body) of the alert for a window's figures, or a backfill's range (the event
+    payload: a range's lists its days over the share)."""
+    if "days" in figures:
+        return range_message(figures)
     share = float(figures.get("low_trust_share") or 0.0)
     tags = ", ".join(figures.get("tags") or [])
     subject = f"Low trust: {share:.0%} of answers tagged {tags or '(any)'}"
@@ -42,15 +62,40 @@ def alert_message(figures: dict[str, Any]) -> tuple[str, str]:
             f"Fetched {figures.get('fetched', 0)}, skipped {figures.get('skipped', 0)}, "
             f"failures {figures.get('failures', 0)}.",
             f"Score: {figures.get('score_name', 'trust_score')} (filter on it in Langfuse).",
+            *link_lines(figures),
         ]
     )
     return subject, body
 
 
+def range_message(figures: dict[str, Any]) -> tuple[str, str]:
+    """(subject, body) of a backfill's one alert: a line per day over the share, with its run."""
+    days: list[dict[str, Any]] = list(figures.get("days") or [])
+    tags = ", ".join(figures.get("tags") or [])
+    span = f"{figures.get('start_date')} → {figures.get('end_date')}"
+    subject = (
+        f"Low trust on {len(days)} of {figures.get('days_in_range', len(days))} days "
+        f"({span}), answers tagged {tags or '(any)'}"
+    )
+    alert = float(figures.get("alert_low_trust_share") or 0)
+    lines = [f"Backfill {span} ({tags}): days whose low-trust share passed {alert:.0%}:"]
+    for d in days:
+        link = f": {d['run_url']}" if d.get("run_url") else ""
+        lines.append(
+            f"- {d.get('day')}: {float(d.get('low_trust_share') or 0):.1%} "
+            f"({d.get('low_trust_count', 0)} of {d.get('uploaded', 0)}){link}"
+        )
+    lines.append(f"Score: {figures.get('score_name', 'trust_score')} (filter on it in Langfuse).")
+    return subject, "\n".join([*lines, *link_lines(figures)])
+
+
 def _run_name() -> str:
     figures = (flow_run.parameters or {}).get("figures") or {}
-    tags = ",".join(figures.get("tags") or []) if isinstance(figures, dict) else ""
-    return f"low-trust alert [{tags}]"
+    if not isinstance(figures, dict):
+        return "low-trust alert"
+    tags = ",".join(figures.get("tags") or [])
+    span = f" {figures['start_date']}..{figures.get('end_date')}" if "days" in figures else ""
+    return f"low-trust alert{span} [{tags}]"
 
 
 @flow(name="notify-low-trust", flow_run_name=_run_name)
@@ -96,15 +141,6 @@ def drift_message(figures: dict[str, Any]) -> tuple[str, str]:
     tags = ", ".join(figures.get("tags") or [])
     subject = f"Trust drift on {figures.get('day')}: {share:.0%} low trust ({tags or '(any)'})"
     mean = figures.get("mean_score")
-    links = [
-        f"{what}: {figures[key]}"
-        for what, key in (
-            ("Run", "run_url"),
-            ("Trend", "trend_url"),
-            ("Traces", "langfuse_traces_url"),
-        )
-        if figures.get(key)
-    ]
     body = "\n".join(
         [
             f"{figures.get('day')} ({tags}): {figures.get('low_trust_count', 0)} of "
@@ -115,7 +151,7 @@ def drift_message(figures: dict[str, Any]) -> tuple[str, str]:
             f"Mean trust: {mean:.3f}." if isinstance(mean, int | float) else "Mean trust: –.",
             f"Traces that day: {figures.get('fetched', 0)}. Score: "
             f"{figures.get('score_name', 'trust_score')}.",
-            *links,
+            *link_lines(figures),
         ]
     )
     return subject, body

@@ -10,6 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import nullcontext
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
+from uuid import UUID
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
@@ -22,13 +23,15 @@ from flows.backfill_summary import (
     DayResult,
     DayStatus,
     day_status,
+    range_alert,
     summary_markdown,
 )
 from flows.day_runs import heartbeat_silence_s, report_of, run_days_on_workers
 from flows.evaluate_traces import EvaluationFailed, evaluate_traces
 from flows.evaluated_days import complete
 from flows.options import EvalOptions, options_from, validate_tags
-from flows.publish import table_artifact
+from flows.publish import artifact_url, emit_range_alert, table_artifact
+from flows.review_loop import close_the_loop, traces_url
 from flows.settings import Settings, open_stream
 from flows.stopping import STOP, stop_on_signals
 from tasks.config import load_tuning
@@ -42,6 +45,7 @@ from tasks.stream import Stream
 from tasks.windows import midnight, previous_day, split_days
 
 SUMMARY_KEY = "trust-backfill-summary"
+Links = dict[str, str | None]
 
 
 class BackfillFailed(RunFailed):
@@ -189,25 +193,40 @@ def run_days(
     return [results[s] for s, _ in windows]
 
 
-def write_summary(summary: BackfillSummary, stream: Stream) -> None:
+def write_summary(summary: BackfillSummary, stream: Stream) -> Links:
     """The summary artifact, and a lowest-trust table over all the days (a view: a failure
-    here is a warning)."""
+    here is a warning); the links to them, for the range's alert."""
     logger = get_run_logger()
     span = f"{summary.start_date} → {summary.end_date}"
     dry = "-dry-run" if summary.dry_run else ""
+    links: Links = {"table_url": None, "summary_url": None}
     try:
-        table_url = table_artifact(
+        links["table_url"] = table_artifact(
             summary.lowest(load_tuning().lowest_n),
             stream.artifact_key(f"trust-backfill-lowest{dry}"),
             f"({span})",
         )
-        create_markdown_artifact(
-            markdown=summary_markdown(summary, table_url),
+        made = create_markdown_artifact(
+            markdown=summary_markdown(summary, links["table_url"]),
             key=stream.artifact_key(f"{SUMMARY_KEY}{dry}"),
             description=f"Trust backfill {span}",
         )
+        links["summary_url"] = artifact_url(made if isinstance(made, UUID) else None)
     except Exception as err:
         logger.warning("could not write the backfill summary artifact: %s", describe(err))
+    return links
+
+
+def alert_once(summary: BackfillSummary, stream: Stream, share: float | None, links: Links) -> None:
+    """One low-trust alert for the range, naming each day over the share (a view: a failure
+    here is a warning)."""
+    payload = range_alert(summary, share, links) if share is not None else None
+    if payload is None or summary.dry_run:
+        return
+    try:
+        emit_range_alert(payload, stream)
+    except Exception as err:
+        get_run_logger().warning("could not emit the range's alert: %s", describe(err))
 
 
 @flow(name="evaluate-traces-backfill", flow_run_name=_run_name, log_prints=True)
@@ -249,7 +268,9 @@ def backfill(
         check_day_deployment(day_deployment)
     lf = Access(settings.langfuse, settings.tuning)
     _, stream = open_stream(lf, tags, opts.score_name, logger)
-    params: dict[str, Any] = {"tags": tags, "options": opts}
+    # the days send no alert of their own: the backfill sends one for the range (alert_once)
+    day_opts = opts.model_copy(update={"alert_low_trust_share": None})
+    params: dict[str, Any] = {"tags": tags, "options": day_opts}
     workers = min(max_concurrency, len(windows))
     logger.info(
         "backfill %s → %s: %d day(s), %d at a time", start_date, end_date, len(windows), workers
@@ -280,7 +301,8 @@ def backfill(
         days=days,
         flow_run_id=str(flow_run.id) if flow_run.id else None,
     )
-    write_summary(summary, stream)
+    links = write_summary(summary, stream) | {"langfuse_traces_url": traces_url(lf, stream)}
+    alert_once(summary, stream, opts.alert_low_trust_share, links)
     if not opts.dry_run:  # the backfilled days' rows in the trend, and their drift verdicts
         refresh_loop(lf, stream, opts)
     return raise_if_failed(summary)
@@ -288,8 +310,6 @@ def backfill(
 
 def refresh_loop(lf: Access, stream: Stream, opts: EvalOptions) -> None:
     """The trend up to yesterday (a view: its failure is a warning)."""
-    from flows.review_loop import close_the_loop
-
     yesterday = previous_day(datetime.now(UTC))[0].date()
     try:
         close_the_loop(lf, stream, opts, yesterday, verdicts=False)

@@ -75,6 +75,51 @@ class BackfillSummary(BaseModel):
         return sorted(rows, key=lambda row: (row.score, row.trace_id))[:n]
 
 
+def day_share(report: EvalReport | None) -> float | None:
+    """The low-trust share of what the day's run scored (None: it scored nothing), as a window
+    run's own alert computes it."""
+    if report is None or not report.uploaded:
+        return None
+    return report.low_trust_count / report.uploaded
+
+
+def range_alert(
+    summary: BackfillSummary, share: float, links: dict[str, str | None]
+) -> dict[str, Any] | None:
+    """The payload of the one low-trust alert of a range: the days whose low-trust share passed
+    ``share``, each with its run's link, plus ``links`` (table, summary, traces). None: no day
+    passed it."""
+    over = [
+        (d, s)
+        for d in summary.days
+        if d.report is not None and (s := day_share(d.report)) is not None and s > share
+    ]
+    if not over:
+        return None
+    return {
+        "start_date": summary.start_date.isoformat(),
+        "end_date": summary.end_date.isoformat(),
+        "tags": summary.tags,
+        "score_name": summary.score_name,
+        "alert_low_trust_share": share,
+        "days_in_range": len(summary.days),
+        "days": [
+            {
+                "day": d.day.isoformat(),
+                "low_trust_share": round(s, 4),
+                "low_trust_count": d.report.low_trust_count,
+                "uploaded": d.report.uploaded,
+                "mean_score": d.report.mean_score,
+                "run_url": run_url(d.report.flow_run_id),
+            }
+            for d, s in over
+            if d.report is not None
+        ],
+        "run_url": run_url(summary.flow_run_id),
+        **links,
+    }
+
+
 def day_status(report: EvalReport) -> DayStatus:
     return "ok" if report.ok else "completed_with_failures"
 

@@ -47,8 +47,11 @@ Day = tuple[datetime, datetime]
 def day_key(
     deployment: str, stream: Stream, start: datetime, end: datetime, params: dict[str, Any]
 ) -> str:
-    """The same day of the same stream with the same options always gets the same key."""
+    """The same day of the same stream with the same options always gets the same key. The
+    alert share is left out: it changes what a day says, not what it scores (a backfill's days
+    run without one), so a backfill finds the day runs an earlier one made either way."""
     body = day_parameters(start, end, params) | {"deployment": deployment, "stream": stream.key}
+    body["options"] = {k: v for k, v in body["options"].items() if k != "alert_low_trust_share"}
     body["tags"] = list(stream.tags)
     digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:24]
     return f"trust-day-{digest}"

@@ -21,6 +21,7 @@ from tasks.models import Window
 from tasks.report import (
     EVENT_EVALUATED,
     EVENT_LOW_TRUST,
+    TABLE_NOTE,
     EvalReport,
     LowTrustRow,
     event_payload,
@@ -78,7 +79,7 @@ def table_artifact(rows: list[LowTrustRow], key: str, note: str) -> str | None:
     made = create_table_artifact(
         table=lowest_table(rows),
         key=key,
-        description=f"The {len(rows)} lowest scores, lowest first {note}",
+        description=f"The {len(rows)} lowest scores, lowest first {note}; {TABLE_NOTE}",
     )
     return artifact_url(made if isinstance(made, UUID) else None)
 
@@ -94,6 +95,7 @@ def publish(
     A dry run's artifacts have keys of their own: they never replace a real run's."""
     r = report
     dry = "-dry-run" if r.dry_run else ""
+    table_url = None
     try:
         progress.done()
         table_url = table_artifact(
@@ -110,14 +112,21 @@ def publish(
     except Exception as err:
         logger.warning("could not write the report artifacts: %s", describe(err))
     try:
-        emit_run_events(r, stream, alert_share)
+        emit_run_events(r, stream, alert_share, table_url)
     except Exception as err:
         logger.warning("could not emit the run's events: %s", describe(err))
 
 
-def emit_run_events(report: EvalReport, stream: Stream, alert_share: float | None) -> list[Any]:
-    """The run's figures as a Prefect event, plus an alert event past the low-trust share."""
-    payload = event_payload(report)
+def emit_run_events(
+    report: EvalReport, stream: Stream, alert_share: float | None, table_url: str | None = None
+) -> list[Any]:
+    """The run's figures as a Prefect event, plus an alert event past the low-trust share. Both
+    carry the links an alert shows: the run, its lowest-trust table, the traces in Langfuse."""
+    payload = event_payload(report) | {
+        "run_url": run_url(report.flow_run_id),
+        "table_url": table_url,
+        "langfuse_traces_url": report.langfuse_traces_url,
+    }
     resource = {
         "prefect.resource.id": f"trust-eval.window.{stream.key}."
         + f"{report.window_start:%Y%m%dT%H%M}-{report.window_end:%Y%m%dT%H%M}",
@@ -136,3 +145,18 @@ def emit_run_events(report: EvalReport, stream: Stream, alert_share: float | Non
             )
         )
     return events
+
+
+EVENT_RANGE_LOW_TRUST = "trust-eval.backfill.low-trust"
+
+
+def emit_range_alert(payload: dict[str, Any], stream: Stream) -> Any:
+    """A backfill's one low-trust alert for its whole range (its days send none of their own)."""
+    resource = {
+        "prefect.resource.id": f"trust-eval.backfill.{stream.key}."
+        + f"{payload['start_date'].replace('-', '')}-{payload['end_date'].replace('-', '')}",
+        "prefect.resource.name": f"{stream.label} {payload['start_date']}..{payload['end_date']}",
+        "trust-eval.score-name": stream.score_name,
+        "trust-eval.tags": ",".join(stream.tags),
+    }
+    return emit_event(event=EVENT_RANGE_LOW_TRUST, resource=resource, payload=payload)

@@ -30,7 +30,7 @@ from flows.settings import Settings, open_stream
 from flows.trend import refresh_trend
 from tasks.budgets import check_limits
 from tasks.clock import utcnow
-from tasks.config import RunLogger, load_langfuse, load_tuning
+from tasks.config import RunLogger, load_langfuse, load_tuning, without_credentials
 from tasks.errors import ConfigError, fails_in_one_line, stage
 from tasks.langfuse_api import Access
 from tasks.report import md_code, md_escape
@@ -74,7 +74,7 @@ def check_review(lf: Access, opts: EvalOptions, logger: RunLogger) -> None:
 
 
 def traces_url(lf: Access, stream: Stream) -> str:
-    ui = (lf.tuning.langfuse_ui_url or lf.cfg.base_url).rstrip("/")
+    ui = without_credentials(lf.tuning.langfuse_ui_url or lf.cfg.base_url).rstrip("/")
     return f"{ui}/project/{stream.project}/traces"
 
 

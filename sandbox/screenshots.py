@@ -305,7 +305,7 @@ def run_flows(home: Path, days: list[date], lf: LangfuseSandbox) -> list[Shot]:
         Shot(
             "deployments.png",
             "/deployments",
-            ("window", "backfill", "review-loop", "notify-drift", "notify-low-trust"),
+            ("window", "backfill", "report", "review-loop", "notify-drift", "notify-low-trust"),
         ),
         Shot(
             "run-graph.png",

@@ -1,4 +1,5 @@
-"""Configuration: service credentials from the environment, run tuning with sane bounds.
+"""Configuration: service credentials from the environment (or Prefect Secret blocks it names),
+run tuning with sane bounds.
 
 Credentials use the SDKs' own variable names. Anything missing or invalid is refused before any
 network call, with a message that names the variable to set.
@@ -7,9 +8,10 @@ network call, with a message that names the variable to set.
 from __future__ import annotations
 
 import json
+import os
 import re
 from logging import Logger, LoggerAdapter
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
@@ -199,9 +201,42 @@ def _explain(err: ValidationError, names: dict[str, str]) -> str:
     return "; ".join(parts)
 
 
-def load_langfuse() -> LangfuseSettings:
+BLOCK_SUFFIX = "_BLOCK"
+
+
+def from_secret_blocks(*names: str) -> dict[str, str]:
+    """Credentials from Prefect Secret blocks: for each variable NAME whose ``NAME_BLOCK`` is set
+    (a deployment's ``job_variables`` env, so one worker serves several projects), the value of
+    the Secret block it names. Variables without one come from the environment. Only the
+    block's name is in the deployment: its value is read here, at run time."""
+    out = {}
+    for name in names:
+        block = os.environ.get(name + BLOCK_SUFFIX, "").strip()
+        if block:
+            out[name] = secret_block_value(name + BLOCK_SUFFIX, block)
+    return out
+
+
+def secret_block_value(variable: str, block: str) -> str:
+    from prefect.blocks.system import Secret
+
     try:
-        return LangfuseSettings()  # type: ignore[call-arg]
+        loaded: Any = Secret.load(block, _sync=True)  # type: ignore[call-arg]
+        value: object = loaded.get()
+    except ValueError:  # Prefect: no block document of that name
+        raise ConfigError(
+            f"{variable}={block}: the Prefect server has no Secret block {block!r}: create it "
+            f"(Secret(value=...).save({block!r}), or the UI's Blocks page) or unset {variable}"
+        ) from None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{variable}={block}: the Secret block {block!r} holds no text")
+    return value.strip()
+
+
+def load_langfuse() -> LangfuseSettings:
+    names = ("LANGFUSE_PUBLIC_KEY", "LANGFUSE_SECRET_KEY", "LANGFUSE_BASE_URL")
+    try:
+        return LangfuseSettings(**from_secret_blocks(*names))  # type: ignore[arg-type]
     except ValidationError as err:
         raise ConfigError(
             "Langfuse configuration: "
@@ -213,7 +248,7 @@ def load_langfuse() -> LangfuseSettings:
 
 def load_tlm() -> TLMSettings:
     try:
-        return TLMSettings()  # type: ignore[call-arg]
+        return TLMSettings(**from_secret_blocks("CLEANLAB_TLM_API_KEY"))  # type: ignore[arg-type]
     except ValidationError as err:
         raise ConfigError(
             "Cleanlab TLM configuration: "

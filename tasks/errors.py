@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -59,6 +60,20 @@ def stage(what: str) -> Iterator[None]:
         raise StageError(f"{what} failed: {describe(err)}") from err
 
 
+class NoTracebackForOneLiners(logging.Filter):
+    """Drops the tracebacks a deployment run's engine logs after the run (``Engine execution
+    exited with unexpected exception``, prefect/flow_engine.py and prefect/engine.py) when the
+    exception is one of ours: its one line is the run's state message and was logged already."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, TrustEvalError)
+
+
+ENGINE_LOGGERS = ("prefect.flow_runs", "prefect.engine")  # flow_run_logger(), the engine's
+ONE_LINERS = NoTracebackForOneLiners()
+
+
 def fails_in_one_line(fn: Callable[P, R]) -> Callable[P, R]:
     """A refused setting or a failed run ends the flow run Failed with the one-line reason as
     its state message (shown by the run page and ``--watch``), without a traceback; a caller
@@ -73,6 +88,8 @@ def fails_in_one_line(fn: Callable[P, R]) -> Callable[P, R]:
         except TrustEvalError as err:
             reason = one_line(err)
             get_run_logger().error("%s", reason)
+            for name in ENGINE_LOGGERS:  # addFilter keeps a filter once
+                logging.getLogger(name).addFilter(ONE_LINERS)
             # Prefect takes a returned state as the run's final state and raises its data
             return cast(R, Failed(message=reason[:2000], data=err))
 

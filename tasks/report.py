@@ -482,8 +482,16 @@ def short_id(trace_id: str) -> str:
     return trace_id if len(trace_id) <= 10 else trace_id[:8] + "…"
 
 
+# The lowest-trust table on the Prefect UI's artifact page (cells do not wrap): at 1400 px the
+# page leaves about 830 px to the table, so rank, score, trace, the explanation and the answer
+# fit on the first screen; the full explanation is the score's comment on the trace in Langfuse.
+WHY_CHARS, ANSWER_CHARS, QUESTION_CHARS = 56, 24, 60
+TABLE_NOTE = "explanations shortened: the full text is the score's comment on the trace"
+
+
 def lowest_table(rows: list[LowTrustRow]) -> list[dict[str, Any]]:
-    """Rank, score and the way to the trace first; then what was asked, answered and why."""
+    """Rank, score and the way to the trace first; then why (shortened), the answer, the
+    question."""
     return [
         {
             "rank": i + 1,
@@ -491,29 +499,31 @@ def lowest_table(rows: list[LowTrustRow]) -> list[dict[str, Any]]:
             "trace": md_link(short_id(r.trace_id), r.url)
             if r.url
             else md_code(short_id(r.trace_id)),
+            "explanation": md_escape(r.explanation, WHY_CHARS),
             **({"cause": md_escape(r.cause)} if any(x.cause for x in rows) else {}),
-            "question": md_escape(r.question, 80),
-            "answer": md_escape(r.answer, 80),
-            "explanation": md_escape(r.explanation, 240),
+            "answer": md_escape(r.answer, ANSWER_CHARS),
+            "question": md_escape(r.question, QUESTION_CHARS),
         }
         for i, r in enumerate(rows)
     ]
 
 
 def text_table(report: EvalReport, limit: int = 20) -> str:
-    """The ranked table for a terminal."""
+    """The ranked table for a terminal: the explanation shortened (its full text: the trace's
+    score comment in Langfuse)."""
     rows = report.lowest[:limit]
     if not rows:
         return "(no scores uploaded)"
-    out = [f"{'#':>3}  {'score':>5}  {'trace':<9}  {'question':<44}  answer"]
+    out = [f"{'#':>3}  {'score':>5}  {'trace':<9}  {'question':<32}  {'answer':<22}  why"]
     for i, r in enumerate(rows, 1):
-        q = preview(r.question or r.name or r.trace_id, 44)
+        q = preview(r.question or r.name or r.trace_id, 32)
         out.append(
-            f"{i:>3}  {r.score:>5.3f}  {short_id(r.trace_id):<9}  {q:<44}  "
-            f"{preview(r.answer or '', 60)}" + (f"  [{r.cause}]" if r.cause else "")
+            f"{i:>3}  {r.score:>5.3f}  {short_id(r.trace_id):<9}  {q:<32}  "
+            f"{preview(r.answer or '', 22):<22}  {preview(r.explanation or '–', 50)}"
+            + (f"  [{r.cause}]" if r.cause else "")
         )
     if rows[0].url:
-        out.append(f"Lowest in Langfuse: {rows[0].url}")
+        out.append(f"Lowest in Langfuse (the full explanation): {rows[0].url}")
     return "\n".join(out)
 
 

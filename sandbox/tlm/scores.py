@@ -140,8 +140,10 @@ def synthetic_score(prompt: str, response: str) -> float:
     return round(0.02 + 0.96 * x, 4)
 
 
-# the hand-picked demo explanations read like a model's: say plainly where they come from
-SYNTHETIC_LABEL = "[Synthetic: hand-written for the sandbox demo, not TLM output] "
+# the hand-picked demo explanations read like a model's: say plainly where they come from (a
+# short label first, so a table that shortens explanations still shows the why)
+SYNTHETIC_LABEL = "[Synthetic] "
+HAND_WRITTEN = " (Hand-written for the sandbox demo, not TLM output.)"
 
 
 def synthetic_explanation(
@@ -150,23 +152,23 @@ def synthetic_explanation(
     """The sandbox's deterministic explanation for a pair (plain text unless ``rich``)."""
     pair = known_pair(prompt, response)
     if pair is not None:
-        text = SYNTHETIC_LABEL + pair.explanation
+        text = SYNTHETIC_LABEL + pair.explanation + HAND_WRITTEN
     else:
         s = synthetic_score(prompt, response) if score is None else score
         ref = pair_digest(prompt, response).hex()[:12]
         verdict = (
-            "likely correct"
+            "Likely correct"
             if s >= 0.8
-            else "uncertain"
+            else "Uncertain"
             if s >= 0.5
-            else "doubtful, and worth a human review"
+            else "Doubtful, worth a human review"
         )
         text = (
-            f"Synthetic explanation from the local TLM sandbox (ref {ref}). The sandbox is not a "
-            f"trust model: the score {s:.3f} was derived deterministically from a hash of the "
-            f"prompt ({len(prompt)} characters) and the response ({len(response)} characters), "
-            f"so it carries no information about correctness. Read as a real score it would "
-            f"mean the response is {verdict}."
+            f"{SYNTHETIC_LABEL}{verdict}, if this were a real score. The local TLM "
+            f"sandbox is not a trust model: the score {s:.3f} was derived deterministically from "
+            f"a hash of the prompt ({len(prompt)} characters) and the response "
+            f"({len(response)} characters), so it carries no information about correctness "
+            f"(ref {ref})."
         )
     return text + RICH_SUFFIX if rich else text
 

@@ -17,6 +17,8 @@ import pytest
 from prefect.client.schemas.filters import (
     FlowRunFilter,
     FlowRunFilterParentFlowRunId,
+    LogFilter,
+    LogFilterFlowRunId,
 )
 from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.schedules import CronSchedule
@@ -202,19 +204,24 @@ def test_schedules_manual_runs_and_backfills_on_a_real_server(
         assert len(kids) == 3 and all(k.state and k.state.is_completed() for k in kids.values())
         print(f"daily, window and backfill done after {time.monotonic() - t0:.1f} s")
         # 5. the low-trust alert: the runs above emitted `trust-eval.window.low-trust` (the
-        # synthetic scores put well over 20% below 0.5); the deployment trigger in prefect.yaml
-        # turned each into a notify-low-trust run carrying the event's figures
+        # synthetic scores put well over 20% below 0.5), the backfill one
+        # `trust-eval.backfill.low-trust` for its range (its days none); the deployment trigger
+        # in prefect.yaml turned each into a notify-low-trust run carrying the event's figures
         notify = client.read_deployment_by_name("notify-low-trust/notify-low-trust")
         deadline = time.monotonic() + 60
         while True:
-            alerts = runs_of(client, notify.id)
-            if alerts or time.monotonic() > deadline:
+            alerts = [a.parameters["figures"] for a in runs_of(client, notify.id)]
+            ranges = [f for f in alerts if "days" in f]
+            if (ranges and len(alerts) > len(ranges)) or time.monotonic() > deadline:
                 break
             time.sleep(1)
-        assert alerts, "no notify-low-trust run was triggered"
-        figures = alerts[0].parameters["figures"]
-        assert isinstance(figures, dict) and figures["low_trust_share"] > 0.2
-        assert figures["tags"] == [TAG] and figures["uploaded"] >= 1
+        windows = [f for f in alerts if "days" not in f]
+        assert windows and all(f["low_trust_share"] > 0.2 for f in windows), alerts
+        assert all(f["tags"] == [TAG] and f["uploaded"] >= 1 for f in windows)
+        (whole,) = ranges  # one for the backfill's range, listing its days over the share
+        assert whole["start_date"] == d[4].isoformat() and whole["days"], whole
+        backfill_days = {str(d[4]), str(d[5]), str(d[6])}
+        assert not {f["window_start"][:10] for f in windows} & backfill_days  # no day alone
         # 4. the same backfill again, one day longer. A trace came late to d[5]: its day runs
         # again. d[7] has a run some earlier backfill left RUNNING on a worker that died (no
         # heartbeat): found by its silence, marked Crashed, run again. d[4] and d[6]
@@ -323,3 +330,38 @@ def test_a_cancelled_window_run_lands_what_tlm_answered(
     tlm.faults.clear()
     assert final.state is not None and final.state.is_cancelled(), final.state
     assert len(stored()) == len(answered) == 18  # every paid answer landed, once
+
+
+def test_a_window_ending_before_it_starts_fails_in_one_line_with_no_traceback_in_its_log(
+    stack: tuple[dict[str, str], LangfuseSandbox, Path],
+) -> None:
+    """The UI's form cannot check two fields against each other: the worker's run refuses the
+    window before any call, its state message the one line, and its log no engine traceback."""
+    env, lf, _ = stack
+    calls = len(lf.faults.requests)
+    day = datetime.now(UTC).date() - timedelta(days=70)
+    with local.client_for(env) as client:
+        window = client.read_deployment_by_name("evaluate-traces/window")
+        run = client.create_flow_run_from_deployment(
+            window.id,
+            parameters={
+                "tags": [TAG],
+                "window_start": midnight(day + timedelta(days=1)).isoformat(),
+                "window_end": midnight(day).isoformat(),
+            },
+        )
+        final = local.wait_final(client, run.id, timeout=240)
+        deadline = time.monotonic() + 30  # logs reach the server in batches
+        while True:
+            logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+            if any("Finished in state Failed" in log.message for log in logs):
+                break
+            assert time.monotonic() < deadline, [log.message for log in logs]
+            time.sleep(0.5)
+    assert final.state is not None and final.state.is_failed(), final.state
+    message = final.state.message or ""
+    assert "window_end" in message and "\n" not in message, message
+    text = "\n".join(log.message for log in logs)
+    assert "Traceback" not in text and "Engine execution exited" not in text, text
+    assert [log.message for log in logs if log.message == message] == [message], text
+    assert len(lf.faults.requests) == calls  # refused before any call to Langfuse

@@ -22,7 +22,7 @@ import pytest
 from flows.evaluate_traces import evaluate_traces
 from sandbox.langfuse import LangfuseSandbox
 from sandbox.tlm import TLMSandbox, session_tlm_sandbox
-from tasks.report import EvalReport, md_escape, short_id
+from tasks.report import WHY_CHARS, EvalReport, md_escape, short_id
 from tests.support.bad_input import (
     AT_BUDGET_Q,
     BUDGET,
@@ -570,7 +570,7 @@ def test_markup_is_escaped_in_the_artifacts(catalogue: Run) -> None:
     full = {r.trace_id: r.explanation or "" for r in catalogue.report.lowest}
     assert all("<script>" in e for e in full.values())
     for row, low in zip(rows, catalogue.report.lowest, strict=True):
-        assert row["explanation"] == md_escape(low.explanation, 240)
+        assert row["explanation"] == md_escape(low.explanation, WHY_CHARS)
     assert "\\<script\\>" in md_escape(next(iter(full.values())), 10_000)
     # the link text is the trace's short id, escaped: no name or id markup reaches the page
     for row, low in zip(rows, catalogue.report.lowest, strict=True):

@@ -11,6 +11,8 @@ from flows.window_lock import window_lock
 from sandbox.faults import Fault
 from sandbox.langfuse import LangfuseSandbox
 from sandbox.tlm import TLMSandbox
+from tasks.models import preview
+from tasks.report import short_id
 from tests.support.seeding import TAG, seed, stream_of
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -40,9 +42,16 @@ def test_window_explicit_ok_prints_the_ranked_table(
     assert "Least trustworthy, lowest first:" in out
     table = out.split("Least trustworthy, lowest first:\n", 1)[1].strip().splitlines()
     assert table[0].split()[:3] == ["#", "score", "trace"] and len(table) == 5
-    assert table[-1].startswith("Lowest in Langfuse: http")  # header, 3 rows, the link
+    assert table[-1].startswith("Lowest in Langfuse (the full explanation): http")
+    assert table[0].split()[-1] == "why"  # header, 3 rows, the link
     scores = [float(line.split()[1]) for line in table[1:4]]
     assert scores == sorted(scores)
+    why = {  # each row ends with the explanation, shortened (in full: the score's comment)
+        short_id(s.trace_id or ""): preview(s.comment or "", 50)
+        for s in langfuse_sandbox.store.all_scores()
+    }
+    for line in table[1:4]:
+        assert len(why[line.split()[2]]) > 20 and line.endswith(why[line.split()[2]])
 
     assert main(window_args()) == 0  # a re-run: nothing new, still fine
     assert "already scored 6" in capsys.readouterr().out

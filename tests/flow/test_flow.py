@@ -19,7 +19,15 @@ from tasks.errors import ConfigError
 from tasks.models import score_id
 from tasks.select import sampled as in_sample
 from tests.support.profiles import ON_BOTH_SERVERS
-from tests.support.seeding import DAY, TAG, WINDOW, scores_by_trace, seed, stream_of
+from tests.support.seeding import (
+    DAY,
+    TAG,
+    WINDOW,
+    artifact_keys,
+    scores_by_trace,
+    seed,
+    stream_of,
+)
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -181,6 +189,14 @@ def test_dry_run_scores_nothing(langfuse_sandbox: LangfuseSandbox, tlm: TLMSandb
     assert tlm.prompts == [] and langfuse_sandbox.store.all_scores() == []
     assert langfuse_sandbox.faults.count("scores.create") == 0
     assert langfuse_sandbox.faults.count("ingestion") == 0
+    # a dry run's artifacts have keys of their own: the stream's real summary stays the real one
+    stream = stream_of(langfuse_sandbox)
+    real = evaluate_traces(tags=[TAG], **W)
+    again = evaluate_traces(tags=[TAG], options=EvalOptions(dry_run=True, rescore=True), **W)
+    assert again.would_score == 9
+    keys = {k: artifact_keys(r.flow_run_id) for k, r in (("real", real), ("dry", again))}
+    assert keys["real"] == {stream.artifact_key(k) for k in ("trust-summary", "trust-lowest")}
+    assert keys["dry"] == {stream.artifact_key("trust-summary-dry-run")}  # nothing scored
 
 
 @ON_BOTH_SERVERS
@@ -287,7 +303,7 @@ def test_report_artifacts_escape_markup(langfuse_sandbox: LangfuseSandbox, tlm: 
     table = next(a for a in found if a.key == lowest)
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data
     assert len(rows) == 3 and float(rows[0]["score"]) <= float(rows[-1]["score"])
-    assert list(rows[0]) == ["rank", "score", "trace", "question", "answer", "explanation"]
+    assert list(rows[0]) == ["rank", "score", "trace", "explanation", "answer", "question"]
     assert "<script>" not in json.dumps(rows) and "\\<script\\>" in rows[0]["question"]
     summary = next(a for a in found if a.key == summary_key)
     assert "| 3 | 0 | 0 | 0 | 3 | 0 |" in summary.data

@@ -1,15 +1,20 @@
 """Streams on one Prefect server: two Langfuse projects with the same tags and score name keep
-their own record of evaluated days, window lock and artifacts."""
+their own record of evaluated days, window lock and artifacts; two projects on one worker take
+their keys from the Secret blocks their deployments name."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import os
+import re
 from datetime import UTC, datetime, timedelta
-from uuid import UUID
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
-from prefect import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+import yaml
 
 from flows.daily import daily
 from flows.evaluate_traces import evaluate_traces
@@ -17,22 +22,12 @@ from flows.evaluated_days import evaluated_days
 from flows.window_lock import lock_names, window_lock
 from sandbox.langfuse import LangfuseSandbox
 from sandbox.tlm import TLMSandbox
+from tasks.errors import ConfigError
 from tasks.windows import midnight
-from tests.support.seeding import TAG, seed, stream_of, windows_at_once
+from tests.support.seeding import TAG, artifact_keys, seed, stream_of, windows_at_once
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 LOG = logging.getLogger("tests.flow.streams")
-
-
-def artifact_keys(flow_run_id: str | None) -> set[str]:
-    assert flow_run_id is not None
-    with get_client(sync_client=True) as client:
-        found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(
-                flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(flow_run_id)])
-            )
-        )
-    return {a.key for a in found if a.key and a.key != "trust-progress"}
 
 
 def test_two_projects_with_the_same_tags_and_score_name_keep_apart(
@@ -126,3 +121,72 @@ def test_only_a_complete_evaluation_marks_a_day_and_a_foreign_record_is_a_warnin
     assert set(summary.caught_up) >= {trial, broken}
     assert len(lf.store.all_scores()) == 5 and len(tlm.prompts) == 5
     assert evaluated_days(stream, [trial, broken], LOG) == {trial, broken}
+
+
+# --- two projects on one worker: credentials from Secret blocks --------------------------------
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_streams() -> dict[str, dict[str, Any]]:
+    """The README's two daily streams on two projects (its prefect.yaml example), by name."""
+    blocks = re.findall(r"```yaml\n(.*?)```", README.read_text(), re.S)
+    (example,) = [b for b in blocks if "daily-project-b" in b]
+    return {d["name"]: d for d in yaml.safe_load(example)}
+
+
+def run_environment(job_variables: dict[str, Any]) -> dict[str, str]:
+    """What a process worker adds to a deployment's flow run's environment, resolved by Prefect's
+    own code (the pool's default job template and the deployment's job variables)."""
+    from prefect.workers.process import ProcessJobConfiguration, ProcessWorker
+
+    template = ProcessWorker.get_default_base_job_template()
+    made = ProcessJobConfiguration.from_template_and_values(template, job_variables)
+    config: ProcessJobConfiguration = asyncio.run(made)
+    return {k: v for k, v in (config.env or {}).items() if v is not None}
+
+
+def test_two_projects_on_one_worker_take_their_keys_from_secret_blocks(
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.blocks.system import Secret
+    from pydantic import SecretStr
+
+    a = langfuse_sandbox  # the worker's environment holds project A's keys
+    b = a.add_project("project b")  # the same server, another key pair and project
+    streams = readme_streams()
+    assert set(streams) == {"daily-support-bot", "daily-project-b"}
+    Secret(value=SecretStr(b.public_key)).save("langfuse-public-key-projectb", overwrite=True)
+    Secret(value=SecretStr(b.secret_key)).save("langfuse-secret-key-projectb", overwrite=True)
+
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    noon = midnight(yesterday) + timedelta(hours=12)
+    support_a = seed(a, 3, tags=("support_bot",), start=noon)
+    pipeline_a = seed(a, 2, tags=(TAG,), start=noon)  # A's, with project B's tag: not B's
+    pipeline_b = seed(cast(LangfuseSandbox, b), 4, tags=(TAG,), start=noon)  # seed uses .store
+
+    worker_env = dict(os.environ)
+    for name, dep in streams.items():
+        added = run_environment(dep["work_pool"]["job_variables"])
+        assert b.secret_key not in json.dumps(added)  # the deployment names blocks, no keys
+        with monkeypatch.context() as run:
+            for key, value in (worker_env | added).items():
+                run.setenv(key, value)
+            summary = daily(**dep["parameters"])
+        assert summary.ok, name
+
+    scored_a = sorted(s.trace_id or "" for s in a.store.all_scores())
+    scored_b = sorted(s.trace_id or "" for s in b.store.all_scores())
+    assert scored_a == sorted(support_a)  # A's support_bot stream, in A only
+    assert scored_b == sorted(pipeline_b)  # B's stream, with B's keys, in B only
+    assert not set(pipeline_a) & set(scored_a)
+
+    # a block that does not exist: one line naming the variable and the block
+    monkeypatch.setenv("LANGFUSE_SECRET_KEY_BLOCK", "langfuse-secret-key-nope")
+    with pytest.raises(ConfigError) as refused:
+        evaluate_traces(tags=[TAG], window_start=midnight(yesterday), window_end=noon)
+    assert str(refused.value).startswith(
+        "LANGFUSE_SECRET_KEY_BLOCK=langfuse-secret-key-nope: the Prefect server has no Secret "
+        "block 'langfuse-secret-key-nope'"
+    )
+    assert "\n" not in str(refused.value)

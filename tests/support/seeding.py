@@ -119,3 +119,20 @@ def windows_at_once(runs: Sequence[str | list[str]], own_score: bool = True) -> 
     if errors:
         raise errors[0]
     return reports
+
+
+def artifact_keys(flow_run_id: str | None) -> set[str]:
+    """The keys of the artifacts a flow run made (its progress bar left out)."""
+    from uuid import UUID
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    assert flow_run_id is not None
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(flow_run_id)])
+            )
+        )
+    return {a.key for a in found if a.key and a.key != "trust-progress"}

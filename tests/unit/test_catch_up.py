@@ -65,6 +65,12 @@ def test_a_day_run_key_is_the_same_for_the_same_day_and_parameters_only() -> Non
     assert key == day_key(dep, stream, start, end, {**params, "tags": ["a", "b"]})
     assert key != day_key(dep, stream, end, end + timedelta(days=1), params)
     assert key != day_key(dep, stream, start, end, {**params, "options": None})
+    # a backfill's days run without an alert share: the key of a day an earlier backfill made
+    # (with one) is the same; an option that changes what is scored changes it
+    quiet = EvalOptions(score_name="s", alert_low_trust_share=None)
+    assert key == day_key(dep, stream, start, end, {**params, "options": quiet})
+    rescore = EvalOptions(score_name="s", rescore=True)
+    assert key != day_key(dep, stream, start, end, {**params, "options": rescore})
     assert key != day_key(dep, Stream.of("p2", ["a", "b"], "s"), start, end, params)
     assert key.startswith("trust-day-")
     assert day_parameters(start, end, params) == {

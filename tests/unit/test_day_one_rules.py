@@ -3,13 +3,15 @@ the bounds of a duration and a window, settings that are not JSON, the preset's 
 
 from __future__ import annotations
 
+import logging
+import sys
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from tasks.config import PRESET_COST, load_tuning
-from tasks.errors import ConfigError
+from tasks.errors import ONE_LINERS, ConfigError
 from tasks.hints import no_match_hint
 from tasks.report import EvalReport
 from tasks.windows import MAX_SPAN, check_span, duration
@@ -86,3 +88,19 @@ def test_a_dry_runs_tokens_and_cost_count_the_preset() -> None:
     assert report.estimated_tokens == 12_000 and report.estimated_cost_usd == 6.0
     report.close(3, price_per_1k_tokens=None, preset_multiplier=4)
     assert report.estimated_tokens == 4_000
+
+
+def test_the_engines_traceback_is_dropped_for_our_one_line_failures_only() -> None:
+    def record(err: BaseException) -> logging.LogRecord:
+        try:
+            raise err
+        except BaseException:
+            return logging.LogRecord(
+                "prefect.flow_runs", logging.ERROR, __file__, 1,
+                "Engine execution exited with unexpected exception", None, sys.exc_info(),
+            )  # fmt: skip
+
+    assert not ONE_LINERS.filter(record(ConfigError("window_end must be after window_start")))
+    assert ONE_LINERS.filter(record(RuntimeError("a bug: its traceback stays")))
+    plain = logging.LogRecord("prefect.flow_runs", logging.INFO, __file__, 1, "x", None, None)
+    assert ONE_LINERS.filter(plain)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from uuid import uuid4
+
 from prefect.client.schemas.schedules import CronSchedule
 
 from deployments import local
@@ -35,10 +37,15 @@ def test_prefect_yaml_declares_the_deployments_without_secrets() -> None:
     assert deps["report"]["schedules"] == [] and deps["report"]["parameters"]["since"] == "7d"
     assert all(d["work_pool"]["name"] == local.POOL for d in deps.values())
     (trigger,) = deps["notify-low-trust"]["triggers"]
-    assert trigger["expect"] == ["trust-eval.window.low-trust"]
+    assert trigger["expect"] == ["trust-eval.window.low-trust", "trust-eval.backfill.low-trust"]
+    assert trigger["match"] == {
+        "prefect.resource.id": ["trust-eval.window.*", "trust-eval.backfill.*"]
+    }
     (drift,) = deps["notify-drift"]["triggers"]
     assert drift["expect"] == ["trust.drift"]
     assert drift["match"] == {"prefect.resource.id": "trust-eval.stream.*"}
+    for t in (trigger, drift):  # the automation says what it does (not "…__automation_1")
+        assert t["name"].endswith(": send the alert") and len(t["description"]) > 80
     assert deps["review-loop"]["entrypoint"] == "flows/review_loop.py:review_loop"
     text = PREFECT_YAML.read_text()
     body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
@@ -57,3 +64,8 @@ def test_serve_builds_the_same_deployments() -> None:
     assert daily.schedule.cron == "15 0 * * *"
     assert daily.slug == "daily-previous-utc-day" and daily.active
     assert served["window"].schedules == [] and served["backfill"].schedules == []
+    (trigger,) = served["notify-low-trust"].triggers
+    trigger.set_deployment_id(uuid4())  # as `prefect deploy` does before creating it
+    automation = trigger.as_automation()
+    assert automation.name == "Low trust: send the alert"
+    assert automation.description.startswith("When a window run's")

@@ -9,16 +9,21 @@ from datetime import UTC, datetime
 import pytest
 
 from tasks.failures import Reason
-from tasks.models import Bucket, Outcome, Pair, outcome_for
+from tasks.models import Bucket, Outcome, Pair, outcome_for, preview
 from tasks.report import (
+    WHY_CHARS,
     EvalReport,
     Lowest,
+    LowTrustRow,
     event_payload,
     histogram_lines,
+    lowest_table,
     md_code,
     md_escape,
     md_link,
+    short_id,
     summary_markdown,
+    text_table,
 )
 
 T0 = datetime(2026, 11, 28, tzinfo=UTC)
@@ -299,3 +304,29 @@ def test_histogram_lines_label_each_bin_and_scale_to_the_largest(
     assert lines[0] == f"0.0–0.1 | {'█' * bars[0]} {hist[0]}"
     assert lines[9] == f"0.9–1.0 | {'█' * bars[9]} {hist[9]}"
     assert [line.count("█") for line in lines] == bars
+
+
+def test_the_lowest_table_shows_why_before_the_answer_within_the_first_screen() -> None:
+    long = (
+        "The capital of Australia is Canberra, not Sydney; the answer names the largest city. " * 4
+    )
+    row = LowTrustRow(
+        trace_id="0f3a9c2e5b7d4e1f8a6c2b9d0e4f7a13", name="q", score=0.1, explanation=long,
+        start_time=T0, url="https://lf/t", question="What is the capital of Australia? " * 5,
+        answer="Sydney is the capital of Australia, of course. " * 5,
+    )  # fmt: skip
+    (cells,) = lowest_table([row])
+    assert list(cells) == ["rank", "score", "trace", "explanation", "answer", "question"]
+    assert cells["explanation"].startswith("The capital of Australia is Canberra")
+    assert cells["explanation"].endswith("…") and len(cells["explanation"]) == WHY_CHARS
+    # what the first screen holds: at 1400 px the UI leaves about 830 px to the table, cells
+    # do not wrap, ~6.6 px a character plus ~30 px padding a column (measured on the screenshot)
+    first_screen = ["rank", "score", "trace", "explanation", "answer"]
+    shown = ["1", "0.100", short_id(row.trace_id), cells["explanation"], cells["answer"]]
+    width = sum(max(len(h), len(c)) * 6.6 + 30 for h, c in zip(first_screen, shown, strict=True))
+    assert width <= 830, width
+    text = text_table(EvalReport(window_start=T0, window_end=T0, tags=["t"], score_name="s",
+                                 lowest=[row]))  # fmt: skip
+    header, line, link = text.splitlines()
+    assert header.split()[-1] == "why" and line.endswith(preview(long, 50))
+    assert link == "Lowest in Langfuse (the full explanation): https://lf/t"
