@@ -17,6 +17,7 @@ SHARED = {
     "clock",
     "errors",
     "stream",
+    "explain",  # the score stage's explanation calls (imports models only)
 }
 PRODUCT = ("flows", "tasks", "deployments")
 
