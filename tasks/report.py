@@ -429,7 +429,7 @@ def _delivery_lines(report: EvalReport) -> list[str]:
             f"response (about {report.estimated_tokens} TLM tokens at the run's preset"
             + (f", about ${cost:.2f} at the configured price)." if cost is not None else ").")
         )
-    out += _stage_lines(report)
+    out += stage_lines(report)
     out += [f"_Warning: {md_escape(w, 300)}_" for w in report.warnings]
     return ["", *[line + "  " for line in out]] if out else []
 
@@ -438,7 +438,7 @@ def _money(cost: float | None) -> str:
     return "no price set" if cost is None else f"${cost:.4f}"
 
 
-def _stage_lines(report: EvalReport) -> list[str]:
+def stage_lines(report: EvalReport) -> list[str]:
     """TLM per stage (estimated: characters / 4 tokens times the stage's multiplier)."""
     if not report.stages:
         return []

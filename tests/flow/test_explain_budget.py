@@ -4,22 +4,37 @@ passed, and nothing paid twice across runs."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pytest
+from prefect import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
+from flows.backfill import backfill
+from flows.backfill_summary import BackfillSummary
+from flows.cli import main
 from flows.evaluate_traces import evaluate_traces
 from flows.evaluated_days import complete
 from flows.options import EvalOptions
 from sandbox.langfuse import LangfuseSandbox
 from sandbox.tlm import TLMSandbox, marker, synthetic_explanation
 from tasks.explain import not_explained
-from tests.support.seeding import DAY, TAG, WINDOW, scores_by_trace, seed
+from tasks.windows import midnight
+from tests.support.seeding import DAY, TAG, WINDOW, scores_by_trace, seed, stream_of
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 W = WINDOW
 HIGH, LOW = marker("trustworthiness", 0.9), marker("trustworthiness", 0.1)
+
+
+def summary_markdown(key: str) -> str:
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), limit=1
+        )
+    assert found, f"no artifact {key}"
+    return str(found[0].data)
 
 
 def seed_tail(lf: LangfuseSandbox, high: int, low: int) -> tuple[list[str], list[str]]:
@@ -140,3 +155,66 @@ def test_a_budget_with_explanations_reserves_them_and_is_never_passed(
     assert len(explained_prompts) == len(set(explained_prompts)) == 10  # each once, in all
     assert rest.stages["explaining"].calls == 10 - first_explained
     assert set(scores_by_trace(lf)) == set(trusted + tail)
+
+
+def test_a_backfills_total_is_shared_by_its_days_and_the_next_backfill_pays_only_the_rest(
+    langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three days of 12 traces, max_cost for about 1.5 days: the backfill completes, spends
+    at most its total, leaves the rest over_budget; the next backfill scores exactly those."""
+    monkeypatch.setenv("TRUST_EVAL_PAGE_SIZE", "5")
+    monkeypatch.setenv("TRUST_EVAL_PRICE_PER_1K_TOKENS", "1")
+    lf = langfuse_sandbox
+    first = date(2026, 10, 1)
+    ids = [
+        t
+        for d in range(3)
+        for t in seed(lf, 12, start=midnight(first + timedelta(days=d)), question=f"D{d} Q{{i}}?")
+    ]
+    last = first + timedelta(days=2)
+
+    def run(opts: EvalOptions) -> BackfillSummary:
+        return backfill(start_date=first, end_date=last, tags=[TAG], options=opts)
+
+    dry = run(EvalOptions(dry_run=True))
+    whole = sum(d.report.stages["scoring"].cost or 0 for d in dry.days if d.report)
+    total = whole / 2
+
+    summary = run(EvalOptions(max_cost=total))  # no BackfillFailed
+
+    reports = [d.report for d in summary.days if d.report is not None]
+    assert len(reports) == 3 and all(d.status == "ok" for d in summary.days)
+    spent = sum(r.stages["scoring"].cost or 0 for r in reports)
+    assert 0 < spent <= total
+    over = [t for r in reports for t in r.skipped.get("over_budget", [])]
+    assert over and sum(r.uploaded for r in reports) + len(over) == 36
+    assert len(tlm.prompts) == 36 - len(over)
+    assert reports[-1].uploaded == 0  # the total was spent before the last day
+
+    rest = run(EvalOptions())
+    assert sum(d.report.uploaded for d in rest.days if d.report) == len(over)
+    assert len(tlm.prompts) == 36 == len(set(tlm.prompts))
+    assert sorted(scores_by_trace(lf)) == sorted(ids)
+
+
+def test_the_dry_run_and_the_summary_show_both_stages(
+    langfuse_sandbox: LangfuseSandbox,
+    tlm: TLMSandbox,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("TRUST_EVAL_PRICE_PER_1K_TOKENS", "2")
+    seed_tail(langfuse_sandbox, 8, 2)
+    args = ["window", "--start", DAY.isoformat(), "--end", (DAY + timedelta(days=1)).isoformat(),
+            "--tag", TAG, "--explain", "low_trust", "--quality-preset", "low"]  # fmt: skip
+    assert main([*args, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "Dry run, at most: scoring 10 calls" in out and "explaining 10 calls" in out
+    assert "explain=all at medium would have cost $" in out
+    assert tlm.faults.requests == []
+    assert main([*args, "--max-cost", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "TLM scoring 10 calls" in out and "explaining 2 calls" in out
+    assert "Budget $100.0000." in out
+    text = summary_markdown(stream_of(langfuse_sandbox).artifact_key("trust-summary"))
+    assert "explaining 2 calls" in text and "explain=all at medium would have cost" in text
