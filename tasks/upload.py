@@ -19,12 +19,11 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from langfuse.api.core.api_error import ApiError
 from langfuse.api.scores.types.create_score_batch_results import CreateScoreBatchResults
-from langfuse.api.scores.types.create_score_request import CreateScoreRequest
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
@@ -263,7 +262,9 @@ class Writer:
 
     # --- list POSTs (SDK 5) ---
     def _send_list(self, batch: list[dict[str, Any]]) -> dict[str, Verdict]:
-        request = [CreateScoreRequest(**b) for b in batch]
+        # JSON-ready dicts in the wire's names, as the SDK's own queue sends them: building
+        # CreateScoreRequest models first made the SDK's encoder walk each model again
+        request = cast(Any, [wire_body(b) | {"timestamp": iso_utc(b["timestamp"])} for b in batch])
         what = f"writing {len(batch)} scores (POST scores)"
         try:
             answer = self.calls(

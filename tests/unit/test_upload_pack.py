@@ -246,8 +246,11 @@ class FakeScores:
         self.posted: list[list[str]] = []
         self.lookups: list[list[str]] = []
 
-    def create(self, *, request: list[CreateScoreRequest], request_options: object) -> object:
-        self.posted.append([str(r.id) for r in request])
+    def create(self, *, request: list[dict[str, Any]], request_options: object) -> object:
+        # what the SDK takes and sends: JSON-ready dicts in the wire's names
+        assert all(isinstance(r, dict) and "traceId" in r for r in request)
+        assert all(CreateScoreRequest.model_validate(dict(r)) for r in request)
+        self.posted.append([str(r["id"]) for r in request])
         if isinstance(self.answer, Exception):
             raise self.answer
         return self.answer
