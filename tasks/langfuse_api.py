@@ -65,9 +65,15 @@ class Access:
     tuning: Tuning
     count: RequestCount = field(default_factory=RequestCount)
     clock: Clock = SYSTEM
+    # one REST client for the run's calls (a new one per stage cost ~0.1 s: its TLS setup)
+    _api: list[LangfuseAPI] = field(default_factory=list, compare=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
 
     def calls(self, logger: RunLogger) -> Calls:
-        return Calls(self.cfg, self.tuning, logger, self.count, self.clock)
+        with self._lock:
+            if not self._api:
+                self._api.append(make_api(self.cfg))
+        return Calls(self.cfg, self.tuning, logger, self.count, self.clock, self._api[0])
 
 
 class Calls:
@@ -81,9 +87,10 @@ class Calls:
         logger: RunLogger,
         run: RequestCount | None = None,
         clock: Clock = SYSTEM,
+        api: LangfuseAPI | None = None,
     ) -> None:
         self.cfg, self.tuning, self.logger, self.clock = cfg, tuning, logger, clock
-        self.api = make_api(cfg)
+        self.api = api if api is not None else make_api(cfg)
         self.mine = RequestCount()  # single-score POSTs count from several threads
         self.run = run
 
