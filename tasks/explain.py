@@ -4,7 +4,9 @@ one ``TLM.get_explanation`` call, on the run's own TLM client, right after it is
 cleanlab-tlm 1.1.39's ``get_explanation_async(prompt=, response=, tlm_result=)`` posts
 ``{"prompt", "response": {"response": <response>, **tlm_result}, "options": <the client's
 options>}`` to ``/api/v1/tlm_explanation/get_explanation`` through the client's rate handler
-(ours, paced) and reads ``{"explanation": str}`` back. It sends no quality preset. The call
+(ours, paced) and reads ``{"explanation": str}`` back. It sends no quality preset. The result
+given is the score alone (``{"trustworthiness_score": s}``): all the endpoint needs, and what
+any score path (TLM, or TLM with criteria) can give. The call
 happens inside the scoring item, so the explanation lands with its score, in the same chunk:
 the ledger records both at once, and a re-run pays for neither.
 
@@ -43,17 +45,19 @@ class ExplainCount:
 
 
 async def explain(
-    tlm: TLM, pair: Pair, answer: Any, scored: Scored, below: float, count: ExplainCount
+    tlm: TLM, pair: Pair, scored: Scored, below: float, count: ExplainCount
 ) -> Scored:
     """``scored`` with its comment under ``explain=low_trust``: TLM's explanation when the
-    score is below ``below`` (one call), else :func:`not_explained`."""
+    score is below ``below`` (one call, given the score as the result to explain), else
+    :func:`not_explained`."""
     if scored.score >= below:
         return Scored(scored.pair, scored.score, not_explained(below))
     count.calls += 1
     count.chars += len(pair.prompt) + len(pair.response)
     try:
+        result: Any = {"trustworthiness_score": scored.score}
         text = await tlm.get_explanation_async(
-            prompt=pair.prompt, response=pair.response, tlm_result=answer
+            prompt=pair.prompt, response=pair.response, tlm_result=result
         )
     except asyncio.CancelledError:  # the run stopped: the score was paid, it lands all the same
         count.failed += 1

@@ -549,8 +549,7 @@ class TLMEngine:
             answer = await self._tlm.get_trustworthiness_score_async(pair.prompt, pair.response)
             out = interpret(pair, answer)
             if self._explain_below is not None and isinstance(out, Scored):
-                out = await explain(self._tlm, pair, answer, out, self._explain_below,
-                                    chunk.explained)  # fmt: skip
+                out = await explain(self._tlm, pair, out, self._explain_below, chunk.explained)
         except asyncio.CancelledError:  # halted, or the engine closed: TLM never answered
             why = self._halted or "the TLM engine was closed"
             out = outcome_for(pair, FAILED, Reason.NOT_SCORED, why)
