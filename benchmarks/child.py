@@ -12,7 +12,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ class Spec:
     tag: str
     score_name: str
     system_prompt_key: str
+    options: dict[str, Any] = field(default_factory=dict)  # the flow's EvalOptions fields
 
     @classmethod
     def load(cls, path: str) -> Spec:
@@ -39,6 +40,7 @@ class Spec:
             tag=raw["tag"],
             score_name=raw["score_name"],
             system_prompt_key=raw["system_prompt_key"],
+            options=dict(raw.get("options") or {}),
         )
 
 

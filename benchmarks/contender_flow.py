@@ -56,7 +56,7 @@ def work(spec: Spec, figures: dict[str, Any]) -> None:
         window_start=spec.window_start,
         window_end=spec.window_end,
         tags=[spec.tag],
-        options=EvalOptions(score_name=spec.score_name),
+        options=EvalOptions(score_name=spec.score_name, **spec.options),
         return_state=True,
     )
     clock.stop(figures)
@@ -72,6 +72,12 @@ def work(spec: Spec, figures: dict[str, Any]) -> None:
         figures["report_counts"] = report.counts()
         figures["report_langfuse_requests"] = report.langfuse_requests
         figures["report_tlm_requests"] = report.tlm_requests
+        figures["stages"] = {k: v.model_dump() for k, v in report.stages.items()}
+        every = report.explain_all
+        figures["explain_all"] = every.model_dump() if every is not None else None
+        figures["explain_all_preset"] = report.explain_all_preset
+        figures["explanations_failed"] = report.explanations_failed
+        figures["low_trust_count"] = report.low_trust_count
     flow_run_id = state.state_details.flow_run_id
     figures["prefect_task_runs"] = count_task_runs(str(flow_run_id)) if flow_run_id else None
     figures["aux_peak_rss_mb"] = prefect_server_peak_rss_mb()

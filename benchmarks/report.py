@@ -351,6 +351,42 @@ def marginal_markdown(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _stage(st: dict[str, Any] | None) -> str:
+    if not st:
+        return "–"
+    cost = st.get("cost")
+    return f"{st['calls']:,} calls, {st['tokens']:,} tok" + (
+        f", ${cost:.2f}" if cost is not None else ""
+    )
+
+
+def stages_markdown(runs: list[dict[str, Any]]) -> list[str]:
+    """The flow's TLM work per stage (its report) and per call kind (the TLM sandbox's log)."""
+    rows = [r for r in runs if r.get("contender") == "flow" and (r.get("stages") or {})]
+    if not rows or not any("explaining" in r["stages"] for r in rows):
+        return []
+    lines = [
+        "",
+        "| traces | scoring calls (presets; logging an explanation) | explanation calls "
+        "| scores below the threshold (with their explanation) | report: scoring "
+        "| report: explaining | report: explain=all at | re-run: TLM score + explain calls |",
+        "|--:|---|--:|---|---|---|---|---|",
+    ]
+    for r in rows:
+        t, st, again = r.get("tlm") or {}, r["stages"], r.get("rerun") or {}
+        every = r.get("explain_all")
+        presets = ", ".join(f"{k} {v:,}" for k, v in (t.get("score_presets") or {}).items())
+        lines.append(
+            f"| {r['size']:,} | {t.get('score_calls', 0):,} ({presets}; "
+            f"{t.get('score_calls_logging_explanation', 0):,}) | {t.get('explain_calls', 0):,} "
+            f"| {t.get('scores_below_threshold', 0):,} ({t.get('below_with_explanation', 0):,}) "
+            f"| {_stage(st.get('scoring'))} | {_stage(st.get('explaining'))} "
+            f"| {r.get('explain_all_preset') or '–'}: {_stage(every)} "
+            f"| {again.get('tlm_requests', '–')} + {again.get('tlm_explain_requests', '–')} |"
+        )
+    return lines
+
+
 def latency_text(meta: dict[str, Any]) -> str:
     text = meta.get("tlm_latency") or f"{meta['tlm_latency_s'] * 1000:.0f} ms/item"
     ceiling = meta.get("tlm_ceiling")
@@ -412,6 +448,7 @@ def markdown(result: dict[str, Any]) -> str:
         )
     lines += repeated_markdown(result["runs"])
     lines += marginal_markdown(marginal(result["runs"]))
+    lines += stages_markdown(result["runs"])
     targets = result.get("targets") or []
     if targets:
         lines += ["", "| target | where | measured | met |", "|---|---|---|---|"]

@@ -86,6 +86,34 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "langfuse_profile": "v4.16",
         "rerun": True,
     },
+    # explain=low_trust at base: every trace scored without a logged explanation, ~20% below
+    # the threshold explained (the sandbox's synthetic scores are uniform on [0.02, 0.98], so a
+    # threshold of 0.212 puts a fifth of them below it); run again: 0 TLM calls of either kind
+    "low-trust-10k": {
+        "sizes": "10000",
+        "hobby": "",
+        "contenders": "flow",
+        "repeat": 1,
+        "tlm_latency": 0.2,
+        "rerun": True,
+        "price": 0.01,
+        "flow_options": {
+            "explain": "low_trust",
+            "quality_preset": "base",
+            "low_trust_threshold": 0.212,
+            "untrustworthy_below": 0.1,
+            "alert_low_trust_share": None,
+        },
+    },
+    # the flow's own CPU per trace when TLM answers fast: flow vs floor, 5k -> 20k, 0.2 s/item
+    "marginal-200ms": {
+        "sizes": "5000,20000",
+        "hobby": "",
+        "contenders": "flow,floor",
+        "repeat": 3,
+        "repeat_max_size": 20000,
+        "tlm_latency": 0.2,
+    },
     "current": {
         "sizes": "10000",
         "hobby": "",
@@ -147,8 +175,12 @@ def child_env_base() -> dict[str, str]:
     return env
 
 
-def child_env(lf: LangfuseSandbox, tlm: TLMSandbox, prefect_home: Path) -> dict[str, str]:
+def child_env(
+    lf: LangfuseSandbox, tlm: TLMSandbox, prefect_home: Path, price: float | None = None
+) -> dict[str, str]:
     env = child_env_base()
+    if price is not None:
+        env["TRUST_EVAL_PRICE_PER_1K_TOKENS"] = str(price)
     env.update(lf.env() | tlm.env())
     env.update(
         {
@@ -221,6 +253,8 @@ def run_one(
     profile_dir: Path | None = None,
     langfuse_profile: str = "current",
     rerun: bool = False,
+    flow_options: dict[str, Any] | None = None,
+    price: float | None = None,
 ) -> dict[str, Any]:
     size = scenario.size
     print(f"  {contender:<5} {size:>7,} traces: seeding…", end="", flush=True)
@@ -253,6 +287,7 @@ def run_one(
                         "tag": workload.TAG,
                         "score_name": workload.SCORE_NAME,
                         "system_prompt_key": "system_prompt",
+                        "options": flow_options or {},
                     }
                 )
             )
@@ -278,7 +313,7 @@ def run_one(
                 proc = subprocess.Popen(
                     cmd,
                     cwd=ROOT,
-                    env=child_env(lf, tlm, home),
+                    env=child_env(lf, tlm, home, price),
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,  # its own process group: a timeout kills it all
@@ -313,6 +348,7 @@ def run_one(
                 "bytes_sent": sum(r.body_bytes for r in reqs),
             }
             result["tlm_requests"] = tlm.faults.count("tlm.score")
+            result["tlm"] = tlm_calls(tlm, store, intended, flow_options or {})
             spans = tlm.spans()
             result["tlm_refused"] = sum(1 for sp in spans if sp.status in (429, 503))
             result["tlm_in_flight"] = charts.series(spans)
@@ -321,7 +357,7 @@ def run_one(
                 print(" again…", end="", flush=True)
                 result["rerun"] = run_again(
                     contender, store, intended, lf, tlm, work, spec, prefect_home, log_dir,
-                    timeout_s,
+                    timeout_s, price,
                 )  # fmt: skip
             runs = result.get("prefect_task_runs")
             result["prefect_task_runs_per_1k"] = (
@@ -340,6 +376,30 @@ def run_one(
         flush=True,
     )
     return result
+
+
+def tlm_calls(
+    tlm: TLMSandbox, store: LangfuseStore, intended: set[str], options: dict[str, Any]
+) -> dict[str, Any]:
+    """The TLM calls of a run by kind: scoring calls (their presets, how many asked for a
+    logged explanation), explanation calls, and the scores below the threshold that carry an
+    explanation as their comment."""
+    scored = tlm.records("tlm.score")
+    threshold = float(options.get("low_trust_threshold", 0.5))
+    below = [
+        s
+        for s in store.all_scores()
+        if s.trace_id in intended and isinstance(s.value, float) and s.value < threshold
+    ]
+    explained = [s for s in below if s.comment and not s.comment.startswith("not explained")]
+    return {
+        "score_calls": len(scored),
+        "score_presets": dict(Counter(r.preset or "?" for r in scored)),
+        "score_calls_logging_explanation": sum("explanation" in r.log for r in scored),
+        "explain_calls": tlm.faults.count("tlm.explain"),
+        "scores_below_threshold": len(below),
+        "below_with_explanation": len(explained),
+    }
 
 
 def landed_scores(store: LangfuseStore, intended: set[str]) -> dict[str, int]:
@@ -369,6 +429,7 @@ def run_again(
     prefect_home: Path | None,
     log_dir: Path,
     timeout_s: float,
+    price: float | None = None,
 ) -> dict[str, Any]:
     """The same window again on the same Langfuse data, from a fresh Prefect home (no score
     ledger: only what Langfuse shows keeps TLM from being paid again)."""
@@ -377,13 +438,14 @@ def run_again(
         shutil.copytree(prefect_home, home)
     lf.faults.reset_log()
     paid = tlm.faults.count("tlm.score")
+    explained = tlm.faults.count("tlm.explain")
     out = work / "out-again.json"
     log_path = log_dir / f"{contender}-again-{work.name[-8:]}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", f"benchmarks.contender_{contender}", str(spec), str(out)],
             cwd=ROOT,
-            env=child_env(lf, tlm, home),
+            env=child_env(lf, tlm, home, price),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -397,6 +459,7 @@ def run_again(
         "work_s": figures.get("work_s"),
         "report_counts": figures.get("report_counts"),
         "tlm_requests": tlm.faults.count("tlm.score") - paid,
+        "tlm_explain_requests": tlm.faults.count("tlm.explain") - explained,
         "langfuse": {
             "total": len(reqs),
             "by_endpoint": dict(sorted(Counter(r.endpoint for r in reqs).items())),
@@ -467,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
         help="repetitions (interleaved) of each unlimited scenario up to --repeat-max-size "
         "traces; the table keeps the fastest (default 2; quick: 1)",
     )
-    parser.add_argument("--repeat-max-size", type=int, default=10_000)
+    parser.add_argument("--repeat-max-size", type=int)
     parser.add_argument(
         "--tlm-latency",
         type=float,
@@ -501,6 +564,11 @@ def main(argv: list[str] | None = None) -> int:
         help="write a PNG per scenario of TLM requests in flight (default on)",
     )
     parser.add_argument("--timeout", type=float, default=1800.0, help="s per contender run")
+    parser.add_argument(
+        "--flow-options", type=json.loads, help="the flow's options as JSON, e.g. "
+        '\'{"explain": "low_trust", "quality_preset": "base"}\''
+    )  # fmt: skip
+    parser.add_argument("--price", type=float, help="TRUST_EVAL_PRICE_PER_1K_TOKENS of the flow")
     parser.add_argument("--quick", action="store_true", help="a tiny smoke run (200 traces)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     parser.add_argument(
@@ -525,6 +593,7 @@ def main(argv: list[str] | None = None) -> int:
     args.tlm_latency = 0.05 if args.tlm_latency is None else args.tlm_latency
     args.langfuse_profile = args.langfuse_profile or "current"
     args.rerun = bool(args.rerun)
+    args.repeat_max_size = args.repeat_max_size or 10_000
     latency = (
         Latency.lognormal(args.tlm_latency, args.tlm_latency_p99, args.tlm_seed)
         if args.tlm_latency_p99 is not None
@@ -563,6 +632,8 @@ def main(argv: list[str] | None = None) -> int:
         "tlm_ceiling": {"max_in_flight": ceiling[0], "status": ceiling[1]} if ceiling else None,
         "langfuse_profile": args.langfuse_profile,
         "rerun": args.rerun,
+        "flow_options": args.flow_options,
+        "price_per_1k_tokens": args.price,
         "repeat": repeat,
         "seed_max": args.seed_max,
         "cpus": os.cpu_count(),
@@ -614,6 +685,8 @@ def main(argv: list[str] | None = None) -> int:
                         profile_dir=args.profile,
                         langfuse_profile=args.langfuse_profile,
                         rerun=args.rerun,
+                        flow_options=args.flow_options if contender == "flow" else None,
+                        price=args.price,
                     )
                     runs.append(run | {"rep": rep})
     meta["duration_s"] = round(time.perf_counter() - t0, 1)

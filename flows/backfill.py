@@ -18,6 +18,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.runtime import deployment, flow_run
 from pydantic import Field
 
+from flows.backfill_budget import days_within_budget
 from flows.backfill_summary import (
     BackfillSummary,
     DayResult,
@@ -247,7 +248,8 @@ def backfill(
         start_date: The first UTC day to evaluate.
         end_date: The last UTC day to evaluate (included); it must be over.
         tags: The tag(s) the traces to evaluate carry (any of them).
-        options: What is scored and how, for every day (``max_traces`` applies per day).
+        options: What is scored and how, for every day (``max_traces`` applies per day;
+            ``max_cost`` is the total of all days, which then run one at a time).
         max_concurrency: How many days run at a time.
         days_on: "workers": each day is a run of day_deployment, picked up by any worker of
             its pool, and a backfill started again re-attaches to the days it created;
@@ -272,25 +274,26 @@ def backfill(
     day_opts = opts.model_copy(update={"alert_low_trust_share": None})
     params: dict[str, Any] = {"tags": tags, "options": day_opts}
     workers = min(max_concurrency, len(windows))
+    if opts.max_cost is not None and not opts.dry_run:
+        workers = 1  # the days share the total: one at a time (flows/backfill_budget.py)
     logger.info(
         "backfill %s → %s: %d day(s), %d at a time", start_date, end_date, len(windows), workers
     )
-    with nullcontext() if deployment.id else stop_on_signals():  # no new day once stopped
-        days = (
-            days_of_runs(
-                run_days_on_workers(
-                    day_deployment,
-                    windows,
-                    params,
-                    workers,
-                    stream,
-                    needs_run=left_to_do(Access(settings.langfuse, settings.tuning), opts),
-                    silence_s=heartbeat_silence_s(settings.tuning),
-                )
-            )
-            if on_workers
-            else run_days(windows, params, workers)
+
+    def days_of(ws: list[tuple[datetime, datetime]], p: dict[str, Any]) -> list[DayResult]:
+        if not on_workers:
+            return run_days(ws, p, workers)
+        needs = left_to_do(Access(settings.langfuse, settings.tuning), opts)
+        silence = heartbeat_silence_s(settings.tuning)
+        return days_of_runs(
+            run_days_on_workers(day_deployment, ws, p, workers, stream, needs, silence)
         )
+
+    with nullcontext() if deployment.id else stop_on_signals():  # no new day once stopped
+        if opts.max_cost is not None and not opts.dry_run:
+            days = days_within_budget(windows, params, opts.max_cost, days_of)
+        else:
+            days = days_of(windows, params)
     summary = BackfillSummary(
         start_date=start_date,
         end_date=end_date,

@@ -45,6 +45,7 @@ from tasks.config import (
     load_tuning,
 )
 from tasks.errors import ConfigError, TrustEvalError
+from tasks.spend import check_budget
 from tasks.windows import (
     aware,
     check_span,
@@ -62,8 +63,9 @@ def checked(tags: list[str], opts: EvalOptions) -> tuple[Tuning, LangfuseSetting
     """The flows' own configuration checks that need no call (a clean one-line error)."""
     validate_tags(tags)
     tuning, langfuse = load_tuning(), load_langfuse()
+    check_budget(opts.max_cost, tuning.price_per_1k_tokens)
     if not opts.dry_run:
-        check_preset(opts.quality_preset)
+        check_preset(opts.quality_preset, opts.explain == "all")
         load_tlm()
     return tuning, langfuse
 

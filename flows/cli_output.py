@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tasks.report import EvalReport, LowTrustRow, text_table
+from tasks.report import EvalReport, LowTrustRow, stage_lines, text_table
 
 if TYPE_CHECKING:
     from flows.backfill_summary import BackfillSummary
@@ -41,6 +41,8 @@ def print_report(
             + (f", about ${cost:.2f}." if cost is not None else ".")
             + ("" if cost is not None else " Set TRUST_EVAL_PRICE_PER_1K_TOKENS for a cost.")
         )
+    for line in stage_lines(report):
+        print(line)
     for title, bucket, groups in report.groups():
         for reason, ids in groups.items():
             print(f"  {title.lower()}: {len(ids)} ({report.why(bucket, reason)}), e.g. {ids[0]}")

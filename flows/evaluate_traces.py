@@ -134,7 +134,7 @@ def run_window(run: WindowRun) -> EvalReport:
                 run.prepare()  # the score configs, what is already scored
                 with run.scoring() as tlm:  # one TLM client; every chunk sent to it lands
                     for no, page in enumerate(run.pages(), start=1):  # fetch
-                        chunk, pairs = run.pair(run.select(page), no)  # pair what is new
+                        chunk, pairs = run.pair(run.select(page), no, tlm)  # pair what is new
                         tlm.submit(chunk, pairs)  # score; chunks TLM has finished upload
                         if run.report.capped:
                             break

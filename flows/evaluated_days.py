@@ -22,6 +22,7 @@ from prefect import get_client
 
 from flows.options import EvalOptions
 from tasks.config import RunLogger
+from tasks.failures import Reason
 from tasks.report import EvalReport
 from tasks.retry import describe
 from tasks.stream import Stream
@@ -36,6 +37,7 @@ def complete(report: EvalReport, opts: EvalOptions) -> bool:
     return (
         report.ok
         and not report.capped
+        and not report.skipped.get(Reason.OVER_BUDGET.value)  # left for the next run
         and not opts.dry_run
         and opts.sample_rate >= 1.0
         and opts.max_traces is None
@@ -51,7 +53,7 @@ def cause_mix(report: EvalReport) -> dict[str, int] | None:
 def figures_of(report: EvalReport, opts: EvalOptions) -> DayFigures | None:
     """The window's figures, when the run read all of it (None: a dry run, capped, or a stage
     failed: its figures would be partial)."""
-    if opts.dry_run or report.capped or report.errors:
+    if opts.dry_run or report.capped or report.errors or Reason.OVER_BUDGET in report.skipped:
         return None
     return DayFigures(
         fetched=report.fetched,

@@ -46,10 +46,10 @@ class EvalOptions(BaseModel):
         max_length=200,
         description="Name of the score written to each trace in Langfuse.",
     )
-    quality_preset: Literal["best", "high", "medium"] = Field(
+    quality_preset: Literal["best", "high", "medium", "low", "base"] = Field(
         default="medium",
-        description="TLM quality preset (these three explain their scores). Higher presets "
-        "cost more and take longer.",
+        description="TLM quality preset. Higher presets cost more and take longer; low and "
+        "base log no explanation with a score (use explain=low_trust with them).",
     )
     rescore: bool = Field(
         default=False, description="Score again the traces that already carry the score (pays TLM)."
@@ -135,6 +135,20 @@ class EvalOptions(BaseModel):
         description="A day whose low-trust share exceeds the mean of the 7 days before it by "
         "more than this many percentage points emits a trust.drift event.",
     )
+    explain: Literal["all", "low_trust"] = Field(
+        default="all",
+        description="'all': every score carries TLM's explanation (logged with the score: "
+        "medium, high or best); 'low_trust': scores carry none, and only those below "
+        "low_trust_threshold get one (one explanation call each).",
+    )
+    max_cost: float | None = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description="Most a run may spend at TLM (in the currency of "
+        "TRUST_EVAL_PRICE_PER_1K_TOKENS); a backfill's total. Traces past it are left "
+        "over_budget for the next run. Unset: no budget.",
+    )
     rag_evals: bool = Field(
         default=False,
         description="Score traces with retrieved context with TrustworthyRAG (one call): "
@@ -165,6 +179,12 @@ class EvalOptions(BaseModel):
     def _consistent(self) -> Self:
         if not self.score_name.strip():
             raise ValueError("score_name must not be blank")
+        if self.explain == "all" and self.quality_preset in ("low", "base"):
+            raise ValueError(
+                f"quality_preset={self.quality_preset!r} cannot log an explanation with every "
+                "score (cleanlab-tlm refuses it): set explain=low_trust, or use medium, high "
+                "or best"
+            )
         if self.untrustworthy_below > self.low_trust_threshold:
             raise ValueError("untrustworthy_below must not exceed low_trust_threshold")
         if self.review_queue is not None and not self.review_queue.strip():
@@ -201,6 +221,11 @@ class EvalOptions(BaseModel):
     @property
     def label_name(self) -> str | None:
         return f"{self.score_name}_label" if self.label_score else None
+
+    @property
+    def explain_below(self) -> float | None:
+        """Scores below this get an explanation call (None: every score logs its own)."""
+        return self.low_trust_threshold if self.explain == "low_trust" else None
 
     @property
     def observations(self) -> bool:

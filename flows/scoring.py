@@ -37,6 +37,7 @@ def make_engine(
     run_id: UUID | None,
     logger: RunLogger,
     plan: EvalPlan | None = None,
+    explain_below: float | None = None,
 ) -> TLMEngine:
     """The run's TLM engine; with a shared ceiling, its slots are leased to this run."""
     shared = None
@@ -47,7 +48,7 @@ def make_engine(
         )  # fmt: skip
     return TLMEngine(
         cfg, quality_preset=preset, timeout_s=tuning.tlm_timeout_s, shared=shared,
-        rate_limit_wait_s=tuning.tlm_rate_limit_wait_s, plan=plan,
+        rate_limit_wait_s=tuning.tlm_rate_limit_wait_s, plan=plan, explain_below=explain_below,
     )  # fmt: skip
 
 
@@ -83,6 +84,11 @@ class Scoring:
                 done = next(as_completed([c.future for c in self.at_tlm if c.future is not None]))
                 ready = next(c for c in self.at_tlm if c.future is done)
             self.land_one(ready)
+
+    def land_all(self) -> None:
+        """Land every chunk at TLM now (a budget waits for what they cost)."""
+        while self.at_tlm:
+            self.land_one(self.at_tlm[0])
 
     def drain(self) -> list[str]:
         """Land every chunk still at TLM (the scores paid for still land); their errors."""

@@ -18,6 +18,7 @@ from tasks.config import (
     load_tuning,
 )
 from tasks.langfuse_api import Access, Server, connect
+from tasks.spend import check_budget
 from tasks.stream import Stream
 
 
@@ -35,9 +36,10 @@ class Settings:
 
         tuning, langfuse = load_tuning(), load_langfuse()
         tuning = check_limits(tuning, logger)
+        check_budget(opts.max_cost, tuning.price_per_1k_tokens)
         if opts.dry_run:
             return cls(langfuse, None, tuning)
-        check_preset(opts.quality_preset)
+        check_preset(opts.quality_preset, opts.explain == "all")
         return cls(langfuse, load_tlm(), tuning)
 
 

@@ -19,6 +19,7 @@ from flows.publish import Progress
 from flows.reading import Reader
 from flows.scoring import Chunk, Scoring, TLMHealth, bulk, chunks_at_tlm, make_engine
 from flows.settings import Settings, open_stream
+from flows.spending import Spending
 from flows.window_lock import Held, window_lock
 from tasks.clock import SYSTEM, Clock
 from tasks.config import without_credentials
@@ -66,6 +67,7 @@ class WindowRun:
         self.tally = Tally(self.report, self.tuning.lowest_n)
         self.progress = Progress(window)
         self.health = TLMHealth(self.tuning.tlm_down_after_chunks)
+        self.spend = Spending(opts, self.tuning, self.report)  # budget; cost per stage
         self.stream: Stream | None = None  # these once connected
         self.book: ScoreBook
         self.landing: Landing
@@ -168,8 +170,11 @@ class WindowRun:
         self.tally.add(triage.outcomes)
         return triage.todo
 
-    def pair(self, records: list[TraceRecord], no: int) -> tuple[Chunk, list[Pair]]:
-        """Prompt and response per unit; what TLM needs to score, within ``max_traces``."""
+    def pair(
+        self, records: list[TraceRecord], no: int, at_tlm: Scoring | None = None
+    ) -> tuple[Chunk, list[Pair]]:
+        """Prompt and response per unit; what TLM needs to score, within ``max_traces`` and
+        the budget (``at_tlm``: the chunks a budget may wait for)."""
         r, o = self.report, self.opts
         records = self.reader.children(records, no)
         paired = build_pairs_task(bulk(records), self.tuning, no) if records else None
@@ -183,6 +188,8 @@ class WindowRun:
         fresh, over = cap(fresh, None if o.max_traces is None else o.max_traces - self.sent)
         r.capped = r.capped or bool(over)
         self.tally.add(over)
+        fresh, left = self.spend.admit(fresh, no, at_tlm)
+        self.tally.add(left)
         self.sent += len(fresh)
         r.count_sent(fresh, again, o.plan)
         return Chunk(no, len(fresh), again), fresh
@@ -193,14 +200,13 @@ class WindowRun:
         cfg, t = self.settings.tlm, self.tuning
         if not self.opts.dry_run and cfg is not None:
             run = UUID(self.run_id) if self.run_id else None
-            self.engine = make_engine(
-                cfg, t, self.opts.quality_preset, run, self.logger, self.opts.plan
-            )
+            self.engine = make_engine(cfg, t, self.opts.quality_preset, run, self.logger,
+                                      self.opts.plan, self.opts.explain_below)  # fmt: skip
             if self.stopping:
                 self.engine.halt(self.stopping)
         return chunks_at_tlm(
             self.engine,
-            self.landing.land,
+            self.spend.landing(self.landing.land, self.book),
             t.chunks_in_flight,
             self.health,
             self.report,
@@ -231,6 +237,7 @@ class WindowRun:
             r.lowest = self.tally.lowest.rows(lambda *ids: trace_url(ui, stream.project, *ids))
             r.langfuse_traces_url = f"{ui}/project/{stream.project}/traces"
         r.close(self.lf.count.value, t.price_per_1k_tokens, t.preset_cost(self.opts.quality_preset))
+        self.spend.close(r)
         counts = ", ".join(f"{k} {v}" for k, v in r.counts().items() if v)
         self.logger.info("window %s → %s: %s", r.window_start, r.window_end, counts)
         return r

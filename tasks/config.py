@@ -122,7 +122,8 @@ class Tuning(BaseSettings):
     tlm_slot_block: Annotated[int, Field(ge=1, le=512)] = 16
     # a run killed while holding slots loses them after this long (Prefect's minimum is 60 s)
     tlm_slot_lease_s: Annotated[float, Field(ge=60, le=86_400)] = 120.0
-    # dry runs: TLM's price per 1000 tokens of prompt and response, for a cost estimate
+    # TLM's price per 1000 tokens of prompt and response: a dry run's cost estimate, the cost
+    # per stage in the report, and what prices a run's max_cost
     price_per_1k_tokens: Annotated[float, Field(ge=0)] | None = None
     # the first Langfuse request (its version) gives up after this long on an unreachable host
     connect_budget_s: Annotated[float, Field(gt=0)] = 10.0
@@ -169,6 +170,9 @@ class Tuning(BaseSettings):
     # a dry run's cost: TLM tokens per token of prompt and response, by preset; a JSON object,
     # e.g. {"medium": 5}: the presets it leaves out keep their default
     preset_cost_multipliers: dict[str, float] = Field(default_factory=lambda: dict(PRESET_COST))
+    # TLM tokens per token of prompt and response of one get_explanation call (it carries no
+    # preset: the sandbox serves it like one medium call)
+    explanation_cost_multiplier: Annotated[float, Field(gt=0)] = 4.0
     # the CLI asks before a window or backfill that may send more TLM items than this
     confirm_items: Annotated[int, Field(ge=0)] = 10_000
     # the Prefect server of `make prefect`: the CLI runs on it when PREFECT_API_URL is unset
@@ -278,10 +282,18 @@ def load_tuning() -> Tuning:
         ) from None
 
 
-def check_preset(preset: str) -> None:
-    if preset not in EXPLAINING_PRESETS:
-        known = preset in get_args(QualityPreset)
-        what = "cannot explain its scores" if known else "is not a TLM quality preset"
+def check_preset(preset: str, logged: bool = True) -> None:
+    """A TLM preset; ``logged``: one that logs an explanation with every score (cleanlab-tlm
+    refuses ``log=["explanation"]`` at low and base)."""
+    known = preset in get_args(QualityPreset)
+    if known and (not logged or preset in EXPLAINING_PRESETS):
+        return
+    if not known:
         raise ConfigError(
-            f"quality_preset={preset!r} {what}; use one of {', '.join(EXPLAINING_PRESETS)}."
+            f"quality_preset={preset!r} is not a TLM quality preset; use one of "
+            f"{', '.join(get_args(QualityPreset))}."
         )
+    raise ConfigError(
+        f"quality_preset={preset!r} cannot log an explanation with every score (cleanlab-tlm "
+        f"refuses it); use explain=low_trust, or one of {', '.join(EXPLAINING_PRESETS)}."
+    )

@@ -14,6 +14,7 @@ class Reason(StrEnum):
     # left out before TLM
     NOT_SAMPLED = "not_sampled"
     OVER_MAX_TRACES = "over_max_traces"
+    OVER_BUDGET = "over_budget"  # max_cost reached: left for the next run
     NO_GENERATION = "no_generation"
     # cannot be paired as a prompt and a response
     MISSING_INPUT = "missing_input"

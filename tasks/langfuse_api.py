@@ -40,6 +40,12 @@ def make_api(cfg: LangfuseSettings) -> LangfuseAPI:
     )
 
 
+def make_http(cfg: LangfuseSettings) -> httpx.Client:
+    """A plain HTTP client for Langfuse's public API, with the key pair as basic auth."""
+    auth = (cfg.public_key, cfg.secret_key.get_secret_value())
+    return httpx.Client(timeout=cfg.timeout_s, auth=auth)
+
+
 class RequestCount:
     """The Langfuse requests of one run, retries included, counted from every thread."""
 
@@ -65,9 +71,19 @@ class Access:
     tuning: Tuning
     count: RequestCount = field(default_factory=RequestCount)
     clock: Clock = SYSTEM
+    # one REST client (and one plain HTTP client, for bodies sent as they are) for the run's
+    # calls: a new one per stage call cost ~0.1 s each, its TLS setup
+    _clients: list[tuple[LangfuseAPI, httpx.Client]] = field(
+        default_factory=list, compare=False, repr=False
+    )
+    _lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
 
     def calls(self, logger: RunLogger) -> Calls:
-        return Calls(self.cfg, self.tuning, logger, self.count, self.clock)
+        with self._lock:
+            if not self._clients:
+                self._clients.append((make_api(self.cfg), make_http(self.cfg)))
+        api, http = self._clients[0]
+        return Calls(self.cfg, self.tuning, logger, self.count, self.clock, api, http)
 
 
 class Calls:
@@ -81,11 +97,21 @@ class Calls:
         logger: RunLogger,
         run: RequestCount | None = None,
         clock: Clock = SYSTEM,
+        api: LangfuseAPI | None = None,
+        http: httpx.Client | None = None,
     ) -> None:
         self.cfg, self.tuning, self.logger, self.clock = cfg, tuning, logger, clock
-        self.api = make_api(cfg)
+        self.api = api if api is not None else make_api(cfg)
+        self._http = http
         self.mine = RequestCount()  # single-score POSTs count from several threads
         self.run = run
+
+    @property
+    def http(self) -> httpx.Client:
+        """A plain HTTP client with the run's credentials (bodies the SDK should not re-encode)."""
+        if self._http is None:
+            self._http = make_http(self.cfg)
+        return self._http
 
     @property
     def requests(self) -> int:

@@ -32,6 +32,14 @@ class LowTrustRow(BaseModel):
     cause: str | None = None
 
 
+class StageCost(BaseModel):
+    """One stage's TLM work (scoring, explaining): calls, estimated tokens, estimated cost."""
+
+    calls: int = 0
+    tokens: int = 0
+    cost: float | None = None  # None: no price configured
+
+
 class EvalReport(BaseModel):
     """What a window run did. ``fetched`` always equals the sum of the buckets."""
 
@@ -77,6 +85,12 @@ class EvalReport(BaseModel):
     estimated_tokens: int = 0  # dry run: TLM tokens at the run's preset (its multiplier)
     estimated_cost_usd: float | None = None  # dry run, when a token price is configured
     langfuse_traces_url: str | None = None  # the project's traces in the Langfuse UI
+    explain: str = "all"  # "low_trust": only scores below the threshold were explained
+    stages: dict[str, StageCost] = Field(default_factory=dict)  # "scoring", "explaining"
+    explain_all: StageCost | None = None  # explain=low_trust: explain=all's cost, same units
+    explain_all_preset: str | None = None  # the preset that comparison is priced at
+    explanations_failed: int = 0  # explanation calls that brought none (the score landed)
+    max_cost: float | None = None  # the run's budget
     warnings: list[str] = Field(default_factory=list)
     errors: list[str] = Field(default_factory=list)
     rag_evals: bool = False  # traces with context scored by TrustworthyRAG
@@ -474,8 +488,39 @@ def _delivery_lines(report: EvalReport) -> list[str]:
             f"response (about {report.estimated_tokens} TLM tokens at the run's preset"
             + (f", about ${cost:.2f} at the configured price)." if cost is not None else ").")
         )
+    out += stage_lines(report)
     out += [f"_Warning: {md_escape(w, 300)}_" for w in report.warnings]
     return ["", *[line + "  " for line in out]] if out else []
+
+
+def _money(cost: float | None) -> str:
+    return "no price set" if cost is None else f"${cost:.4f}"
+
+
+def stage_lines(report: EvalReport) -> list[str]:
+    """TLM per stage (estimated: characters / 4 tokens times the stage's multiplier)."""
+    if not report.stages:
+        return []
+    head = "Dry run, at most: " if report.dry_run else "TLM "
+    parts = [
+        f"{name} {s.calls} calls, ~{s.tokens} tokens, {_money(s.cost)}"
+        for name, s in report.stages.items()
+    ]
+    out = [head + "; ".join(parts) + f" (explain={report.explain})."]
+    if (every := report.explain_all) is not None:
+        out.append(
+            f"explain=all at {report.explain_all_preset} would have cost {_money(every.cost)} "
+            f"(~{every.tokens} tokens)."
+        )
+    if report.max_cost is not None:
+        over = len(report.skipped.get(Reason.OVER_BUDGET.value, []))
+        out.append(
+            f"Budget {_money(report.max_cost)}"
+            + (f": reached, {over} traces left over_budget for the next run." if over else ".")
+        )
+    if report.explanations_failed:
+        out.append(f"{report.explanations_failed} explanation calls brought no explanation.")
+    return out
 
 
 def short_id(trace_id: str) -> str:

@@ -40,6 +40,7 @@ from prefect.logging import get_run_logger
 from tasks.budgets import TLMSlots
 from tasks.config import RunLogger, TLMSettings, check_preset
 from tasks.evals import EvalPlan, make_rag, rag_cause, read_criteria, read_rag, tlm_options
+from tasks.explain import ExplainCount, explain
 from tasks.failures import Reason
 from tasks.models import Bucket, Outcome, Pair, Scored, outcome_for
 from tasks.retry import JITTER
@@ -66,19 +67,26 @@ class ScoreResult:
     tlm_requests: int  # items sent to TLM (client retries not counted)
     fatal: str | None = None  # TLM refused the key, or the call as a whole failed
     all_failed: bool = False  # pairs were given and none scored (per-item errors)
+    explained: ExplainCount = field(default_factory=ExplainCount)  # explain=low_trust calls
 
 
 def make_tlm(
-    cfg: TLMSettings, *, quality_preset: str, timeout_s: float, plan: EvalPlan | None = None
+    cfg: TLMSettings,
+    *,
+    quality_preset: str,
+    timeout_s: float,
+    plan: EvalPlan | None = None,
+    logged: bool = True,
 ) -> TLM:
-    check_preset(quality_preset)
+    """The client; ``logged``: every score logs its explanation (else none is asked for)."""
+    check_preset(quality_preset, logged)
     # imported here: cleanlab_tlm reads CLEANLAB_API_BASE_URL once, at import
     from cleanlab_tlm import TLM
 
     return TLM(
         quality_preset=quality_preset,  # type: ignore[arg-type]
         api_key=cfg.api_key.get_secret_value(),
-        options=tlm_options(plan),  # type: ignore[arg-type]
+        options=tlm_options(plan, explain=logged),  # type: ignore[arg-type]
         timeout=timeout_s,
         verbose=False,
     )
@@ -308,6 +316,7 @@ class _Chunk:
     left: int = field(init=False)
     requests: int = 0
     fatal: str | None = None
+    explained: ExplainCount = field(default_factory=ExplainCount)
 
     def __post_init__(self) -> None:
         self.outs = [None] * len(self.pairs)
@@ -339,11 +348,13 @@ class TLMEngine:
         shared: SharedLimit | None = None,
         rate_limit_wait_s: float = 1.0,
         plan: EvalPlan | None = None,
+        explain_below: float | None = None,
     ) -> None:
-        check_preset(quality_preset)
+        check_preset(quality_preset, explain_below is None)
         self._cfg, self._preset, self._timeout_s = cfg, quality_preset, timeout_s
         self._plan = plan
         self._rag: Any = None  # TrustworthyRAG, with rag evals
+        self._explain_below = explain_below  # explain=low_trust: explain the scores below it
         self._shared = shared
         self.pacing = Pacing(rate_limit_wait_s)
         self._slots: TLMSlots | None = None
@@ -384,9 +395,8 @@ class TLMEngine:
 
     async def _start(self) -> None:
         # built on the loop thread: the client binds to the running loop
-        self._tlm = make_tlm(
-            self._cfg, quality_preset=self._preset, timeout_s=self._timeout_s, plan=self._plan
-        )
+        self._tlm = make_tlm(self._cfg, quality_preset=self._preset, timeout_s=self._timeout_s,
+                             plan=self._plan, logged=self._explain_below is None)  # fmt: skip
         install_pacing(self._tlm, self.pacing)
         if self._plan is not None and self._plan.rag:
             self._rag = make_rag(
@@ -557,6 +567,8 @@ class TLMEngine:
         assert self._tlm is not None  # made before the first item is dispatched
         try:
             out = await self._ask(pair)
+            if self._explain_below is not None and isinstance(out, Scored) and not out.rag:
+                out = await explain(self._tlm, pair, out, self._explain_below, chunk.explained)
         except asyncio.CancelledError:  # halted, or the engine closed: TLM never answered
             why = self._halted or "the TLM engine was closed"
             out = outcome_for(pair, FAILED, Reason.NOT_SCORED, why)
@@ -644,7 +656,7 @@ class TLMEngine:
 
     def _resolve(self, chunk: _Chunk) -> None:
         self._chunks.discard(chunk)
-        result = ScoreResult([], [], chunk.requests, chunk.fatal)
+        result = ScoreResult([], [], chunk.requests, chunk.fatal, explained=chunk.explained)
         _split([o for o in chunk.outs if o is not None], result)
         result.all_failed = not result.scored
         if not chunk.future.done():
@@ -676,11 +688,12 @@ class TLMEngine:
 
 def _log(chunk_no: int, result: ScoreResult) -> None:
     get_run_logger().info(
-        "chunk %d: %d scored, %d failed to score (%d TLM items)",
+        "chunk %d: %d scored, %d failed to score (%d TLM items, %d explanation calls)",
         chunk_no,
         len(result.scored),
         len(result.failed),
         result.tlm_requests,
+        result.explained.calls,
     )
 
 

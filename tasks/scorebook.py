@@ -115,7 +115,7 @@ class Ledger:
             folder = f"{self.root}/{day.isoformat()}"
             self.fs.makedirs(folder, exist_ok=True)
             body = json.dumps({"written_at": now, "scores": scores}, ensure_ascii=False)
-            name = f"{int(now * 1000):013d}-{run_id}-{chunk}.json"
+            name = f"{int(now * 1000):013d}-{run_id}-{chunk:06d}.json"  # sorts as written
             self.fs.pipe_file(f"{folder}/{name}", body.encode())
 
     def read(self, days: Iterable[date]) -> dict[str, Entry]:

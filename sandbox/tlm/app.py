@@ -21,7 +21,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from sandbox.faults import Fault, FaultState, install
 from sandbox.tlm.load import Load, Span
 from sandbox.tlm.markers import parse_markers
-from sandbox.tlm.presets import EXPLANATION_REFUSED, explanation_refused, preset_of
+from sandbox.tlm.presets import (
+    EXPLANATION,
+    EXPLANATION_REFUSED,
+    explanation_refused,
+    preset_of,
+)
 from sandbox.tlm.scores import synthetic_explanation
 from sandbox.tlm.wire import (
     EXPLAIN,
@@ -356,9 +361,15 @@ def create_app(api_key: str, load: Load | None = None) -> FastAPI:
         raw_score = body["response"].get("trustworthiness_score")
         score = float(raw_score) if isinstance(raw_score, int | float) else None
         with rec.lock:
+            load = rec.load
+        delay = 0.0  # no preset is sent: served like one medium call (presets.EXPLANATION)
+        if load.latency is not None:
+            delay = load.latency.for_item(prompt, response) * EXPLANATION.latency_x
+            await sleep(delay)
+        with rec.lock:
             rec.explain_calls.append(body)
             rich = rec.rich_explanations
-            rec.records.append(record_of(EXPLAIN, body, status=200, delay_s=0.0, started=started))
+            rec.records.append(record_of(EXPLAIN, body, status=200, delay_s=delay, started=started))
         return JSONResponse(
             {"explanation": synthetic_explanation(prompt, response, score, rich=rich)}
         )

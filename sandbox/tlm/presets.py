@@ -17,6 +17,9 @@ high     1.5        8
 best     2.0        12
 =======  =========  ========
 
+An explanation (``get_explanation``) carries no preset: it is served like one medium call
+(latency x 1, tokens x 4), whatever preset scored the response (:data:`EXPLANATION`).
+
 Tokens: the real service reports no token usage (cleanlab-tlm 1.1.39 reads none from any
 answer), so the sandbox records an estimate per call: ``ceil(characters / 4) x tokens x``, the
 characters being those of the prompt and the response, plus the query, the context and each
@@ -44,6 +47,9 @@ PRESETS: dict[str, Preset] = {
     "best": Preset(2.0, 12),
 }
 DEFAULT_PRESET = "medium"  # what the client sends when none is chosen
+# get_explanation carries no preset (cleanlab-tlm sends prompt, response and options only): the
+# sandbox serves every explanation like one medium call, whatever preset scored it
+EXPLANATION = PRESETS["medium"]
 
 
 def preset_of(name: object) -> Preset:

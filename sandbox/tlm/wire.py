@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sandbox.tlm.markers import Markers
-from sandbox.tlm.presets import PRESETS, estimate_tokens
+from sandbox.tlm.presets import EXPLANATION, PRESETS, estimate_tokens
 from sandbox.tlm.scores import (
     criteria_score,
     eval_score,
@@ -192,8 +192,9 @@ class CallRecord:
     prompt: str
     query: str | None  # RAG only
     chars: int  # characters the estimate counts (see sandbox.tlm.presets)
-    tokens: int  # estimate_tokens(chars, preset); ceil(chars / 4) on tlm.explain
-    delay_s: float  # service time served (latency model x the preset's multiplier)
+    tokens: int  # estimate_tokens(chars, preset); ceil(chars / 4) x 4 on tlm.explain
+    delay_s: float  # service time served (latency model x the preset's multiplier; x 1 on
+    # tlm.explain)
     started: float  # time.time() when the handler read it
 
 
@@ -230,7 +231,9 @@ def record_of(
         prompt=body["prompt"],
         query=body.get("query") if endpoint == RAG_SCORE else None,
         chars=chars,
-        tokens=estimate_tokens(chars, preset) if endpoint != EXPLAIN else -(-chars // 4),
+        tokens=estimate_tokens(chars, preset)
+        if endpoint != EXPLAIN
+        else -(-chars // 4) * EXPLANATION.tokens_x,
         delay_s=delay_s,
         started=started,
     )

@@ -98,6 +98,17 @@ BAD = [
     (["report", "--since", "7d", "--tag", TAG, "--below", "2"], {}, "--below must be 0 to 1"),
     (["report", "--since", "soon", "--tag", TAG], {}, "not a duration: 'soon'"),
     (["window", "--since", "24h"], {}, "the following arguments are required: --tag"),
+    (window_args("--quality-preset", "base"), {},
+     "quality_preset='base' cannot log an explanation with every score"),
+    (window_args("--quality-preset", "low", "--explain", "all"), {}, "set explain=low_trust"),
+    (window_args("--max-cost", "0"), {}, "options.max_cost: Input should be greater than 0"),
+    (window_args("--max-cost", "nan"), {}, "options.max_cost"),
+    (window_args("--max-cost", "-3"), {}, "options.max_cost"),
+    (window_args("--max-cost", "5"), {}, "max_cost needs TLM's price"),
+    (window_args("--max-cost", "5"), {"TRUST_EVAL_PRICE_PER_1K_TOKENS": "0"},
+     "TRUST_EVAL_PRICE_PER_1K_TOKENS (greater than 0)"),
+    (["backfill", "--start-date", "2026-11-01", "--end-date", "2026-11-02", "--tag", TAG,
+      "--max-cost", "5"], {}, "max_cost needs TLM's price"),
 ]  # fmt: skip
 
 

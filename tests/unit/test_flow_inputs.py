@@ -49,7 +49,13 @@ def test_a_score_name_langfuse_cannot_use_for_a_config_is_refused_up_front() -> 
     ("given", "says"),
     [
         ({"quality_preset": "ultra"}, "options.quality_preset"),
-        ({"quality_preset": "low"}, "options.quality_preset"),  # cannot explain its scores
+        ({"quality_preset": "low"}, "'low' cannot log an explanation with every score"),
+        ({"quality_preset": "base", "explain": "all"}, "set explain=low_trust"),
+        ({"explain": "some"}, "options.explain"),
+        ({"max_cost": 0}, "options.max_cost"),
+        ({"max_cost": -1.5}, "options.max_cost"),
+        ({"max_cost": float("nan")}, "options.max_cost"),
+        ({"max_cost": float("inf")}, "options.max_cost"),
         ({"sample_rate": 0}, "options.sample_rate"),
         ({"max_traces": 0}, "options.max_traces"),
         ({"low_trust_threshold": 1.5}, "options.low_trust_threshold"),
@@ -73,7 +79,8 @@ def test_options_schema_has_a_description_and_bounds_for_every_field() -> None:
     props = schema["properties"]
     assert set(props) == set(EvalOptions.model_fields)
     assert all(p.get("description") for p in props.values()), props
-    assert props["quality_preset"]["enum"] == ["best", "high", "medium"]
+    assert props["quality_preset"]["enum"] == ["best", "high", "medium", "low", "base"]
+    assert props["explain"]["enum"] == ["all", "low_trust"]
     assert props["scope"]["enum"] == ["trace", "generation"]
     assert props["sample_rate"]["exclusiveMinimum"] == 0 and props["sample_rate"]["maximum"] == 1
     assert schema.get("additionalProperties") is False

@@ -18,6 +18,7 @@ SHARED = {
     "errors",
     "stream",
     "evals",
+    "explain",  # the score stage's explanation calls (imports models only)
 }
 PRODUCT = ("flows", "tasks", "deployments")
 

@@ -231,7 +231,8 @@ TUNING = Tuning(upload_batch_bytes=10_000, single_post_concurrency=2)
 
 
 class FakeScores:
-    """Stands in for ``calls.api.scores``: answers list POSTs, shows some ids on read-back."""
+    """Stands in for Langfuse's scores: answers list POSTs (sent through ``FakeCalls.http``),
+    shows some ids on read-back."""
 
     def __init__(
         self,
@@ -246,8 +247,11 @@ class FakeScores:
         self.posted: list[list[str]] = []
         self.lookups: list[list[str]] = []
 
-    def create(self, *, request: list[CreateScoreRequest], request_options: object) -> object:
-        self.posted.append([str(r.id) for r in request])
+    def create(self, *, request: list[dict[str, Any]], request_options: object) -> object:
+        # what the SDK takes and sends: JSON-ready dicts in the wire's names
+        assert all(isinstance(r, dict) and "traceId" in r for r in request)
+        assert all(CreateScoreRequest.model_validate(dict(r)) for r in request)
+        self.posted.append([str(r["id"]) for r in request])
         if isinstance(self.answer, Exception):
             raise self.answer
         return self.answer
@@ -274,6 +278,25 @@ class FakeCalls:
         self.requests = 0
         self.single_posts: list[str] = []
         self._lock = threading.Lock()
+
+    @property
+    def http(self) -> httpx.Client:
+        """The list POST's HTTP client: its request is answered by ``scores.create``."""
+
+        def answer(request: httpx.Request) -> httpx.Response:
+            assert request.url.path == "/api/public/scores" and request.method == "POST"
+            try:
+                got = self.scores.create(request=json.loads(request.content), request_options=None)
+            except ApiError as err:
+                return httpx.Response(err.status_code or 500, text=str(err.body))
+            if isinstance(got, CreateScoreBatchResults):
+                status = 207 if got.rejected else 200
+                return httpx.Response(status, json=got.model_dump(mode="json", by_alias=True))
+            if isinstance(got, SimpleNamespace):
+                return httpx.Response(200, json=vars(got))
+            return httpx.Response(202)
+
+        return httpx.Client(transport=httpx.MockTransport(answer))
 
     def __call__(self, what: str, fn: Callable[[], T]) -> T:
         with self._lock:
