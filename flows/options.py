@@ -256,7 +256,8 @@ def one_line(err: ValidationError, prefix: str = "") -> str:
     parts = []
     for e in err.errors():
         where = ".".join(str(x) for x in e["loc"])
-        parts.append(f"{prefix}{where}: {e['msg']}" if where else e["msg"])
+        msg = e["msg"].removeprefix("Value error, ")  # a rule of ours: its own words
+        parts.append(f"{prefix}{where}: {msg}" if where else msg)
     return "; ".join(parts)
 
 

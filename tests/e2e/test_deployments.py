@@ -59,7 +59,7 @@ def assert_forms_document_every_parameter(schema: dict[str, Any] | None) -> None
     assert all(p.get("description") for p in props.values()), props
     options = schema["definitions"]["EvalOptions"]["properties"]
     assert all(p.get("description") for p in options.values()), options
-    assert options["quality_preset"]["enum"] == ["best", "high", "medium"]
+    assert options["quality_preset"]["enum"] == ["best", "high", "medium", "low", "base"]
     assert options["scope"]["enum"] == ["trace", "generation"]
 
 

@@ -110,7 +110,7 @@ def test_config_errors_are_one_clean_line(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     cases = [
-        (window_args("--quality-preset", "low"), "options.quality_preset"),
+        (window_args("--quality-preset", "low"), "quality_preset='low'"),
         (window_args("--sample-rate", "0"), "sample_rate"),
         (["window", "--start", "2026-09-14T00:00", "--tag", TAG], "has no timezone"),
         (
