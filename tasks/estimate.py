@@ -14,10 +14,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from langfuse.api import ObservationsV2Response
 from langfuse.api.core.api_error import ApiError
 
-from tasks.langfuse_api import NO_RETRY, Calls, CursorGuard, page_cursor, tag_filter
+from tasks.langfuse_api import NO_RETRY, Calls, root_trace_ids
 
 NO_METRICS = (400, 404, 422, 501)  # a server whose metrics cannot count this: page instead
 
@@ -60,23 +59,7 @@ def page_roots(
     environment: Sequence[str] | None,
 ) -> int:
     """The tagged roots of [start, end), counted by paging their ids (1000 a request)."""
-    guard, cursor, seen = CursorGuard("counting traces"), None, set()
-    while True:
-
-        def call(c: str | None = cursor) -> ObservationsV2Response:
-            return calls.observations.get_many(
-                fields="core", limit=1000, cursor=c, is_root_observation=True,
-                from_start_time=start, to_start_time=end, filter=tag_filter(tags),
-                environment=list(environment) if environment else None,
-                request_options=NO_RETRY,
-            )  # fmt: skip
-
-        resp = calls("counting traces (GET v2/observations)", call)
-        ids = [o.trace_id or o.id for o in resp.data]
-        seen.update(ids)
-        cursor = guard.next(page_cursor(resp), len(resp.data), ids)
-        if cursor is None:
-            return len(seen)
+    return len(root_trace_ids(calls, start, end, tags, environment, what="counting traces"))
 
 
 def count_traces(

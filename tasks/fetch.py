@@ -36,6 +36,7 @@ from tasks.langfuse_api import (
     Server,
     batches,
     page_cursor,
+    root_trace_ids,
     scores_by_id,
     tag_filter,
     trace_id_filter,
@@ -478,24 +479,8 @@ def roots_before(
     """Traces with a root observation in the hour(s) before the window (as long as a trace may
     run): a trace whose roots straddle the window's start belongs to the earlier window."""
     start = window.start - timedelta(seconds=calls.tuning.trace_max_duration_s)
-    found: set[str] = set()
-    guard = CursorGuard("reading traces that began before the window")
-    cursor: str | None = None
-    while True:
-
-        def call(page_cursor: str | None = cursor) -> ObservationsV2Response:
-            return calls.observations.get_many(
-                fields="core", limit=1000, cursor=page_cursor, is_root_observation=True,
-                from_start_time=start, to_start_time=window.start,
-                environment=list(environment) if environment else None,
-                filter=tag_filter(window.tags), request_options=NO_RETRY,
-            )  # fmt: skip
-
-        resp = calls("reading traces that began before the window (GET v2/observations)", call)
-        found |= {o.trace_id or o.id for o in resp.data}
-        cursor = guard.next(page_cursor(resp), len(resp.data), [o.id for o in resp.data])
-        if cursor is None:
-            return found
+    return root_trace_ids(calls, start, window.start, window.tags, environment,
+                          what="reading traces that began before the window")  # fmt: skip
 
 
 @task(name="find-earlier-traces", task_run_name="find traces that began earlier",

@@ -7,6 +7,7 @@ import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal, TypeVar, cast
 from urllib.parse import urlsplit
 
@@ -247,6 +248,35 @@ class CursorGuard:
 
 def page_cursor(resp: ObservationsV2Response | GetScoresV3Response) -> str | None:
     return resp.meta.cursor
+
+
+def root_trace_ids(
+    calls: Calls,
+    start: datetime,
+    end: datetime,
+    tags: Sequence[str],
+    environment: Sequence[str] | None = None,
+    *,
+    what: str,
+) -> set[str]:
+    """The ids of the traces carrying any of ``tags`` with a root observation in [start, end)
+    (1000 roots a request; ``what`` names the read in logs and errors)."""
+    guard, cursor, ids = CursorGuard(what), None, set()
+    while True:
+
+        def call(c: str | None = cursor) -> ObservationsV2Response:
+            return calls.observations.get_many(
+                fields="core", limit=1000, cursor=c, is_root_observation=True,
+                from_start_time=start, to_start_time=end, filter=tag_filter(tags),
+                environment=list(environment) if environment else None,
+                request_options=NO_RETRY,
+            )  # fmt: skip
+
+        resp = calls(f"{what} (GET v2/observations)", call)
+        ids |= {o.trace_id or o.id for o in resp.data}
+        cursor = guard.next(page_cursor(resp), len(resp.data), [o.id for o in resp.data])
+        if cursor is None:
+            return ids
 
 
 def scores_by_id(calls: Calls, score_ids: Sequence[str], what: str) -> list[ScoreV3]:

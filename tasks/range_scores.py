@@ -34,7 +34,7 @@ from tasks.langfuse_api import (
     CursorGuard,
     batches,
     page_cursor,
-    tag_filter,
+    root_trace_ids,
     trace_id_filter,
 )
 from tasks.models import TraceRecord
@@ -92,22 +92,7 @@ class RangeRead:
 
 def tagged_traces(calls: Calls, start: datetime, end: datetime, tags: Sequence[str]) -> set[str]:
     """The ids of the traces carrying any of ``tags`` that started in [start, end)."""
-    guard, cursor, ids = CursorGuard("reading the range's traces"), None, set()
-    while True:
-
-        def call(c: str | None = cursor) -> ObservationsV2Response:
-            return calls.observations.get_many(
-                fields="core", limit=1000, cursor=c, is_root_observation=True,
-                from_start_time=start, to_start_time=end, filter=tag_filter(tags),
-                request_options=NO_RETRY,
-            )  # fmt: skip
-
-        resp = calls("reading the range's traces (GET v2/observations)", call)
-        page = [o.trace_id or o.id for o in resp.data]
-        ids.update(page)
-        cursor = guard.next(page_cursor(resp), len(resp.data), page)
-        if cursor is None:
-            return ids
+    return root_trace_ids(calls, start, end, tags, what="reading the range's traces")
 
 
 def subject_of(score: ScoreV3) -> tuple[str, str | None] | None:
