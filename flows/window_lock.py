@@ -100,11 +100,43 @@ class Held:
     stop: threading.Event = field(default_factory=threading.Event)
 
 
+# A SQLite Prefect server answers 503 ("database is locked") to a DELETE whenever another write
+# commits between its read of the row and its delete (prefect/server/models/variables.py
+# delete_variable reads, emits the event, then deletes): it does for most releases, while the run's
+# last task states are recorded. Prefect's client waits 2 s, then 4 s, before asking again; these
+# pauses come first.
+QUICK_RETRIES_S = (0.05, 0.1, 0.2, 0.4)
+
+
+def _send_once(client: SyncPrefectClient, method: str, var_id: UUID, **kw: Any) -> int:
+    """One request, without Prefect's retries: its status code."""
+    http = client._client  # Prefect's httpx client: its base URL, auth headers and pool
+    request = http.build_request(method, f"/variables/{var_id}", **kw)
+    return httpx.Client.send(http, request).status_code
+
+
 def _by_id(
-    client: SyncPrefectClient, method: Literal["PATCH", "DELETE"], var_id: UUID, **kw: Any
+    client: SyncPrefectClient,
+    method: Literal["PATCH", "DELETE"],
+    var_id: UUID,
+    clock: Clock = SYSTEM,
+    **kw: Any,
 ) -> bool:
     """PATCH or DELETE one Variable by id; False if that Variable no longer exists."""
-    try:
+    status = 503
+    for pause in QUICK_RETRIES_S:
+        try:
+            status = _send_once(client, method, var_id, **kw)
+        except httpx.TransportError:
+            break
+        if status != 503:
+            break
+        clock.sleep(pause)
+    if status in (200, 204):
+        return True
+    if status == 404:
+        return False
+    try:  # anything else (still locked, CSRF, a blip): Prefect's client, its retries, its errors
         client.request(method, "/variables/{id}", path_params={"id": var_id}, **kw)
         return True
     except httpx.HTTPStatusError as err:
@@ -208,7 +240,7 @@ def take_variable(
         now = clock.monotonic()
         stale_after = max(lock.lease_s, _number(info.get("lease_s")))
         if watch.dead((cur.id, json.dumps(cur.value, sort_keys=True)), now, stale_after):
-            if _by_id(client, "DELETE", cur.id):
+            if _by_id(client, "DELETE", cur.id, clock):
                 logger.warning(
                     "window %s: freed %s; its holder (flow run %s) died without releasing it",
                     lock.window, name, holder_text(info),
@@ -320,6 +352,6 @@ def window_lock(
                 keeper.join(timeout=10)
             for h in reversed(lock.days):
                 try:
-                    _by_id(client, "DELETE", h.var_id)
+                    _by_id(client, "DELETE", h.var_id, clock)
                 except Exception as err:  # its heartbeat stops: another run frees it in a lease
                     logger.warning("window %s: could not release %s: %s", lock.window, h.name, err)
