@@ -141,7 +141,14 @@ def langfuse_client(make_langfuse_client: Callable[..., Langfuse]) -> Langfuse:
 
 @pytest.fixture(scope="session")
 def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """A real, temporary Prefect server and database for the session (isolated Prefect home)."""
+    """A real, temporary Prefect server and database for the session (isolated Prefect home).
+
+    Its flow runs send no heartbeats: Prefect's heartbeat thread sleeps in 1 s steps and every
+    flow run waits for it at its end (1.2 s for an empty flow, against 0.14 s without). Only the
+    lost-worker rule reads heartbeats: on a fake clock in tests/unit/test_day_runs.py, and on a
+    real server and worker, heartbeats on, in tests/e2e/test_deployments.py.
+    """
+    from prefect.settings import temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
     from tests.support.prefect_stack import drain_workers
@@ -151,7 +158,10 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     mp.setenv("PREFECT_HOME", str(home))
     mp.setenv("PREFECT_LOGGING_LEVEL", "WARNING")
     try:
-        with prefect_test_harness(server_startup_timeout=180):
+        with (
+            temporary_settings(updates={"flows.heartbeat_frequency": None}),
+            prefect_test_harness(server_startup_timeout=180),
+        ):
             yield
             drain_workers()  # before the harness's own drain, which has no timeout
     finally:
