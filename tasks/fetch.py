@@ -39,6 +39,7 @@ from tasks.langfuse_api import (
     root_trace_ids,
     scores_by_id,
     tag_filter,
+    tls,
     trace_id_filter,
     v2_observations_missing,
 )
@@ -500,7 +501,7 @@ def metric_count(calls: Calls, version: str, query: dict[str, Any]) -> int | Non
     def get() -> httpx.Response:
         return httpx.get(
             f"{cfg.base_url}/api/public/{path}", params={"query": json.dumps(query)}, auth=auth,
-            timeout=cfg.timeout_s,
+            timeout=cfg.timeout_s, verify=tls(),
         )  # fmt: skip
 
     try:

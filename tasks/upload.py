@@ -35,6 +35,7 @@ from tasks.langfuse_api import (
     Calls,
     IngestionSuspended,
     Server,
+    make_http,
     scores_by_id,
 )
 from tasks.models import (
@@ -324,10 +325,9 @@ class Writer:
     def _send_events(self, events: list[dict[str, Any]]) -> dict[str, Verdict]:
         cfg = self.calls.cfg
         url = f"{cfg.base_url}/api/public/ingestion"
-        auth = (cfg.public_key, cfg.secret_key.get_secret_value())
         payload = json.dumps({"batch": events}, ensure_ascii=False, default=str).encode()
         headers = {"content-type": "application/json"}
-        with httpx.Client(timeout=cfg.timeout_s, auth=auth) as client:
+        with make_http(cfg) as client:
 
             def post() -> httpx.Response:
                 return raise_if_transient(client.post(url, content=payload, headers=headers))
@@ -359,8 +359,7 @@ class Writer:
     def _send_singly(self, batch: list[dict[str, Any]]) -> dict[str, Verdict]:
         cfg = self.calls.cfg
         url = f"{cfg.base_url}/api/public/scores"
-        auth = (cfg.public_key, cfg.secret_key.get_secret_value())
-        with httpx.Client(timeout=cfg.timeout_s, auth=auth) as client:
+        with make_http(cfg) as client:
 
             def one(body: dict[str, Any]) -> tuple[str, Verdict]:
                 # the single-object body has no timestamp: the server stamps the score itself

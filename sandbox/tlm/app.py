@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sandbox.faults import Fault, FaultState, install
+from sandbox.runner import NO_TELEMETRY
 from sandbox.tlm.load import Load, Span
 from sandbox.tlm.markers import parse_markers
 from sandbox.tlm.presets import (
@@ -196,7 +197,13 @@ class _PlainText401:
 
 def create_app(api_key: str, load: Load | None = None) -> FastAPI:
     """A FastAPI app emulating the TLM endpoints, accepting only ``api_key``."""
-    app = FastAPI(title="Cleanlab TLM sandbox", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="Cleanlab TLM sandbox",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        telemetry=NO_TELEMETRY,
+    )
     rec = Recorder(load)
     app.state.recorder = rec
 
