@@ -9,12 +9,14 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import nullcontext
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.client.schemas.objects import FlowRun
+from prefect.exceptions import PrefectHTTPStatusError
 from prefect.runtime import deployment, flow_run
 from pydantic import Field
 
@@ -27,7 +29,12 @@ from flows.backfill_summary import (
     range_alert,
     summary_markdown,
 )
-from flows.day_runs import heartbeat_silence_s, report_of, run_days_on_workers
+from flows.day_runs import (
+    check_day_deployment,
+    heartbeat_silence_s,
+    report_of,
+    run_days_on_workers,
+)
 from flows.evaluate_traces import EvaluationFailed, evaluate_traces
 from flows.evaluated_days import complete
 from flows.options import EvalOptions, options_from, validate_tags
@@ -35,7 +42,8 @@ from flows.publish import artifact_url, emit_range_alert, table_artifact
 from flows.review_loop import close_the_loop, traces_url
 from flows.settings import Settings, open_stream
 from flows.stopping import STOP, stop_on_signals
-from tasks.config import load_tuning
+from tasks.clock import SYSTEM, Clock
+from tasks.config import RunLogger, load_tuning
 from tasks.errors import ConfigError, RunFailed, fails_in_one_line
 from tasks.fetch import roots_in_window
 from tasks.langfuse_api import Access
@@ -46,6 +54,7 @@ from tasks.stream import Stream
 from tasks.windows import midnight, previous_day, split_days
 
 SUMMARY_KEY = "trust-backfill-summary"
+BUSY = (502, 503, 504)
 Links = dict[str, str | None]
 
 
@@ -95,27 +104,6 @@ def left_to_do(lf: Access, opts: EvalOptions) -> Callable[[FlowRun], bool]:
     return needs
 
 
-def check_day_deployment(name: str) -> None:
-    """The deployment a backfill runs its days on exists and runs the window flow."""
-    from prefect import get_client
-    from prefect.exceptions import ObjectNotFound
-
-    with get_client(sync_client=True) as client:
-        try:
-            dep = client.read_deployment_by_name(name)
-        except (ObjectNotFound, ValueError):
-            raise ConfigError(
-                f"day_deployment {name!r} is not a deployment of the Prefect server at "
-                f"{client.api_url}: use 'evaluate-traces/window' (prefect deploy --all)"
-            ) from None
-        flow_name = client.read_flow(dep.flow_id).name
-    if flow_name != "evaluate-traces":
-        raise ConfigError(
-            f"day_deployment {name!r} runs the flow {flow_name!r}, not 'evaluate-traces': "
-            "each day must be a window run (e.g. 'evaluate-traces/window')"
-        )
-
-
 # --- the flow -----------------------------------------------------------------------------
 
 
@@ -125,20 +113,41 @@ def _run_name() -> str:
     return f"backfill {p.get('start_date')}..{p.get('end_date')} [{tags}]"
 
 
-def run_day(start: datetime, end: datetime, params: dict[str, Any]) -> DayResult:
+# A SQLite Prefect server may answer 503 ("database is locked") to a day's subflow creation
+# through all the client's retries while other days' task states are written. The day runs
+# again: nothing is paid before its run exists, and after, the ledger keeps it paid once.
+DAY_TRIES, DAY_PAUSE_S = 3, 5.0
+
+
+def run_day(
+    start: datetime,
+    end: datetime,
+    params: dict[str, Any],
+    run: Callable[..., EvalReport] = evaluate_traces,
+    clock: Clock = SYSTEM,
+    logger: RunLogger | None = None,
+) -> DayResult:
     """One day as a subflow; its failure becomes a failed DayResult, never an exception."""
-    if STOP.why:
-        return DayResult(window_start=start, window_end=end, status="failed",
-                         error=f"not started: {STOP.why}")  # fmt: skip
-    try:
-        report = evaluate_traces(window_start=start, window_end=end, **params)
-    except EvaluationFailed as err:
-        return DayResult(
-            window_start=start, window_end=end, status="failed", report=err.report, error=str(err)
-        )
-    except Exception as err:  # a day must not stop the others
-        return DayResult(window_start=start, window_end=end, status="failed", error=describe(err))
-    return DayResult(window_start=start, window_end=end, status=day_status(report), report=report)
+    day = partial(DayResult, window_start=start, window_end=end)
+    for attempt in range(1, DAY_TRIES + 1):
+        if STOP.why:
+            return day(status="failed", error=f"not started: {STOP.why}")
+        try:
+            report = run(window_start=start, window_end=end, **params)
+        except EvaluationFailed as err:
+            return day(status="failed", report=err.report, error=str(err))
+        except Exception as err:  # a day must not stop the others
+            code = err.response.status_code if isinstance(err, PrefectHTTPStatusError) else 0
+            if code not in BUSY or attempt == DAY_TRIES:
+                return day(status="failed", error=describe(err))
+            (logger or get_run_logger()).warning(
+                "day %s: the Prefect server answered %s; the day runs again in %.0f s",
+                start.date(), code, DAY_PAUSE_S,
+            )  # fmt: skip
+            clock.sleep(DAY_PAUSE_S)
+            continue
+        return day(status=day_status(report), report=report)
+    raise AssertionError("unreachable: the last try returns")
 
 
 def days_of_runs(runs: list[tuple[FlowRun, EvalReport | None]]) -> list[DayResult]:

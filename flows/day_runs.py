@@ -35,6 +35,7 @@ from flows.options import EvalOptions
 from flows.stopping import STOP
 from tasks.clock import SYSTEM, Clock, utcnow
 from tasks.config import RunLogger, Tuning
+from tasks.errors import ConfigError
 from tasks.report import EvalReport
 from tasks.stream import Stream
 
@@ -231,3 +232,23 @@ def heartbeat_silence_s(tuning: Tuning) -> float:
     if tuning.day_silence_s is not None:
         return tuning.day_silence_s
     return 3.0 * float(get_current_settings().flows.heartbeat_frequency or 180)
+
+
+def check_day_deployment(name: str) -> None:
+    """The deployment a backfill runs its days on exists and runs the window flow."""
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            dep = client.read_deployment_by_name(name)
+        except (ObjectNotFound, ValueError):
+            raise ConfigError(
+                f"day_deployment {name!r} is not a deployment of the Prefect server at "
+                f"{client.api_url}: use 'evaluate-traces/window' (prefect deploy --all)"
+            ) from None
+        flow_name = client.read_flow(dep.flow_id).name
+    if flow_name != "evaluate-traces":
+        raise ConfigError(
+            f"day_deployment {name!r} runs the flow {flow_name!r}, not 'evaluate-traces': "
+            "each day must be a window run (e.g. 'evaluate-traces/window')"
+        )
