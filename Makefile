@@ -6,8 +6,10 @@
 PYTHON ?= python3
 UV := $(PYTHON) -m uv
 # test files spread over this many processes (each starts its own Prefect test server); the
-# tests spend much of their time waiting on servers, so 3 beat 2 on 2 CPUs (9.6 vs 12.2 min).
-# Tests marked `timing` (real leases and rate limits) run after them, one at a time.
+# tests spend part of their time waiting on servers, so 3 beat 2 on 2 CPUs.
+# Unit, contract and flow tests first, then the end-to-end ones (real `prefect server`s,
+# workers, subprocesses), then the tests marked `timing` (real leases and rate limits), one at
+# a time.
 TEST_WORKERS ?= 3
 # offline by default: no telemetry from the Prefect servers the demo and the tests start
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
@@ -23,7 +25,8 @@ demo: setup
 	$(UV) run --locked python -m sandbox.demo
 
 test: setup  ## everything: in parallel, then the few tests that need real time, one at a time
-	$(UV) run --locked pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not timing" --durations=15
+	$(UV) run --locked pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not e2e and not timing" --durations=10
+	$(UV) run --locked pytest -q -n $(TEST_WORKERS) --dist loadfile -m "e2e and not timing" --durations=6
 	$(UV) run --locked pytest -q -m timing --durations=6
 
 lint: setup
