@@ -151,9 +151,9 @@ def spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, UUID]]:
     calls: list[tuple[str, UUID]] = []
     real = wl._by_id
 
-    def recording(client: Any, method: Any, var_id: UUID, **kw: Any) -> bool:
+    def recording(client: Any, method: Any, var_id: UUID, *args: Any, **kw: Any) -> bool:
         calls.append((method, var_id))
-        return real(client, method, var_id, **kw)
+        return real(client, method, var_id, *args, **kw)
 
     monkeypatch.setattr(wl, "_by_id", recording)
     return calls
