@@ -34,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from sandbox.faults import FaultState, install
-from sandbox.runner import NO_TELEMETRY, ServerThread
+from sandbox.runner import ServerThread, sandbox_app
 
 CHAT_PATH = "/v1/chat/completions"
 DEFAULT_MODEL = "gpt-4.1-mini"
@@ -165,13 +165,7 @@ def _usage(p: int, c: int) -> dict[str, Any]:
 
 def create_app(api_key: str) -> FastAPI:
     """A FastAPI app emulating OpenAI's chat completions and models routes."""
-    app = FastAPI(
-        title="OpenAI sandbox",
-        docs_url=None,
-        redoc_url=None,
-        openapi_url=None,
-        telemetry=NO_TELEMETRY,
-    )
+    app = sandbox_app("OpenAI sandbox")
     lock = threading.Lock()
     bodies: list[dict[str, Any]] = []
     app.state.lock = lock

@@ -10,12 +10,20 @@ from types import TracebackType
 from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
 
 # A sandbox serves in its client's process (tests, the demo), where the Langfuse SDK installs a
 # global OpenTelemetry tracer: FastAPI's own telemetry would trace every sandbox request into it
 # (a quarter of the sandboxes' CPU). The services they model do not trace into their clients.
 NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+
+
+def sandbox_app(title: str) -> FastAPI:
+    """A sandbox's FastAPI app: no docs routes, no telemetry."""
+    return FastAPI(
+        title=title, docs_url=None, redoc_url=None, openapi_url=None, telemetry=NO_TELEMETRY
+    )
 
 
 def free_port() -> int:

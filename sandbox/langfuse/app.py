@@ -26,7 +26,7 @@ from sandbox.langfuse import (
 from sandbox.langfuse.common import ApiError, BadRequest, _api_error, error_body
 from sandbox.langfuse.deps import Projects, StoreDep, require_auth
 from sandbox.langfuse.store import LangfuseStore
-from sandbox.runner import NO_TELEMETRY
+from sandbox.runner import sandbox_app
 
 meta = APIRouter()
 
@@ -84,13 +84,7 @@ async def _handle_error(request: Request, exc: Exception) -> Response:
 def create_langfuse_app(store: LangfuseStore) -> FastAPI:
     """The ASGI app serving ``store`` (its first project); ``app.state.projects`` holds every
     project (``Projects.add``), ``app.state.faults`` is its FaultState."""
-    app = FastAPI(
-        title="Langfuse sandbox",
-        docs_url=None,
-        redoc_url=None,
-        openapi_url=None,
-        telemetry=NO_TELEMETRY,
-    )
+    app = sandbox_app("Langfuse sandbox")
     app.state.store = store
     app.state.projects = Projects(store)
     for router, authed in ROUTERS:

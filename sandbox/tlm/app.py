@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sandbox.faults import Fault, FaultState, install
-from sandbox.runner import NO_TELEMETRY
+from sandbox.runner import sandbox_app
 from sandbox.tlm.load import Load, Span
 from sandbox.tlm.markers import parse_markers
 from sandbox.tlm.presets import (
@@ -197,13 +197,7 @@ class _PlainText401:
 
 def create_app(api_key: str, load: Load | None = None) -> FastAPI:
     """A FastAPI app emulating the TLM endpoints, accepting only ``api_key``."""
-    app = FastAPI(
-        title="Cleanlab TLM sandbox",
-        docs_url=None,
-        redoc_url=None,
-        openapi_url=None,
-        telemetry=NO_TELEMETRY,
-    )
+    app = sandbox_app("Cleanlab TLM sandbox")
     rec = Recorder(load)
     app.state.recorder = rec
 
