@@ -72,6 +72,8 @@ class Landing:
         scored: list[Scored] = []
         down: StageError | None = None
         if result is not None:
+            # counted when handed to TLM; a stopped run never sent some of them
+            self.tally.report.tlm_requests -= max(chunk.pairs - result.tlm_requests, 0)
             self.tally.add(result.failed)
             scored = result.scored
             try:
