@@ -145,6 +145,11 @@ def _by_id(
         raise
 
 
+def free(client: SyncPrefectClient, var_id: UUID, clock: Clock = SYSTEM) -> bool:
+    """Delete a lock Variable by id, as a waiter frees a dead holder's; False if already gone."""
+    return _by_id(client, "DELETE", var_id, clock)
+
+
 def _number(value: Any) -> float:
     try:
         return float(value)
@@ -240,7 +245,7 @@ def take_variable(
         now = clock.monotonic()
         stale_after = max(lock.lease_s, _number(info.get("lease_s")))
         if watch.dead((cur.id, json.dumps(cur.value, sort_keys=True)), now, stale_after):
-            if _by_id(client, "DELETE", cur.id, clock):
+            if free(client, cur.id, clock):
                 logger.warning(
                     "window %s: freed %s; its holder (flow run %s) died without releasing it",
                     lock.window, name, holder_text(info),
