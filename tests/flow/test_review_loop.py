@@ -252,6 +252,9 @@ def drift_events(stream: Stream, expect: int, wait_s: float = 20.0) -> list[dict
         time.sleep(0.3)
 
 
+N_DAYS = 12  # a day's drift needs 3 days of history (its baseline: the 7 before it)
+
+
 def trend_table(stream: Stream) -> list[dict[str, Any]]:
     data = latest_artifact(stream.artifact_key(TREND_KEY)).data
     rows = json.loads(data) if isinstance(data, str) else data
@@ -259,17 +262,17 @@ def trend_table(stream: Stream) -> list[dict[str, Any]]:
     return rows
 
 
-def test_thirty_days_side_by_side_a_backfill_replaces_rows_and_a_jump_drifts_once(
+def test_days_side_by_side_a_backfill_replaces_rows_and_a_jump_drifts_once(
     langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox
 ) -> None:
     lf, tag = langfuse_sandbox, f"trend-{uuid4().hex[:8]}"
-    days = [TODAY - timedelta(days=i) for i in range(30, 0, -1)]
-    jump = days[20]
+    days = [TODAY - timedelta(days=i) for i in range(N_DAYS, 0, -1)]
+    jump = days[8]  # after a full baseline of 7 days
     for k, day in enumerate(days):  # 10 a day: 1 or 2 low-trust (noise of 10 points), then 7
         low = 7 if day == jump else 1 + k % 2
         seed_scores(lf, tag, day, [0.2] * low + [0.8] * (10 - low), first=10 * k)
     first = backfill(days[0], days[-1], tags=[tag], max_concurrency=4)
-    assert first.ok and first.total("uploaded") == 300
+    assert first.ok and first.total("uploaded") == 10 * N_DAYS
     stream = stream_of(lf, [tag])
 
     rows = trend_table(stream)
@@ -280,7 +283,7 @@ def test_thirty_days_side_by_side_a_backfill_replaces_rows_and_a_jump_drifts_onc
     assert [r["day"] for r in rows if r["drift"]] == [jump.isoformat()]
     records = read_days(stream, days, LOG)
     assert [d for d, r in records.items() if r.drift and r.drift.fired] == [jump]
-    assert sum(r.drift is not None for r in records.values()) == 27  # 3 lack history
+    assert sum(r.drift is not None for r in records.values()) == N_DAYS - 3  # 3 lack history
     (event,) = drift_events(stream, expect=1)
     payload = event["payload"]
     assert payload["day"] == jump.isoformat() and payload["low_trust_share"] == 0.7
@@ -293,10 +296,10 @@ def test_thirty_days_side_by_side_a_backfill_replaces_rows_and_a_jump_drifts_onc
 
     # five days again, the jump among them: their rows are replaced, nothing fires again
     sent = len(tlm.prompts)
-    again = backfill(days[18], days[22], tags=[tag], max_concurrency=2)
+    again = backfill(days[6], days[10], tags=[tag], max_concurrency=2)
     assert again.ok and again.total("uploaded") == 0 and len(tlm.prompts) == sent
     rows = trend_table(stream)
-    assert len(rows) == 30 and len({r["day"] for r in rows}) == 30
+    assert len(rows) == N_DAYS and len({r["day"] for r in rows}) == N_DAYS
     for d in again.days:
         assert d.report is not None and d.report.flow_run_id is not None
         row = next(r for r in rows if r["day"] == d.day.isoformat())
