@@ -9,7 +9,8 @@ UV := $(PYTHON) -m uv
 # tests spend part of their time waiting on servers, so 3 beat 2 on 2 CPUs.
 # Unit, contract and flow tests first, then the end-to-end ones (real `prefect server`s,
 # workers, subprocesses), then the tests marked `timing` (real leases and rate limits), one at
-# a time.
+# a time. Files go to workers longest first (tests/conftest.py LONGEST_FIRST), hence
+# --no-loadscope-reorder (xdist would order them by their number of tests).
 TEST_WORKERS ?= 3
 # offline by default: no telemetry from the Prefect servers the demo and the tests start
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
@@ -25,8 +26,8 @@ demo: setup
 	$(UV) run --locked python -m sandbox.demo
 
 test: setup  ## everything: in parallel, then the few tests that need real time, one at a time
-	$(UV) run --locked pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not e2e and not timing" --durations=10
-	$(UV) run --locked pytest -q -n $(TEST_WORKERS) --dist loadfile -m "e2e and not timing" --durations=6
+	$(UV) run --locked pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not e2e and not timing" --durations=10
+	$(UV) run --locked pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "e2e and not timing" --durations=6
 	$(UV) run --locked pytest -q -m timing --durations=6
 
 lint: setup

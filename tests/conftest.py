@@ -39,13 +39,43 @@ from tests.support.env import FAST_TUNING, guard_network  # noqa: E402
 LAYERS = ("unit", "contract", "flow", "e2e")  # registered in pyproject.toml
 
 
+# The files that take longest (measured with --durations, slowest first): with
+# ``--dist loadfile --no-loadscope-reorder`` the workers start on them, so the run does not end
+# with one worker alone on a long file. The others follow in collection order.
+LONGEST_FIRST = (
+    "e2e/test_deployments.py",
+    "e2e/test_make_prefect.py",
+    "e2e/test_crash.py",
+    "e2e/test_benchmarks.py",
+    "e2e/test_cli_concurrent.py",
+    "e2e/test_cli_subprocess.py",
+    "flow/test_flow.py",
+    "flow/test_faults_langfuse.py",
+    "flow/test_backfill.py",
+    "flow/test_faults_tlm.py",
+    "flow/test_explain_budget.py",
+    "flow/test_review_loop.py",
+    "contract/test_tlm_sandbox.py",
+    "flow/test_day_one.py",
+    "flow/test_config.py",
+    "flow/test_score_writes.py",
+    "contract/test_score_engine.py",
+    "flow/test_review.py",
+)
+
+
 @pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark each test with its layer, from its folder: ``tests/<layer>/...``."""
+    """Mark each test with its layer, from its folder: ``tests/<layer>/...``; the longest
+    files first."""
+    rank: dict[int, int] = {}
     for item in items:
         parts = item.path.relative_to(TESTS).parts if item.path.is_relative_to(TESTS) else ()
         if parts and parts[0] in LAYERS:
             item.add_marker(parts[0])
+        path = "/".join(parts)
+        rank[id(item)] = LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+    items.sort(key=lambda item: rank[id(item)])  # stable: collection order within a rank
 
 
 @pytest.fixture(autouse=True)
