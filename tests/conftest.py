@@ -187,6 +187,10 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     mp = pytest.MonkeyPatch()
     mp.setenv("PREFECT_HOME", str(home))
     mp.setenv("PREFECT_LOGGING_LEVEL", "WARNING")
+    # No task runs recorded from their events (a sixth of the flow tests' time, most of it the
+    # server's): the product never reads task runs back, the events stay stored, and the e2e
+    # servers record them as a user's server does (the UI render test shows them).
+    mp.setenv("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED", "false")
     try:
         with (
             temporary_settings(updates={"flows.heartbeat_frequency": None}),
