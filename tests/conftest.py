@@ -39,9 +39,11 @@ from tests.support.env import FAST_TUNING, guard_network  # noqa: E402
 LAYERS = ("unit", "contract", "flow", "e2e")  # registered in pyproject.toml
 
 
-# The files that take longest (measured with --durations, slowest first): with
-# ``--dist loadfile --no-loadscope-reorder`` the workers start on them, so the run does not end
-# with one worker alone on a long file. The others follow in collection order.
+# The order files go to the workers (``--dist loadfile --no-loadscope-reorder``): the e2e ones
+# first (they start servers and processes of their own: none after the Prefect test harness
+# is up in the same worker), then the files that take longest (measured with --durations,
+# slowest first), so the run does not end with one worker alone on a long file; the others
+# follow in collection order.
 LONGEST_FIRST = (
     "e2e/test_deployments.py",
     "e2e/test_make_prefect.py",
@@ -66,15 +68,16 @@ LONGEST_FIRST = (
 
 @pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark each test with its layer, from its folder: ``tests/<layer>/...``; the longest
-    files first."""
-    rank: dict[int, int] = {}
+    """Mark each test with its layer, from its folder: ``tests/<layer>/...``; the e2e files
+    first, then the longest."""
+    rank: dict[int, tuple[bool, int]] = {}
     for item in items:
         parts = item.path.relative_to(TESTS).parts if item.path.is_relative_to(TESTS) else ()
         if parts and parts[0] in LAYERS:
             item.add_marker(parts[0])
         path = "/".join(parts)
-        rank[id(item)] = LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+        longest = LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+        rank[id(item)] = (parts[:1] != ("e2e",), longest)
     items.sort(key=lambda item: rank[id(item)])  # stable: collection order within a rank
 
 
