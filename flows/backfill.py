@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from contextlib import nullcontext
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from typing import Annotated, Any, Literal
@@ -17,7 +16,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.client.schemas.objects import FlowRun
 from prefect.exceptions import PrefectHTTPStatusError
-from prefect.runtime import deployment, flow_run
+from prefect.runtime import flow_run
 from pydantic import Field
 
 from flows.backfill_budget import days_within_budget
@@ -41,7 +40,7 @@ from flows.options import EvalOptions, options_from, validate_tags
 from flows.publish import artifact_url, emit_range_alert, table_artifact
 from flows.review_loop import close_the_loop, traces_url
 from flows.settings import Settings, open_stream
-from flows.stopping import STOP, stop_on_signals
+from flows.stopping import STOP, deployed, stop_on_signals
 from tasks.clock import SYSTEM, Clock
 from tasks.config import RunLogger, load_tuning
 from tasks.errors import ConfigError, RunFailed, fails_in_one_line
@@ -274,7 +273,7 @@ def backfill(
         raise ConfigError(f"max_concurrency must be at least 1, got {max_concurrency}")
     settings = Settings.load(opts)
     windows = day_range(start_date, end_date)
-    on_workers = days_on == "workers" or (days_on == "auto" and bool(deployment.id))
+    on_workers = days_on == "workers" or (days_on == "auto" and deployed())
     if on_workers:
         check_day_deployment(day_deployment)
     lf = Access(settings.langfuse, settings.tuning)
@@ -298,7 +297,7 @@ def backfill(
             run_days_on_workers(day_deployment, ws, p, workers, stream, needs, silence)
         )
 
-    with nullcontext() if deployment.id else stop_on_signals():  # no new day once stopped
+    with stop_on_signals():  # no new day once stopped
         if opts.max_cost is not None and not opts.dry_run:
             days = days_within_budget(windows, params, opts.max_cost, days_of)
         else:

@@ -7,12 +7,11 @@ that a renamed tag is noticed."""
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from datetime import date, timedelta
 from typing import Annotated
 
 from prefect import flow, get_run_logger
-from prefect.runtime import deployment, flow_run
+from prefect.runtime import flow_run
 from pydantic import Field
 
 from flows.backfill import raise_if_failed, run_days, write_summary
@@ -73,7 +72,7 @@ def daily(
     if missed:
         logger.info("catching up %s (no complete evaluation)", ", ".join(map(str, missed)))
     windows = [(start, start + timedelta(days=1)) for start in map(midnight, [*missed, day])]
-    with nullcontext() if deployment.id else stop_on_signals():  # no new day once stopped
+    with stop_on_signals():  # no new day once stopped
         days = run_days(windows, {"tags": tags, "options": opts}, workers=1)
     summary = BackfillSummary(
         start_date=windows[0][0].date(),

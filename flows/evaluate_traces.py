@@ -7,11 +7,10 @@ scored, or recorded as written, skip TLM). Design: docs/DESIGN.md and docs/RELIA
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from datetime import UTC, datetime
 
 from prefect import flow, get_run_logger
-from prefect.runtime import deployment, flow_run
+from prefect.runtime import flow_run
 
 from flows.evaluated_days import record_window
 from flows.options import EvalOptions, options_from, validate_tags
@@ -102,7 +101,7 @@ def evaluate_traces(
     run = WindowRun(Window(start, end, tuple(tags)), settings, opts)
     # Ctrl-C or SIGTERM: stop sending, land what TLM answered, release, report (flows/stopping);
     # a deployment run keeps Prefect's SIGTERM handler (its worker cancels it with SIGTERM)
-    with nullcontext() if deployment.id else stop_on_signals():
+    with stop_on_signals():
         report = run_window(run)
     if report.errors:
         raise (Interrupted if STOP.why else EvaluationFailed)("; ".join(report.errors), report)

@@ -12,7 +12,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
+import prefect.context
 from prefect.exceptions import TerminationSignal
+from prefect.runtime import deployment
 
 Listener = Callable[[str], None]
 
@@ -58,16 +60,29 @@ STOP = Stop()
 NAMES: dict[int, str] = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 
 
+def deployed() -> bool:
+    """Whether this flow run is a deployment's, or nested in one. Prefect's flow engine sets
+    the ``_deployment_id`` context variable for those; ``prefect.runtime.deployment.id`` reads
+    it too, but when it is unset (every run started by hand) it also reads the flow run back
+    over the API, a request and a client for nothing. Read through here only; the public way
+    if a Prefect release renames the variable (pinned by tests/unit/test_deployed.py)."""
+    var = getattr(prefect.context, "_deployment_id", None)
+    if var is None:
+        return bool(deployment.id)
+    return var.get() is not None
+
+
 @contextmanager
 def stop_on_signals() -> Iterator[None]:
     """While the block runs (in the main thread; elsewhere it does nothing): the first SIGINT
     or SIGTERM asks the process's runs to stop (``STOP``), a second one raises at once.
 
-    Not for a deployment run: its worker cancels it with a SIGTERM that Prefect's own handler
-    turns into TerminationSignal (Prefect's cancellation needs that handler in place); the
-    run's except-path stops it the same way, and ``critical`` keeps the signal out of landing.
+    Nothing either in a deployment run: its worker cancels it with a SIGTERM that Prefect's own
+    handler turns into TerminationSignal (Prefect's cancellation needs that handler in place);
+    the run's except-path stops it the same way, and ``critical`` keeps the signal out of
+    landing.
     """
-    if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread() or deployed():
         yield
         return
     STOP.reset()
