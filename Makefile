@@ -6,7 +6,7 @@
 PYTHON ?= python3
 UV := $(PYTHON) -m uv
 # test files spread over this many processes (each starts its own Prefect test server); the
-# tests spend much of their time waiting on servers and subprocesses, so 4 beat 3 on 2 CPUs.
+# tests spend much of their time waiting on servers and subprocesses: 4 keep 2 CPUs busy.
 # Everything but the tests marked `timing` first, in parallel: the end-to-end files (real
 # `prefect server`s, workers, subprocesses) go to the workers first, then the longest files
 # (tests/conftest.py LONGEST_FIRST), hence --no-loadscope-reorder (xdist would order them by

@@ -145,20 +145,24 @@ def prefect_database() -> bytes:
     return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*") if p.is_file())
 
 
-async def _task_run_events(client: Any, flow_run_id: UUID) -> str:
-    """The stored events of the flow run's task runs, as the server returns them."""
+async def _stored_events(client: Any, event: dict[str, Any], **where: Any) -> str:
+    """The last 30 minutes' stored events matching ``event`` (and ``where``), newest first, as
+    the server returns them: at most 50, the server's most (a run here has about 25)."""
     since = (datetime.now(UTC) - timedelta(minutes=30)).isoformat()
     body = {
-        "filter": {
-            "event": {"prefix": ["prefect.task-run."]},
-            "related": {"id": [f"prefect.flow-run.{flow_run_id}"]},
-            "occurred": {"since": since},
-        },
-        "limit": 50,  # the server's most; a run here has about 25
+        "filter": {"event": event, "occurred": {"since": since}, **where},
+        "order": "DESC",
+        "limit": 50,
     }
     resp = await client._client.post("/events/filter", json=body)
     resp.raise_for_status()
     return str(resp.text)
+
+
+async def _task_run_events(client: Any, flow_run_id: UUID) -> str:
+    """The stored events of the flow run's task runs."""
+    related = {"id": [f"prefect.flow-run.{flow_run_id}"]}
+    return await _stored_events(client, {"prefix": ["prefect.task-run."]}, related=related)
 
 
 def wait_for_task_run_events(flow_run_id: UUID, showing: str) -> None:
@@ -182,16 +186,8 @@ async def _events_of(flow_run_ids: list[str]) -> set[str]:
     """The flow runs (of ``flow_run_ids``) whose run event the server has stored."""
     from prefect.client.orchestration import get_client
 
-    since = (datetime.now(UTC) - timedelta(minutes=30)).isoformat()
-    body = {
-        "filter": {"event": {"name": [EVENT_EVALUATED]}, "occurred": {"since": since}},
-        "order": "DESC",
-        "limit": 50,
-    }
     async with get_client() as client:
-        resp = await client._client.post("/events/filter", json=body)
-        resp.raise_for_status()
-        text = resp.text
+        text = await _stored_events(client, {"name": [EVENT_EVALUATED]})
     return {i for i in flow_run_ids if i in text}
 
 
