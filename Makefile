@@ -1,7 +1,9 @@
 # Two commands on a fresh clone with a bare Python 3.11+ and pip:
 #   make demo   - the offline demo: sandbox Langfuse + TLM, real SDKs, real Prefect, the flow twice
 #   make test   - the test suite
-# uv is installed with pip when missing (python3 -m uv), then `uv sync` builds .venv from uv.lock.
+# uv is installed with pip when missing (python3 -m uv), then `uv sync` builds .venv from uv.lock,
+# with its .pyc files: where PYTHONDONTWRITEBYTECODE=1 is set, every process would otherwise
+# compile Prefect from source (3-4 CPU s each; the tests start a hundred or so).
 
 PYTHON ?= python3
 UV := $(PYTHON) -m uv
@@ -20,7 +22,7 @@ export DO_NOT_TRACK ?= 1
 
 setup:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv>=0.5"
-	@$(UV) sync --locked --quiet
+	@$(UV) sync --locked --quiet --compile-bytecode
 
 demo: setup
 	$(UV) run --locked python -m sandbox.demo
