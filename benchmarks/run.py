@@ -36,6 +36,7 @@ from typing import Any
 
 from benchmarks import charts, report, workload
 from sandbox.langfuse import LangfuseSandbox, LangfuseStore
+from sandbox.prefect_home import fresh_home
 from sandbox.tlm import Latency, TLMSandbox
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +46,7 @@ README_BEGIN = "<!-- bench:begin -->"
 README_END = "<!-- bench:end -->"
 CONTENDERS = ("flow", "floor", "seed", "engine")
 DEFAULT_CONTENDERS = ("flow", "floor", "seed")
-CACHE = Path(tempfile.gettempdir()) / "langfuse-tlm-evals-bench"  # Prefect home template, .pyc
+CACHE = Path(tempfile.gettempdir()) / "langfuse-tlm-evals-bench"  # the children's .pyc files
 HOBBY_PER_MINUTE = 30  # Langfuse Cloud Hobby tier, general API (PROTOCOLS.md)
 _ENV_DROPPED = ("PREFECT_", "LANGFUSE_", "CLEANLAB_", "TRUST_EVAL_", "OTEL_")
 _PROXIES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
@@ -185,42 +186,12 @@ def child_env(
     env.update(
         {
             "PREFECT_HOME": str(prefect_home),
-            # the home is a copy of the migrated template (prefect_template)
+            # the home holds a migrated database (sandbox.prefect_home)
             "PREFECT_SERVER_DATABASE_MIGRATE_ON_START": "false",
             "TRUST_EVAL_SETTLE_LAG_S": "0",  # the window is long past anyway
         }
     )
     return env
-
-
-def prefect_template(base_env: dict[str, str]) -> Path:
-    """A PREFECT_HOME whose database is migrated and whose block types are registered.
-
-    A fresh Prefect home costs the first server start 30 s or more (migrations, block
-    registration); every flow run gets a COPY of this template instead, which is the state of a
-    freshly started server. Built once per Prefect version, under the system temp directory.
-    """
-    from prefect import __version__ as prefect_version
-
-    final = CACHE / f"prefect-{prefect_version}"
-    if (final / "READY").exists():
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(prefix="prefect-home-", dir=final.parent))
-    print(f"preparing a migrated Prefect home ({final}), once…", flush=True)
-    env = base_env | {"PREFECT_HOME": str(build)}
-    code = (
-        "from prefect.client.orchestration import get_client\n"
-        "with get_client(sync_client=True) as c:\n"
-        "    c.hello()\n"
-    )
-    subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True)
-    (build / "READY").write_text(prefect_version)
-    try:
-        build.rename(final)
-    except OSError:  # another harness built it meanwhile
-        shutil.rmtree(build, ignore_errors=True)
-    return final
 
 
 def _wait(proc: subprocess.Popen[bytes], timeout_s: float) -> tuple[int, float, float]:
@@ -249,7 +220,6 @@ def run_one(
     ceiling: tuple[int, int] | None,
     timeout_s: float,
     log_dir: Path,
-    prefect_home: Path | None,
     profile_dir: Path | None = None,
     langfuse_profile: str = "current",
     rerun: bool = False,
@@ -292,8 +262,8 @@ def run_one(
                 )
             )
             home = work / "prefect-home"
-            if prefect_home is not None and contender == "flow":
-                shutil.copytree(prefect_home, home)
+            if contender == "flow":
+                fresh_home(home)
             log_path = log_dir / f"{contender}-{size}{'-hobby' if rl else ''}-{work.name[-8:]}.log"
             print(" running…", end="", flush=True)
             result["load_1m_before"] = round(os.getloadavg()[0], 2)
@@ -356,7 +326,7 @@ def run_one(
             if rerun:
                 print(" again…", end="", flush=True)
                 result["rerun"] = run_again(
-                    contender, store, intended, lf, tlm, work, spec, prefect_home, log_dir,
+                    contender, store, intended, lf, tlm, work, spec, log_dir,
                     timeout_s, price,
                 )  # fmt: skip
             runs = result.get("prefect_task_runs")
@@ -426,7 +396,6 @@ def run_again(
     tlm: TLMSandbox,
     work: Path,
     spec: Path,
-    prefect_home: Path | None,
     log_dir: Path,
     timeout_s: float,
     price: float | None = None,
@@ -434,8 +403,8 @@ def run_again(
     """The same window again on the same Langfuse data, from a fresh Prefect home (no score
     ledger: only what Langfuse shows keeps TLM from being paid again)."""
     home = work / "prefect-home-again"
-    if prefect_home is not None and contender == "flow":
-        shutil.copytree(prefect_home, home)
+    if contender == "flow":
+        fresh_home(home)
     lf.faults.reset_log()
     paid = tlm.faults.count("tlm.score")
     explained = tlm.faults.count("tlm.explain")
@@ -657,9 +626,6 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     with TLMSandbox() as tlm:
-        template: Path | None = None
-        if "flow" in contenders:
-            template = prefect_template(child_env_base())
         for sc in scenarios:
             label = "no rate limit" if sc.scale is None else f"Hobby limit, time ×1/{sc.scale:g}"
             print(f"{sc.size:,} traces, {label}", flush=True)
@@ -681,7 +647,6 @@ def main(argv: list[str] | None = None) -> int:
                         ceiling=ceiling,
                         timeout_s=args.timeout,
                         log_dir=log_dir,
-                        prefect_home=template,
                         profile_dir=args.profile,
                         langfuse_profile=args.langfuse_profile,
                         rerun=args.rerun,

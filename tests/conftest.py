@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ if str(REPO_ROOT) not in sys.path:
 from langfuse import Langfuse  # noqa: E402
 
 from sandbox.langfuse import LangfuseSandbox  # noqa: E402
+from sandbox.prefect_home import copy_database  # noqa: E402
 from sandbox.tlm import TLMSandbox, session_tlm_sandbox  # noqa: E402
 from tests.support.env import FAST_TUNING, guard_network  # noqa: E402
 
@@ -181,13 +183,19 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     lost-worker rule reads heartbeats: on a fake clock in tests/unit/test_day_runs.py, and on a
     real server and worker, heartbeats on, in tests/e2e/test_deployments.py.
     """
+    import prefect.testing.utilities as harness
     from prefect.settings import temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
 
     from tests.support.prefect_stack import drain_workers
 
+    def migrated_tmp() -> str:  # the harness's database directory, its file already migrated
+        tmp = Path(tempfile.mkdtemp())
+        copy_database(tmp / "prefect-test.db")  # the name prefect_test_harness gives it
+        return str(tmp)
+
     home = tmp_path_factory.mktemp("prefect-home")
     mp = pytest.MonkeyPatch()
+    mp.setattr(harness, "mkdtemp", migrated_tmp)
     mp.setenv("PREFECT_HOME", str(home))
     mp.setenv("PREFECT_LOGGING_LEVEL", "WARNING")
     # No task runs recorded from their events (a sixth of the flow tests' time, most of it the
@@ -197,7 +205,7 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     try:
         with (
             temporary_settings(updates={"flows.heartbeat_frequency": None}),
-            prefect_test_harness(server_startup_timeout=180),
+            harness.prefect_test_harness(server_startup_timeout=180),
         ):
             yield
             drain_workers()  # before the harness's own drain, which has no timeout

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from sandbox.langfuse import LangfuseSandbox
+from sandbox.prefect_home import fresh_home
 from sandbox.tlm import Latency, TLMSandbox
 from tests.support.seeding import TAG, seed
 
@@ -49,13 +50,17 @@ def test_two_cli_runs_pay_tlm_once_per_trace(
     start, end, ids = seed_overlap(lf, datetime.now(UTC))
     tlm.set_latency(Latency.fixed(0.5))  # each run scores for a few seconds: they overlap
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env |= lf.env() | tlm.env() | {"PREFECT_HOME": str(tmp_path / "home"), "PYTHONUNBUFFERED": "1"}
+    env |= (
+        lf.env()
+        | tlm.env()
+        | {"PREFECT_HOME": str(fresh_home(tmp_path / "home")), "PYTHONUNBUFFERED": "1"}
+    )
     env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"  # a busy 2-core machine
     daily = ["window", "--start", start.isoformat(), "--end", end.isoformat()]
     other = ["window", "--since", "24h"]
     first = cli(daily, env, tmp_path / "a.log")
-    # two ephemeral servers creating one fresh Prefect database at the same instant can race
-    # in Prefect's own start-up; a moment apart, both runs still overlap (each takes seconds)
+    # two ephemeral servers starting on one Prefect database at the same instant can race in
+    # Prefect's own start-up (seen on a new database); a moment apart, both runs still overlap
     time.sleep(3)
     runs = [first, cli(other, env, tmp_path / "b.log")]
     for proc in runs:

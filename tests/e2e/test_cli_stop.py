@@ -23,6 +23,7 @@ from deployments import local
 from flows.prefect_server import answers
 from sandbox.faults import Fault
 from sandbox.langfuse import LangfuseSandbox
+from sandbox.prefect_home import fresh_home
 from sandbox.runner import free_port
 from sandbox.tlm import TLMSandbox
 from tests.support.env import FAST_TUNING
@@ -44,7 +45,7 @@ def base_env(tmp: Path) -> dict[str, str]:
         env
         | FAST_TUNING
         | {
-            "PREFECT_HOME": str(tmp / "home"),
+            "PREFECT_HOME": str(fresh_home(tmp / "home")),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "TRUST_EVAL_LEDGER_URL": str(tmp / "ledger"),
             "TRUST_EVAL_LOCAL_PREFECT_API": "",  # never another engineer's `make prefect` on 4200
@@ -146,7 +147,7 @@ def test_ctrl_c_mid_scoring_exits_130_within_10_s_with_what_landed(
     env = base_env(tmp_path) | lf.env() | tlm.env()
     with contextlib.ExitStack() as stack:
         if server == "persistent":
-            home, port = tmp_path / "server-home", free_port()
+            home, port = fresh_home(tmp_path / "server-home"), free_port()
             persistent = stack.enter_context(local.running_server(home, port, base_env(tmp_path)))
             # PREFECT_API_URL unset: the CLI finds it as it finds the server of `make prefect`
             env["TRUST_EVAL_LOCAL_PREFECT_API"] = persistent["PREFECT_API_URL"]

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from sandbox.langfuse import LangfuseSandbox
+from sandbox.prefect_home import fresh_home
 from sandbox.tlm import TLMSandbox
 from tests.support.seeding import seed
 
@@ -87,7 +88,7 @@ def cli_env(tmp: Path, lf: LangfuseSandbox, tlm: TLMSandbox) -> dict[str, str]:
         | lf.env()
         | tlm.env()
         | {
-            "PREFECT_HOME": str(tmp / "home"),
+            "PREFECT_HOME": str(fresh_home(tmp / "home")),
             "TRUST_EVAL_LEDGER_URL": str(tmp / "ledger"),
             "TRUST_EVAL_LOCAL_PREFECT_API": "",  # never another engineer's `make prefect` on 4200
             "PYTHONUNBUFFERED": "1",

@@ -25,6 +25,7 @@ import pytest
 from flows.evaluate_traces import evaluate_traces
 from sandbox.faults import Fault
 from sandbox.langfuse import LangfuseSandbox
+from sandbox.prefect_home import fresh_home
 from sandbox.tlm import TLMSandbox, session_tlm_sandbox, synthetic_score
 from tasks.report import EvalReport
 from tests.support.env import guard_network
@@ -146,8 +147,7 @@ def crash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Crash]:
                 pairs[trace_id] = (q, a)
             slow = Fault(latency=0.5)
             lf.faults.set("scores.create", slow)
-            home = tmp / "prefect-home"
-            home.mkdir()
+            home = fresh_home(tmp / "prefect-home")
             env = child_env(home)
             # the operator's re-run in the same home, started now so that its imports overlap
             # run 1; it starts its Prefect server once run 1 is dead (GATE), its flow on GO

@@ -22,6 +22,7 @@ import pytest
 
 from deployments import local
 from sandbox.langfuse import LangfuseSandbox
+from sandbox.prefect_home import fresh_home
 from sandbox.runner import free_port
 from sandbox.tlm import Latency, TLMSandbox, synthetic_score
 from tests.support.seeding import DAY, TAG
@@ -38,7 +39,7 @@ class Server:
         base = {
             k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "TRUST_EVAL_"))
         }
-        self.home, self.env = home, local.prefect_env(home, free_port(), base)
+        self.home, self.env = fresh_home(home), local.prefect_env(home, free_port(), base)
         self.env["PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS"] = "1"  # expired leases go
         self.env["PREFECT_SERVER_CONCURRENCY_MAXIMUM_CONCURRENCY_SLOT_WAIT_SECONDS"] = "1"
         self.proc = local.start_server(self.env, home / "server.log")

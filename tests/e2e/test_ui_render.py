@@ -21,6 +21,7 @@ from prefect.artifacts import create_table_artifact
 
 from deployments import local
 from sandbox.chromium import dump_dom, find_chromium
+from sandbox.prefect_home import fresh_home
 from sandbox.runner import free_port
 from tasks.report import WHY_CHARS, LowTrustRow, lowest_table, short_id
 from tasks.stream import Stream
@@ -102,7 +103,7 @@ class Table(HTMLParser):
 @pytest.fixture
 def prefect_server(tmp_path: Path) -> Iterator[str]:
     """A real ``prefect server`` (own PREFECT_HOME, free port); its UI address."""
-    home = tmp_path / "prefect-home"
+    home = fresh_home(tmp_path / "prefect-home")
     base = {
         k: v
         for k, v in os.environ.items()

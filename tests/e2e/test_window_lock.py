@@ -27,6 +27,7 @@ from prefect import get_client
 import flows.window_lock as wl
 from deployments import local
 from flows.window_lock import lock_names, window_lock
+from sandbox.prefect_home import fresh_home
 from sandbox.runner import free_port
 from tasks.errors import WindowLockTimeout
 from tasks.stream import Stream
@@ -120,7 +121,7 @@ class Child:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A persistent ``prefect server start`` (own PREFECT_HOME, SQLite), as users run it."""
     with local.running_server(
-        tmp_path_factory.mktemp("lock-server"), free_port(), base_env()
+        fresh_home(tmp_path_factory.mktemp("lock-server")), free_port(), base_env()
     ) as env:
         yield env
 
@@ -294,8 +295,7 @@ def test_runs_without_a_server_sharing_a_prefect_home_exclude_each_other(
     """Each process starts its own ephemeral server on one SQLite file, and holds an OS lock
     per day: the second run never takes the lock of the first while it lives, however short
     the lease, and takes it as soon as the first is SIGKILLed (with its server)."""
-    home = tmp_path / "home"
-    home.mkdir()
+    home = fresh_home(tmp_path / "home")
     env = base_env() | {"PREFECT_HOME": str(home), "TRUST_EVAL_LOCK_LEASE_S": "1"}
     pair = [children(env), children(env)]  # started together: their servers start side by side
     deadline = time.monotonic() + 180

@@ -18,6 +18,7 @@ from prefect.client.schemas.objects import FlowRun
 
 from deployments import local
 from sandbox.langfuse import LangfuseSandbox
+from sandbox.prefect_home import fresh_home
 from sandbox.runner import free_port
 from sandbox.tlm import session_tlm_sandbox
 from tests.support.env import FAST_TUNING
@@ -91,7 +92,7 @@ def prefect_stack(
     """Server + pool + deployments + one process worker per name, with the sandboxes' env."""
     tlm = session_tlm_sandbox()
     tlm.reset()
-    home = tmp_path / "prefect-home"
+    home = fresh_home(tmp_path / "prefect-home")
     base = {
         k: v
         for k, v in os.environ.items()
