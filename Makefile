@@ -27,6 +27,10 @@ setup:
 demo: setup
 	$(UV) run --locked python -m sandbox.demo
 
+# the tests' own .pyc files (this checkout's modules, pytest's rewritten tests) are written even
+# where PYTHONDONTWRITEBYTECODE=1 is set: else every process compiles them again (collecting the
+# suite: 11 s -> 5 s)
+test: export PYTHONDONTWRITEBYTECODE =
 test: setup  ## everything: in parallel, then the few tests that need real time, one at a time
 	$(UV) run --locked pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not timing" --durations=10
 	$(UV) run --locked pytest -q -m timing --durations=6
