@@ -50,6 +50,7 @@ LONGEST_FIRST = (
     "e2e/test_deployments.py",
     "e2e/test_make_prefect.py",
     "e2e/test_crash.py",
+    "e2e/test_crash_persistent.py",
     "e2e/test_benchmarks.py",
     "e2e/test_cli_concurrent.py",
     "e2e/test_cli_subprocess.py",
