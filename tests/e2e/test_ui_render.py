@@ -131,13 +131,15 @@ def publish_table(rows: list[LowTrustRow]) -> UUID:
 
 
 def rendered(url: str, attempts: int = 3) -> Table:
-    """The page's table once the single-page app has drawn it (more virtual time each try)."""
+    """The page's table once the single-page app has drawn it, its cells and their links (more
+    virtual time each try: on a busy machine the cells have come without their links)."""
     dom = ""
     for attempt in range(attempts):
         dom = dump_dom(url, budget_ms=10000 * (attempt + 1), timeout=60)
         page = Table()
         page.feed(dom)
-        if len(page.cells) >= len(ROWS):
+        traces = [href for href, _ in page.links if href.startswith(LANGFUSE_UI)]
+        if len(page.cells) >= len(ROWS) and len(traces) >= len(ROWS):  # the links drawn too
             return page
     raise AssertionError(f"no table rendered at {url}:\n{dom[-3000:]}")
 
