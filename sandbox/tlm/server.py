@@ -187,6 +187,15 @@ class TLMSandbox(ServerThread):
         finally:
             conn.close()
 
+    def drain(self, timeout_s: float) -> bool:
+        """Wait until every request already sent (see :meth:`barrier`) has been answered, up
+        to ``timeout_s``; whether none is left."""
+        self.barrier()
+        deadline = time.monotonic() + timeout_s
+        while self._rec.in_flight > 0 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return self._rec.in_flight == 0
+
     def reset(self, drain_s: float = 5.0) -> None:
         """Clear faults, the rate limit, the request log, the captures and the spans; restore
         the constructor's latency and ceiling; release hangs.
@@ -197,10 +206,7 @@ class TLMSandbox(ServerThread):
         """
         self.faults.clear()
         self._rec.wake_sleepers()
-        self.barrier()
-        deadline = time.monotonic() + drain_s
-        while self._rec.in_flight > 0 and time.monotonic() < deadline:
-            time.sleep(0.005)
+        self.drain(drain_s)
         self.faults.reset_log()
         self._rec.clear()
 

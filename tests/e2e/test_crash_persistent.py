@@ -136,10 +136,7 @@ def test_sigkill_during_scoring_then_rerun_on_the_same_server(
             os.killpg(first.pid, signal.SIGKILL)
         first.wait(timeout=30)
     tlm.faults.clear()  # the held calls are answered (and paid), to a client that is gone
-    tlm.barrier()
-    deadline = time.monotonic() + 30
-    while tlm.in_flight > 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    assert tlm.drain(30), "TLM still serving the dead run's calls"
     landed = Counter(s.trace_id for s in lf.store.all_scores())
     paid_before, spans_before = len(tlm.prompts), len(tlm.spans())
     assert len(landed) == 2 * PAGE and all(n == 1 for n in landed.values()), landed
