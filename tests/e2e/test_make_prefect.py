@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from deployments.processes import PID_FILE, alive, descendants, orphan, port_taken
+from sandbox.prefect_home import fresh_home
 from sandbox.runner import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,6 +50,8 @@ def test_ctrl_c_or_sigterm_stops_the_server_the_worker_and_all_they_started(
     tmp_path: Path, how: str
 ) -> None:
     port, home, log = free_port(), tmp_path / "home", tmp_path / "make-prefect.log"
+    if how == "SIGTERM":  # a later start: its database already migrated (Ctrl-C: a first one)
+        fresh_home(home)
     proc = make_prefect(port, home, log)
     try:
         deadline = time.monotonic() + 420  # a guard against a stuck test only
