@@ -331,7 +331,9 @@ def test_the_daily_run_fails_on_the_third_empty_day_not_before(
     langfuse_sandbox: LangfuseSandbox, tlm: TLMSandbox
 ) -> None:
     lf, tag = langfuse_sandbox, f"daily-{uuid4().hex[:8]}"
-    days = [TODAY - timedelta(days=i) for i in (3, 2, 1)]
+    # the run for days[2] is due at 00:15 the morning after: past even when the suite crosses
+    # midnight UTC (a run due later is made to wait for its time by the server)
+    days = [TODAY - timedelta(days=i) for i in (4, 3, 2)]
     for day in days:
         seed_scores(lf, tag, day, [0.3, 0.7])
     typo = tag.replace("daily", "dialy")  # the deployment's tag, mistyped
