@@ -318,6 +318,8 @@ def scheduled_daily(day: date, **params: Any) -> tuple[Any, Any]:
     from prefect.states import Scheduled
 
     due = midnight(day + timedelta(days=1)) + timedelta(minutes=15)
+    # a run due later would wait for its time on the server, not fail
+    assert due < datetime.now(UTC), f"the daily run for {day} is not due before {due}"
     with get_client(sync_client=True) as client:
         run = client.create_flow_run(daily, parameters=params, state=Scheduled(scheduled_time=due))
         try:
