@@ -2,7 +2,7 @@
 the ``window`` deployment that either worker picks up. Its own process is SIGKILLed half-way; the
 same backfill started again re-attaches to the days already created, so every day is evaluated
 once, no score is duplicated, and TLM is paid once per trace. All along, the sandbox Langfuse
-has a sliding-window request limit (time-scaled: 5 per 2 s stands for Hobby's 30 a minute).
+has a fixed-window request limit (time-scaled: 5 per 2 s stands for Hobby's 30 a minute).
 Every run takes its Langfuse requests from one shared budget, so 429s stay rare, and its TLM
 calls from one shared ceiling, so the runs together never have more calls at TLM than it allows.
 (What the limits save is measured by benchmarks/, not here.)"""
