@@ -117,8 +117,8 @@ def test_schedules_manual_runs_and_backfills_on_a_real_server(
                     window.id, parameters={"tags": [TAG], "options": bad}
                 )
             assert next(iter(bad)) in str(refused.value), refused.value
-        # (for 4. below: the run of d[7] that an earlier backfill left RUNNING on a worker that
-        # died now; its silence counts from here)
+        # (for 4. below: a run of d[7] left RUNNING by an earlier backfill's worker, which dies
+        # here; its silence counts from now, while 1.-3. go on)
         stream = Stream.of(lf.store.project_id, [TAG], "trust_score")
         params = {"tags": [TAG], "options": EvalOptions()}
         d7 = (midnight(d[7]), midnight(d[7]) + timedelta(days=1))
