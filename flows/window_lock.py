@@ -27,10 +27,9 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any
 from uuid import UUID
 
-import httpx
 from prefect import get_client
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.actions import VariableCreate
@@ -40,6 +39,7 @@ from prefect.logging import get_logger
 from prefect.runtime import flow_run
 from prefect.settings import PREFECT_HOME
 
+from flows.lock_variables import by_id
 from flows.stopping import STOP
 from tasks.budgets import on_persistent_server
 from tasks.clock import SYSTEM, Clock
@@ -100,54 +100,9 @@ class Held:
     stop: threading.Event = field(default_factory=threading.Event)
 
 
-# A SQLite Prefect server answers 503 ("database is locked") to a DELETE whenever another write
-# commits between its read of the row and its delete (prefect/server/models/variables.py
-# delete_variable reads, emits the event, then deletes): it does for most releases, while the run's
-# last task states are recorded. Prefect's client waits 2 s, then 4 s, before asking again; these
-# pauses come first.
-QUICK_RETRIES_S = (0.05, 0.1, 0.2, 0.4)
-
-
-def _send_once(client: SyncPrefectClient, method: str, var_id: UUID, **kw: Any) -> int:
-    """One request, without Prefect's retries: its status code."""
-    http = client._client  # Prefect's httpx client: its base URL, auth headers and pool
-    request = http.build_request(method, f"/variables/{var_id}", **kw)
-    return httpx.Client.send(http, request).status_code
-
-
-def _by_id(
-    client: SyncPrefectClient,
-    method: Literal["PATCH", "DELETE"],
-    var_id: UUID,
-    clock: Clock = SYSTEM,
-    **kw: Any,
-) -> bool:
-    """PATCH or DELETE one Variable by id; False if that Variable no longer exists."""
-    status = 503
-    for pause in QUICK_RETRIES_S:
-        try:
-            status = _send_once(client, method, var_id, **kw)
-        except httpx.TransportError:
-            break
-        if status != 503:
-            break
-        clock.sleep(pause)
-    if status in (200, 204):
-        return True
-    if status == 404:
-        return False
-    try:  # anything else (still locked, CSRF, a blip): Prefect's client, its retries, its errors
-        client.request(method, "/variables/{id}", path_params={"id": var_id}, **kw)
-        return True
-    except httpx.HTTPStatusError as err:
-        if err.response.status_code == 404:
-            return False
-        raise
-
-
 def free(client: SyncPrefectClient, var_id: UUID, clock: Clock = SYSTEM) -> bool:
     """Delete a lock Variable by id, as a waiter frees a dead holder's; False if already gone."""
-    return _by_id(client, "DELETE", var_id, clock)
+    return by_id(client, "DELETE", var_id, clock)
 
 
 def _number(value: Any) -> float:
@@ -271,7 +226,7 @@ def beat(client: SyncPrefectClient, lock: Held, n: int) -> None:
     for h in list(lock.days):
         if lock.lost.is_set():
             return
-        if not _by_id(client, "PATCH", h.var_id, json={"value": {**h.record, "beat": n}}):
+        if not by_id(client, "PATCH", h.var_id, json={"value": {**h.record, "beat": n}}):
             lock.lost.set()
             why = (
                 f"lost the window lock {h.name} (no heartbeat reached the server for a whole "
@@ -357,6 +312,6 @@ def window_lock(
                 keeper.join(timeout=10)
             for h in reversed(lock.days):
                 try:
-                    _by_id(client, "DELETE", h.var_id, clock)
+                    by_id(client, "DELETE", h.var_id, clock)
                 except Exception as err:  # its heartbeat stops: another run frees it in a lease
                     logger.warning("window %s: could not release %s: %s", lock.window, h.name, err)

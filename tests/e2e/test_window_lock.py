@@ -26,6 +26,7 @@ from prefect import get_client
 
 import flows.window_lock as wl
 from deployments import local
+from flows.lock_variables import by_id
 from flows.window_lock import lock_names, window_lock
 from sandbox.prefect_home import fresh_home
 from sandbox.runner import free_port
@@ -150,13 +151,12 @@ def on_server(server: dict[str, str]) -> Iterator[dict[str, str]]:
 def spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, UUID]]:
     """Record every PATCH/DELETE by id the code under test sends (in this process)."""
     calls: list[tuple[str, UUID]] = []
-    real = wl._by_id
 
     def recording(client: Any, method: Any, var_id: UUID, *args: Any, **kw: Any) -> bool:
         calls.append((method, var_id))
-        return real(client, method, var_id, *args, **kw)
+        return by_id(client, method, var_id, *args, **kw)
 
-    monkeypatch.setattr(wl, "_by_id", recording)
+    monkeypatch.setattr(wl, "by_id", recording)  # the name window_lock calls
     return calls
 
 

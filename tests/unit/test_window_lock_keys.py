@@ -14,6 +14,7 @@ import httpx
 import pytest
 from prefect.exceptions import ObjectAlreadyExists
 
+import flows.lock_variables as lv
 import flows.window_lock as wl
 from flows.window_lock import Held, Watch, lock_names
 from tasks.errors import WindowLockTimeout
@@ -165,22 +166,22 @@ def test_a_release_the_server_refuses_as_locked_is_asked_again_within_a_second()
     store, clock = FakeVariables(), FakeClock()
     var = store.create_variable(Var(uuid4(), "lock", {"flow_run_id": "me"}))
     store.locked = 2
-    assert wl._by_id(store, "DELETE", var.id, clock)  # type: ignore[arg-type]
+    assert lv.by_id(store, "DELETE", var.id, clock)  # type: ignore[arg-type]
     assert store.deleted == [var.id] and len(store.sent) == 3
     assert clock.sleeps == [0.05, 0.1]
-    assert not wl._by_id(store, "DELETE", var.id, clock)  # type: ignore[arg-type]  # gone: False
+    assert not lv.by_id(store, "DELETE", var.id, clock)  # type: ignore[arg-type]  # gone: False
 
 
 def test_a_release_still_locked_after_the_quick_retries_goes_to_prefects_client() -> None:
     store, clock = FakeVariables(), FakeClock()
     var = store.create_variable(Var(uuid4(), "lock", {"flow_run_id": "me"}))
-    store.locked = len(wl.QUICK_RETRIES_S)
-    assert wl._by_id(store, "DELETE", var.id, clock)  # type: ignore[arg-type]
-    assert store.deleted == [var.id] and len(store.sent) == len(wl.QUICK_RETRIES_S) + 1
+    store.locked = len(lv.QUICK_RETRIES_S)
+    assert lv.by_id(store, "DELETE", var.id, clock)  # type: ignore[arg-type]
+    assert store.deleted == [var.id] and len(store.sent) == len(lv.QUICK_RETRIES_S) + 1
     store.locked = 99
     other = store.create_variable(Var(uuid4(), "lock", {"flow_run_id": "me"}))
     with pytest.raises(httpx.HTTPStatusError):  # Prefect's client gave up: its error
-        wl._by_id(store, "DELETE", other.id, clock)  # type: ignore[arg-type]
+        lv.by_id(store, "DELETE", other.id, clock)  # type: ignore[arg-type]
     assert store.vars["lock"].id == other.id
 
 
